@@ -1,0 +1,188 @@
+#!/usr/bin/env python
+"""Benchmarks of lungdamage (speed and memory targets are checked here, not in tests).
+
+Usage::
+
+    python scripts/bench.py [core]     # read / segment / score a 512x512x400 phantom series
+    python scripts/bench.py io         # header indexing files/s; read vs SimpleITK ImageSeriesReader
+    python scripts/bench.py lungmask   # lungmask R231 with random weights, seconds per slice
+    python scripts/bench.py batch      # batch throughput, 1 vs 2 workers
+
+Each prints a Markdown table.  The phantom series is written once to
+``$LUNGDAMAGE_BENCH_DIR`` (default: the system temp folder) and reused.
+Targets (2-core machine): end-to-end <= 15 s, scoring kernel <= 5x one
+``np.copy`` of the volume, classical segmentation <= 8 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH_DIR = Path(os.environ.get("LUNGDAMAGE_BENCH_DIR", Path(tempfile.gettempdir()) / "lungdamage-bench"))
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"
+
+
+def phantom_series(n_slices: int = 400, matrix: int = 512, slice_mm: float = 0.75) -> Path:
+    """Write (once) a phantom DICOM series and return its folder."""
+    from lungdamage.phantom import make_phantom, write_dicom_series
+
+    folder = BENCH_DIR / f"phantom_{matrix}x{matrix}x{n_slices}"
+    if not (folder / ".complete").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        ph = make_phantom(matrix=matrix, n_slices=n_slices, slice_thickness_mm=slice_mm, vessels=True, seed=1)
+        print(f"(phantom made in {time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+        write_dicom_series(ph.ct, folder, patient_id="BENCH")
+        (folder / ".complete").write_text("ok")
+    return folder
+
+
+def best_of(fn, repeat: int = 3) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def _peak_rss_of(code: str) -> tuple[float, float]:
+    """Run ``code`` in a fresh interpreter; return (seconds, peak RSS in MiB)."""
+    wrapper = (
+        "import resource, time, json\n"
+        "t0 = time.perf_counter()\n"
+        f"{code}\n"
+        "print(json.dumps([time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", wrapper], check=True, capture_output=True, text=True).stdout
+    secs, mib = json.loads(out.strip().splitlines()[-1])
+    return secs, mib
+
+
+def bench_core() -> None:
+    import lungdamage as ld
+    from lungdamage.score.kernels import region_histograms
+
+    folder = phantom_series()
+    t_read, ct = best_of(lambda: ld.read_series(folder), repeat=2)
+    t_seg, regions = best_of(lambda: ld.segment_lungs(ct), repeat=2)
+    t_score, _ = best_of(lambda: ld.score(ct, regions), repeat=5)
+    t_kernel, _ = best_of(lambda: region_histograms(ct.hu, regions.labels), repeat=5)
+    t_copy, _ = best_of(lambda: np.copy(ct.hu), repeat=5)
+    t_e2e, mib = _peak_rss_of(f"import lungdamage as ld; ld.analyze({str(folder)!r}).to_frame()")
+    lung_frac = float(np.count_nonzero(regions.labels)) / regions.labels.size
+    print(f"\nMachine: {machine()}\n")
+    print(f"Series: {ct.shape[2]}x{ct.shape[1]}x{ct.shape[0]} phantom, {ct.spacing_mm} mm, lung {100 * lung_frac:.1f} % of voxels\n")
+    print("| step | seconds | note |\n|---|---:|---|")
+    print(f"| read_series (uncompressed DICOM) | {t_read:.2f} | best of 2 |")
+    print(f"| segment_lungs (threshold) | {t_seg:.2f} | target <= 8 s |")
+    print(f"| score (histograms + bands + table) | {t_score:.3f} | |")
+    print(f"| scoring kernel (one bincount) | {t_kernel:.3f} | {t_kernel / t_copy:.2f}x np.copy (target <= 5x) |")
+    print(f"| np.copy of the HU volume | {t_copy:.3f} | |")
+    print(f"| analyze end to end (fresh process) | {t_e2e:.2f} | target <= 15 s; peak RSS {mib:.0f} MiB |")
+
+
+def bench_io() -> None:
+    import SimpleITK as sitk
+
+    import lungdamage as ld
+
+    folder = phantom_series()
+    files = sorted(str(p) for p in folder.glob("*.dcm"))
+    try:
+        from lungdamage.io.catalog import scan
+    except ImportError:
+        scan = None
+    rows = []
+    if scan is not None:
+        t, _ = best_of(lambda: scan(folder), repeat=3)
+        rows.append(("catalog.scan (headers only)", t, f"{len(files) / t:,.0f} files/s (target >= 2,000)"))
+
+    def sitk_read():
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+        return reader.Execute()
+
+    t_sitk, _ = best_of(sitk_read, repeat=2)
+    t_ours, _ = best_of(lambda: ld.read_series(folder), repeat=2)
+    rows.append(("SimpleITK ImageSeriesReader", t_sitk, ""))
+    rows.append(("lungdamage.read_series", t_ours, f"{t_ours / t_sitk:.2f}x SimpleITK's time (target <= 1)"))
+    print(f"\nMachine: {machine()}\n\n{len(files)} files, 512x512\n")
+    print("| step | seconds | note |\n|---|---:|---|")
+    for name, t, note in rows:
+        print(f"| {name} | {t:.2f} | {note} |")
+
+
+def bench_lungmask() -> None:
+    import tempfile as tf
+
+    import torch
+
+    from lungdamage.phantom import make_phantom
+    from lungdamage.segment.lungmask import segment_lungmask
+
+    ph = make_phantom(matrix=512, n_slices=8, slice_thickness_mm=1.25)
+    with tf.TemporaryDirectory() as d:
+        from lungmask.resunet import UNet
+
+        torch.manual_seed(0)
+        net = UNet(n_classes=3, in_channels=1, padding=True, depth=5, up_mode="upsample", batch_norm=True, residual=False)
+        path = Path(d) / "random_R231.pth"
+        torch.save(net.state_dict(), path)
+        t, _ = best_of(lambda: segment_lungmask(ph.ct, model="R231", weights=path), repeat=1)
+    print(f"\nMachine: {machine()}\n")
+    print("| step | seconds | per slice |\n|---|---:|---:|")
+    print(f"| lungmask R231 (random weights), {ph.ct.shape[0]} slices 512x512 | {t:.2f} | {t / ph.ct.shape[0]:.2f} |")
+    print(f"\nExtrapolated to 400 slices: {400 * t / ph.ct.shape[0]:.0f} s")
+
+
+def bench_batch() -> None:
+    from lungdamage.phantom import make_phantom, write_dicom_series
+
+    archive = BENCH_DIR / "batch_archive"
+    if not (archive / ".complete").exists():
+        for i in range(8):
+            ph = make_phantom(matrix=256, n_slices=160, slice_thickness_mm=2.0, seed=i, patient_id=f"B{i:03d}")
+            write_dicom_series(ph.ct, archive / f"B{i:03d}", patient_id=f"B{i:03d}")
+        (archive / ".complete").write_text("ok")
+    results = {}
+    for jobs in (1, 2):
+        store = BENCH_DIR / f"bench_{jobs}.sqlite"
+        for p in BENCH_DIR.glob(f"bench_{jobs}.sqlite*"):
+            p.unlink()
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "lungdamage", "-q", "batch", str(archive), "--store", str(store), "--jobs", str(jobs)],
+            check=True,
+        )
+        results[jobs] = time.perf_counter() - t0
+    n = 8
+    print(f"\nMachine: {machine()}\n\n{n} series, 256x256x160\n")
+    print("| workers | seconds | series/min |\n|---:|---:|---:|")
+    for jobs, t in results.items():
+        print(f"| {jobs} | {t:.1f} | {60 * n / t:.1f} |")
+    print(f"\nSpeed-up with 2 workers: {results[1] / results[2]:.2f}x (target >= 1.7x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", nargs="?", default="core", choices=("core", "io", "lungmask", "batch"))
+    args = parser.parse_args()
+    {"core": bench_core, "io": bench_io, "lungmask": bench_lungmask, "batch": bench_batch}[args.what]()
+
+
+if __name__ == "__main__":
+    main()

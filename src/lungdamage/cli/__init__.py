@@ -1,0 +1,76 @@
+"""Command-line interface: ``lungdamage SUBCOMMAND ...``.
+
+A thin layer: each subcommand module (``cli/<name>.py``) defines
+``register(subparsers)`` adding its parser with ``set_defaults(func=run)``;
+``run(args) -> int`` parses nothing more, calls one library function and
+prints.  Heavy imports happen inside ``run``.
+
+Exit codes: 0 success, 1 some inputs failed (batch), 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .._version import __version__
+from ..errors import LungDamageError
+
+__all__ = ["main"]
+
+#: Subcommand modules, in the order shown by ``--help``.
+COMMANDS = ("score", "index", "batch", "export", "study")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lungdamage",
+        description="Quantify lung damage (GGO, consolidation) on chest CT.",
+    )
+    parser.add_argument("--version", action="version", version=f"lungdamage {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:  # a subcommand module not yet present
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root = logging.getLogger("lungdamage")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (never calls ``sys.exit``)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except LungDamageError as exc:
+        # one line, no traceback: what failed, where, what to do
+        msg = " ".join(str(exc).split())
+        print(f"lungdamage {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("lungdamage: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,149 @@
+"""NIfTI / NRRD / MHA volumes in (via SimpleITK) and label maps out.
+
+Geometry follows :mod:`lungdamage.volume`: arrays (slice, row, column), LPS.
+SimpleITK converts NIfTI's RAS storage to LPS on read, so a NIfTI and the
+DICOM series it came from give the same :class:`~lungdamage.volume.CTVolume`
+geometry.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GeometryError, InputError
+from ..volume import AIR_HU, CTVolume, ScanMeta
+
+__all__ = ["IMAGE_SUFFIXES", "is_image_file", "read_image", "read_label_image", "write_label_image"]
+
+log = logging.getLogger(__name__)
+
+#: File name endings read by :func:`read_image`.
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True when ``path`` names a NIfTI / NRRD / MetaImage file (by suffix)."""
+    name = str(path).lower()
+    return any(name.endswith(s) for s in IMAGE_SUFFIXES)
+
+
+def _read_sitk(path: Path, what: str):
+    import SimpleITK as sitk
+
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist. Potential fix: check the path.")
+    if not path.is_file():
+        raise InputError(f"{what} {path} is not a file. Potential fix: pass a .nii.gz, .nrrd or .mha file.")
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise InputError(
+            f"Cannot read {what.lower()} {path}: {first}. "
+            "Potential fix: pass a NIfTI (.nii/.nii.gz), NRRD (.nrrd) or MetaImage (.mha/.mhd) file."
+        ) from None
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{what} {path} has {img.GetNumberOfComponentsPerPixel()} components per voxel; "
+            "expected a scalar volume. Potential fix: export a single-channel image."
+        )
+    if img.GetDimension() not in (2, 3):
+        raise InputError(f"{what} {path} is {img.GetDimension()}-D; expected a 2-D or 3-D image.")
+    return img
+
+
+def read_image(path: str | Path) -> CTVolume:
+    """Read a CT volume in HU from a NIfTI, NRRD or MetaImage file.
+
+    Values are rounded to int16; values at or below -2000 HU (outside the
+    field of view) become air (-1024).  A 2-D image becomes one slice.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    CTVolume
+        With ``meta.source`` set to the path and ``meta.input_hash`` to the
+        SHA-256 of the file (first 16 hex characters).
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or multi-component file.
+    """
+    import hashlib
+
+    import SimpleITK as sitk
+
+    path = Path(path)
+    img = _read_sitk(path, "Image")
+    if img.GetDimension() == 2:
+        img = sitk.JoinSeries(img)
+    arr = sitk.GetArrayFromImage(img)
+    if arr.dtype.kind == "f":
+        arr = np.rint(arr)
+    hu = np.clip(arr, -32768, 32767).astype(np.int16, copy=False)
+    hu[hu <= -2000] = AIR_HU
+    spacing, origin, direction = CTVolume.geometry_from_sitk(img)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    meta = ScanMeta(source=str(path), input_hash=digest.hexdigest()[:16])
+    log.debug("read %s: %s", path, hu.shape)
+    return CTVolume(hu, spacing, origin, direction, meta)
+
+
+def read_label_image(path: str | Path, ct: CTVolume | None = None, *, atol_mm: float = 1e-3) -> np.ndarray:
+    """Read an integer label map; when ``ct`` is given check it lies on the CT grid.
+
+    Returns
+    -------
+    ndarray, shape (slices, rows, columns)
+        The raw label codes (not yet translated; see
+        :func:`lungdamage.regions.translate_labels`).
+
+    Raises
+    ------
+    GeometryError
+        The label map's size, spacing, origin or direction differ from the CT's
+        (beyond ``atol_mm``).
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    img = _read_sitk(path, "Label map")
+    if img.GetDimension() == 2:
+        img = sitk.JoinSeries(img)
+    arr = sitk.GetArrayFromImage(img)
+    if arr.dtype.kind == "f":
+        if not np.all(arr == np.rint(arr)):
+            raise InputError(f"Label map {path} has non-integer values. Potential fix: export integer labels.")
+        arr = arr.astype(np.int64)
+    if ct is not None and not ct.same_grid(img, atol_mm=atol_mm):
+        spacing, origin, direction = CTVolume.geometry_from_sitk(img)
+        raise GeometryError(
+            f"Label map {path} is not on the grid of CT {ct.meta.key}: label shape {arr.shape}, "
+            f"spacing {tuple(round(s, 4) for s in spacing)} mm, origin {tuple(round(o, 3) for o in origin)}; "
+            f"CT shape {ct.shape}, spacing {tuple(round(s, 4) for s in ct.spacing_mm)} mm, "
+            f"origin {tuple(round(o, 3) for o in ct.origin_lps)}. "
+            "Potential fix: export the labels on the CT grid (resample with nearest neighbour)."
+        )
+    return arr
+
+
+def write_label_image(path: str | Path, labels: np.ndarray, ct: CTVolume) -> Path:
+    """Write a uint8 label array on ``ct``'s grid as NIfTI / NRRD / MHA (by suffix)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if tuple(labels.shape) != ct.shape:
+        raise GeometryError(f"Labels of shape {labels.shape} do not match CT {ct.meta.key} of shape {ct.shape}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(ct.to_sitk(np.asarray(labels, dtype=np.uint8)), str(path), useCompression=True)
+    return path

@@ -1,0 +1,132 @@
+"""``analyze``: read + segment + score one scan."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from .regions import RegionMap
+from .score import ScanResult, Scheme, get_scheme, score
+from .volume import CTVolume
+
+__all__ = ["analyze", "analyze_scan", "Analysis", "load_ct"]
+
+log = logging.getLogger(__name__)
+
+
+def load_ct(source: str | PathLike | CTVolume | Sequence[str | PathLike] | Any, *, series_uid: str | None = None) -> CTVolume:
+    """Read a CT from a DICOM folder / file list / catalog entry, or a NIfTI/NRRD/MHA file.
+
+    A :class:`CTVolume` is returned unchanged.
+    """
+    if isinstance(source, CTVolume):
+        return source
+    from .io.images import is_image_file, read_image
+
+    if isinstance(source, (str, PathLike)) and is_image_file(source) and Path(source).is_file():
+        return read_image(source)
+    from .io.dicom import read_series
+
+    return read_series(source, series_uid=series_uid)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Analysis:
+    """Everything one scan's analysis made: the CT, its regions and the scores.
+
+    Kept together for review outputs (QC images, masks) that need the arrays;
+    :func:`analyze` returns only the (small) :class:`ScanResult`.
+    """
+
+    ct: CTVolume
+    regions: RegionMap
+    result: ScanResult
+
+
+def analyze(source, **options: Any) -> ScanResult:
+    """Read, segment and score one scan; see :func:`analyze_scan` for the options.
+
+    Returns
+    -------
+    ScanResult
+        ``result.to_frame()`` gives the tidy per-region table.
+    """
+    return analyze_scan(source, **options).result
+
+
+def analyze_scan(
+    source: str | PathLike | CTVolume | Sequence[str | PathLike] | Any,
+    *,
+    scheme: str | Scheme | Mapping[str, Any] = "covid",
+    method: str = "threshold",
+    regions: str = "lungs",
+    series_uid: str | None = None,
+    model: str | None = None,
+    weights: str | PathLike | None = None,
+    regions_from: str | PathLike | None = None,
+    label_codes: str | None = None,
+) -> Analysis:
+    """Read, segment and score one scan, keeping the CT and region map.
+
+    Parameters
+    ----------
+    source : path, list of paths, catalog entry or CTVolume
+        A DICOM series folder (one series, or choose with ``series_uid``), a
+        list of DICOM files, or a NIfTI / NRRD / MHA file.
+    scheme : str, Scheme or mapping
+        HU band scheme (``covid`` default; ``lcta``, ``aeration`` or a file).
+    method : {"threshold", "lungmask"}
+        Lung segmentation method.
+    regions : {"lungs", "zones", "lobes"}
+        Region set to report.
+    series_uid : str, optional
+        Which series to read from a folder holding several.
+    model, weights :
+        lungmask model name and local weight file (``method="lungmask"``).
+    regions_from, label_codes :
+        Import the region map from a label file instead of segmenting;
+        ``label_codes`` names its convention (``lungmask``, ``totalsegmentator``,
+        ``cip`` or a JSON file).
+
+    Returns
+    -------
+    Analysis
+        ``.ct``, ``.regions`` and ``.result`` (a :class:`ScanResult`).
+    """
+    from .segment import segment_lungs
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ct = load_ct(source, series_uid=series_uid)
+    timings["read_s"] = time.perf_counter() - t0
+    scheme_obj = get_scheme(scheme)
+    t0 = time.perf_counter()
+    region_map = segment_lungs(
+        ct,
+        method=method,
+        regions=regions,
+        model=model,
+        weights=weights,
+        regions_from=regions_from,
+        label_codes=label_codes,
+    )
+    timings["segment_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    params = {
+        "regions": regions,
+        "model": model,
+        "regions_from": Path(regions_from).name if regions_from else None,
+        "label_codes": label_codes,
+    }
+    result = score(ct, region_map, scheme_obj, params=params)
+    timings["score_s"] = time.perf_counter() - t0
+    log.info(
+        "%s: read %.2fs, segment %.2fs, score %.2fs",
+        ct.meta.key, timings["read_s"], timings["segment_s"], timings["score_s"],
+    )
+    return Analysis(ct, region_map, dataclasses.replace(result, timings_s=timings))
