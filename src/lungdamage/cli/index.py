@@ -1,0 +1,68 @@
+"""``lungdamage index ROOT``: list patients, studies and series; say which would be scored."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "index",
+        help="catalog DICOM files under a folder and show which series would be scored",
+        description=(
+            "Walk ROOT recursively (zip archives included), read DICOM headers only, list "
+            "patients / studies / series, and show for every study which series the selection "
+            "policy would score and why, and what was rejected and why."
+        ),
+    )
+    p.add_argument("root", metavar="ROOT", help="folder, zip archive or file")
+    p.add_argument("-o", "--output", metavar="CSV", help="write one row per series (with selection and reason)")
+    p.add_argument(
+        "--prefer-kernel", choices=("soft", "lung"), default="soft",
+        help="preferred reconstruction kernel family among equally thin series (default: soft)",
+    )
+    p.add_argument("--min-extent-mm", type=float, default=150.0, help="minimum z-extent of a scorable series")
+    p.add_argument("--allow-derived", action="store_true", help="accept DERIVED/SECONDARY (reformatted) series")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io.catalog import SelectionPolicy, catalog_frame, scan, select_series
+
+    summary: dict = {}
+    series = scan(args.root, summary=summary)
+    policy = SelectionPolicy(
+        prefer_kernel=args.prefer_kernel, min_extent_mm=args.min_extent_mm, allow_derived=args.allow_derived
+    )
+    selections = select_series(series, policy)
+    print(
+        f"{summary['root']}: {summary['n_files']} files, {summary['n_dicom']} DICOM, "
+        f"{summary['n_non_dicom']} non-DICOM skipped, {summary['n_truncated']} truncated, "
+        f"{summary['n_dicomdir']} DICOMDIR"
+    )
+    patients = sorted({s.patient_id for s in series})
+    studies = {(s.patient_id, s.study_uid) for s in series}
+    print(f"{len(patients)} patient(s), {len(studies)} study(ies), {len(series)} series")
+    n_selected = 0
+    current = None
+    for sel in selections:
+        s = sel.series
+        if (s.patient_id, s.study_uid) != current:
+            current = (s.patient_id, s.study_uid)
+            print(f"\npatient {s.patient_id or '<none>'}  study {s.study_date or '?'} {s.study_uid}")
+        mark = "SCORE" if sel.selected else "  -  "
+        n_selected += sel.selected
+        print(f"  [{mark}] {s.series_uid}  {s.series_description!r}  {s.n_slices} slices")
+        print(f"          {sel.reason}")
+    studies_without = len(studies) - n_selected
+    print(f"\n{n_selected} series would be scored; {studies_without} study(ies) have no scorable series")
+    if args.output:
+        frame = catalog_frame(series)
+        frame["selected"] = [sel.selected for sel in selections]
+        frame["reason"] = [sel.reason for sel in selections]
+        frame["n_files"] = [len(s.files) for s in series]
+        frame.to_csv(args.output, index=False)
+        print(f"wrote {args.output}")
+    return 0

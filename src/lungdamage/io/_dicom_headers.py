@@ -1,0 +1,497 @@
+"""Header-only DICOM parsing shared by :mod:`.dicom` and :mod:`.catalog`.
+
+One :class:`DicomHeader` per file (or ``archive.zip::member``), built from
+``pydicom.dcmread(..., stop_before_pixels=True)``; pixel data is never decoded
+here.  Per-frame geometry (one frame for classic single-frame images, many for
+enhanced multi-frame CT) is held as small NumPy arrays so that grouping and
+sorting are vectorized.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Separator between a zip archive path and a member path inside it.
+ZIP_SEP = "::"
+
+#: Uncompressed little-endian transfer syntaxes whose pixels are read directly.
+UNCOMPRESSED_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+IMPLICIT_LE = "1.2.840.10008.1.2"
+
+#: SOP classes that never hold an image.
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+_NAN3 = np.full(3, np.nan)
+
+
+def split_zip_source(source: str) -> tuple[str, str] | None:
+    """``("a.zip", "member")`` for ``"a.zip::member"``, else None."""
+    if ZIP_SEP not in source:
+        return None
+    archive, member = source.split(ZIP_SEP, 1)
+    if archive.lower().endswith(".zip"):
+        return archive, member
+    return None
+
+
+def read_source_bytes(source: str) -> bytes:
+    """Whole content of a file or zip member."""
+    z = split_zip_source(source)
+    if z is None:
+        with open(source, "rb") as fh:
+            return fh.read()
+    with zipfile.ZipFile(z[0]) as zf:
+        return zf.read(z[1])
+
+
+def iter_sources(root: str | os.PathLike, *, counts: dict | None = None) -> Iterator[tuple[str, int]]:
+    """Yield ``(source, size_bytes)`` for every file under ``root``.
+
+    Walks sub-folders recursively (sorted, deterministic) and expands ``.zip``
+    archives into ``archive.zip::member`` sources.  ``root`` may also be a
+    single file or a single zip archive.
+    """
+    root = os.fspath(root)
+    if os.path.isfile(root):
+        paths: Iterable[str] = [root]
+    else:
+        def _walk() -> Iterator[str]:
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    yield os.path.join(dirpath, name)
+
+        paths = _walk()
+    for path in paths:
+        if path.lower().endswith(".zip") and zipfile.is_zipfile(path):
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    infos = [i for i in zf.infolist() if not i.is_dir()]
+            except (zipfile.BadZipFile, OSError) as exc:
+                logger.warning("cannot open zip archive %s: %s", path, exc)
+                if counts is not None:
+                    counts["unreadable"] = counts.get("unreadable", 0) + 1
+                continue
+            for info in sorted(infos, key=lambda i: i.filename):
+                yield f"{path}{ZIP_SEP}{info.filename}", info.file_size
+        else:
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                continue
+            yield path, size
+
+
+@dataclass(frozen=True, eq=False)
+class DicomHeader:
+    """Header facts of one DICOM file (no pixel data).
+
+    Per-frame arrays have one row per frame: ``positions`` (n, 3) LPS mm
+    (NaN when absent), ``orientations`` (n, 6), ``pixel_spacing`` (n, 2)
+    (row spacing, column spacing) mm, ``slope`` and ``intercept`` (n,).
+    """
+
+    source: str
+    size_bytes: int
+    transfer_syntax: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_uid: str
+    study_uid: str
+    frame_of_reference_uid: str
+    patient_id: str
+    patient_name: str
+    study_date: str
+    study_time: str
+    series_date: str
+    series_number: int | None
+    instance_number: int | None
+    acquisition_number: int | None
+    modality: str
+    image_type: tuple[str, ...]
+    series_description: str
+    study_description: str
+    kernel: str
+    slice_thickness_mm: float | None
+    spacing_between_slices_mm: float | None
+    manufacturer: str
+    contrast_agent: str | None
+    rows: int
+    columns: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric: str
+    samples_per_pixel: int
+    n_frames: int
+    padding_value: int | None
+    padding_limit: int | None
+    has_pixels: bool
+    positions: np.ndarray = field(repr=False)
+    orientations: np.ndarray = field(repr=False)
+    pixel_spacing: np.ndarray = field(repr=False)
+    slope: np.ndarray = field(repr=False)
+    intercept: np.ndarray = field(repr=False)
+    is_multiframe: bool = False
+    gantry_tilt_deg: float | None = None
+    truncated: bool = False
+
+    @property
+    def is_image(self) -> bool:
+        return self.has_pixels and self.rows > 0 and self.columns > 0
+
+
+from pydicom.datadict import tag_for_keyword as _tag_for_keyword  # noqa: E402
+from pydicom.dataelem import RawDataElement as _RawDataElement  # noqa: E402
+
+_TAGS: dict[str, int] = {}
+
+
+def _tag(keyword: str) -> int:
+    t = _TAGS.get(keyword)
+    if t is None:
+        t = _TAGS[keyword] = int(_tag_for_keyword(keyword))
+    return t
+
+
+# Header parsing is the hot loop of indexing thousands of files: the attributes
+# read here are decoded straight from the raw element bytes (their VRs are
+# fixed by the standard) instead of through pydicom's per-element conversion.
+_US_KEYWORDS = frozenset(
+    {"Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel"}
+)
+
+
+def _raw_value(ds, keyword: str):
+    """``(bytes, little_endian)`` of a not-yet-converted element, or the converted value."""
+    e = ds._dict.get(_tag(keyword))
+    if e is None:
+        return None
+    if type(e) is _RawDataElement:
+        if e.value is None:
+            return None
+        return e
+    return e.value
+
+
+def _text(ds, keyword: str) -> list[str] | None:
+    v = _raw_value(ds, keyword)
+    if v is None:
+        return None
+    if type(v) is _RawDataElement:
+        txt = v.value.decode("latin-1")
+        if not txt.isascii():  # leave character-set handling to pydicom
+            v = ds.get(keyword, None)
+        else:
+            return [p.strip(" \x00") for p in txt.split("\\")]
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        return [str(x).strip() for x in v]
+    return [str(v).strip()]
+
+
+def _s(ds, keyword: str) -> str:
+    parts = _text(ds, keyword)
+    if not parts:
+        return ""
+    return "\\".join(parts).strip()
+
+
+def _f(ds, keyword: str) -> float | None:
+    parts = _text(ds, keyword)
+    if not parts or parts[0] == "":
+        return None
+    try:
+        return float(parts[0])
+    except ValueError:
+        return None
+
+
+def _i(ds, keyword: str) -> int | None:
+    if keyword in _US_KEYWORDS or keyword == "PixelPaddingValue" or keyword == "PixelPaddingRangeLimit":
+        v = _raw_value(ds, keyword)
+        if v is None:
+            return None
+        if type(v) is _RawDataElement:
+            b = v.value
+            if len(b) < 2:
+                return None
+            signed = keyword.startswith("PixelPadding") and _i(ds, "PixelRepresentation") == 1
+            return int.from_bytes(b[:2], "little" if v.is_little_endian else "big", signed=signed)
+        try:
+            return int(v[0] if isinstance(v, (list, tuple)) else v)
+        except (TypeError, ValueError, IndexError):
+            return None
+    parts = _text(ds, keyword)
+    if not parts or parts[0] == "":
+        return None
+    try:
+        return int(float(parts[0]))
+    except ValueError:
+        return None
+
+
+def _floats(ds, keyword: str, n: int) -> np.ndarray:
+    parts = _text(ds, keyword)
+    if parts is None or len(parts) != n:
+        return np.full(n, np.nan)
+    try:
+        return np.array([float(x) for x in parts])
+    except ValueError:
+        return np.full(n, np.nan)
+
+
+def _vec(v, n: int) -> np.ndarray:
+    if v is None:
+        return np.full(n, np.nan)
+    try:
+        a = np.asarray([float(x) for x in v], dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.full(n, np.nan)
+    if a.shape != (n,):
+        return np.full(n, np.nan)
+    return a
+
+
+def _fg(per_frame, shared, seq: str, keyword: str):
+    """Value of ``seq[0].keyword`` from a per-frame item, else the shared item."""
+    for item in (per_frame, shared):
+        if item is None:
+            continue
+        s = item.get(seq, None)
+        if s:
+            v = s[0].get(keyword, None)
+            if v is not None:
+                return v
+    return None
+
+
+def _frame_arrays(ds, n_frames: int):
+    """Per-frame geometry and rescale arrays (vectorized over frames after parsing)."""
+    pfg = ds.get("PerFrameFunctionalGroupsSequence", None) if _tag("PerFrameFunctionalGroupsSequence") in ds._dict else None
+    if pfg is not None and len(pfg) >= 1:
+        sfg_seq = ds.get("SharedFunctionalGroupsSequence", None)
+        shared = sfg_seq[0] if sfg_seq else None
+        n = len(pfg)
+        pos = np.full((n, 3), np.nan)
+        ori = np.full((n, 6), np.nan)
+        ps = np.full((n, 2), np.nan)
+        slope = np.ones(n)
+        inter = np.zeros(n)
+        for k, item in enumerate(pfg):
+            pos[k] = _vec(_fg(item, shared, "PlanePositionSequence", "ImagePositionPatient"), 3)
+            ori[k] = _vec(_fg(item, shared, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+            ps[k] = _vec(_fg(item, shared, "PixelMeasuresSequence", "PixelSpacing"), 2)
+            sl = _fg(item, shared, "PixelValueTransformationSequence", "RescaleSlope")
+            ic = _fg(item, shared, "PixelValueTransformationSequence", "RescaleIntercept")
+            slope[k] = float(sl) if sl not in (None, "") else 1.0
+            inter[k] = float(ic) if ic not in (None, "") else 0.0
+        return pos, ori, ps, slope, inter, True
+    n = max(n_frames, 1)
+    sl = _f(ds, "RescaleSlope")
+    ic = _f(ds, "RescaleIntercept")
+    if n == 1:  # the common case: one small array per attribute, no tiling
+        pos = _floats(ds, "ImagePositionPatient", 3)[None]
+        ori = _floats(ds, "ImageOrientationPatient", 6)[None]
+        ps = _floats(ds, "PixelSpacing", 2)[None]
+        return pos, ori, ps, np.array([1.0 if sl is None else sl]), np.array([0.0 if ic is None else ic]), False
+    pos = np.tile(_floats(ds, "ImagePositionPatient", 3), (n, 1))
+    ori = np.tile(_floats(ds, "ImageOrientationPatient", 6), (n, 1))
+    ps = np.tile(_floats(ds, "PixelSpacing", 2), (n, 1))
+    slope = np.full(n, 1.0 if sl is None else sl)
+    inter = np.full(n, 0.0 if ic is None else ic)
+    if n > 1:  # legacy multi-frame without functional groups: positions unknown per frame
+        pos[1:] = np.nan
+    return pos, ori, ps, slope, inter, n > 1
+
+
+def _shared_pm(ds, keyword: str):
+    """A PixelMeasures attribute of an enhanced image (shared group first)."""
+    for seq_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        seq = ds.get(seq_name, None)
+        if seq:
+            pm = seq[0].get("PixelMeasuresSequence", None)
+            if pm:
+                v = pm[0].get(keyword, None)
+                if v is not None:
+                    return v
+    return None
+
+
+def header_from_dataset(
+    ds, source: str, size_bytes: int, *, has_pixels: bool | None = None, truncated: bool = False
+) -> DicomHeader:
+    """Build a :class:`DicomHeader` from a dataset read with ``stop_before_pixels``."""
+    fm = getattr(ds, "file_meta", None)
+    ts = _s(fm, "TransferSyntaxUID") if fm is not None else ""
+    sop_class = _s(ds, "SOPClassUID") or (_s(fm, "MediaStorageSOPClassUID") if fm is not None else "")
+    n_frames = _i(ds, "NumberOfFrames") or 1
+    pos, ori, ps, slope, inter, multi = _frame_arrays(ds, n_frames)
+    rows = _i(ds, "Rows") or 0
+    cols = _i(ds, "Columns") or 0
+    kernel = _s(ds, "ConvolutionKernel")
+    thickness = _f(ds, "SliceThickness")
+    sbs = _f(ds, "SpacingBetweenSlices")
+    if multi and _tag("PerFrameFunctionalGroupsSequence") in ds._dict:
+        if thickness is None:
+            thickness = _f_val(_shared_pm(ds, "SliceThickness"))
+        if sbs is None:
+            sbs = _f_val(_shared_pm(ds, "SpacingBetweenSlices"))
+        if not kernel:
+            for seq_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+                seq = ds.get(seq_name, None)
+                if seq:
+                    rec = seq[0].get("CTReconstructionSequence", None)
+                    if rec and rec[0].get("ConvolutionKernel", None) is not None:
+                        kernel = _s(rec[0], "ConvolutionKernel")
+                        break
+    contrast_parts = _text(ds, "ContrastBolusAgent")
+    contrast = None if contrast_parts is None else "\\".join(contrast_parts)
+    if contrast is None and _tag("ContrastBolusUsageSequence") in ds._dict:
+        contrast = "yes"
+    image_type = tuple(x.upper() for x in (_text(ds, "ImageType") or ()))
+    if not image_type or image_type == ("",):
+        image_type = tuple(x.upper() for x in (_text(ds, "FrameType") or ()))
+    if has_pixels is None:
+        has_pixels = rows > 0 and cols > 0
+    return DicomHeader(
+        source=source,
+        size_bytes=int(size_bytes),
+        transfer_syntax=ts,
+        sop_class_uid=sop_class,
+        sop_instance_uid=_s(ds, "SOPInstanceUID"),
+        series_uid=_s(ds, "SeriesInstanceUID"),
+        study_uid=_s(ds, "StudyInstanceUID"),
+        frame_of_reference_uid=_s(ds, "FrameOfReferenceUID"),
+        patient_id=_s(ds, "PatientID"),
+        patient_name=_s(ds, "PatientName"),
+        study_date=_s(ds, "StudyDate"),
+        study_time=_s(ds, "StudyTime"),
+        series_date=_s(ds, "SeriesDate"),
+        series_number=_i(ds, "SeriesNumber"),
+        instance_number=_i(ds, "InstanceNumber"),
+        acquisition_number=_i(ds, "AcquisitionNumber"),
+        modality=_s(ds, "Modality").upper(),
+        image_type=image_type,
+        series_description=_s(ds, "SeriesDescription"),
+        study_description=_s(ds, "StudyDescription"),
+        kernel=kernel,
+        slice_thickness_mm=thickness,
+        spacing_between_slices_mm=sbs,
+        manufacturer=_s(ds, "Manufacturer"),
+        contrast_agent=None if contrast is None else str(contrast).strip(),
+        rows=rows,
+        columns=cols,
+        bits_allocated=_i(ds, "BitsAllocated") or 0,
+        bits_stored=_i(ds, "BitsStored") or (_i(ds, "BitsAllocated") or 0),
+        pixel_representation=_i(ds, "PixelRepresentation") or 0,
+        photometric=_s(ds, "PhotometricInterpretation").upper(),
+        samples_per_pixel=_i(ds, "SamplesPerPixel") or 1,
+        n_frames=n_frames,
+        padding_value=_i(ds, "PixelPaddingValue"),
+        padding_limit=_i(ds, "PixelPaddingRangeLimit"),
+        has_pixels=bool(has_pixels),
+        positions=pos,
+        orientations=ori,
+        pixel_spacing=ps,
+        slope=slope,
+        intercept=inter,
+        is_multiframe=multi,
+        gantry_tilt_deg=_f(ds, "GantryDetectorTilt"),
+        truncated=truncated,
+    )
+
+
+def _f_val(v) -> float | None:
+    if v is None or v == "":
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_header(source: str, size_bytes: int | None = None) -> DicomHeader | None:
+    """Parse the header of one file or zip member; None when it is not DICOM.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be read at all.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    z = split_zip_source(source)
+    try:
+        if z is None:
+            if size_bytes is None or size_bytes < 0:
+                size_bytes = os.path.getsize(source)
+            with open(source, "rb") as fh:
+                ds = pydicom.dcmread(fh, stop_before_pixels=True)
+                at_end = fh.tell() >= size_bytes
+        else:
+            data = read_source_bytes(source)
+            size_bytes = len(data)
+            fh = io.BytesIO(data)
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            at_end = fh.tell() >= size_bytes
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        logger.debug("not a readable DICOM file: %s (%s)", source, exc)
+        return None
+    if _tag("SOPClassUID") not in ds._dict and getattr(ds, "file_meta", None) is None:
+        return None
+    # pydicom stops quietly at a premature end of file: a header that ran to the end of
+    # the file without the identifiers every DICOM object has is a truncated file
+    truncated = at_end and (_tag("SOPInstanceUID") not in ds._dict or _tag("SeriesInstanceUID") not in ds._dict)
+    try:
+        return header_from_dataset(ds, source, size_bytes, truncated=truncated)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        logger.debug("unusable DICOM header in %s (%s)", source, exc)
+        return None
+
+
+def read_headers(sources: Iterable[tuple[str, int]], *, counts: dict | None = None) -> list[DicomHeader]:
+    """Headers of every DICOM source; non-DICOM sources are skipped and counted.
+
+    ``counts`` (if given) receives ``dicom``, ``non_dicom`` and ``dicomdir`` totals.
+    """
+    out: list[DicomHeader] = []
+    c = counts if counts is not None else {}
+    for src, size in sources:
+        try:
+            h = read_header(src, size)
+        except OSError as exc:
+            logger.warning("cannot read %s: %s", src, exc)
+            c["unreadable"] = c.get("unreadable", 0) + 1
+            continue
+        if h is None:
+            c["non_dicom"] = c.get("non_dicom", 0) + 1
+            continue
+        if h.truncated:
+            logger.warning("truncated DICOM file skipped: %s (%d bytes)", src, h.size_bytes)
+            c["truncated"] = c.get("truncated", 0) + 1
+            continue
+        if h.sop_class_uid == DICOMDIR_SOP_CLASS:
+            c["dicomdir"] = c.get("dicomdir", 0) + 1
+            continue
+        c["dicom"] = c.get("dicom", 0) + 1
+        out.append(h)
+    return out
+
+
+def source_name(source: str) -> str:
+    """Short printable name (last path part) of a source."""
+    z = split_zip_source(source)
+    return Path(z[1] if z else source).name

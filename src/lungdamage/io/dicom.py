@@ -1,0 +1,690 @@
+"""Read one DICOM CT series into a :class:`~lungdamage.volume.CTVolume`.
+
+Orientation convention of the result
+------------------------------------
+- Axis 0 (slice) runs along the slice normal ``n = row_cosines × column_cosines``
+  (``ImageOrientationPatient[0:3] × [3:6]``); slices are sorted by *increasing*
+  position ``dot(ImagePositionPatient, n)``, never by InstanceNumber or raw z.
+  For a head-first or feet-first axial series ``n`` is +z (superior), so slice 0
+  is the most inferior slice whatever order the scanner wrote them in.
+- Axes 1 (row) and 2 (column) are kept exactly as stored: rows advance along
+  the column cosines ``IOP[3:6]``, columns along the row cosines ``IOP[0:3]``.
+- ``direction[:, 0] = n``, ``direction[:, 1] = IOP[3:6]``,
+  ``direction[:, 2] = IOP[0:3]``; ``origin_lps`` is the position of the first
+  sorted slice; ``spacing_mm[0]`` is the distance between consecutive slice
+  positions along ``n`` (not SliceThickness).
+
+HU are ``round(stored * RescaleSlope + RescaleIntercept)`` per slice, clipped to
+int16; padding (PixelPaddingValue / PixelPaddingRangeLimit, in stored values)
+and outside-field values (HU <= -2000, e.g. -2048 or -3024) become -1024 (air).
+MONOCHROME1 only inverts the *display*; HU come from the rescale as for
+MONOCHROME2 (a warning notes it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DicomSeriesError, InputError, MultipleSeriesError
+from ..volume import AIR_HU, CTVolume, ScanMeta
+from ._dicom_headers import (
+    IMPLICIT_LE,
+    UNCOMPRESSED_LE,
+    DicomHeader,
+    iter_sources,
+    read_headers,
+    read_source_bytes,
+    split_zip_source,
+)
+
+__all__ = ["read_series", "DicomReadWarning", "OUTSIDE_FIELD_HU"]
+
+logger = logging.getLogger(__name__)
+
+#: HU at or below this value are outside the reconstruction field and become air.
+OUTSIDE_FIELD_HU = -2000
+
+_TILT_CHOICES = ("correct", "error")
+_IRREGULAR_CHOICES = ("resample", "error")
+
+
+class DicomReadWarning(UserWarning):
+    """Something unusual was found while reading a series; the volume is still usable.
+
+    The same text is appended to ``CTVolume.meta.warnings``.
+    """
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _resolve_sources(source: Any) -> tuple[list[tuple[str, int]], str]:
+    """Files (and sizes) named by ``source`` plus a printable name for messages."""
+    files = getattr(source, "files", None)
+    if files is not None and not isinstance(source, (str, os.PathLike)):
+        # a catalog SeriesInfo (or anything with .files)
+        items = [str(f) for f in files]
+        name = str(getattr(source, "series_uid", "") or (items[0] if items else "<empty>"))
+        return [(s, -1) for s in items], name
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        z = split_zip_source(path)
+        if z is not None:
+            if not os.path.isfile(z[0]):
+                raise InputError(
+                    f"Zip archive {z[0]!r} does not exist. Potential fix: check the path "
+                    "(members are named 'archive.zip::member/path')."
+                )
+            return [(path, -1)], path
+        if not os.path.exists(path):
+            raise InputError(
+                f"Input path {path!r} does not exist. Potential fix: check the spelling and that the "
+                "folder with the DICOM series is mounted."
+            )
+        return list(iter_sources(path)), path
+    if isinstance(source, Sequence):
+        items = [os.fspath(s) for s in source]
+        if not items:
+            raise InputError("read_series got an empty list of files. Potential fix: pass a folder or files.")
+        missing = [s for s in items if split_zip_source(s) is None and not os.path.isfile(s)]
+        if missing:
+            raise InputError(
+                f"{len(missing)} of {len(items)} files do not exist, e.g. {missing[0]!r}. "
+                "Potential fix: check the file list."
+            )
+        return [(s, -1) for s in items], f"{len(items)} files starting {items[0]!r}"
+    raise InputError(
+        f"read_series cannot read a {type(source).__name__}. "
+        "Potential fix: pass a folder, a list of files or a catalog SeriesInfo."
+    )
+
+
+# --------------------------------------------------------------------------- reader
+
+
+@dataclass
+class _Warn:
+    """Collects warnings: emitted as DicomReadWarning and kept for meta.warnings."""
+
+    messages: list
+
+    def __call__(self, msg: str) -> None:
+        self.messages.append(msg)
+        logger.warning("%s", msg)
+        warnings.warn(msg, DicomReadWarning, stacklevel=3)
+
+
+def read_series(
+    source: str | os.PathLike | Sequence[str | os.PathLike] | Any,
+    *,
+    series_uid: str | None = None,
+    allow_gaps: bool = False,
+    gap_factor: float = 1.5,
+    spacing_tolerance_mm: float = 0.05,
+    irregular: str = "resample",
+    tilt: str = "correct",
+    orientation_tolerance: float = 1e-3,
+    thin_slab_mm: float = 10.0,
+) -> CTVolume:
+    """Read one CT series into HU with its LPS geometry.
+
+    Parameters
+    ----------
+    source : path, list of paths, or SeriesInfo
+        A folder (searched recursively, ``.zip`` archives included), one file,
+        a list of files (``"archive.zip::member"`` names members of a zip), or
+        a :class:`lungdamage.io.catalog.SeriesInfo`.
+    series_uid : str, optional
+        Which series to read when ``source`` holds several.
+    allow_gaps : bool
+        Missing slices (a step larger than ``gap_factor`` × the median step)
+        raise :class:`DicomSeriesError` unless True; then the volume is
+        resampled onto a regular grid at the median spacing (linear
+        interpolation across the gap) with a warning.
+    gap_factor : float
+        Step / median-step ratio above which a step counts as a gap.
+    spacing_tolerance_mm : float
+        Largest deviation of a step from the median step still treated as
+        regular spacing.
+    irregular : {"resample", "error"}
+        What to do with steps that deviate more than the tolerance but are no
+        gaps: resample linearly onto a regular grid (with a warning) or raise.
+    tilt : {"correct", "error"}
+        Gantry tilt (slice positions not moving along the slice normal):
+        shear-correct each slice in-plane onto an orthogonal grid (with a
+        warning), or raise.
+    orientation_tolerance : float
+        Largest difference in direction cosines still treated as one orientation.
+    thin_slab_mm : float
+        A series covering less than this extent (incl. a single slice) is read
+        with a warning.
+
+    Returns
+    -------
+    CTVolume
+        ``hu`` int16 (slice, row, column); see the module docstring for the
+        orientation convention.
+
+    Raises
+    ------
+    InputError
+        ``source`` does not exist.
+    MultipleSeriesError
+        Several series and no ``series_uid``.
+    DicomSeriesError
+        No DICOM image, inconsistent geometry, conflicting duplicates, gaps.
+    """
+    if irregular not in _IRREGULAR_CHOICES:
+        raise ValueError(f"irregular must be one of {_IRREGULAR_CHOICES}, got {irregular!r}")
+    if tilt not in _TILT_CHOICES:
+        raise ValueError(f"tilt must be one of {_TILT_CHOICES}, got {tilt!r}")
+    sources, where = _resolve_sources(source)
+    counts: dict = {}
+    headers = read_headers(sources, counts=counts)
+    n_other = counts.get("non_dicom", 0) + counts.get("unreadable", 0)
+    if n_other:
+        logger.info("%s: ignored %d non-DICOM or unreadable file(s)", where, n_other)
+    images = [h for h in headers if h.is_image]
+    if not images:
+        raise DicomSeriesError(
+            f"No DICOM image found in {where!r} ({len(sources)} files looked at, "
+            f"{len(headers)} DICOM without image data, {n_other} non-DICOM). "
+            "Potential fix: point to the folder holding the CT slices; run `lungdamage index ROOT` "
+            "to list the series under a folder tree."
+        )
+    series = _pick_series(images, series_uid, where)
+    return _SeriesReader(
+        series,
+        where=where,
+        allow_gaps=allow_gaps,
+        gap_factor=gap_factor,
+        spacing_tolerance_mm=spacing_tolerance_mm,
+        irregular=irregular,
+        tilt=tilt,
+        orientation_tolerance=orientation_tolerance,
+        thin_slab_mm=thin_slab_mm,
+    ).read()
+
+
+def _pick_series(images: list[DicomHeader], series_uid: str | None, where: str) -> list[DicomHeader]:
+    groups: dict[str, list[DicomHeader]] = {}
+    for h in images:
+        groups.setdefault(h.series_uid, []).append(h)
+    if series_uid is not None:
+        if series_uid not in groups:
+            listing = "; ".join(f"{uid or '<no UID>'} ({len(g)} files)" for uid, g in groups.items())
+            raise DicomSeriesError(
+                f"Series {series_uid!r} not found in {where!r}; found: {listing}. "
+                "Potential fix: pass one of the listed UIDs as series_uid= / --series-uid."
+            )
+        return groups[series_uid]
+    if len(groups) > 1:
+        info = [(uid, len(g), g[0].series_description) for uid, g in groups.items()]
+        listing = "; ".join(f"{uid or '<no UID>'} ({n} files, {desc!r})" for uid, n, desc in info)
+        raise MultipleSeriesError(
+            f"{where!r} holds {len(groups)} series: {listing}. "
+            "Potential fix: pass series_uid= (CLI: --series-uid) to choose one, or run "
+            "`lungdamage index ROOT` to see which series would be scored.",
+            info,
+        )
+    return next(iter(groups.values()))
+
+
+def _groups_text(keys: list, labels: list[str]) -> str:
+    c = Counter(keys)
+    return "; ".join(f"{k} ({n} frames, e.g. {labels[keys.index(k)]})" for k, n in c.most_common())
+
+
+class _SeriesReader:
+    def __init__(self, headers: list[DicomHeader], *, where: str, **opts: Any):
+        self.headers = headers
+        self.opts = opts
+        self.uid = headers[0].series_uid
+        self.name = self.uid or where
+        self.warn = _Warn([])
+        self.first = headers[0]
+
+    # -- consistency ------------------------------------------------------
+    def _check_consistency(self, fi: np.ndarray) -> None:
+        hs = self.headers
+        labels = [Path(hs[i].source).name for i in fi]
+        checks = [
+            ("matrix sizes (rows x columns)", [f"{hs[i].rows}x{hs[i].columns}" for i in fi]),
+            ("frames of reference", [hs[i].frame_of_reference_uid or "<none>" for i in fi]),
+            ("samples per pixel", [str(hs[i].samples_per_pixel) for i in fi]),
+        ]
+        for what, keys in checks:
+            if len(set(keys)) > 1:
+                raise DicomSeriesError(
+                    f"Series {self.name} mixes {len(set(keys))} {what}: {_groups_text(keys, labels)}. "
+                    "Potential fix: split the files into one folder per group, or pass the files of one "
+                    "group as a list."
+                )
+        if hs[fi[0]].samples_per_pixel != 1:
+            raise DicomSeriesError(
+                f"Series {self.name} has {hs[fi[0]].samples_per_pixel} samples per pixel (colour), not a CT "
+                "image. Potential fix: choose the CT series (see `lungdamage index`)."
+            )
+
+    def _check_orientation(self, ori: np.ndarray, ps: np.ndarray, labels: list[str]) -> None:
+        tol = self.opts["orientation_tolerance"]
+        if np.isnan(ori).any() or np.isnan(ps).any():
+            bad = int(np.isnan(ori).any(axis=1).sum() + np.isnan(ps).any(axis=1).sum())
+            raise DicomSeriesError(
+                f"Series {self.name}: {bad} frame(s) lack ImageOrientationPatient or PixelSpacing "
+                f"(e.g. {labels[int(np.argmax(np.isnan(ori).any(axis=1) | np.isnan(ps).any(axis=1)))]}); "
+                "the geometry is unknown. Potential fix: this is not a cross-sectional CT image "
+                "(scout, secondary capture?); choose another series."
+            )
+        dev = np.abs(ori - ori[0]).max(axis=1)
+        if (dev > tol).any():
+            keys = [",".join(f"{v:.3f}" for v in o) for o in np.round(ori, 3)]
+            raise DicomSeriesError(
+                f"Series {self.name} mixes image orientations (ImageOrientationPatient): "
+                f"{_groups_text(keys, labels)}. Potential fix: read each orientation as its own series "
+                "(pass its files as a list)."
+            )
+        dps = np.abs(ps - ps[0]).max(axis=1)
+        if (dps > 1e-3).any():
+            keys = [f"{a:.4g}x{b:.4g}" for a, b in ps]
+            raise DicomSeriesError(
+                f"Series {self.name} mixes pixel spacings (mm): {_groups_text(keys, labels)}. "
+                "Potential fix: pass the files of one reconstruction as a list."
+            )
+
+    # -- main ---------------------------------------------------------------
+    def read(self) -> CTVolume:
+        hs = self.headers
+        # frame table: one row per frame over all files
+        nf = np.array([h.positions.shape[0] for h in hs])
+        fi = np.repeat(np.arange(len(hs)), nf)
+        fr = np.concatenate([np.arange(n) for n in nf])
+        pos = np.concatenate([h.positions for h in hs])
+        ori = np.concatenate([h.orientations for h in hs])
+        ps = np.concatenate([h.pixel_spacing for h in hs])
+        slope = np.concatenate([h.slope for h in hs])
+        inter = np.concatenate([h.intercept for h in hs])
+        labels = [Path(hs[i].source).name + (f"[frame {f}]" if hs[i].is_multiframe else "") for i, f in zip(fi, fr)]
+
+        self._check_consistency(fi)
+        self._check_orientation(ori, ps, labels)
+        if np.isnan(pos).any():
+            k = int(np.argmax(np.isnan(pos).any(axis=1)))
+            raise DicomSeriesError(
+                f"Series {self.name}: frame {labels[k]} has no ImagePositionPatient, so slices cannot be "
+                "ordered. Potential fix: choose a cross-sectional CT series (see `lungdamage index`)."
+            )
+        row_cos = ori[0, :3] / np.linalg.norm(ori[0, :3])
+        col_cos = ori[0, 3:] / np.linalg.norm(ori[0, 3:])
+        normal = np.cross(row_cos, col_cos)
+        normal /= np.linalg.norm(normal)
+        d = pos @ normal
+        order = np.argsort(d, kind="stable")
+        fi, fr, pos, d, slope, inter = fi[order], fr[order], pos[order], d[order], slope[order], inter[order]
+        labels = [labels[k] for k in order]
+
+        keep = self._duplicates(fi, fr, d, labels)
+        raw = self._decode(fi, fr)
+        if keep is not None:
+            raw = self._resolve_duplicates(raw, keep, fi, fr, d, labels)
+            sel = keep[0]
+            fi, fr, pos, d, slope, inter = fi[sel], fr[sel], pos[sel], d[sel], slope[sel], inter[sel]
+            labels = [labels[k] for k in sel]
+
+        hu = _to_hu(raw, slope, inter, hs, fi)
+        del raw
+        row_mm, col_mm = float(ps[0, 0]), float(ps[0, 1])
+        hu, spacing0, origin = self._geometry(hu, pos, d, normal, row_cos, col_cos, row_mm, col_mm, labels)
+        direction = np.column_stack([normal, col_cos, row_cos])
+        return CTVolume(hu, (spacing0, row_mm, col_mm), tuple(origin), direction, self._meta(fi))
+
+    # -- duplicates -----------------------------------------------------------
+    def _duplicates(self, fi, fr, d, labels):
+        if len(d) < 2:
+            return None
+        same = np.diff(d) < 1e-3
+        if not same.any():
+            return None
+        # keep the first frame of each run of equal positions
+        keep = np.concatenate([[True], ~same])
+        return np.flatnonzero(keep), same
+
+    def _resolve_duplicates(self, raw, keep, fi, fr, d, labels):
+        sel, same = keep
+        dup_idx = np.flatnonzero(same) + 1  # frames equal to their predecessor
+        run_start = np.maximum.accumulate(np.where(np.concatenate([[True], ~same]), np.arange(len(d)), 0))
+        ref = run_start[dup_idx]
+        differ = np.any(raw[dup_idx] != raw[ref], axis=(1, 2))
+        if differ.any():
+            k = int(dup_idx[np.argmax(differ)])
+            r = int(run_start[k])
+            raise DicomSeriesError(
+                f"Series {self.name}: {int(differ.sum())} slice position(s) occur twice with different pixel "
+                f"data, e.g. {labels[r]} and {labels[k]} at {d[k]:.3f} mm along the normal. "
+                "Potential fix: the folder mixes two acquisitions or reconstructions of one series; "
+                "separate them (e.g. by AcquisitionNumber) and pass one set of files as a list."
+            )
+        self.warn(
+            f"Series {self.name}: dropped {len(dup_idx)} duplicate slice(s) with identical position and "
+            f"pixels (e.g. {labels[int(dup_idx[0])]} duplicates {labels[int(ref[0])]})."
+        )
+        return raw[sel]
+
+    # -- decoding -------------------------------------------------------------
+    def _decode(self, fi: np.ndarray, fr: np.ndarray) -> np.ndarray:
+        hs = self.headers
+        first = hs[fi[0]]
+        rows, cols = first.rows, first.columns
+        used = np.unique(fi)
+        signed = {hs[i].pixel_representation for i in used}
+        alloc = {hs[i].bits_allocated for i in used}
+        if alloc == {16} and len(signed) == 1:
+            dtype = np.dtype("<i2" if 1 in signed else "<u2")
+        else:
+            dtype = np.dtype(np.int32)
+        raw = np.empty((len(fi), rows, cols), dtype=dtype)
+        multi_cache: dict[int, np.ndarray] = {}
+        for k in range(len(fi)):
+            h = hs[fi[k]]
+            if not (h.n_frames == 1 and self._read_fast(h, raw[k])):
+                if fi[k] not in multi_cache:
+                    multi_cache[fi[k]] = self._decode_pydicom(h)
+                arr = multi_cache[fi[k]]
+                raw[k] = arr[fr[k]] if arr.ndim == 3 else arr
+        # unused high bits (PS3.5 8.1.1): sign-extend / mask, only when a value uses them
+        bs = np.array([hs[i].bits_stored for i in fi])
+        nbits = raw.dtype.itemsize * 8
+        if (bs < nbits).any() and raw.size:
+            b = int(bs.min())
+            lo, hi = (-(1 << (b - 1)), (1 << (b - 1)) - 1) if dtype.kind == "i" else (0, (1 << b) - 1)
+            if int(raw.min()) < lo or int(raw.max()) > hi:
+                for b in np.unique(bs[bs < nbits]):  # one pass per distinct BitsStored
+                    shift = nbits - int(b)
+                    sel = slice(None) if (bs == b).all() else bs == b
+                    if dtype.kind == "i":
+                        raw[sel] = (raw[sel] << shift) >> shift
+                    else:
+                        raw[sel] &= (1 << int(b)) - 1
+        return raw
+
+    @staticmethod
+    def _read_fast(h: DicomHeader, out: np.ndarray) -> bool:
+        """Read uncompressed little-endian pixel bytes straight into ``out``.
+
+        The pixel data element is located from the end of the file (it is the
+        last element in practice); its tag and length are verified, else False.
+        """
+        if h.transfer_syntax not in UNCOMPRESSED_LE or h.bits_allocated != 16 or out.dtype.itemsize != 2:
+            return False
+        nbytes = out.nbytes
+        hdr = 8 if h.transfer_syntax == IMPLICIT_LE else 12
+        z = split_zip_source(h.source)
+        if z is not None:
+            data = read_source_bytes(h.source)
+            if len(data) < nbytes + hdr or not _pixel_header_ok(data[len(data) - nbytes - hdr: len(data) - nbytes], nbytes):
+                return False
+            out.reshape(-1)[:] = np.frombuffer(data, dtype=out.dtype, count=out.size, offset=len(data) - nbytes)
+            return True
+        try:
+            with open(h.source, "rb", buffering=0) as fh:
+                size = os.fstat(fh.fileno()).st_size
+                start = size - nbytes - hdr
+                if start < 0:
+                    return False
+                fh.seek(start)
+                if not _pixel_header_ok(fh.read(hdr), nbytes):
+                    return False
+                got = fh.readinto(memoryview(out).cast("B"))
+        except OSError:
+            return False
+        return got == nbytes
+
+    def _decode_pydicom(self, h: DicomHeader) -> np.ndarray:
+        import io
+
+        import pydicom
+
+        try:
+            z = split_zip_source(h.source)
+            if z is None:
+                ds = pydicom.dcmread(h.source)
+            else:
+                ds = pydicom.dcmread(io.BytesIO(read_source_bytes(h.source)))
+            arr = ds.pixel_array
+        except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
+            raise DicomSeriesError(
+                f"Series {self.name}: cannot decode pixel data of {h.source!r} "
+                f"(transfer syntax {h.transfer_syntax}): {type(exc).__name__}: {exc}. "
+                "Potential fix: the file may be truncated or use a codec without an installed decoder; "
+                "install pylibjpeg plugins / python-gdcm, or remove the file."
+            ) from exc
+        if arr.shape[-2:] != (h.rows, h.columns):
+            raise DicomSeriesError(
+                f"Series {self.name}: pixel data of {h.source!r} has shape {arr.shape}, header says "
+                f"{h.n_frames} x {h.rows} x {h.columns}. Potential fix: the file is damaged; remove it."
+            )
+        return arr
+
+    # -- geometry -------------------------------------------------------------
+    def _geometry(self, hu, pos, d, normal, row_cos, col_cos, row_mm, col_mm, labels):
+        n = len(d)
+        o = self.opts
+        origin = pos[0].copy()
+        if n == 1:
+            h = self.first
+            sp = h.spacing_between_slices_mm or h.slice_thickness_mm
+            src = "SpacingBetweenSlices" if h.spacing_between_slices_mm else "SliceThickness"
+            if not sp or sp <= 0:
+                sp, src = 1.0, "a default of 1 mm"
+            self.warn(
+                f"Series {self.name} has a single slice; slice spacing {sp:g} mm taken from {src}. "
+                "Volumes and 3-D results are not meaningful for one slice."
+            )
+            return hu, float(sp), origin
+
+        steps = np.diff(d)
+        med = float(np.median(steps))
+        # gantry tilt: positions move in-plane as well as along the normal
+        inplane = (pos - pos[0]) - np.outer(d - d[0], normal)
+        shift_per_mm = inplane[-1] / (d[-1] - d[0])
+        resid = inplane - np.outer(d - d[0], shift_per_mm)
+        if np.abs(resid).max() > max(0.05, 0.1 * min(row_mm, col_mm)):
+            k = int(np.argmax(np.abs(resid).max(axis=1)))
+            raise DicomSeriesError(
+                f"Series {self.name}: slice positions do not lie on one line (slice {labels[k]} is "
+                f"{np.abs(resid[k]).max():.2f} mm off). Potential fix: the files mix several stacks; "
+                "pass the files of one stack as a list."
+            )
+        tilt_deg = float(np.degrees(np.arctan(np.linalg.norm(shift_per_mm))))
+        if np.linalg.norm(inplane[-1]) > 1e-2 and tilt_deg > 0.01:
+            if o["tilt"] == "error":
+                raise DicomSeriesError(
+                    f"Series {self.name} was acquired with gantry tilt: slices shift {tilt_deg:.2f} degrees "
+                    "off the slice normal (GantryDetectorTilt "
+                    f"{self.first.gantry_tilt_deg if self.first.gantry_tilt_deg is not None else 'absent'}). "
+                    "Potential fix: read with tilt='correct' to shear-correct onto an orthogonal grid."
+                )
+            hu = _shear_correct(hu, d - d[0], shift_per_mm @ col_cos / row_mm, shift_per_mm @ row_cos / col_mm)
+            self.warn(
+                f"Series {self.name}: gantry tilt of {tilt_deg:.2f} degrees corrected by shifting each slice "
+                "in-plane onto an orthogonal grid (linear interpolation)."
+            )
+
+        gap = steps > o["gap_factor"] * med
+        tol = o["spacing_tolerance_mm"]
+        if gap.any():
+            k = int(np.argmax(steps))
+            msg = (
+                f"Series {self.name} has {int(gap.sum())} gap(s) in slice positions: largest "
+                f"{steps[k]:.3f} mm between {labels[k]} and {labels[k + 1]} "
+                f"(median spacing {med:.3f} mm; about {int(round(steps[k] / med)) - 1} slice(s) missing)."
+            )
+            if not o["allow_gaps"]:
+                raise DicomSeriesError(
+                    msg + " Potential fix: find the missing files, or read with allow_gaps=True "
+                    "(CLI: --allow-gaps) to interpolate across the gap."
+                )
+            self.warn(msg + f" Resampled to a regular grid at {med:.3f} mm (interpolated across the gap).")
+            hu = _resample_slices(hu, d - d[0], med)
+            return hu, med, origin
+        if np.abs(steps - med).max() > tol:
+            msg = (
+                f"Series {self.name} has irregular slice spacing: steps from {steps.min():.3f} to "
+                f"{steps.max():.3f} mm (median {med:.3f}, tolerance {tol} mm)."
+            )
+            if o["irregular"] == "error":
+                raise DicomSeriesError(
+                    msg + " Potential fix: read with irregular='resample' to interpolate onto a regular grid."
+                )
+            self.warn(msg + f" Resampled linearly to a regular grid at {med:.3f} mm.")
+            return _resample_slices(hu, d - d[0], med), med, origin
+        spacing = float((d[-1] - d[0]) / (n - 1))
+        extent = spacing * n
+        if extent < o["thin_slab_mm"]:
+            self.warn(
+                f"Series {self.name} is a thin slab: {n} slices covering {extent:.1f} mm; lungs need about "
+                "150 mm or more. Volumes cover only this slab."
+            )
+        return hu, spacing, origin
+
+    # -- meta -------------------------------------------------------------------
+    def _meta(self, fi: np.ndarray) -> ScanMeta:
+        hs = self.headers
+        used = [hs[i] for i in np.unique(fi)]
+        h = used[0]
+        if any(u.photometric == "MONOCHROME1" for u in used):
+            self.warn(
+                f"Series {self.name} is MONOCHROME1: that only inverts the display; HU were taken from "
+                "the rescale unchanged."
+            )
+        hsh = hashlib.sha256()
+        for u in sorted(used, key=lambda u: (u.sop_instance_uid, u.source)):
+            hsh.update(f"{u.sop_instance_uid}|{u.size_bytes}\n".encode())
+        contrast = None
+        if h.contrast_agent is not None:
+            contrast = h.contrast_agent.strip().upper() not in ("", "NONE", "NO", "N")
+        src = os.path.commonpath([u.source for u in used]) if len(used) > 1 else used[0].source
+        return ScanMeta(
+            source=src,
+            series_uid=h.series_uid,
+            study_uid=h.study_uid,
+            frame_of_reference_uid=h.frame_of_reference_uid,
+            patient_id=h.patient_id,
+            study_date=h.study_date,
+            study_time=h.study_time,
+            modality=h.modality,
+            series_description=h.series_description,
+            kernel=h.kernel,
+            slice_thickness_mm=h.slice_thickness_mm,
+            manufacturer=h.manufacturer,
+            contrast=contrast,
+            input_hash=hsh.hexdigest(),
+            warnings=tuple(self.warn.messages),
+            extra={
+                "n_files": len(used),
+                # source files in slice order (for DICOM SEG references and review tools)
+                "files": tuple(dict.fromkeys(hs[i].source for i in fi)),
+                "transfer_syntax": h.transfer_syntax,
+                "image_type": "\\".join(h.image_type),
+                "photometric": h.photometric,
+            },
+        )
+
+
+def _pixel_header_ok(b: bytes, nbytes: int) -> bool:
+    if len(b) == 12:  # explicit VR little endian: tag, VR, 2 reserved, uint32 length
+        return (
+            b[:4] == b"\xe0\x7f\x10\x00"
+            and b[4:6] in (b"OW", b"OB")
+            and int.from_bytes(b[8:12], "little") == nbytes
+        )
+    return b[:4] == b"\xe0\x7f\x10\x00" and int.from_bytes(b[4:8], "little") == nbytes
+
+
+def _to_hu(raw: np.ndarray, slope: np.ndarray, inter: np.ndarray, hs: list[DicomHeader], fi: np.ndarray) -> np.ndarray:
+    """Stored values -> HU int16, padding and outside-field values -> air. Vectorized."""
+    pad = _padding_mask(raw, hs, fi)
+    integral = bool(np.all(slope == 1.0) and np.all(inter == np.round(inter)))
+    hu = None
+    if integral and raw.size:
+        rmin, rmax = int(raw.min()), int(raw.max())
+        if -32768 <= rmin + int(inter.min()) and rmax + int(inter.max()) <= 32767 and rmax <= 32767:
+            # fits: add in place in int16 (raw is ours), no wide temporaries
+            hu = raw.view(np.int16) if raw.dtype.itemsize == 2 else raw.astype(np.int16)
+            hu += inter.astype(np.int16)[:, None, None]
+    if hu is None:
+        wide = raw.astype(np.float32)
+        wide *= slope.astype(np.float32)[:, None, None]
+        wide += inter.astype(np.float32)[:, None, None]
+        np.rint(wide, out=wide)
+        np.clip(wide, -32768, 32767, out=wide)
+        hu = wide.astype(np.int16)
+        del wide
+    np.putmask(hu, hu <= OUTSIDE_FIELD_HU, AIR_HU)
+    if pad is not None:
+        np.putmask(hu, pad, AIR_HU)
+    return hu
+
+
+def _padding_mask(raw: np.ndarray, hs: list[DicomHeader], fi: np.ndarray) -> np.ndarray | None:
+    """Voxels equal to PixelPaddingValue (or in [value, PixelPaddingRangeLimit]), in stored values."""
+    keys = [(hs[i].padding_value, hs[i].padding_limit) for i in fi]
+    if all(k[0] is None for k in keys):
+        return None
+    bits = raw.dtype.itemsize * 8
+
+    def fit(v: int) -> int:  # the same bit pattern read with the array's signedness
+        if raw.dtype.kind == "u" and v < 0:
+            return v + (1 << bits)
+        if raw.dtype.kind == "i" and bits == 16 and v > 32767:
+            return v - (1 << bits)
+        return v
+
+    mask = np.zeros(raw.shape, dtype=bool)
+    kk = np.array([hash(k) for k in keys])
+    for key in set(keys):  # a handful of distinct (value, limit) pairs at most
+        value, limit = key
+        if value is None:
+            continue
+        sel = kk == hash(key)
+        lo, hi = sorted((fit(value), fit(limit if limit is not None else value)))
+        sub = raw[sel]
+        mask[sel] = (sub >= lo) & (sub <= hi)
+    return mask
+
+
+def _resample_slices(hu: np.ndarray, z: np.ndarray, step: float) -> np.ndarray:
+    """Linear interpolation along axis 0 from positions ``z`` (increasing, mm) to a regular grid."""
+    n_out = int(np.floor((z[-1] - z[0]) / step + 1e-6)) + 1
+    zt = z[0] + step * np.arange(n_out)
+    i = np.clip(np.searchsorted(z, zt, side="right") - 1, 0, len(z) - 2)
+    w = ((zt - z[i]) / (z[i + 1] - z[i])).astype(np.float32)[:, None, None]
+    out = hu[i].astype(np.float32) * (1 - w) + hu[i + 1].astype(np.float32) * w
+    return np.rint(out).astype(np.int16)
+
+
+def _shear_correct(hu: np.ndarray, z: np.ndarray, drow_per_mm: float, dcol_per_mm: float) -> np.ndarray:
+    """Shift slice k in-plane by ``-z[k] * d*_per_mm`` pixels (gantry-tilt correction)."""
+    from scipy import ndimage
+
+    n, r, c = hu.shape
+    # output (k, i, j) samples input (k, i - z_k*drow, j - z_k*dcol); z_k is linear in k here
+    span = z[-1] if n > 1 else 0.0
+    step = span / max(n - 1, 1)
+    # rounded so that whole-pixel shifts sample exactly (no spurious out-of-bounds at the edge)
+    a, b = np.round(-step * drow_per_mm, 6), np.round(-step * dcol_per_mm, 6)
+    matrix = np.array([[1.0, 0.0, 0.0], [a, 1.0, 0.0], [b, 0.0, 1.0]])
+    out = ndimage.affine_transform(
+        hu.astype(np.float32), matrix, order=1, mode="constant", cval=float(AIR_HU), output=np.float32
+    )
+    return np.rint(out).astype(np.int16)

@@ -1,0 +1,547 @@
+"""QC montage: axial slices at fixed fractions of lung height plus one coronal slice.
+
+The image is composed as an RGB array with NumPy (grey-scale lung window,
+damage bands as translucent colour, region outlines) so that every displayed
+pixel comes from one known voxel (nearest neighbour).  matplotlib (Agg, no
+display) only adds the title, panel captions, numbers and legend in the
+margins; :func:`render_qc` writes a JSON sidecar with the PNG box of every
+panel and the voxel index behind every displayed row and column, so a voxel
+``(slice, row, column)`` maps to a PNG pixel exactly (:func:`voxel_to_pixel`).
+
+Display convention (radiological): axial panels have the patient's right on
+the image left and anterior at the top; the coronal panel has the patient's
+right on the left and superior at the top.  The orientation is taken from the
+CT's direction cosines (nearest patient axis), so sagittal or feet-first
+acquisitions display the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..regions import RegionMap
+from ..score import ScanResult
+from ..volume import CTVolume
+from ._colors import band_colors, region_color
+
+__all__ = [
+    "LUNG_WINDOW_HU",
+    "DEFAULT_FRACTIONS",
+    "Panel",
+    "plan_panels",
+    "render_montage",
+    "render_qc",
+    "voxel_to_pixel",
+]
+
+log = logging.getLogger(__name__)
+
+#: Lung window (level -600, width 1500) as (lowest, highest) HU shown.
+LUNG_WINDOW_HU = (-1350, 150)
+#: Axial slices at these fractions of the lungs' cranio-caudal extent (0 = apex, 1 = base).
+DEFAULT_FRACTIONS = (0.2, 0.35, 0.5, 0.65, 0.8)
+
+_HU_OFFSET = 32768
+_BG = (18, 18, 18)
+_TEXT = "#f0f0f0"
+_DPI = 100
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One displayed plane and how its pixels map to voxels.
+
+    Attributes
+    ----------
+    kind : {"axial", "coronal"}
+    label : str
+        Caption, e.g. ``"axial 35 % (slice 41)"``.
+    fixed_axis, index : int
+        The array axis held fixed and its voxel index.
+    row_axis, col_axis : int
+        Array axes shown along the panel's rows (top to bottom) and columns.
+    row_index, col_index : ndarray of int
+        Voxel index (along ``row_axis`` / ``col_axis``) shown in each displayed
+        row / column (nearest neighbour; may repeat or skip voxels).
+    box : (top, left, height, width)
+        Position of the panel's pixels in the PNG (set by the layout).
+    orientation : (top, bottom, left, right)
+        Patient-direction letters at the panel edges.
+    """
+
+    kind: str
+    label: str
+    fixed_axis: int
+    index: int
+    row_axis: int
+    col_axis: int
+    row_index: np.ndarray
+    col_index: np.ndarray
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)
+    orientation: tuple[str, str, str, str] = ("A", "P", "R", "L")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.row_index), len(self.col_index))
+
+    def take(self, volume: np.ndarray) -> np.ndarray:
+        """The displayed plane of a (slice, row, column) ``volume``, shape ``self.shape``."""
+        idx: list[Any] = [None, None, None]
+        idx[self.fixed_axis] = self.index
+        idx[self.row_axis] = self.row_index[:, None]
+        idx[self.col_axis] = self.col_index[None, :]
+        return volume[tuple(idx)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["row_index"] = [int(v) for v in self.row_index]
+        d["col_index"] = [int(v) for v in self.col_index]
+        d["box"] = [int(v) for v in self.box]
+        d["orientation"] = list(self.orientation)
+        return d
+
+
+def voxel_to_pixel(panel: Panel | Mapping[str, Any], voxel: Sequence[int]) -> tuple[int, int] | None:
+    """PNG pixel ``(y, x)`` showing ``voxel`` (slice, row, column) in ``panel``.
+
+    ``panel`` is a :class:`Panel` or its sidecar dict.  Returns the middle
+    pixel of the run of pixels showing that voxel, or ``None`` when the voxel
+    is not on the panel's plane or outside its displayed field.
+    """
+    p = panel.to_dict() if isinstance(panel, Panel) else panel
+    if int(voxel[p["fixed_axis"]]) != int(p["index"]):
+        return None
+    rows = np.flatnonzero(np.asarray(p["row_index"]) == int(voxel[p["row_axis"]]))
+    cols = np.flatnonzero(np.asarray(p["col_index"]) == int(voxel[p["col_axis"]]))
+    if rows.size == 0 or cols.size == 0:
+        return None
+    top, left = int(p["box"][0]), int(p["box"][1])
+    return top + int(rows[rows.size // 2]), left + int(cols[cols.size // 2])
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def _patient_axes(direction: np.ndarray) -> dict[int, tuple[int, int]]:
+    """For each LPS axis (0 x=L, 1 y=P, 2 z=S): (array axis nearest to it, +1/-1)."""
+    d = np.asarray(direction, dtype=np.float64)
+    dominant = np.argmax(np.abs(d), axis=0)
+    if sorted(dominant.tolist()) != [0, 1, 2]:
+        # strongly oblique: fall back to the usual (slice, row, column) = (z, y, x)
+        dominant = np.array([2, 1, 0])
+    return {int(m): (a, 1 if d[m, a] > 0 else -1) for a, m in enumerate(dominant)}
+
+
+def _display_index(n_px: int, lo: int, voxels_per_px: float, n_axis: int, sign: int) -> np.ndarray:
+    """Voxel index along an array axis for each of ``n_px`` display pixels.
+
+    Pixels walk the patient axis in its positive direction from canonical index
+    ``lo``; ``sign`` < 0 means the array axis runs the other way.
+    """
+    c = lo + np.floor((np.arange(n_px) + 0.5) * voxels_per_px).astype(np.int64)
+    c = np.clip(c, 0, n_axis - 1)
+    return c if sign > 0 else n_axis - 1 - c
+
+
+def plan_panels(
+    ct: CTVolume,
+    regions: RegionMap,
+    *,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    coronal: bool = True,
+    panel_px: int = 320,
+    margin_mm: float = 15.0,
+) -> list[Panel]:
+    """Choose the planes of the montage and their voxel-to-pixel sampling.
+
+    Parameters
+    ----------
+    ct, regions :
+        The CT and its region map (same grid).
+    fractions : sequence of float
+        Axial planes at these fractions of the lungs' cranio-caudal extent,
+        0 = most superior lung slice (apex), 1 = most inferior (base).
+    coronal : bool
+        Add one coronal plane through the lungs' antero-posterior centre.
+    panel_px : int
+        Each panel fits in a ``panel_px`` square, keeping the mm aspect ratio.
+    margin_mm : float
+        Field shown around the lungs' bounding box (whole field if no lung).
+
+    Returns
+    -------
+    list of Panel
+        ``box`` still unset (0); :func:`render_montage` lays them out.
+    """
+    axes = _patient_axes(ct.direction)
+    shape = ct.shape
+    spacing = ct.spacing_mm
+    lung = regions.labels > 0
+    # lung bounding box in canonical (positive-direction) index per patient axis
+    lo_hi: dict[int, tuple[int, int]] = {}
+    lung_lo_hi: dict[int, tuple[int, int]] = {}
+    for m in range(3):
+        a, sign = axes[m]
+        n = shape[a]
+        other = tuple(i for i in range(3) if i != a)
+        present = np.flatnonzero(lung.any(axis=other)) if lung.any() else np.arange(n)
+        if sign < 0:
+            present = np.sort(n - 1 - present)
+        first, last = int(present[0]), int(present[-1])
+        lung_lo_hi[m] = (first, last)
+        pad = int(math.ceil(margin_mm / spacing[a]))
+        lo_hi[m] = (max(first - pad, 0), min(last + pad + 1, n))
+
+    def sampling(m: int, px_per_mm: float) -> tuple[int, float]:
+        a = axes[m][0]
+        lo, hi = lo_hi[m]
+        extent_mm = (hi - lo) * spacing[a]
+        n_px = max(int(round(extent_mm * px_per_mm)), 1)
+        return n_px, (hi - lo) / n_px
+
+    def axis_index(m: int, px_per_mm: float, *, reverse: bool = False) -> np.ndarray:
+        a, sign = axes[m]
+        n_px, vpp = sampling(m, px_per_mm)
+        lo, hi = lo_hi[m]
+        if reverse:  # walk the patient axis in its negative direction (e.g. superior at top)
+            c = hi - 1 - np.floor((np.arange(n_px) + 0.5) * vpp).astype(np.int64)
+            c = np.clip(c, 0, shape[a] - 1)
+            return c if sign > 0 else shape[a] - 1 - c
+        return _display_index(n_px, lo, vpp, shape[a], sign)
+
+    def extent_mm(m: int) -> float:
+        lo, hi = lo_hi[m]
+        return (hi - lo) * spacing[axes[m][0]]
+
+    panels: list[Panel] = []
+    za, zsign = axes[2]
+    apex, base = lung_lo_hi[2][1], lung_lo_hi[2][0]  # canonical: larger = more superior
+    k_ax = panel_px / max(extent_mm(0), extent_mm(1))
+    rows_ax = axis_index(1, k_ax)  # anterior (low y) at top
+    cols_ax = axis_index(0, k_ax)  # patient right (low x) at left
+    for f in fractions:
+        c = int(round(apex - float(f) * (apex - base)))
+        index = c if zsign > 0 else shape[za] - 1 - c
+        z_mm = float(ct.index_to_lps(np.array([index if a == za else 0 for a in range(3)]))[2])
+        panels.append(
+            Panel(
+                "axial",
+                f"axial {100 * float(f):.0f} % apex→base · slice {index} · z {z_mm:.1f} mm",
+                za, int(index), axes[1][0], axes[0][0], rows_ax, cols_ax,
+                orientation=("A", "P", "R", "L"),
+            )
+        )
+    if coronal:
+        ya, ysign = axes[1]
+        ys = np.flatnonzero(lung.any(axis=tuple(i for i in range(3) if i != ya)))
+        if ys.size:
+            # the coronal plane with the most lung voxels near the lungs' AP centre
+            per_plane = lung.sum(axis=tuple(i for i in range(3) if i != ya))
+            centre = int(round(np.average(np.arange(shape[ya]), weights=per_plane)))
+        else:
+            centre = shape[ya] // 2
+        k_co = panel_px / max(extent_mm(0), extent_mm(2))
+        panels.append(
+            Panel(
+                "coronal",
+                f"coronal · row {centre} (AP centre of the lungs)" if ya == 1 else f"coronal · index {centre}",
+                ya, centre, axes[2][0], axes[0][0], axis_index(2, k_co, reverse=True), axis_index(0, k_co),
+                orientation=("S", "I", "R", "L"),
+            )
+        )
+    return panels
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _render_panel(
+    ct: CTVolume,
+    regions: RegionMap,
+    band_lut: np.ndarray,
+    overlays: Sequence[tuple[int, tuple[int, int, int]]],
+    region_lut: np.ndarray,
+    panel: Panel,
+    *,
+    window_hu: tuple[float, float],
+    alpha: float,
+) -> np.ndarray:
+    """RGB uint8 image (rows, cols, 3) of one panel."""
+    hu = panel.take(ct.hu)
+    lab = panel.take(regions.labels)
+    lo, hi = window_hu
+    grey = np.clip((hu.astype(np.float32) - lo) * np.float32(255.0 / (hi - lo)), 0, 255)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    band = band_lut[hu.astype(np.int32) + _HU_OFFSET]
+    inside = lab > 0
+    for k, color in overlays:
+        m = inside & (band == k)
+        rgb[m] = (1.0 - alpha) * rgb[m] + alpha * np.asarray(color, np.float32)
+    # 1-pixel outlines on the display grid, drawn on the inner side of each region border
+    edge = np.zeros(lab.shape, bool)
+    edge[:-1] |= lab[:-1] != lab[1:]
+    edge[1:] |= lab[1:] != lab[:-1]
+    edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+    edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+    edge &= inside
+    rgb[edge] = region_lut[lab[edge]]
+    return np.rint(rgb).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    width: int
+    height: int
+    title_h: int = 78
+    header_h: int = 22
+    gap: int = 12
+    margin: int = 12
+    side_w: int = 380
+    ncols: int = 3
+
+
+def render_montage(
+    ct: CTVolume,
+    regions: RegionMap,
+    result: ScanResult,
+    panels: Sequence[Panel],
+    *,
+    panel_px: int = 320,
+    window_hu: tuple[float, float] = LUNG_WINDOW_HU,
+    alpha: float = 0.45,
+) -> tuple[np.ndarray, list[Panel], _Layout]:
+    """Compose the montage canvas (RGB uint8, PNG-sized) and place the panels.
+
+    Returns the canvas, the panels with ``box`` set, and the layout.
+    """
+    scheme = result.scheme
+    colors = band_colors(scheme)
+    band_lut = scheme.band_index_of_hu()
+    names = list(scheme.band_names)
+    overlays = [(names.index(d), colors[d]) for d in scheme.damage]
+    region_lut = np.zeros((256, 3), np.float32)
+    for code, name in regions.names.items():
+        region_lut[code] = region_color(name)
+
+    ncols = min(3, max(len(panels), 1))
+    nrows = max(math.ceil(len(panels) / ncols), 1)
+    lay = _Layout(0, 0, ncols=ncols)
+    width = lay.margin + ncols * (panel_px + lay.gap) + lay.side_w
+    height = lay.title_h + nrows * (lay.header_h + panel_px + lay.gap) + lay.margin
+    height = max(height, 560)
+    lay = dataclasses.replace(lay, width=width, height=height)
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[:] = _BG
+    placed = []
+    for i, p in enumerate(panels):
+        r, c = divmod(i, ncols)
+        top = lay.title_h + r * (lay.header_h + panel_px + lay.gap) + lay.header_h
+        left = lay.margin + c * (panel_px + lay.gap)
+        canvas[top: top + panel_px, left: left + panel_px] = 0
+        img = _render_panel(ct, regions, band_lut, overlays, region_lut, p, window_hu=window_hu, alpha=alpha)
+        h, w = img.shape[:2]
+        y0, x0 = top + (panel_px - h) // 2, left + (panel_px - w) // 2
+        canvas[y0: y0 + h, x0: x0 + w] = img
+        placed.append(dataclasses.replace(p, box=(y0, x0, h, w)))
+    return canvas, placed, lay
+
+
+def _seen_color(band, color, window_hu, alpha) -> np.ndarray:
+    """The overlay colour as it appears over the grey of the band's middle HU (RGB 0-1)."""
+    lo = band.lo_hu if math.isfinite(band.lo_hu) else band.hi_hu - 100
+    hi = band.hi_hu if math.isfinite(band.hi_hu) else band.lo_hu + 100
+    grey = np.clip(((lo + hi) / 2 - window_hu[0]) * 255.0 / (window_hu[1] - window_hu[0]), 0, 255)
+    return ((1 - alpha) * grey + alpha * np.asarray(color, float)) / 255.0
+
+
+def _fmt(v: float) -> str:
+    return "   -" if v is None or not np.isfinite(v) else f"{v:5.1f}"
+
+
+def _numbers_text(result: ScanResult) -> str:
+    df = result.to_frame()
+    damage = list(result.scheme.damage)
+    head = f"{'region':<7}{'vol mL':>8}{'damage':>8}" + "".join(f"{d[:8]:>9}" for d in damage)
+    lines = [head]
+    for _, row in df.iterrows():
+        vals = f"{row['volume_ml']:8.0f}{_fmt(row['damage_pct']):>8}" + "".join(
+            f"{_fmt(row[f'{d}_pct']):>9}" for d in damage
+        )
+        lines.append(f"{row['region']:<7}{vals}")
+    return "\n".join(lines)
+
+
+def _title_lines(ct: CTVolume, regions: RegionMap, result: ScanResult) -> list[str]:
+    m = ct.meta
+    who = f"patient {m.patient_id or '-'}  ·  study date {m.study_date or '-'}"
+    if m.series_description:
+        who += f"  ·  {m.series_description}"
+    series = f"series {m.series_uid or m.source or '<in-memory volume>'}"
+    method = (
+        f"method {result.method}  ·  regions: {result.region_set} ({', '.join(regions.names.values())})"
+        f"  ·  scheme {result.scheme.name}: damage = {' + '.join(result.scheme.damage) or '-'}"
+    )
+    return [who, series, method]
+
+
+def render_qc(
+    ct: CTVolume,
+    regions: RegionMap,
+    result: ScanResult,
+    path: str | Path,
+    *,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    coronal: bool = True,
+    panel_px: int = 320,
+    window_hu: tuple[float, float] = LUNG_WINDOW_HU,
+    alpha: float = 0.45,
+    thumbnail: str | Path | None = None,
+    thumbnail_px: int = 160,
+) -> dict[str, Path]:
+    """Write the QC montage PNG, its JSON sidecar and optionally a thumbnail.
+
+    Parameters
+    ----------
+    ct, regions, result :
+        The scan, its region map and its scores (``result.scheme`` gives the
+        damage bands drawn as colour).
+    path : path
+        PNG to write; the sidecar is ``path`` with suffix ``.json``.
+    fractions, coronal, panel_px :
+        See :func:`plan_panels`.
+    window_hu : (low, high)
+        Grey-scale window (default lung window, level -600 / width 1500).
+    alpha : float
+        Opacity of the damage colours over the grey image (0-1).
+    thumbnail : path, optional
+        Also write the middle axial panel, at most ``thumbnail_px`` wide, here.
+
+    Returns
+    -------
+    dict
+        ``{"qc_png": ..., "qc_json": ..., ["thumbnail": ...]}``.
+    """
+    # the Agg canvas is used directly: no pyplot, no global backend switch, no display
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    regions.check_grid(ct.shape, where=ct.meta.key)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    panels = plan_panels(ct, regions, fractions=fractions, coronal=coronal, panel_px=panel_px)
+    canvas, panels, lay = render_montage(
+        ct, regions, result, panels, panel_px=panel_px, window_hu=window_hu, alpha=alpha
+    )
+    H, W = lay.height, lay.width
+
+    fig = Figure(figsize=(W / _DPI, H / _DPI), dpi=_DPI, facecolor=np.asarray(_BG) / 255)
+    FigureCanvasAgg(fig)
+    fig.figimage(canvas, xo=0, yo=0, origin="upper", resize=False)
+
+    def at(x_px: float, y_px: float) -> tuple[float, float]:  # PNG pixel -> figure fraction
+        return x_px / W, 1.0 - y_px / H
+
+    from matplotlib import patheffects
+
+    outline = [patheffects.withStroke(linewidth=2, foreground="black")]
+    title = _title_lines(ct, regions, result)
+    fig.text(*at(lay.margin, 8), title[0], color=_TEXT, fontsize=12, fontweight="bold", va="top", ha="left")
+    fig.text(*at(lay.margin, 32), title[1], color=_TEXT, fontsize=9.5, va="top", ha="left", family="monospace")
+    fig.text(*at(lay.margin, 52), title[2], color=_TEXT, fontsize=9.5, va="top", ha="left")
+    for i, p in enumerate(panels):
+        r, c = divmod(i, lay.ncols)
+        top = lay.title_h + r * (lay.header_h + panel_px + lay.gap)
+        left = lay.margin + c * (panel_px + lay.gap)
+        fig.text(*at(left + 2, top + 4), p.label, color=_TEXT, fontsize=8.5, va="top", ha="left")
+        y0, x0, h, w = p.box
+        t, b, lft, rgt = p.orientation
+        kw = dict(color="white", fontsize=9, fontweight="bold", path_effects=outline)
+        fig.text(*at(x0 + w / 2, y0 + 2), t, va="top", ha="center", **kw)
+        fig.text(*at(x0 + w / 2, y0 + h - 2), b, va="bottom", ha="center", **kw)
+        fig.text(*at(x0 + 3, y0 + h / 2), lft, va="center", ha="left", **kw)
+        fig.text(*at(x0 + w - 3, y0 + h / 2), rgt, va="center", ha="right", **kw)
+
+    side_x = lay.margin + lay.ncols * (panel_px + lay.gap) + 4
+    y = lay.title_h
+    fig.text(*at(side_x, y), "% of region volume", color=_TEXT, fontsize=9.5, fontweight="bold", va="top")
+    numbers = _numbers_text(result)
+    fig.text(*at(side_x, y + 20), numbers, color=_TEXT, fontsize=8.5, family="monospace", va="top", linespacing=1.25)
+    n_lines = numbers.count("\n") + 1
+    y += 20 + int(n_lines * 8.5 * 1.25 * _DPI / 72) + 14
+    m = ct.meta
+    facts = [
+        f"slice thickness {m.slice_thickness_mm:g} mm" if m.slice_thickness_mm else "slice thickness -",
+        f"kernel {m.kernel or '-'}",
+        f"voxel {' x '.join(f'{s:.2f}' for s in ct.spacing_mm)} mm",
+        f"window [{window_hu[0]:g}, {window_hu[1]:g}] HU",
+    ]
+    if result.warnings:
+        facts.append(f"WARNINGS: {len(result.warnings)} (see report)")
+    fig.text(*at(side_x, y), "\n".join(facts), color=_TEXT, fontsize=8.5, va="top", linespacing=1.3)
+    y += int(len(facts) * 8.5 * 1.3 * _DPI / 72) + 14
+
+    colors = band_colors(result.scheme)
+    bands = {b.name: b for b in result.scheme.bands}
+    handles = [
+        Patch(facecolor=_seen_color(bands[d], colors[d], window_hu, alpha), edgecolor="none", label=f"{bands[d]} HU")
+        for d in result.scheme.damage
+    ]
+    handles += [
+        Line2D([0], [0], color=np.asarray(region_color(n)) / 255, lw=2, label=f"{n} outline")
+        for _, n in sorted(regions.names.items())
+    ]
+    leg = fig.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=at(side_x - 6, y), frameon=False,
+        fontsize=8.5, title=f"overlay (damage bands) · regions: {result.region_set}", title_fontsize=9,
+        labelcolor=_TEXT, handlelength=1.6,
+    )
+    leg.get_title().set_color(_TEXT)
+    fig.savefig(path, dpi=_DPI, facecolor=fig.get_facecolor())
+
+    sidecar = {
+        "png": path.name,
+        "size": [H, W],
+        "window_hu": list(window_hu),
+        "alpha": alpha,
+        "convention": "radiological: axial = patient right on image left, anterior at top; "
+        "coronal = patient right on image left, superior at top",
+        "voxel_to_pixel": "pixel (y, x) = (box[0] + r, box[1] + c) where row_index[r] and col_index[c] are the "
+        "voxel's indices along row_axis and col_axis and the voxel's index along fixed_axis equals index",
+        "damage_colors": {d: list(colors[d]) for d in result.scheme.damage},
+        "region_colors": {n: list(region_color(n)) for n in regions.names.values()},
+        "region_set": result.region_set,
+        "panels": [p.to_dict() for p in panels],
+    }
+    json_path = path.with_suffix(".json")
+    json_path.write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+    out = {"qc_png": path, "qc_json": json_path}
+    if thumbnail is not None:
+        out["thumbnail"] = _write_thumbnail(canvas, panels, Path(thumbnail), thumbnail_px)
+    log.debug("wrote QC montage %s", path)
+    return out
+
+
+def _write_thumbnail(canvas: np.ndarray, panels: Sequence[Panel], path: Path, size_px: int) -> Path:
+    from PIL import Image
+
+    axial = [p for p in panels if p.kind == "axial"] or list(panels)
+    p = axial[len(axial) // 2]
+    y0, x0, h, w = p.box
+    img = Image.fromarray(canvas[y0: y0 + h, x0: x0 + w])
+    scale = size_px / max(h, w)
+    if scale < 1:
+        img = img.resize((max(int(w * scale), 1), max(int(h * scale), 1)), Image.Resampling.BILINEAR)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
