@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .regions import RegionMap
-from .score import ScanResult, Scheme, get_scheme, score
+from .score import ResultSet, ScanResult, Scheme, get_schemes, score
+from .score.schemes import is_scheme_list
 from .volume import CTVolume
 
 __all__ = ["analyze", "analyze_scan", "Analysis", "load_ct"]
@@ -40,21 +41,28 @@ class Analysis:
     """Everything one scan's analysis made: the CT, its regions and the scores.
 
     Kept together for review outputs (QC images, masks) that need the arrays;
-    :func:`analyze` returns only the (small) :class:`ScanResult`.
+    :func:`analyze` returns only the (small) :class:`ScanResult`.  With
+    several schemes ``result`` is a :class:`~lungdamage.score.ResultSet`
+    (one :class:`ScanResult` per scheme, one segmentation, one kernel pass).
     """
 
     ct: CTVolume
     regions: RegionMap
-    result: ScanResult
+    result: ScanResult | ResultSet
 
 
-def analyze(source, **options: Any) -> ScanResult:
+def analyze(source, **options: Any) -> ScanResult | ResultSet:
     """Read, segment and score one scan; see :func:`analyze_scan` for the options.
 
     Returns
     -------
-    ScanResult
+    ScanResult, or ResultSet when several schemes are given
         ``result.to_frame()`` gives the tidy per-region table.
+
+    Examples
+    --------
+    ``analyze("scan/", scheme=["covid", "lcta"]).to_frame()`` -- both
+    schemes from one segmentation, told apart by the ``scheme`` column.
     """
     return analyze_scan(source, **options).result
 
@@ -62,7 +70,7 @@ def analyze(source, **options: Any) -> ScanResult:
 def analyze_scan(
     source: str | PathLike | CTVolume | Sequence[str | PathLike] | Any,
     *,
-    scheme: str | Scheme | Mapping[str, Any] = "covid",
+    scheme: str | Scheme | Mapping[str, Any] | Sequence[str | Scheme] = "covid",
     method: str = "threshold",
     regions: str = "lungs",
     series_uid: str | None = None,
@@ -70,6 +78,8 @@ def analyze_scan(
     weights: str | PathLike | None = None,
     regions_from: str | PathLike | None = None,
     label_codes: str | None = None,
+    suppress_vessels: bool = False,
+    smooth_sigma_mm: float | None = None,
 ) -> Analysis:
     """Read, segment and score one scan, keeping the CT and region map.
 
@@ -78,8 +88,10 @@ def analyze_scan(
     source : path, list of paths, catalog entry or CTVolume
         A DICOM series folder (one series, or choose with ``series_uid``), a
         list of DICOM files, or a NIfTI / NRRD / MHA file.
-    scheme : str, Scheme or mapping
+    scheme : str, Scheme, mapping, or a list of them
         HU band scheme (``covid`` default; ``lcta``, ``aeration`` or a file).
+        Several (a list or ``"covid,lcta"``) share one segmentation and one
+        kernel pass; the result is then a ``ResultSet``.
     method : {"threshold", "lungmask"}
         Lung segmentation method.
     regions : {"lungs", "zones", "lobes"}
@@ -92,6 +104,11 @@ def analyze_scan(
         Import the region map from a label file instead of segmenting;
         ``label_codes`` names its convention (``lungmask``, ``totalsegmentator``,
         ``cip`` or a JSON file).
+    suppress_vessels : bool
+        Exclude vessels inside the lung mask before counting (reported as
+        ``vessel_ml``); see :func:`lungdamage.score.score`.
+    smooth_sigma_mm : float, optional
+        Gaussian noise pre-filter inside the lungs (sharp kernels, low dose).
 
     Returns
     -------
@@ -104,7 +121,8 @@ def analyze_scan(
     t0 = time.perf_counter()
     ct = load_ct(source, series_uid=series_uid)
     timings["read_s"] = time.perf_counter() - t0
-    scheme_obj = get_scheme(scheme)
+    schemes = get_schemes(scheme)  # fail on a bad scheme before the slow steps
+    scheme_arg = list(schemes) if is_scheme_list(scheme) else schemes[0]
     t0 = time.perf_counter()
     region_map = segment_lungs(
         ct,
@@ -123,10 +141,21 @@ def analyze_scan(
         "regions_from": Path(regions_from).name if regions_from else None,
         "label_codes": label_codes,
     }
-    result = score(ct, region_map, scheme_obj, params=params)
+    result = score(
+        ct,
+        region_map,
+        scheme_arg,
+        params=params,
+        suppress_vessels=suppress_vessels,
+        smooth_sigma_mm=smooth_sigma_mm,
+    )
     timings["score_s"] = time.perf_counter() - t0
     log.info(
         "%s: read %.2fs, segment %.2fs, score %.2fs",
         ct.meta.key, timings["read_s"], timings["segment_s"], timings["score_s"],
     )
-    return Analysis(ct, region_map, dataclasses.replace(result, timings_s=timings))
+    if isinstance(result, ResultSet):
+        result = ResultSet(dataclasses.replace(r, timings_s=timings) for r in result)
+    else:
+        result = dataclasses.replace(result, timings_s=timings)
+    return Analysis(ct, region_map, result)

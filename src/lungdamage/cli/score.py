@@ -9,7 +9,26 @@ from pathlib import Path
 
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``score`` and ``batch`` (same names, same meaning)."""
-    p.add_argument("--scheme", default="covid", help="HU band scheme: covid (default), lcta, aeration, or a .toml/.yaml file")
+    p.add_argument(
+        "--scheme",
+        action="append",
+        default=None,
+        metavar="NAME|FILE",
+        help="HU band scheme: covid (default), lcta, aeration, or a .toml/.yaml file; repeat or "
+        "comma-separate for several (one segmentation, one row set per scheme)",
+    )
+    p.add_argument(
+        "--suppress-vessels",
+        action="store_true",
+        help="exclude vessels inside the lungs before counting (reported as vessel_ml; off by default)",
+    )
+    p.add_argument(
+        "--smooth-sigma-mm",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="Gaussian noise pre-filter inside the lungs, sigma in mm (sharp kernels / low dose; off by default)",
+    )
     p.add_argument("--regions", default="lungs", choices=("lungs", "zones", "lobes"), help="region set to report (default lungs)")
     p.add_argument("--method", default="threshold", choices=("threshold", "lungmask"), help="lung segmentation (default threshold)")
     p.add_argument("--model", default=None, help="lungmask model: R231, R231CovidWeb, LTRCLobes, LTRCLobes_R231")
@@ -24,6 +43,18 @@ def register(sub) -> None:
     )
     p.add_argument("path", help="DICOM series folder, list file, or .nii.gz/.nrrd/.mha image")
     p.add_argument("-o", "--output", default=None, help="write the table to FILE.csv, .parquet or .json")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="table format (default: from the --output suffix; without --output, print the table in this format)",
+    )
+    p.add_argument(
+        "--form",
+        choices=("wide", "long"),
+        default="wide",
+        help="wide: one row per region (default); long: one row per region x band",
+    )
     p.add_argument("--series-uid", default=None, help="which series to score when the folder holds several")
     add_analysis_options(p)
     p.add_argument("--regions-from", default=None, help="import regions from a label file instead of segmenting")
@@ -31,35 +62,71 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def write_table(df, path: str | Path) -> Path:
-    """Write a DataFrame as CSV, Parquet or JSON (records) by suffix."""
+FORMATS = ("csv", "parquet", "json")
+
+
+def table_format(path: str | Path | None, fmt: str | None) -> str:
+    """The output format: ``fmt`` if given, else from the suffix of ``path``."""
     from ..errors import InputError
 
+    if fmt:
+        if fmt not in FORMATS:
+            raise InputError(f"Unknown table format {fmt!r}. Allowed: {', '.join(FORMATS)}.")
+        return fmt
+    suffix = Path(str(path)).suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise InputError(
+            f"Output {path}: unknown format {('.' + suffix) if suffix else '(no suffix)'}. "
+            "Potential fix: end the file name in .csv, .parquet or .json, or pass --format."
+        )
+    return suffix
+
+
+def write_table(df, path: str | Path, *, fmt: str | None = None) -> Path:
+    """Write a DataFrame as CSV, Parquet or JSON (a list of row records), by ``fmt`` or suffix."""
     path = Path(path)
-    suffix = path.suffix.lower()
+    fmt = table_format(path, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
+    if fmt == "csv":
         df.to_csv(path, index=False)
-    elif suffix == ".parquet":
+    elif fmt == "parquet":
         df.to_parquet(path, index=False)
-    elif suffix == ".json":
-        df.to_json(path, orient="records", indent=1)
     else:
-        raise InputError(f"Output {path}: unknown format {suffix!r}. Potential fix: end the file name in .csv, .parquet or .json.")
+        df.to_json(path, orient="records", indent=1, double_precision=15)
     return path
+
+
+def format_table(df, fmt: str) -> str:
+    """CSV or JSON text of a DataFrame (for printing to stdout)."""
+    from ..errors import InputError
+
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if fmt == "json":
+        return df.to_json(orient="records", indent=1, double_precision=15)
+    raise InputError(f"Format {fmt!r} cannot be printed. Potential fix: pass -o FILE.{fmt}.")
+
+
+def scheme_arg(values: list[str] | None) -> str | list[str]:
+    """``--scheme`` values (repeated and/or comma-separated) -> one name or a list."""
+    if not values:
+        return "covid"
+    items = [s.strip() for v in values for s in v.split(",") if s.strip()]
+    return items if len(items) > 1 else items[0]
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..pipeline import analyze
 
-    if args.output and Path(args.output).suffix.lower() not in (".csv", ".parquet", ".json"):
-        raise InputError(
-            f"Output {args.output}: unknown format. Potential fix: end the file name in .csv, .parquet or .json."
-        )
+    fmt = table_format(args.output, args.format) if args.output else args.format
+    if fmt == "parquet" and not args.output:
+        raise InputError("--format parquet needs an output file. Potential fix: pass -o FILE.parquet.")
     result = analyze(
         args.path,
-        scheme=args.scheme,
+        scheme=scheme_arg(args.scheme),
+        suppress_vessels=args.suppress_vessels,
+        smooth_sigma_mm=args.smooth_sigma_mm,
         method=args.method,
         regions=args.regions,
         series_uid=args.series_uid,
@@ -68,8 +135,13 @@ def run(args: argparse.Namespace) -> int:
         regions_from=args.regions_from,
         label_codes=args.label_codes,
     )
-    print(result.summary())
+    df = result.to_frame(args.form)
     if args.output:
-        out = write_table(result.to_frame(), args.output)
+        print(result.summary())
+        out = write_table(df, args.output, fmt=fmt)
         print(f"wrote {out}", file=sys.stderr)
+    elif fmt:
+        print(format_table(df, fmt), end="" if fmt == "csv" else "\n")
+    else:
+        print(result.summary())
     return 0

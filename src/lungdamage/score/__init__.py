@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -10,39 +10,69 @@ import numpy as np
 from ..regions import RegionMap
 from ..volume import CTVolume
 from .kernels import HU_OFFSET, region_histograms
-from .result import ScanResult, dependency_versions, params_hash
-from .schemes import PRESETS, Band, Scheme, get_scheme
+from .prefilter import find_vessels, smooth_lungs
+from .result import ResultSet, ScanResult, dependency_versions, params_hash
+from .schemes import PRESETS, Band, Scheme, get_scheme, get_schemes, is_scheme_list
 
-__all__ = ["score", "Scheme", "Band", "ScanResult", "PRESETS", "get_scheme", "params_hash", "dependency_versions"]
+__all__ = [
+    "score",
+    "Scheme",
+    "Band",
+    "ScanResult",
+    "ResultSet",
+    "PRESETS",
+    "get_scheme",
+    "get_schemes",
+    "params_hash",
+    "dependency_versions",
+    "find_vessels",
+    "smooth_lungs",
+]
 
 
 def score(
     ct: CTVolume,
     regions: RegionMap,
-    scheme: str | Scheme | Mapping[str, Any] = "covid",
+    scheme: str | Scheme | Mapping[str, Any] | Sequence[str | Scheme] = "covid",
     *,
     params: Mapping[str, Any] | None = None,
-) -> ScanResult:
+    suppress_vessels: bool = False,
+    vessel_options: Mapping[str, Any] | None = None,
+    smooth_sigma_mm: float | None = None,
+) -> ScanResult | ResultSet:
     """Score every region of ``regions`` on ``ct`` with ``scheme``.
 
     One pass over the volume: an exact HU histogram per label code from a
     single ``np.bincount``; aggregates (``right``, ``left``, ``total``) are
-    sums of their parts' histograms, and all band counts and densitometry come
-    from the histograms.
+    sums of their parts' histograms, and all band counts, densitometry and
+    severity scores come from the histograms.  Several schemes share that
+    one pass (histograms do not depend on the scheme).
 
     Parameters
     ----------
     ct : CTVolume
     regions : RegionMap
         On the CT grid.
-    scheme : str, Scheme or mapping
-        Preset name (``covid``, ``lcta``, ``aeration``), scheme file path or object.
+    scheme : str, Scheme, mapping, or a list of them
+        Preset name (``covid``, ``lcta``, ``aeration``), scheme file path or
+        object; a list or a comma-separated string gives one result per scheme.
     params : mapping, optional
         Run parameters recorded (and hashed) in the result's provenance.
+    suppress_vessels : bool
+        Exclude thin dense structures inside the lung mask (vessels, see
+        :func:`~lungdamage.score.prefilter.find_vessels`) from every band;
+        their volume is reported as ``vessel_ml``.  Off by default (an extra
+        per-voxel pass; see ``docs/metrics.md`` for its measured effect).
+    vessel_options : mapping, optional
+        Keyword arguments of :func:`~lungdamage.score.prefilter.find_vessels`
+        (``dense_hu``, ``radius_mm``, ``rim_hu``, ``rim_voxels``).
+    smooth_sigma_mm : float, optional
+        Gaussian noise pre-filter inside the lung mask (sharp kernels, low
+        dose); ``None`` or 0 = off.
 
     Returns
     -------
-    ScanResult
+    ScanResult, or ResultSet when several schemes are given
 
     Raises
     ------
@@ -60,31 +90,69 @@ def score(
     >>> score(ct, lungs).to_frame().set_index("region")["damage_pct"].tolist()
     [50.0, 100.0, 66.66666666666667]
     """
-    scheme = get_scheme(scheme)
+    many = is_scheme_list(scheme)
+    schemes = get_schemes(scheme)
     regions.check_grid(ct.shape, where=f"{ct.meta.key}")
-    hist = region_histograms(ct.hu, regions.labels)
-    n_rows = max(hist.shape[0], max(regions.names, default=0) + 1)
+    labels = regions.labels
+    max_code = int(max(regions.names, default=0))
+    vessel_mask = None
+    if suppress_vessels or smooth_sigma_mm:
+        lung = regions.lung_mask
+        if suppress_vessels:
+            vessel_mask = find_vessels(ct, lung, **dict(vessel_options or {}))
+        if smooth_sigma_mm:
+            ct = smooth_lungs(ct, lung if vessel_mask is None else lung & ~vessel_mask, sigma_mm=float(smooth_sigma_mm))
+    if vessel_mask is not None:
+        if 2 * max_code > 255:
+            raise ValueError(f"vessel suppression needs region codes <= 127, got {max_code}")
+        labels = labels.copy()
+        labels[vessel_mask] += np.uint8(max_code)
+    hist = region_histograms(ct.hu, labels)
+    n_rows = max(hist.shape[0], (2 if vessel_mask is not None else 1) * max_code + 1)
     if hist.shape[0] < n_rows:
         hist = np.vstack([hist, np.zeros((n_rows - hist.shape[0], hist.shape[1]), hist.dtype)])
     groups = regions.groups()
     per_region = np.stack([hist[list(codes)].sum(axis=0) for codes in groups.values()])
+    vessel_voxels = None
+    if vessel_mask is not None:
+        vessel_voxels = np.array([int(hist[[c + max_code for c in codes]].sum()) for codes in groups.values()])
     occupied = np.flatnonzero(per_region.any(axis=0))
     lo, hi = (int(occupied[0]), int(occupied[-1]) + 1) if occupied.size else (HU_OFFSET, HU_OFFSET + 1)
-    run_params = {
-        "scheme": scheme.to_dict(),
-        "method": regions.method,
-        "region_set": regions.region_set,
-        **dict(params or {}),
+    finest = {regions.names[c] for c in regions.names}
+    parts = {
+        name: tuple(regions.names[c] for c in codes)
+        for name, codes in groups.items()
+        if name not in finest or len(codes) > 1
     }
-    return ScanResult(
-        meta=ct.meta,
-        scheme=scheme,
-        regions=tuple(groups),
-        region_set=regions.region_set,
-        method=regions.method,
-        histograms=np.ascontiguousarray(per_region[:, lo:hi]),
-        hist_lo_hu=lo - HU_OFFSET,
-        voxel_volume_ml=ct.voxel_volume_ml,
-        params=run_params,
-        warnings=tuple(ct.meta.warnings),
-    )
+    histograms = np.ascontiguousarray(per_region[:, lo:hi])
+    histograms.setflags(write=False)
+    model = str(regions.info.get("model", "") or (params or {}).get("model") or "")
+    results = []
+    for sch in schemes:
+        run_params = {
+            "scheme": sch.to_dict(),
+            "method": regions.method,
+            "region_set": regions.region_set,
+            "suppress_vessels": bool(suppress_vessels),
+            "vessel_options": dict(vessel_options or {}) if suppress_vessels else None,
+            "smooth_sigma_mm": float(smooth_sigma_mm) if smooth_sigma_mm else None,
+            **dict(params or {}),
+        }
+        results.append(
+            ScanResult(
+                meta=ct.meta,
+                scheme=sch,
+                regions=tuple(groups),
+                region_set=regions.region_set,
+                method=regions.method,
+                histograms=histograms,
+                hist_lo_hu=lo - HU_OFFSET,
+                voxel_volume_ml=ct.voxel_volume_ml,
+                params=run_params,
+                warnings=tuple(ct.meta.warnings),
+                parts=parts,
+                vessel_voxels=vessel_voxels,
+                model=model,
+            )
+        )
+    return ResultSet(results) if many else results[0]

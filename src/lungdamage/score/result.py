@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from ..volume import ScanMeta
+from .metrics import HIGH_OPACITY_HU, LAA_THRESHOLD_HU, OPACITY_HU, comparability_warnings, css_chung, css_pan
 from .schemes import Scheme
 
-__all__ = ["ScanResult", "params_hash", "dependency_versions"]
+__all__ = ["ScanResult", "ResultSet", "params_hash", "dependency_versions"]
 
 
 def params_hash(params: Mapping[str, Any]) -> str:
@@ -67,6 +68,16 @@ class ScanResult:
         Parameters of the run (scheme, method, options) -- hashed for provenance.
     warnings : tuple of str
         Reader and pipeline warnings that affect comparability.
+    versions : mapping
+        lungdamage and key dependency versions.
+    timings_s : mapping
+        Seconds spent per stage (read, segment, score).
+    parts : mapping str -> tuple of str
+        Aggregate region -> the finest regions it sums (``total`` -> all).
+    vessel_voxels : ndarray of int64, shape (n_regions,), optional
+        Voxels excluded as vessels per region (None when suppression is off).
+    model : str
+        Segmentation model (lungmask model name), empty for classical methods.
     """
 
     meta: ScanMeta
@@ -81,6 +92,9 @@ class ScanResult:
     warnings: tuple[str, ...] = ()
     versions: Mapping[str, str] = field(default_factory=dependency_versions)
     timings_s: Mapping[str, float] = field(default_factory=dict)
+    parts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    vessel_voxels: np.ndarray | None = None
+    model: str = ""
 
     # -- core numbers ----------------------------------------------------------
     @property
@@ -127,74 +141,207 @@ class ScanResult:
         return out
 
     def mean_hu(self) -> np.ndarray:
-        """Mean lung density (HU) per region; NaN for empty regions."""
+        """Mean lung density (HU) per region; NaN for empty regions.
+
+        The HU sum is exact (int64) before the one division."""
         n = self.voxels
+        total = (self.histograms * self.hu_values[None, :]).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return (self.histograms @ self.hu_values.astype(np.float64)) / np.where(n > 0, n, np.nan)
+            return np.where(n > 0, total / np.where(n > 0, n, 1), np.nan)
+
+    # -- derived per-region numbers ---------------------------------------------
+    def _pct(self, counts: np.ndarray) -> np.ndarray:
+        """``100 * counts / voxels`` per region (multiply first so exact edges stay exact); NaN if empty."""
+        n = self.voxels.astype(np.float64)
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.ndim == 2:
+            n = n[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, 100.0 * counts / np.where(n > 0, n, 1.0), np.nan)
+
+    def _count_where(self, keep: np.ndarray) -> np.ndarray:
+        return self.histograms[:, keep].sum(axis=1)
+
+    def damage_pct(self) -> np.ndarray:
+        """Percent of each region in the scheme's damage bands (NaN when empty or no damage bands)."""
+        bands = self.scheme.band_names
+        idx = [bands.index(d) for d in self.scheme.damage]
+        if not idx:
+            return np.full(len(self.regions), np.nan)
+        return self._pct(self.band_voxels()[:, idx].sum(axis=1))
+
+    def opacity_pct(self) -> np.ndarray:
+        """Percent opacity: voxels with ``OPACITY_HU[0] <= HU < OPACITY_HU[1]`` (scheme-independent)."""
+        hu = self.hu_values
+        return self._pct(self._count_where((hu >= OPACITY_HU[0]) & (hu < OPACITY_HU[1])))
+
+    def high_opacity_pct(self) -> np.ndarray:
+        """Percent high opacity: ``HIGH_OPACITY_HU[0] < HU < HIGH_OPACITY_HU[1]`` (integer HU -199..99)."""
+        hu = self.hu_values
+        return self._pct(self._count_where((hu > HIGH_OPACITY_HU[0]) & (hu < HIGH_OPACITY_HU[1])))
+
+    def laa950_pct(self) -> np.ndarray:
+        """Percent low-attenuation area, ``HU < -950``."""
+        return self._pct(self._count_where(self.hu_values < LAA_THRESHOLD_HU))
+
+    def severity_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-region CT severity scores ``(css_pan, css_chung)`` from ``damage_pct``.
+
+        Finest regions (lobes, lobes-approx or zones) are scored from their own
+        damage %; aggregates (``right``, ``left``, ``total``) are the sum of
+        their parts' scores (NaN if any part is NaN).  With the ``lungs``
+        region set no lobe-level score exists: all NaN.
+        """
+        nan = np.full(len(self.regions), np.nan)
+        if self.region_set == "lungs":
+            return nan, nan.copy()
+        dmg = self.damage_pct()
+        pan, chung = css_pan(dmg), css_chung(dmg)
+        index = {name: i for i, name in enumerate(self.regions)}
+        for agg, parts in self.parts.items():
+            rows = [index[p] for p in parts if p in index]
+            pan[index[agg]] = pan[rows].sum() if rows else np.nan
+            chung[index[agg]] = chung[rows].sum() if rows else np.nan
+        return pan, chung
+
+    def vessel_ml(self) -> np.ndarray:
+        """Volume (mL) excluded as vessels per region (0 when vessel suppression is off)."""
+        if self.vessel_voxels is None:
+            return np.zeros(len(self.regions))
+        return np.asarray(self.vessel_voxels, dtype=np.float64) * self.voxel_volume_ml
+
+    def comparability_warnings(self) -> list[str]:
+        """Reader warnings plus the acquisition rules of :func:`~lungdamage.score.metrics.comparability_warnings`."""
+        rules = comparability_warnings(
+            slice_thickness_mm=self.meta.slice_thickness_mm, kernel=self.meta.kernel, contrast=self.meta.contrast
+        )
+        return list(dict.fromkeys([*self.warnings, *rules]))
+
+    # -- provenance ---------------------------------------------------------------
+    def provenance(self) -> dict[str, Any]:
+        """Columns identifying the input, the parameters and the software (same on every row)."""
+        p = self.params
+        return {
+            "method": self.method,
+            "model": self.model,
+            "scheme_edges": ", ".join(str(b) for b in self.scheme.bands),
+            "damage_bands": "+".join(self.scheme.damage),
+            "vessel_suppression": bool(p.get("suppress_vessels", False)),
+            "smooth_sigma_mm": float(p["smooth_sigma_mm"]) if p.get("smooth_sigma_mm") else 0.0,
+            "params_hash": self.params_hash,
+            "input_hash": self.meta.input_hash,
+            "version": self.versions.get("lungdamage", ""),
+            "dependency_versions": ";".join(f"{k}={v}" for k, v in self.versions.items() if k != "lungdamage"),
+            "slice_thickness_mm": self.meta.slice_thickness_mm,
+            "kernel": self.meta.kernel,
+            "contrast": self.meta.contrast,
+            "warnings": "; ".join(self.comparability_warnings()),
+        }
+
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "series_uid": self.meta.series_uid,
+            "study_uid": self.meta.study_uid,
+            "patient_id": self.meta.patient_id,
+            "study_date": self.meta.study_date,
+            "source": self.meta.source,
+            "scheme": self.scheme.name,
+        }
 
     # -- tables -----------------------------------------------------------------
-    def to_frame(self):
-        """Tidy table: one row per region, one column per measure.
+    def to_frame(self, form: str = "wide"):
+        """Tidy table of this scan.
 
-        Columns: ``series_uid, patient_id, study_date, region, region_set,
-        voxels, volume_ml, <band>_ml, <band>_pct`` (every band of the scheme),
-        ``damage_pct, mean_hu, perc15_hu, laa950_pct``, then provenance
-        (``method, scheme, scheme_edges, params_hash, input_hash, version,
-        slice_thickness_mm, kernel, warnings``).  Percentages are of the
-        region's voxels (0–100); NaN for an empty region.
+        Parameters
+        ----------
+        form : {"wide", "long"}
+            ``wide`` (default): one row per region, one column per measure.
+            ``long``: one row per region × band with ``band, lo_hu, hi_hu,
+            is_damage, voxels, ml, pct``.
+
+        Wide columns: identity (``series_uid, study_uid, patient_id,
+        study_date, source, scheme``), ``region, region_set, voxels,
+        volume_ml``, ``<band>_ml`` and ``<band>_pct`` for every band of the
+        scheme, ``damage_pct, opacity_pct, high_opacity_pct, mean_hu,
+        perc15_hu, laa950_pct, vessel_ml, vessel_pct, css_pan, css_chung,
+        css_region_set``, then provenance (:meth:`provenance`).  Percentages
+        are of the region's scored voxels (0–100; NaN for an empty region);
+        ``volume_ml`` excludes suppressed vessels, which are ``vessel_ml``.
+        Definitions: ``docs/metrics.md``.
         """
         import pandas as pd
 
-        n = self.voxels.astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            frac = self.band_voxels() / np.where(n > 0, n, np.nan)[:, None]
-        cols: dict[str, Any] = {
-            "series_uid": self.meta.series_uid,
-            "patient_id": self.meta.patient_id,
-            "study_date": self.meta.study_date,
-            "region": list(self.regions),
-            "region_set": self.region_set,
-            "voxels": self.voxels,
-            "volume_ml": n * self.voxel_volume_ml,
-        }
-        bands = self.scheme.band_names
+        if form not in ("wide", "long"):
+            raise ValueError(f"form must be 'wide' or 'long', got {form!r}")
         bv = self.band_voxels()
+        bands = self.scheme.band_names
+        vox_ml = self.voxel_volume_ml
+        if form == "long":
+            return self._long_frame(bv)
+        n = self.voxels
+        cols: dict[str, Any] = {**self._identity()}
+        cols.update(region=list(self.regions), region_set=self.region_set, voxels=n, volume_ml=n * vox_ml)
         for k, name in enumerate(bands):
-            cols[f"{name}_ml"] = bv[:, k] * self.voxel_volume_ml
+            cols[f"{name}_ml"] = bv[:, k] * vox_ml
+        pct = self._pct(bv)
         for k, name in enumerate(bands):
-            cols[f"{name}_pct"] = 100.0 * frac[:, k]
-        damage_idx = [bands.index(d) for d in self.scheme.damage]
-        cols["damage_pct"] = 100.0 * frac[:, damage_idx].sum(axis=1) if damage_idx else np.nan
+            cols[f"{name}_pct"] = pct[:, k]
+        cols["damage_pct"] = self.damage_pct()
+        cols["opacity_pct"] = self.opacity_pct()
+        cols["high_opacity_pct"] = self.high_opacity_pct()
         cols["mean_hu"] = self.mean_hu()
         cols["perc15_hu"] = self.percentile_hu(15.0)
-        hu = self.hu_values
+        cols["laa950_pct"] = self.laa950_pct()
+        vessel_ml = self.vessel_ml()
+        cols["vessel_ml"] = vessel_ml
+        lung_ml = n * vox_ml + vessel_ml
         with np.errstate(invalid="ignore", divide="ignore"):
-            cols["laa950_pct"] = 100.0 * self.histograms[:, hu < -950].sum(axis=1) / np.where(n > 0, n, np.nan)
+            cols["vessel_pct"] = np.where(lung_ml > 0, 100.0 * vessel_ml / np.where(lung_ml > 0, lung_ml, 1.0), np.nan)
+        cols["css_pan"], cols["css_chung"] = self.severity_scores()
+        cols["css_region_set"] = "none" if self.region_set == "lungs" else self.region_set
+        cols.update(self.provenance())
+        return pd.DataFrame(cols)
+
+    def _long_frame(self, bv: np.ndarray):
+        import pandas as pd
+
+        bands = self.scheme.band_names
+        edges = {b.name: (b.lo_hu, b.hi_hu) for b in self.scheme.bands}
+        n_r, n_b = bv.shape
+        pct = self._pct(bv)
+        cols: dict[str, Any] = {**self._identity()}
         cols.update(
-            method=self.method,
-            scheme=self.scheme.name,
-            scheme_edges=", ".join(str(b) for b in self.scheme.bands),
-            params_hash=self.params_hash,
-            input_hash=self.meta.input_hash,
-            version=self.versions.get("lungdamage", ""),
-            slice_thickness_mm=self.meta.slice_thickness_mm,
-            kernel=self.meta.kernel,
-            warnings="; ".join(self.warnings),
+            region=np.repeat(np.asarray(self.regions, dtype=object), n_b),
+            region_set=self.region_set,
+            band=np.tile(np.asarray(bands, dtype=object), n_r),
+            lo_hu=np.tile([edges.get(b, (np.nan, np.nan))[0] for b in bands], n_r),
+            hi_hu=np.tile([edges.get(b, (np.nan, np.nan))[1] for b in bands], n_r),
+            is_damage=np.tile([b in self.scheme.damage for b in bands], n_r),
+            voxels=bv.reshape(-1),
+            ml=bv.reshape(-1) * self.voxel_volume_ml,
+            pct=pct.reshape(-1),
         )
+        cols.update(self.provenance())
         return pd.DataFrame(cols)
 
     def summary(self) -> str:
         """Readable per-region table (percent of region volume)."""
         df = self.to_frame()
         show = ["region", "volume_ml"] + [f"{b}_pct" for b in self.scheme.band_names] + ["damage_pct"]
-        table = df[show].rename(columns=lambda c: c.replace("_pct", " %").replace("volume_ml", "volume mL"))
+        if self.vessel_voxels is not None:
+            show.append("vessel_ml")
+        if self.region_set != "lungs":
+            show += ["css_pan", "css_chung"]
+        table = df[show].rename(
+            columns=lambda c: c.replace("_pct", " %").replace("volume_ml", "volume mL").replace("vessel_ml", "vessels mL")
+        )
         head = (
             f"series {self.meta.key}  patient {self.meta.patient_id or '-'}  date {self.meta.study_date or '-'}\n"
             f"scheme {self.scheme.name} ({', '.join(str(b) for b in self.scheme.bands)}); "
             f"damage = {' + '.join(self.scheme.damage)}; regions {self.region_set} by {self.method}\n"
         )
         body = table.to_string(index=False, float_format=lambda v: f"{v:.1f}")
-        tail = "".join(f"\nwarning: {w}" for w in self.warnings)
+        tail = "".join(f"\nwarning: {w}" for w in self.comparability_warnings())
         return head + body + tail
 
     def with_meta(self, **changes: Any) -> ScanResult:
@@ -207,3 +354,48 @@ class ScanResult:
             f"ScanResult(series={self.meta.key!r}, scheme={self.scheme.name!r}, regions={list(self.regions)}, "
             f"method={self.method!r}, lung volume {vol:.0f} mL)"
         )
+
+
+class ResultSet(tuple):
+    """Results of one scan under several schemes (same segmentation, same histograms).
+
+    A tuple of :class:`ScanResult`; also indexable by scheme name.
+    :meth:`to_frame` concatenates the per-scheme tables (the ``scheme``
+    column tells them apart; band columns of other schemes are NaN).
+    """
+
+    def __new__(cls, results):
+        return super().__new__(cls, tuple(results))
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            for r in self:
+                if r.scheme.name == key:
+                    return r
+            raise KeyError(f"no result for scheme {key!r}; schemes: {[r.scheme.name for r in self]}")
+        return super().__getitem__(key)
+
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        return tuple(r.scheme.name for r in self)
+
+    @property
+    def meta(self) -> ScanMeta:
+        return self[0].meta
+
+    def to_frame(self, form: str = "wide"):
+        """Concatenated :meth:`ScanResult.to_frame` of every scheme."""
+        import pandas as pd
+
+        frames = [r.to_frame(form) for r in self]
+        df = pd.concat(frames, ignore_index=True)
+        if form == "wide":  # keep provenance last, whichever scheme added band columns
+            prov = list(self[0].provenance())
+            df = df[[c for c in df.columns if c not in prov] + prov]
+        return df
+
+    def summary(self) -> str:
+        return "\n\n".join(r.summary() for r in self)
+
+    def __repr__(self) -> str:
+        return f"ResultSet(series={self.meta.key!r}, schemes={list(self.schemes)})"

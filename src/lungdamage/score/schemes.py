@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import SchemeError
 
-__all__ = ["Band", "Scheme", "PRESETS", "get_scheme", "OTHER_BAND"]
+__all__ = ["Band", "Scheme", "PRESETS", "get_scheme", "get_schemes", "is_scheme_list", "scheme_from_dict", "OTHER_BAND"]
 
 #: Name of the implicit band holding voxels outside every band.
 OTHER_BAND = "other"
@@ -211,6 +211,40 @@ PRESETS: dict[str, Scheme] = {
 }
 
 
+def is_scheme_list(scheme: Any) -> bool:
+    """True when ``scheme`` names several schemes (a list/tuple, or a string with commas)."""
+    if isinstance(scheme, str):
+        return "," in scheme
+    return isinstance(scheme, Sequence) and not isinstance(scheme, (str, bytes))
+
+
+def get_schemes(scheme: Any) -> tuple[Scheme, ...]:
+    """Resolve one or several schemes (list, tuple or comma-separated string).
+
+    Raises
+    ------
+    SchemeError
+        An unknown or invalid scheme, or two schemes with the same name.
+    """
+    if isinstance(scheme, str):
+        items: list[Any] = [s.strip() for s in scheme.split(",") if s.strip()]
+    elif is_scheme_list(scheme):
+        items = list(scheme)
+    else:
+        items = [scheme]
+    if not items:
+        raise SchemeError(f"No scheme given ({scheme!r}). Allowed: {', '.join(PRESETS)}, or a scheme file.")
+    out = tuple(get_scheme(s) for s in items)
+    names = [s.name for s in out]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SchemeError(
+            f"Schemes {names} repeat the name(s) {repeated}; results are told apart by scheme name. "
+            "Potential fix: give each scheme file a distinct 'name'."
+        )
+    return out
+
+
 def get_scheme(scheme: str | Scheme | Mapping[str, Any]) -> Scheme:
     """Resolve a preset name, a :class:`Scheme`, a mapping or a scheme file path.
 
@@ -223,56 +257,140 @@ def get_scheme(scheme: str | Scheme | Mapping[str, Any]) -> Scheme:
         return scheme
     if isinstance(scheme, Mapping):
         return scheme_from_dict(scheme, source="<mapping>")
+    from os import PathLike
+    from pathlib import Path
+
+    if not isinstance(scheme, (str, PathLike)):
+        raise SchemeError(
+            f"A scheme must be a preset name, a file path, a mapping or a Scheme; got {type(scheme).__name__}. "
+            f"Allowed presets: {', '.join(PRESETS)}."
+        )
     key = str(scheme)
     if key in PRESETS:
         return PRESETS[key]
-    from pathlib import Path
-
     path = Path(key)
     if path.suffix.lower() in (".toml", ".yaml", ".yml", ".json"):
         from .scheme_files import load_scheme_file
 
         return load_scheme_file(path)
     raise SchemeError(
-        f"Unknown scheme {key!r}. Allowed: {', '.join(PRESETS)}, or a scheme file (.toml/.yaml/.json)."
+        f"Unknown scheme {key!r}. Allowed: {', '.join(PRESETS)}, or a scheme file (.toml/.yaml/.yml/.json). "
+        "Potential fix: check the spelling or the file suffix."
     )
 
 
-def _edge(value: Any, where: str) -> float:
+_FIELDS = ("name", "bands", "damage", "description", "reference")
+_BAND_FIELDS = ("name", "lo_hu", "hi_hu")
+
+
+def _edge(value: Any, where: str, problems: list[str]) -> float:
     if isinstance(value, str) and value.strip().lower() in ("-inf", "inf", "+inf"):
         return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SchemeError(f"{where}: expected a number or '-inf'/'inf', got {value!r}")
+        problems.append(f"{where}: expected a number or '-inf'/'inf', got {value!r}")
+        return math.nan
+    if math.isnan(value):
+        problems.append(f"{where}: NaN is not an edge")
     return float(value)
 
 
-def scheme_from_dict(data: Mapping[str, Any], *, source: str = "<mapping>") -> Scheme:
-    """Build a scheme from plain data: ``{"name", "bands": [{"name", "lo_hu", "hi_hu"}], "damage"}``."""
+def scheme_from_dict(
+    data: Mapping[str, Any],
+    *,
+    source: str = "<mapping>",
+    locate: Any = None,
+) -> Scheme:
+    """Build a scheme from plain data: ``{"name", "bands": [{"name", "lo_hu", "hi_hu"}], "damage"}``.
+
+    Every problem is collected and reported at once, each naming its field
+    (``bands[2].lo_hu``) and, when ``locate(field) -> line`` is given (scheme
+    files), its line.
+
+    Raises
+    ------
+    SchemeError
+        Listing every problem and the allowed fields / values.
+    """
+    problems: list[str] = []
+
+    def where(fld: str) -> str:
+        line = locate(fld) if locate else None
+        return f"{fld} (line {line})" if line else fld
+
     if not isinstance(data, Mapping):
-        raise SchemeError(f"{source}: a scheme must be a table/mapping, got {type(data).__name__}")
-    allowed = {"name", "bands", "damage", "description", "reference"}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise SchemeError(f"{source}: unknown field(s) {unknown}; allowed fields: {sorted(allowed)}")
-    if "bands" not in data or not isinstance(data["bands"], Sequence) or isinstance(data["bands"], str):
-        raise SchemeError(f"{source}: field 'bands' must be a list of {{name, lo_hu, hi_hu}} tables")
-    bands = []
-    for i, b in enumerate(data["bands"]):
-        where = f"{source}: bands[{i}]"
-        if not isinstance(b, Mapping):
-            raise SchemeError(f"{where}: expected a table with name, lo_hu, hi_hu; got {b!r}")
-        extra = sorted(set(b) - {"name", "lo_hu", "hi_hu"})
-        missing = sorted({"name", "lo_hu", "hi_hu"} - set(b))
-        if extra or missing:
-            raise SchemeError(
-                f"{where}: missing {missing} / unknown {extra}; allowed fields: ['hi_hu', 'lo_hu', 'name']"
-            )
-        bands.append(Band(str(b["name"]), _edge(b["lo_hu"], f"{where}.lo_hu"), _edge(b["hi_hu"], f"{where}.hi_hu")))
+        raise SchemeError(
+            f"{source}: a scheme must be a table/mapping with fields {list(_FIELDS)}, got {type(data).__name__}. "
+            "Potential fix: see examples/schemes/ for the layout."
+        )
+    unknown = sorted(set(data) - set(_FIELDS))
+    for u in unknown:
+        problems.append(f"{where(u)}: unknown field; allowed fields: {list(_FIELDS)}")
+    name = data.get("name", "custom")
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"{where('name')}: must be a non-empty string, got {name!r}")
+        name = "custom"
+    raw_bands = data.get("bands")
+    bands: list[Band] = []
+    if raw_bands is None:
+        problems.append("bands: missing; a scheme needs a list of {name, lo_hu, hi_hu} tables")
+    elif not isinstance(raw_bands, Sequence) or isinstance(raw_bands, str):
+        problems.append(f"{where('bands')}: must be a list of {{name, lo_hu, hi_hu}} tables, got {raw_bands!r}")
+    else:
+        for i, b in enumerate(raw_bands):
+            fld = f"bands[{i}]"
+            if not isinstance(b, Mapping):
+                problems.append(f"{where(fld)}: expected a table with name, lo_hu, hi_hu; got {b!r}")
+                continue
+            for e in sorted(set(b) - set(_BAND_FIELDS)):
+                problems.append(f"{where(f'{fld}.{e}')}: unknown field; allowed band fields: {list(_BAND_FIELDS)}")
+            for m in [f for f in _BAND_FIELDS if f not in b]:
+                problems.append(f"{where(fld)}: missing field {m!r}; a band needs {list(_BAND_FIELDS)}")
+            if any(f not in b for f in _BAND_FIELDS):
+                continue
+            if not isinstance(b["name"], str):
+                problems.append(f"{where(f'{fld}.name')}: must be a string, got {b['name']!r}")
+            lo = _edge(b["lo_hu"], where(f"{fld}.lo_hu"), problems)
+            hi = _edge(b["hi_hu"], where(f"{fld}.hi_hu"), problems)
+            bands.append(Band(str(b["name"]), lo, hi))
     damage = data.get("damage", ())
     if isinstance(damage, str):
         damage = (damage,)
+    if not isinstance(damage, Sequence) or not all(isinstance(d, str) for d in damage):
+        problems.append(f"{where('damage')}: must be a list of band names, got {damage!r}")
+        damage = ()
+    for fld in ("description", "reference"):
+        if fld in data and not isinstance(data[fld], str):
+            problems.append(f"{where(fld)}: must be a string, got {data[fld]!r}")
+    seen: set[str] = set()
+    for i, b in enumerate(bands):
+        fld = f"bands[{i}]"
+        if not b.name or not b.name.replace("_", "").isalnum():
+            problems.append(f"{where(fld + '.name')}: band name {b.name!r} must be letters, digits or '_'")
+        elif b.name == OTHER_BAND:
+            problems.append(f"{where(fld + '.name')}: band name {OTHER_BAND!r} is reserved (voxels in no band)")
+        elif b.name in seen:
+            problems.append(f"{where(fld + '.name')}: band name {b.name!r} repeated")
+        seen.add(b.name)
+        if not (math.isnan(b.lo_hu) or math.isnan(b.hi_hu)) and not b.lo_hu < b.hi_hu:
+            problems.append(f"{where(fld)}: needs lo_hu < hi_hu, got [{b.lo_hu:g}, {b.hi_hu:g})")
+        if i and bands[i - 1].hi_hu > b.lo_hu:
+            problems.append(
+                f"{where(fld + '.lo_hu')}: band {b.name!r} starts at {b.lo_hu:g}, below the end "
+                f"{bands[i - 1].hi_hu:g} of band {bands[i - 1].name!r} (bands must be sorted and not overlap)"
+            )
+    for j, d in enumerate(damage):
+        if d not in seen:
+            problems.append(f"{where('damage')}: damage[{j}] = {d!r} is not a band; bands: {sorted(seen)}")
+    if problems:
+        names = [b.name for b in bands]
+        raise SchemeError(
+            f"Scheme file {source} is invalid:\n  - " + "\n  - ".join(problems)
+            + f"\nAllowed: fields {list(_FIELDS)}; each band {{name, lo_hu, hi_hu}} with lo_hu < hi_hu "
+            "(numbers or '-inf'/'inf', half-open [lo, hi)), bands sorted and not overlapping; "
+            f"damage = names of bands ({names}). Potential fix: compare with examples/schemes/covid.toml."
+        )
     return Scheme(
-        str(data.get("name", "custom")),
+        name,
         tuple(bands),
         damage=tuple(damage),
         description=str(data.get("description", "")),
