@@ -56,6 +56,13 @@ def register(sub) -> None:
         help="wide: one row per region (default); long: one row per region x band",
     )
     p.add_argument("--series-uid", default=None, help="which series to score when the folder holds several")
+    p.add_argument(
+        "--qc",
+        default=None,
+        metavar="DIR",
+        help="write review outputs to DIR: QC montage PNG, region/band masks (NIfTI, NRRD, Slicer colour "
+        "tables), DICOM SEG (DICOM input) and a self-contained HTML report",
+    )
     add_analysis_options(p)
     p.add_argument("--regions-from", default=None, help="import regions from a label file instead of segmenting")
     p.add_argument("--label-codes", default=None, help="label convention of --regions-from: lungmask, totalsegmentator, cip or FILE.json")
@@ -117,12 +124,12 @@ def scheme_arg(values: list[str] | None) -> str | list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..pipeline import analyze
+    from ..pipeline import analyze_scan
 
     fmt = table_format(args.output, args.format) if args.output else args.format
     if fmt == "parquet" and not args.output:
         raise InputError("--format parquet needs an output file. Potential fix: pass -o FILE.parquet.")
-    result = analyze(
+    analysis = analyze_scan(
         args.path,
         scheme=scheme_arg(args.scheme),
         suppress_vessels=args.suppress_vessels,
@@ -135,7 +142,13 @@ def run(args: argparse.Namespace) -> int:
         regions_from=args.regions_from,
         label_codes=args.label_codes,
     )
+    result = analysis.result
     df = result.to_frame(args.form)
+    if args.qc:
+        from ..report import write_review
+
+        files = write_review(analysis, args.qc)
+        print(f"review outputs in {args.qc}: {', '.join(sorted(p.name for p in files.values()))}", file=sys.stderr)
     if args.output:
         print(result.summary())
         out = write_table(df, args.output, fmt=fmt)

@@ -26,6 +26,8 @@ Files written by :func:`write_review` (``<stem>`` from :func:`default_stem`):
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import re
@@ -114,6 +116,8 @@ def write_review(
         regions_nifti, regions_ctbl, regions_itksnap, regions_nrrd, bands_nifti,
         bands_ctbl, bands_itksnap, bands_nrrd, seg, html``.
     """
+    if isinstance(analysis.result, tuple):  # a ResultSet (several schemes): review the first
+        analysis = dataclasses.replace(analysis, result=analysis.result[0])
     ct, regions, result = analysis.ct, analysis.regions, analysis.result
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -288,7 +289,22 @@ def write_seg(
             "Potential fix: check the segmentation."
         )
     pixel_array = np.stack(masks, axis=-1).astype(np.uint8)  # (frames, rows, cols, segments)
-    seg = hd.seg.Segmentation(
+    with warnings.catch_warnings():
+        # highdicom copies the patient's name from the source images and warns when an
+        # anonymised archive uses a one-component name ("P001"): a property of the input, not an error.
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name", category=UserWarning)
+        seg = _build_seg(hd, sources, pixel_array, descriptions, series_number, regions, scheme, generate_uid)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(path)
+    log.debug("wrote DICOM SEG %s (%d segments)", path, len(descriptions))
+    return path
+
+
+def _build_seg(hd, sources, pixel_array, descriptions, series_number, regions, scheme, generate_uid):
+    from .._version import __version__
+
+    return hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -305,8 +321,3 @@ def write_seg(
         content_label="LUNGDAMAGE",
         series_description=f"lungdamage {regions.region_set} + {scheme.name} bands"[:64],
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(path)
-    log.debug("wrote DICOM SEG %s (%d segments)", path, len(descriptions))
-    return path
