@@ -108,8 +108,14 @@ def bench_io() -> None:
         scan = None
     rows = []
     if scan is not None:
-        t, _ = best_of(lambda: scan(folder), repeat=3)
-        rows.append(("catalog.scan (headers only)", t, f"{len(files) / t:,.0f} files/s (target >= 2,000)"))
+        t, _ = best_of(lambda: scan(folder, workers=1), repeat=3)
+        rows.append((f"catalog.scan, {len(files)} files, 1 process", t, f"{len(files) / t:,.0f} files/s"))
+        archive = batch_archive()
+        n_arch = sum(1 for _ in archive.rglob("*.dcm"))
+        for workers in (1, None):
+            t, _ = best_of(lambda: scan(archive, workers=workers), repeat=2)
+            label = "1 process" if workers == 1 else f"{os.cpu_count()} processes"
+            rows.append((f"catalog.scan, {n_arch} files, {label}", t, f"{n_arch / t:,.0f} files/s (target >= 2,000)"))
 
     def sitk_read():
         reader = sitk.ImageSeriesReader()
@@ -149,7 +155,8 @@ def bench_lungmask() -> None:
     print(f"\nExtrapolated to 400 slices: {400 * t / ph.ct.shape[0]:.0f} s")
 
 
-def bench_batch() -> None:
+def batch_archive() -> Path:
+    """Write (once) an archive of 8 phantom series, 256x256x160, and return its folder."""
     from lungdamage.phantom import make_phantom, write_dicom_series
 
     archive = BENCH_DIR / "batch_archive"
@@ -158,6 +165,11 @@ def bench_batch() -> None:
             ph = make_phantom(matrix=256, n_slices=160, slice_thickness_mm=2.0, seed=i, patient_id=f"B{i:03d}")
             write_dicom_series(ph.ct, archive / f"B{i:03d}", patient_id=f"B{i:03d}")
         (archive / ".complete").write_text("ok")
+    return archive
+
+
+def bench_batch() -> None:
+    archive = batch_archive()
     results = {}
     for jobs in (1, 2):
         store = BENCH_DIR / f"bench_{jobs}.sqlite"

@@ -192,3 +192,17 @@ def test_realdata_catalog(realdata):
     cip = next(s for s in series if "ct-64Dicom" in s.files[0])
     assert (cip.n_slices, round(cip.spacing_mm, 3)) == (79, 3.987)
     assert sum(s.selected for s in select_series(series)) == 1  # only ct-64 covers >= 150 mm
+
+
+def test_parallel_header_parsing_gives_the_same_catalog(archive, monkeypatch):
+    from lungdamage.io import _dicom_headers
+
+    root, _ = archive
+    serial_summary: dict = {}
+    serial = scan(root, summary=serial_summary, workers=1)
+    # the archive has ~600 files; lower the threshold so the worker pool is really used
+    monkeypatch.setattr(_dicom_headers, "PARALLEL_MIN_FILES", 10)
+    parallel_summary: dict = {}
+    parallel = scan(root, summary=parallel_summary, workers=2)
+    assert parallel_summary == serial_summary
+    assert [(s.series_uid, s.files) for s in parallel] == [(s.series_uid, s.files) for s in serial]

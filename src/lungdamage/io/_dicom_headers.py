@@ -462,18 +462,54 @@ def read_header(source: str, size_bytes: int | None = None) -> DicomHeader | Non
         return None
 
 
-def read_headers(sources: Iterable[tuple[str, int]], *, counts: dict | None = None) -> list[DicomHeader]:
+def _read_chunk(chunk: list[tuple[str, int]]) -> list[DicomHeader | None | str]:
+    """Headers of a chunk of sources (worker side); an OSError becomes its message."""
+    out: list[DicomHeader | None | str] = []
+    for src, size in chunk:
+        try:
+            out.append(read_header(src, size))
+        except OSError as exc:
+            out.append(f"cannot read {src}: {exc}")
+    return out
+
+
+#: Below this many files, parsing in one process is faster than starting workers.
+PARALLEL_MIN_FILES = 1000
+
+
+def _parsed(sources: list[tuple[str, int]], workers: int | None) -> Iterator[tuple[str, DicomHeader | None | str]]:
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if workers <= 1 or len(sources) < PARALLEL_MIN_FILES:
+        for item, res in zip(sources, _read_chunk(sources)):
+            yield item[0], res
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = max(64, len(sources) // (workers * 8))
+    chunks = [sources[i : i + size] for i in range(0, len(sources), size)]
+    # "spawn" keeps workers independent of the caller's threads and state
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for chunk, results in zip(chunks, pool.map(_read_chunk, chunks)):
+            for item, res in zip(chunk, results):
+                yield item[0], res
+
+
+def read_headers(
+    sources: Iterable[tuple[str, int]], *, counts: dict | None = None, workers: int | None = 1
+) -> list[DicomHeader]:
     """Headers of every DICOM source; non-DICOM sources are skipped and counted.
 
     ``counts`` (if given) receives ``dicom``, ``non_dicom`` and ``dicomdir`` totals.
+    ``workers`` > 1 (``None`` = all cores) parses large archives (at least
+    :data:`PARALLEL_MIN_FILES` files) in that many processes; order is kept.
     """
     out: list[DicomHeader] = []
     c = counts if counts is not None else {}
-    for src, size in sources:
-        try:
-            h = read_header(src, size)
-        except OSError as exc:
-            logger.warning("cannot read %s: %s", src, exc)
+    for src, h in _parsed(list(sources), workers):
+        if isinstance(h, str):
+            logger.warning("%s", h)
             c["unreadable"] = c.get("unreadable", 0) + 1
             continue
         if h is None:

@@ -129,7 +129,7 @@ class ScanSummary:
     n_truncated: int
 
 
-def scan(root: str | os.PathLike, *, summary: dict | None = None) -> list[SeriesInfo]:
+def scan(root: str | os.PathLike, *, summary: dict | None = None, workers: int | None = None) -> list[SeriesInfo]:
     """Catalog every DICOM series under ``root`` from headers only.
 
     Parameters
@@ -138,6 +138,9 @@ def scan(root: str | os.PathLike, *, summary: dict | None = None) -> list[Series
         Folder (walked recursively, ``.zip`` archives expanded), zip archive or file.
     summary : dict, optional
         Receives the :class:`ScanSummary` fields (counts of files, non-DICOM, ...).
+    workers : int, optional
+        Processes parsing headers of large archives (default: all cores; 1 = in
+        this process).  Small trees are always parsed in this process.
 
     Returns
     -------
@@ -154,7 +157,7 @@ def scan(root: str | os.PathLike, *, summary: dict | None = None) -> list[Series
         raise InputError(f"Catalog root {root!r} does not exist. Potential fix: check the path.")
     counts: dict = {}
     sources = list(iter_sources(root, counts=counts))
-    headers = read_headers(sources, counts=counts)
+    headers = read_headers(sources, counts=counts, workers=workers)
     truncated = [h for h in headers if _is_truncated(h)]
     n_truncated_headers = counts.get("truncated", 0)
     for h in truncated:
