@@ -32,7 +32,12 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--regions", default="lungs", choices=("lungs", "zones", "lobes"), help="region set to report (default lungs)")
     p.add_argument("--method", default="threshold", choices=("threshold", "lungmask"), help="lung segmentation (default threshold)")
     p.add_argument("--model", default=None, help="lungmask model: R231, R231CovidWeb, LTRCLobes, LTRCLobes_R231")
-    p.add_argument("--weights", default=None, help="local lungmask weight file (.pth); nothing is downloaded")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="local lungmask weight file (.pth), or a folder holding lungmask's weight files (needed for the "
+        "LTRCLobes_R231 fusion); default: the torch hub cache. Nothing is downloaded",
+    )
 
 
 def register(sub) -> None:
