@@ -1,0 +1,402 @@
+"""Study report: CSV tables, PNG figures, and one Markdown + one self-contained HTML page.
+
+The report is built once as a list of blocks (heading, paragraph, list,
+table, figure) and rendered to both formats, so they always say the same
+thing.  Every column of every table shown is defined in the report's
+*Definitions* section.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .analysis import StudyResult
+from .visits import SELECTION_RULE
+
+__all__ = ["write_report", "COLUMN_DEFINITIONS"]
+
+logger = logging.getLogger(__name__)
+
+#: Definition of every column of the study tables (``{m}`` = metric column).
+COLUMN_DEFINITIONS: dict[str, str] = {
+    "patient_id": "patient key (DICOM PatientID), as in the manifest",
+    "arm": "trial arm from the manifest (A/B when the report is blinded)",
+    "series_uid": "DICOM SeriesInstanceUID of the scored scan",
+    "study_date": "DICOM StudyDate of the scan (YYYY-MM-DD)",
+    "baseline_date": "the patient's day 0: manifest baseline_date, else the scan placed at the baseline visit by an "
+    "override, else the patient's first scan",
+    "day": "days from the patient's baseline date to the study date",
+    "visit": "protocol visit the scan was assigned to",
+    "visit_day": "nominal day of the visit in the protocol",
+    "assigned_by": "how the visit was chosen: override:series_uid / override:study_date (manifest rows), window "
+    "(|day − nominal day| ≤ window) or none",
+    "used": "whether the scan's values enter the tables (false: out of every window, no date, or another scan "
+    "of the same visit was chosen)",
+    "flag": "why a scan was not used, or which rule chose it among several",
+    "damage_pct": "damage = GGO + consolidation bands, percent of the region's voxels (region volume)",
+    "ggo_pct": "ground-glass opacity band, percent of the region's voxels",
+    "consolidation_pct": "consolidation band, percent of the region's voxels",
+    "css_pan": "CT severity score, Pan/Francone bins per lobe (0: none, 1: <5 %, 2: 5–25 %, 3: 26–50 %, "
+    "4: 51–75 %, 5: >75 %), summed over five lobes (0–25)",
+    "css_chung": "CT severity score, Chung/Li bins per lobe (0–4), summed over five lobes (0–20)",
+    "slice_thickness_mm": "reconstructed slice thickness of the scan (mm)",
+    "kernel": "reconstruction kernel (DICOM ConvolutionKernel)",
+    "scheme": "HU band scheme used for scoring",
+    "region_set": "region set of the segmentation (lungs, lobes, zones); CT severity scores use it",
+    "method": "lung segmentation method",
+    "params_hash": "hash of all scoring parameters (same hash = same settings)",
+    "version": "lungdamage version that scored the scan",
+    "scan_warnings": "warnings recorded while reading or scoring the scan",
+    "metric": "column summarised in the row",
+    "n": "number of patients with a value",
+    "median": "median over patients",
+    "q1": "25th percentile over patients (linear interpolation)",
+    "q3": "75th percentile over patients (linear interpolation)",
+    "mean": "arithmetic mean over patients",
+    "sd": "standard deviation over patients (n − 1 denominator)",
+    "min": "smallest value",
+    "max": "largest value",
+    "quantity": "statistic of the arm comparison (each defined in the table's definition column)",
+    "value": "value of the statistic",
+    "ci_low": "lower limit of the confidence interval",
+    "ci_high": "upper limit of the confidence interval",
+    "p_value": "two-sided p-value",
+    "definition": "what the statistic is",
+    "term": "fixed effect of the mixed model (arm[X]: difference X − reference arm at the baseline visit; "
+    "visit[V]: change from baseline in the reference arm; arm[X]:visit[V]: additional change in arm X)",
+    "coef": "estimated coefficient (units of the metric)",
+    "se": "standard error of the coefficient",
+    "z": "Wald z statistic (coef / se)",
+    "issue": "what differs",
+    "detail": "values seen",
+    "window_days": "allowed distance from the nominal day (± days)",
+    "first_day": "first day of the visit window",
+    "last_day": "last day of the visit window",
+}
+
+
+def _definition(col: str) -> str:
+    if col in COLUMN_DEFINITIONS:
+        return COLUMN_DEFINITIONS[col]
+    if col.endswith("_change"):
+        base = col[: -len("_change")]
+        return f"{base} minus the same patient's value at the baseline visit (empty without a baseline scan)"
+    if col.endswith("_pct"):
+        return f"{col[:-4]} band, percent of the region's voxels"
+    if col.startswith("css"):
+        return "CT severity score column from scoring (see the scoring documentation)"
+    return "see the lungdamage documentation"
+
+
+# -----------------------------------------------------------------------------
+# blocks and their two renderings
+# -----------------------------------------------------------------------------
+@dataclass
+class _Block:
+    kind: str  # h1 h2 p ul table img
+    content: object
+    extra: object = None
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if v.is_integer() and abs(v) < 1e6:
+            return str(int(v))
+        if v != 0 and (abs(v) < 0.001 or abs(v) >= 1e6):
+            return f"{v:.3g}"
+        return f"{v:.3f}" if abs(v) < 1 else f"{v:.2f}"
+    if isinstance(v, pd.Timestamp):
+        return v.strftime("%Y-%m-%d")
+    return str(v)
+
+
+def _cells(df: pd.DataFrame) -> list[list[str]]:
+    out = []
+    for row in df.itertuples(index=False):
+        cells = []
+        for col, v in zip(df.columns, row):
+            if col == "p_value" and isinstance(v, (float, np.floating)) and np.isfinite(v):
+                cells.append(f"{v:.4f}" if v >= 0.0001 else f"{v:.2e}")
+            else:
+                cells.append(_fmt(v))
+        out.append(cells)
+    return out
+
+
+def _md(blocks: list[_Block]) -> str:
+    lines: list[str] = []
+    for b in blocks:
+        if b.kind == "h1":
+            lines += [f"# {b.content}", ""]
+        elif b.kind == "h2":
+            lines += [f"## {b.content}", ""]
+        elif b.kind == "p":
+            lines += [str(b.content), ""]
+        elif b.kind == "ul":
+            lines += [f"- {item}" for item in b.content] + [""]
+        elif b.kind == "table":
+            df: pd.DataFrame = b.content
+            esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+            lines.append("| " + " | ".join(esc(c) for c in df.columns) + " |")
+            lines.append("|" + "|".join("---" for _ in df.columns) + "|")
+            lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in _cells(df)]
+            lines.append("")
+        elif b.kind == "img":
+            path, alt = b.content, b.extra
+            lines += [f"![{alt}]({path.name})", ""]
+    return "\n".join(lines)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#f0f0f0} tr:nth-child(even) td{background:#fafafa}
+img{max-width:100%;border:1px solid #ddd} h2{border-bottom:1px solid #ddd;padding-bottom:0.2em;margin-top:1.6em}
+"""
+
+
+def _html(blocks: list[_Block], title: str) -> str:
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"]
+    for b in blocks:
+        if b.kind in ("h1", "h2"):
+            out.append(f"<{b.kind}>{html.escape(str(b.content))}</{b.kind}>")
+        elif b.kind == "p":
+            out.append(f"<p>{html.escape(str(b.content))}</p>")
+        elif b.kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{html.escape(str(i))}</li>" for i in b.content) + "</ul>")
+        elif b.kind == "table":
+            df = b.content
+            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in _cells(df))
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif b.kind == "img":
+            data = base64.b64encode(Path(b.content).read_bytes()).decode("ascii")
+            out.append(f'<figure><img alt="{html.escape(str(b.extra))}" src="data:image/png;base64,{data}">'
+                       f"<figcaption>{html.escape(str(b.extra))}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+# -----------------------------------------------------------------------------
+# the report
+# -----------------------------------------------------------------------------
+def _join(values) -> str:
+    return ", ".join(values) if values else "not recorded"
+
+
+def write_report(
+    study: StudyResult,
+    out_dir: str | Path,
+    *,
+    plots: bool = True,
+    formats: tuple[str, ...] = ("md", "html"),
+) -> dict[str, Path]:
+    """Write the study tables (CSV), figures (PNG) and report (Markdown, HTML) to ``out_dir``.
+
+    Returns
+    -------
+    dict
+        Name → path of every file written (``report.md``, ``report.html``,
+        ``visits.csv``, ..., ``trajectories.png``, ...).
+    """
+    from . import plots as _plots
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for name, df in study.tables().items():
+        path = out_dir / f"{name}.csv"
+        df.to_csv(path, index=False)
+        written[f"{name}.csv"] = path
+    protocol_csv = out_dir / "protocol.csv"
+    study.protocol.to_frame().to_csv(protocol_csv, index=False)
+    written["protocol.csv"] = protocol_csv
+
+    m, t = study.metric, study.visits
+    figures: list[tuple[Path, str]] = []
+    if plots:
+        figures.append((_plots.plot_trajectories(t, out_dir / "trajectories.png", metric=m),
+                        f"Per-patient trajectories of {m} ({study.region}), coloured by arm"))
+        figures.append((_plots.plot_arm_medians(study.summary[study.summary["metric"] == m], t,
+                                                out_dir / "arm_medians.png"),
+                        f"Per-arm median {m} ({study.region}) by visit; bars: interquartile range"))
+        slug = study.compare_visit.replace(" ", "_")
+        figures.append((_plots.plot_distribution(t, out_dir / f"distribution_{slug}.png", metric=m,
+                                                 visit=study.compare_visit, threshold=study.threshold),
+                        f"{m} ({study.region}) at {study.compare_visit} by arm; dashed line: threshold "
+                        f"{study.threshold:g}"))
+        for path, _ in figures:
+            written[path.name] = path
+
+    blocks = _blocks(study, figures)
+    title = "lungdamage study report" + (" (blinded)" if study.blinded else "")
+    if "md" in formats:
+        p = out_dir / "report.md"
+        p.write_text(_md(blocks), encoding="utf-8")
+        written["report.md"] = p
+    if "html" in formats:
+        p = out_dir / "report.html"
+        p.write_text(_html(blocks, title), encoding="utf-8")
+        written["report.html"] = p
+    logger.info("study report written to %s", out_dir)
+    return written
+
+
+def _blocks(study: StudyResult, figures: list[tuple[Path, str]]) -> list[_Block]:
+    from .. import __version__
+
+    B = _Block
+    t, m, prov = study.visits, study.metric, study.provenance
+    a = study.assignments
+    blocks: list[_Block] = [B("h1", "lungdamage study report" + (" (blinded)" if study.blinded else ""))]
+    per_arm = t.groupby("arm")["patient_id"].nunique()
+    blocks.append(B("p", (
+        f"Generated {_dt.date.today().isoformat()} by lungdamage {__version__}. "
+        f"{t['patient_id'].nunique()} patients ("
+        + ", ".join(f"{arm}: {n}" for arm, n in per_arm.items())
+        + f"), {len(t)} patient-visits from {int(a['used'].sum())} of {len(a)} scans. "
+        f"Primary metric: {m} of region '{study.region}'; arm comparison at visit '{study.compare_visit}'."
+    )))
+    if study.blinded:
+        blocks.append(B("p", (
+            "BLINDED REPORT: arms are relabelled A and B by a deterministic mapping whose key is withheld; "
+            "it is not written to this report or to any file next to it. Differences are A − B; neither label "
+            "reveals which arm received the treatment."
+        )))
+
+    # --- what the numbers are -------------------------------------------------
+    blocks.append(B("h2", "What the numbers are"))
+    scheme = _join(prov.get("scheme", []))
+    blocks.append(B("ul", [
+        f"HU band scheme: {scheme}" + (f" — bands {_join(prov.get('scheme_edges', []))} (half-open [lo, hi) HU)"
+                                       if prov.get("scheme_edges") else ""),
+        f"{m}: {_definition(m)}.",
+        f"Region: '{study.region}'; region set: {_join(prov.get('region_set', []))} "
+        "(CT severity scores, when present, are computed on this region set: lobes, or zones as a lobe surrogate).",
+        f"Segmentation method: {_join(prov.get('method', []))}."
+        + (f" CT severity scores were computed on: {_join(prov['css_region_set'])}." if prov.get("css_region_set")
+           else ""),
+        f"Parameter hash(es): {_join(prov.get('params_hash', []))}; scored with lungdamage "
+        f"{_join(prov.get('version', []))}.",
+        f"Visit protocol: {study.protocol.source}; manifest: {study.manifest.source}.",
+        f"Visit assignment: explicit manifest rows (series_uid, then study_date) win; other scans go to the visit "
+        f"whose window holds their day since baseline. When several scans fall in one visit the rule is: "
+        f"{SELECTION_RULE}.",
+        f"Residual damage: {m} > {study.threshold:g} at {study.compare_visit}.",
+    ]))
+    blocks.append(B("table", study.protocol.to_frame()))
+
+    # --- visit assignment -----------------------------------------------------
+    blocks.append(B("h2", "Visit assignment"))
+    counts = a.groupby("assigned_by").size()
+    blocks.append(B("p", "Scans by assignment rule: " + ", ".join(f"{k}: {v}" for k, v in counts.items())
+                    + f"; not used: {int((~a['used']).sum())}."))
+    flagged = a[a["flag"] != ""][["patient_id", "series_uid", "study_date", "day", "visit", "assigned_by", "used",
+                                  "flag"]]
+    if len(flagged):
+        blocks.append(B("p", "Flagged scans (out of window, several in one window, or no date):"))
+        blocks.append(B("table", flagged))
+    else:
+        blocks.append(B("p", "No scan was out of window or competing with another for the same visit."))
+    if study.notes:
+        blocks.append(B("ul", study.notes))
+
+    # --- comparability --------------------------------------------------------
+    blocks.append(B("h2", "Comparability warnings"))
+    if len(study.warnings):
+        blocks.append(B("p", "Slice thickness and reconstruction kernel change partial-volume averaging and noise, "
+                        "and so the HU bands; values of visits listed here are less comparable."))
+        blocks.append(B("table", study.warnings))
+    else:
+        blocks.append(B("p", "None: every patient's visits share slice thickness and kernel, and all scans were "
+                        "scored with one scheme, region set, method and parameter set."))
+
+    # --- summaries ------------------------------------------------------------
+    blocks.append(B("h2", f"Per-arm summary of {m} by visit"))
+    s = study.summary
+    blocks.append(B("table", s[s["metric"] == m]))
+    blocks.append(B("h2", f"Per-arm summary of the change from baseline ({m}_change)"))
+    blocks.append(B("table", s[s["metric"] == f"{m}_change"]))
+
+    # --- comparison -----------------------------------------------------------
+    blocks.append(B("h2", f"Comparison of arms at {study.compare_visit}"))
+    if study.comparison is not None:
+        c = study.comparison
+        n1, n2 = c.attrs["n_treated"], c.attrs["n_control"]
+        blocks.append(B("p", (
+            f"{study.treated} (n = {n1}) vs {study.control} (n = {n2}); differences are {study.treated} − "
+            f"{study.control}. " + ("" if study.blinded else
+                                     f"Reference (control) arm: {study.control}. ")
+        )))
+        blocks.append(B("table", c))
+        hl = c[c["quantity"] == "hodges_lehmann"].iloc[0]
+        mw = c[c["quantity"] == "mann_whitney_u"].iloc[0]
+        blocks.append(B("p", (
+            f"In words: the Hodges–Lehmann estimate of the difference in {m} is {_fmt(hl['value'])} "
+            f"({_fmt(hl['ci_low'])} to {_fmt(hl['ci_high'])}, {hl['method']}); Mann–Whitney U = {_fmt(mw['value'])}, "
+            f"p = {mw['p_value']:.4f} ({mw['method']})."
+        )))
+        blocks.append(B("p", "Power: " + c.attrs["power_note"]))
+    else:
+        blocks.append(B("p", study.comparison_note))
+
+    blocks.append(B("h2", "Linear mixed model (all visits)"))
+    if study.mixed is not None:
+        mm = study.mixed
+        blocks.append(B("p", (
+            f"Model: {mm.attrs['formula']}; REML fit by statsmodels mixedlm on {mm.attrs['n_obs']} observations of "
+            f"{mm.attrs['n_patients']} patients; converged: {'yes' if mm.attrs['converged'] else 'NO'}; "
+            f"random-intercept variance {mm.attrs['group_var']:.3g}. 95 % Wald intervals. With few patients per "
+            "arm the model-based p-values are approximate; read them with the exact tests above."
+        )))
+        blocks.append(B("table", mm))
+        if mm.attrs.get("notes"):
+            blocks.append(B("p", "Fitting warnings:"))
+            blocks.append(B("ul", mm.attrs["notes"]))
+    else:
+        blocks.append(B("p", study.mixed_note))
+
+    # --- figures --------------------------------------------------------------
+    if figures:
+        blocks.append(B("h2", "Figures"))
+        for path, caption in figures:
+            blocks.append(B("img", path, caption))
+
+    # --- per-patient table ----------------------------------------------------
+    blocks.append(B("h2", "Per-patient values by visit"))
+    show = [c for c in t.columns if c not in ("scheme", "region_set", "method", "params_hash", "version")]
+    blocks.append(B("table", t[show]))
+
+    # --- definitions ----------------------------------------------------------
+    blocks.append(B("h2", "Definitions"))
+    shown: list[str] = []
+    for b in blocks:
+        if b.kind == "table":
+            shown += [c for c in b.content.columns if c not in shown]
+    blocks.append(B("ul", [f"{c}: {_definition(c)}." for c in shown]))
+    if study.comparison is not None:
+        blocks.append(B("p", "Comparison statistics:"))
+        blocks.append(B("ul", [f"{r.quantity} ({r.arm}): {r.definition}" for r in study.comparison.itertuples()]))
+    blocks.append(B("p", (
+        "Percentages are of the region's voxel count (equivalently its volume). Medians and quartiles are over "
+        "patients. p-values are two-sided and not adjusted for multiplicity; the comparison at "
+        f"{study.compare_visit} is the pre-specified one, everything else is descriptive."
+    )))
+    return blocks
