@@ -43,6 +43,7 @@ from .seg import write_seg
 
 __all__ = [
     "write_review",
+    "ReviewHook",
     "write_index",
     "index_row",
     "default_stem",
@@ -145,3 +146,21 @@ def write_review(
         out["html"] = out_dir / f"{stem}_report.html"
         write_html_report(analysis, out["html"], qc_png=out.get("qc_png"), outputs=out, notes=notes)
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewHook:
+    """Picklable per-series batch hook: write the review outputs of each scan.
+
+    Runs in the worker (``lungdamage batch --qc DIR``); returns the scan's
+    index-page row (paths as strings) for the store, from which
+    :func:`write_index` builds ``DIR/index.html`` at the end of the batch.
+    """
+
+    out_dir: str
+    seg: bool = True
+
+    def __call__(self, analysis: Analysis) -> dict:
+        files = write_review(analysis, self.out_dir, seg=self.seg)
+        row = index_row(analysis, files)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in row.items()}

@@ -1,0 +1,786 @@
+"""Batch scoring of scan archives: catalog → select → analyze → store, resumable and parallel.
+
+Flow (:func:`run_batch`)
+------------------------
+1. :func:`lungdamage.io.catalog.scan` lists every series under the root
+   (headers only) and :func:`~lungdamage.io.catalog.select_series` keeps at
+   most one CT series per study (its reasons are stored for the others).
+2. The resume key of each selected series is ``(series_uid, run_hash,
+   version)``; ``run_hash`` is :meth:`BatchParams.run_hash`, a hash of the
+   analysis options computed *before* anything is read.  Series already in the
+   store are skipped; recorded failures are skipped unless ``retry_failed``;
+   ``force`` recomputes everything.
+3. An engine runs :func:`score_series` on the remaining series and yields
+   one :class:`Outcome` per series as it finishes; the calling process, the
+   only writer, stores each in its own transaction.  Failures (any exception,
+   or a worker process that dies) become failure rows; the batch goes on.
+
+Engines
+-------
+``InlineEngine``
+    in the calling process (``--jobs 0``; debugging; no crash isolation).
+``ProcessEngine(jobs)``
+    local worker processes (``forkserver`` start, lungdamage pre-imported).  A
+    worker that dies (segfault, out-of-memory kill) breaks the pool: the pool
+    is rebuilt, the series that were in flight are retried one at a time, and
+    the one that kills its worker again becomes a ``worker`` failure row.
+``DaskEngine(address=... | n_workers=...)``
+    a ``distributed`` cluster (``pip install 'lungdamage[dask]'``).  Workers
+    must be able to import lungdamage and read the archive and weight paths.
+
+All engines run the same function on the same inputs, so stored values are
+identical whichever engine ran them.
+
+Memory
+------
+One worker holds one series at a time.  Measured peak RSS of a fresh process
+running ``analyze`` on a 512×512×300 phantom series (threshold method, lungs):
+**1.65 GiB** (1687 MiB; 86 MiB of it the interpreter and imports), i.e. about
+:data:`PER_SCAN_PEAK_BYTES_PER_VOXEL` bytes per voxel (int16 HU are 2 of them;
+the rest are segmentation work arrays).  :func:`default_jobs` budgets
+:data:`TYPICAL_SCAN_PEAK_MIB` (2 GiB, the measurement plus ~20 % margin) per
+worker: ``jobs = min(cores, available memory // 2 GiB)``, at least 1.  Longer
+or thinner-sliced series need proportionally more (a 512×512×800 series about
+4.3 GiB): lower ``--jobs`` for such archives.  lungmask segmentation needs more
+(torch); pass ``--jobs`` explicitly there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import socket
+import time
+import traceback
+import warnings
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from ..errors import InputError, LungDamageError, MissingDependencyError
+from .store import Failure, ResultStore
+
+__all__ = [
+    "BatchParams",
+    "SeriesTask",
+    "Outcome",
+    "BatchSummary",
+    "score_series",
+    "plan_batch",
+    "run_batch",
+    "InlineEngine",
+    "ProcessEngine",
+    "DaskEngine",
+    "make_engine",
+    "default_jobs",
+    "TYPICAL_SCAN_PEAK_MIB",
+]
+
+log = logging.getLogger(__name__)
+
+#: Memory budget (MiB) per worker used by :func:`default_jobs`: the measured peak RSS of
+#: one 512×512×300 series (1687 MiB, threshold method) plus ~20 % margin.
+TYPICAL_SCAN_PEAK_MIB = 2048
+#: The same measurement per voxel of the series (bytes), interpreter excluded.
+PER_SCAN_PEAK_BYTES_PER_VOXEL = 21
+
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` from ``/proc/meminfo`` (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_jobs(*, per_scan_peak_mib: float = TYPICAL_SCAN_PEAK_MIB) -> int:
+    """Safe default worker count: ``min(cores, available_memory // per_scan_peak)``, at least 1."""
+    cores = usable_cores()
+    avail = available_memory_bytes()
+    if avail is None:
+        return cores
+    return max(1, min(cores, int(avail // (per_scan_peak_mib * 2**20))))
+
+
+# ------------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class BatchParams:
+    """Analysis options of a batch (the same for every series).
+
+    ``scheme`` (one, a list, or a comma-separated string) is resolved once in
+    the calling process into a tuple of :class:`~lungdamage.score.Scheme`, so
+    scheme files are read here, not on the workers.  :meth:`run_hash`
+    identifies these options in the store before anything is analysed.
+    """
+
+    scheme: Any = "covid"
+    method: str = "threshold"
+    regions: str = "lungs"
+    model: str | None = None
+    weights: str | None = None
+    suppress_vessels: bool = False
+    smooth_sigma_mm: float | None = None
+
+    def __post_init__(self) -> None:
+        from ..score import get_schemes
+
+        object.__setattr__(self, "scheme", tuple(get_schemes(self.scheme)))
+        if self.weights is not None:
+            object.__setattr__(self, "weights", os.fspath(self.weights))
+        if self.smooth_sigma_mm is not None:
+            object.__setattr__(self, "smooth_sigma_mm", float(self.smooth_sigma_mm))
+
+    def identity(self) -> dict[str, Any]:
+        """Plain-data form hashed by :meth:`run_hash` (weight files by name and size)."""
+        weights = None
+        if self.weights:
+            p = Path(self.weights)
+            weights = {"name": p.name, "bytes": p.stat().st_size if p.is_file() else None}
+        return {
+            "scheme": [s.to_dict() for s in self.scheme],
+            "method": self.method,
+            "regions": self.regions,
+            "model": self.model,
+            "weights": weights,
+            "suppress_vessels": bool(self.suppress_vessels),
+            "smooth_sigma_mm": self.smooth_sigma_mm,
+        }
+
+    @property
+    def run_hash(self) -> str:
+        """Hash of :meth:`identity` (the store's resume key with series UID and version)."""
+        from ..score import params_hash
+
+        return params_hash(self.identity())
+
+    def analysis_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`lungdamage.pipeline.analyze_scan`."""
+        return {
+            "scheme": list(self.scheme) if len(self.scheme) > 1 else self.scheme[0],
+            "method": self.method,
+            "regions": self.regions,
+            "model": self.model,
+            "weights": self.weights,
+            "suppress_vessels": self.suppress_vessels,
+            "smooth_sigma_mm": self.smooth_sigma_mm,
+        }
+
+
+@dataclass(frozen=True)
+class SeriesTask:
+    """One series to score: its key and what to read (a catalog SeriesInfo or a file list)."""
+
+    series_uid: str
+    series: Any
+    source: str = ""
+    patient_id: str = ""
+    study_date: str = ""
+
+    @classmethod
+    def from_info(cls, info: Any) -> SeriesTask:
+        files = getattr(info, "files", ())
+        source = os.path.dirname(files[0]) if files else ""
+        uid = info.series_uid or f"path:{source}"
+        return cls(uid, info, source, info.patient_id, info.study_date)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker returns for one series: a result or a failure (never both)."""
+
+    series_uid: str
+    result: Any = None
+    failure: Failure | None = None
+    elapsed_s: float = 0.0
+    worker: str = ""
+    hook_value: Any = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+# ---------------------------------------------------------------------------------- worker
+_STAGE_OF_MODULE = (
+    ("lungdamage.io", "read"),
+    ("lungdamage.segment", "segment"),
+    ("lungdamage.score", "score"),
+)
+
+
+def _stage_of(exc: BaseException, default: str) -> str:
+    """Pipeline stage an exception came from (outermost lungdamage stage module in its traceback)."""
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        module = frame.f_globals.get("__name__", "")
+        for prefix, stage in _STAGE_OF_MODULE:
+            if module == prefix or module.startswith(prefix + "."):
+                return stage
+    return default
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or repr(exc)
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def score_series(
+    task: SeriesTask,
+    params: BatchParams,
+    *,
+    hook: Callable[[Any], Any] | None = None,
+) -> Outcome:
+    """Read, segment and score one series; never raises for a bad series.
+
+    Runs in a worker.  Any exception becomes ``Outcome.failure`` with the
+    stage (``read``, ``segment``, ``score``, ``analyze``, ``hook``), the
+    exception type and its message.  Python warnings raised during the
+    analysis are collected into ``Outcome.notes`` (reader warnings are also
+    in the result's ``warnings``), so workers print nothing.
+
+    Parameters
+    ----------
+    task : SeriesTask
+    params : BatchParams
+    hook : callable, optional
+        Called as ``hook(analysis)`` with the :class:`~lungdamage.pipeline.Analysis`
+        (CT, regions, result) after a successful analysis, in the worker --
+        e.g. to write QC images next to the archive.  Its return value (JSON-able)
+        is stored in ``scans.hook_json``; an exception in it fails the series
+        with stage ``hook``.
+    """
+    from ..pipeline import analyze_scan, load_ct
+
+    t0 = time.perf_counter()
+    stage = "read"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ct = load_ct(task.series)
+            read_s = time.perf_counter() - t0
+            stage = "analyze"
+            analysis = analyze_scan(ct, **params.analysis_kwargs())
+            result = _with_read_time(analysis.result, read_s)
+            hook_value = None
+            if hook is not None:
+                stage = "hook"
+                hook_value = hook(dataclasses.replace(analysis, result=result))
+        except Exception as exc:  # one bad series must never stop the batch
+            if stage == "analyze":
+                stage = _stage_of(exc, "analyze")
+            return Outcome(
+                task.series_uid,
+                failure=Failure(stage, type(exc).__name__, _one_line(exc)),
+                elapsed_s=time.perf_counter() - t0,
+                worker=_worker_name(),
+                notes=tuple(str(w.message) for w in caught),
+            )
+    return Outcome(
+        task.series_uid,
+        result=result,
+        elapsed_s=time.perf_counter() - t0,
+        worker=_worker_name(),
+        hook_value=hook_value,
+        notes=tuple(str(w.message) for w in caught),
+    )
+
+
+def _with_read_time(result: Any, read_s: float) -> Any:
+    """The result(s) with ``timings_s["read_s"]`` set (``analyze_scan`` got an already-read CT)."""
+    if isinstance(result, tuple):  # ResultSet: one ScanResult per scheme
+        return type(result)(dataclasses.replace(r, timings_s={**r.timings_s, "read_s": read_s}) for r in result)
+    return dataclasses.replace(result, timings_s={**result.timings_s, "read_s": read_s})
+
+
+def _crash_outcome(task: SeriesTask, exc: BaseException, *, alone: bool) -> Outcome:
+    cause = (
+        "the worker process died while scoring this series alone (killed, out of memory, or a crash in a "
+        "native library)"
+        if alone
+        else "the worker process died"
+    )
+    msg = (
+        f"{cause}: {_one_line(exc)} Series {task.series_uid} in {task.source or '?'}. "
+        f"A 512x512x300 series needs about {TYPICAL_SCAN_PEAK_MIB / 1024:.1f} GiB per worker. "
+        "Potential fix: lower --jobs, check the series with `lungdamage score`, then rerun with --retry-failed."
+    )
+    return Outcome(task.series_uid, failure=Failure("worker", type(exc).__name__, msg))
+
+
+# --------------------------------------------------------------------------------- engines
+class InlineEngine:
+    """Run every series in the calling process, one after another."""
+
+    name = "inline"
+    workers = 1
+
+    def __enter__(self) -> InlineEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def run(self, tasks: Sequence[SeriesTask], fn: Callable[[SeriesTask], Outcome]) -> Iterator[Outcome]:
+        for task in tasks:
+            yield fn(task)
+
+
+#: Modules imported once by the forkserver so that workers start warm.
+_PRELOAD = ["lungdamage.batch.runner", "lungdamage.pipeline", "lungdamage.segment", "lungdamage.io.dicom", "lungdamage.score"]
+
+
+def _init_worker(n_threads: int) -> None:
+    """Worker start-up: share the cores between workers (SimpleITK filters are multi-threaded)."""
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, n_threads))
+    except ImportError:  # pragma: no cover - SimpleITK is a core dependency
+        pass
+
+
+class ProcessEngine:
+    """Local worker processes (``concurrent.futures.ProcessPoolExecutor``, forkserver start).
+
+    Each worker lets SimpleITK use ``cores // jobs`` threads.  At most
+    ``2 × jobs`` series are in flight.  A dead worker breaks the pool;
+    the pool is rebuilt and the series that were in flight are retried one at
+    a time, so only the series that kills its worker again becomes a failure.
+    """
+
+    name = "processes"
+
+    def __init__(self, jobs: int):
+        if jobs < 1:
+            raise InputError(f"--jobs must be at least 1 for worker processes, got {jobs}. Potential fix: --jobs 1.")
+        self.workers = int(jobs)
+        self._pool = None
+
+    def _new_pool(self):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        threads = max(1, usable_cores() // self.workers)
+        return ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+        )
+
+    def __enter__(self) -> ProcessEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def run(self, tasks: Sequence[SeriesTask], fn: Callable[[SeriesTask], Outcome]) -> Iterator[Outcome]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        pending = deque(tasks)
+        suspects: deque[SeriesTask] = deque()
+        inflight: dict[Any, tuple[SeriesTask, bool]] = {}
+        if self._pool is None and pending:
+            self._pool = self._new_pool()
+        while pending or suspects or inflight:
+            if suspects:
+                if not inflight:  # a series suspected of killing its worker runs alone
+                    task = suspects.popleft()
+                    inflight[self._pool.submit(fn, task)] = (task, True)
+            else:
+                while pending and len(inflight) < 2 * self.workers:
+                    task = pending.popleft()
+                    inflight[self._pool.submit(fn, task)] = (task, False)
+            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                task, alone = inflight.pop(fut)
+                try:
+                    yield fut.result()
+                except BrokenProcessPool as exc:
+                    broken = True
+                    if alone:
+                        yield _crash_outcome(task, exc, alone=True)
+                    else:
+                        suspects.append(task)
+                except Exception as exc:  # e.g. the task could not be pickled
+                    yield Outcome(task.series_uid, failure=Failure("worker", type(exc).__name__, _one_line(exc)))
+            if broken:
+                log.warning(
+                    "a worker process died; restarting the pool and retrying %d series one at a time",
+                    len(suspects) + len(inflight),
+                )
+                for fut, (task, alone) in list(inflight.items()):
+                    if fut.done() and not fut.cancelled() and fut.exception() is None:
+                        yield fut.result()
+                    else:
+                        suspects.append(task)
+                inflight.clear()
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = self._new_pool()
+
+
+class DaskEngine:
+    """Run series on a Dask ``distributed`` cluster.
+
+    Parameters
+    ----------
+    address : str, optional
+        Scheduler address (``tcp://host:8786``) of a running cluster.
+    n_workers : int, optional
+        Start a local cluster with this many single-threaded worker processes
+        (when no ``address``).
+    """
+
+    name = "dask"
+
+    def __init__(self, address: str | None = None, *, n_workers: int | None = None, timeout_s: float = 30.0):
+        if not address and not n_workers:
+            raise InputError("DaskEngine needs a scheduler address or n_workers. Potential fix: --scheduler or --dask-local N.")
+        self.address = address
+        self.n_workers = n_workers
+        self.timeout_s = timeout_s
+        self.workers = n_workers or 0
+        self._client = None
+        self._cluster = None
+
+    def __enter__(self) -> DaskEngine:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise MissingDependencyError("Batch scoring on a Dask cluster", "distributed", "dask") from exc
+        if self.address:
+            try:
+                self._client = Client(self.address, timeout=self.timeout_s)
+            except OSError as exc:
+                raise InputError(
+                    f"Cannot connect to the Dask scheduler at {self.address} within {self.timeout_s:g} s ({exc}). "
+                    "Potential fix: check the address (tcp://host:port) and that `dask scheduler` is running."
+                ) from exc
+        else:
+            self._cluster = LocalCluster(
+                n_workers=self.n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            self._client = Client(self._cluster)
+        self.workers = max(1, sum(self._client.nthreads().values()))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def run(self, tasks: Sequence[SeriesTask], fn: Callable[[SeriesTask], Outcome]) -> Iterator[Outcome]:
+        from distributed import as_completed
+
+        futures = {}
+        for task in tasks:
+            fut = self._client.submit(fn, task, pure=False, key=f"lungdamage-score-{task.series_uid}-{time.time_ns()}")
+            futures[fut] = task
+        for fut in as_completed(list(futures)):
+            task = futures.pop(fut)
+            try:
+                outcome = fut.result()
+            except Exception as exc:  # KilledWorker: the series killed its worker repeatedly
+                outcome = _crash_outcome(task, exc, alone=True)
+            fut.release()
+            yield outcome
+
+
+def make_engine(*, jobs: int | None = None, scheduler: str | None = None, dask_local: int | None = None):
+    """Engine for the CLI options: ``scheduler`` / ``dask_local`` → Dask, ``jobs=0`` → inline, else processes."""
+    if scheduler and dask_local:
+        raise InputError("Give either --scheduler or --dask-local, not both. Potential fix: drop one of them.")
+    if scheduler:
+        return DaskEngine(scheduler)
+    if dask_local:
+        return DaskEngine(n_workers=dask_local)
+    if jobs == 0:
+        return InlineEngine()
+    return ProcessEngine(jobs or default_jobs())
+
+
+# ---------------------------------------------------------------------------------- planning
+def plan_batch(root: str | os.PathLike, *, policy: Any = None) -> tuple[list[SeriesTask], list[dict[str, Any]]]:
+    """Catalog ``root`` and select the series to score.
+
+    Returns
+    -------
+    tasks : list of SeriesTask
+        Selected series (at most one per study), in catalog order.
+    excluded : list of dict
+        ``series_uid, reason, source, patient_id, study_date, modality`` of
+        every series the selection policy left out.
+    """
+    from ..io.catalog import scan, select_series
+
+    infos = scan(root)
+    tasks, excluded = [], []
+    for sel in select_series(infos, policy):
+        if sel.selected:
+            tasks.append(SeriesTask.from_info(sel.series))
+        else:
+            t = SeriesTask.from_info(sel.series)
+            excluded.append(
+                {
+                    "series_uid": t.series_uid,
+                    "reason": sel.reason,
+                    "source": t.source,
+                    "patient_id": t.patient_id,
+                    "study_date": t.study_date,
+                    "modality": sel.series.modality,
+                }
+            )
+    return tasks, excluded
+
+
+# ------------------------------------------------------------------------------------ summary
+@dataclass
+class BatchSummary:
+    """Counts of one batch run (also stored in ``runs.counts_json``).
+
+    ``scored`` counts analyses started by this run (0 on a complete resume);
+    ``stored`` of them succeeded; ``failed`` maps ``"stage: error_type"`` to
+    counts of this run's failures; ``skipped_failed`` counts series skipped
+    because an earlier run recorded a failure (retry with ``retry_failed``).
+    """
+
+    root: str = ""
+    store: str = ""
+    run_hash: str = ""
+    version: str = __version__
+    engine: str = ""
+    workers: int = 0
+    series_found: int = 0
+    selected: int = 0
+    excluded: Counter = field(default_factory=Counter)
+    skipped_done: int = 0
+    skipped_failed: int = 0
+    scored: int = 0
+    stored: int = 0
+    failed: Counter = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+
+    @property
+    def n_failed(self) -> int:
+        return sum(self.failed.values())
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every selected series is stored, 1 when any failed (now or in an earlier run)."""
+        return 1 if (self.n_failed or self.skipped_failed) else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["excluded"] = dict(self.excluded)
+        d["failed"] = dict(self.failed)
+        return d
+
+    def text(self) -> str:
+        """Human-readable summary (several lines)."""
+        rate = 60.0 * self.scored / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        lines = [
+            f"batch {self.root} -> {self.store} (options {self.run_hash}, lungdamage {self.version})",
+            f"series found {self.series_found}, selected {self.selected}, excluded {sum(self.excluded.values())}",
+            f"done {self.stored}, skipped {self.skipped_done + self.skipped_failed} "
+            f"(already stored {self.skipped_done}, failed before {self.skipped_failed}), "
+            f"failed {self.n_failed}; scored={self.scored} with {self.workers} {self.engine} worker(s) "
+            f"in {self.elapsed_s:.1f} s ({rate:.1f} series/min)",
+        ]
+        for reason, n in sorted(self.failed.items()):
+            lines.append(f"  failed {n}: {reason}")
+        if self.skipped_failed:
+            lines.append(f"  {self.skipped_failed} series failed in an earlier run; rerun with --retry-failed to retry")
+        for reason, n in sorted(self.excluded.items()):
+            lines.append(f"  excluded {n}: {reason}")
+        return "\n".join(lines)
+
+
+def _exclusion_group(reason: str) -> str:
+    """Group key for exclusion reasons (drop per-series numbers after the first clause)."""
+    head = reason.split(";")[0]
+    return head.split(" (")[0] if head.startswith("rejected") else head.split(":")[0]
+
+
+class _NullProgress:
+    def start(self, total: int, *, skipped: int = 0) -> None:
+        pass
+
+    def advance(self, outcome: Outcome) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------------- running
+def run_batch(
+    root: str | os.PathLike | None,
+    store: str | os.PathLike | ResultStore,
+    *,
+    params: BatchParams | None = None,
+    engine: Any = None,
+    tasks: Sequence[SeriesTask] | None = None,
+    excluded: Sequence[Mapping[str, Any]] = (),
+    policy: Any = None,
+    retry_failed: bool = False,
+    force: bool = False,
+    hook: Callable[[Any], Any] | None = None,
+    progress: Any = None,
+) -> BatchSummary:
+    """Score every selected series under ``root`` into ``store``; resumable.
+
+    Parameters
+    ----------
+    root : path or None
+        Archive folder (or zip) to catalog; None when ``tasks`` are given.
+    store : path or ResultStore
+        SQLite result store (created if missing).  Only this process writes it.
+    params : BatchParams, optional
+        Analysis options (default: covid scheme, threshold lungs).
+    engine : InlineEngine, ProcessEngine or DaskEngine, optional
+        Default ``ProcessEngine(default_jobs())``.  Not started when nothing is to do.
+    tasks, excluded : optional
+        A ready plan instead of cataloguing ``root`` (see :func:`plan_batch`).
+    policy : SelectionPolicy, optional
+        Series selection policy of :func:`lungdamage.io.catalog.select_series`.
+    retry_failed : bool
+        Score again series whose earlier attempt failed.
+    force : bool
+        Score everything again, replacing stored results.
+    hook : callable, optional
+        ``hook(analysis)`` run in the worker after each successful analysis
+        (QC outputs); must be picklable for process and Dask engines.
+    progress : object, optional
+        Has ``start(total, skipped=)``, ``advance(outcome)`` and ``close()``
+        (see :mod:`lungdamage.batch.progress`).
+
+    Returns
+    -------
+    BatchSummary
+        ``exit_code`` is 1 when any series failed.
+    """
+    t_start = time.perf_counter()
+    params = params or BatchParams()
+    progress = progress or _NullProgress()
+    run_hash = params.run_hash
+    version = __version__
+    if tasks is None:
+        if root is None:
+            raise InputError("run_batch needs a root folder or a list of tasks. Potential fix: pass root=ARCHIVE.")
+        tasks, excluded = plan_batch(root, policy=policy)
+    tasks = list(tasks)
+    owns_store = not isinstance(store, ResultStore)
+    db = ResultStore(store) if owns_store else store
+    summary = BatchSummary(root=os.fspath(root) if root is not None else "", store=str(db.path), run_hash=run_hash)
+    try:
+        seen: set[str] = set()
+        unique_tasks = []
+        for t in tasks:  # one series listed twice is scored once
+            if t.series_uid not in seen:
+                seen.add(t.series_uid)
+                unique_tasks.append(t)
+        tasks = unique_tasks
+        summary.series_found = len(tasks) + len(excluded)
+        summary.selected = len(tasks)
+        summary.excluded = Counter(_exclusion_group(r["reason"]) for r in excluded)
+        done = set() if force else db.done_keys(run_hash, version)
+        failed_before = {} if (force or retry_failed) else db.failed_keys(run_hash, version)
+        todo = []
+        for t in tasks:
+            if t.series_uid in done:
+                summary.skipped_done += 1
+            elif t.series_uid in failed_before:
+                summary.skipped_failed += 1
+            else:
+                todo.append(t)
+        engine = engine if engine is not None else (ProcessEngine(default_jobs()) if todo else InlineEngine())
+        summary.engine = engine.name
+        run_id = db.begin_run(
+            root=summary.root, run_hash=run_hash, version=version, params=params.identity(), engine=engine.name
+        )
+        db.save_excluded(excluded, run_id=run_id)
+        by_uid = {t.series_uid: t for t in todo}
+        progress.start(len(todo), skipped=summary.skipped_done + summary.skipped_failed)
+        try:
+            if todo:
+                fn = functools.partial(score_series, params=params, hook=hook)
+                with engine:
+                    summary.workers = engine.workers
+                    log.info("scoring %d series with %d %s worker(s)", len(todo), engine.workers, engine.name)
+                    for outcome in engine.run(todo, fn):
+                        summary.scored += 1
+                        _store_outcome(db, outcome, by_uid[outcome.series_uid], summary, run_hash, version, run_id)
+                        progress.advance(outcome)
+        finally:
+            progress.close()
+            summary.elapsed_s = time.perf_counter() - t_start
+            db.end_run(run_id, summary.as_dict())
+    finally:
+        if owns_store:
+            db.close()
+    log.info("batch finished: %s", summary.text().replace("\n", " | "))
+    return summary
+
+
+def _store_outcome(
+    db: ResultStore, outcome: Outcome, task: SeriesTask, summary: BatchSummary, run_hash: str, version: str, run_id: int
+) -> None:
+    for note in outcome.notes:
+        log.info("%s: %s", task.series_uid, note)
+    if outcome.result is not None:
+        try:
+            db.save_result(
+                outcome.result,
+                run_hash=run_hash,
+                version=version,
+                source=task.source,
+                elapsed_s=outcome.elapsed_s,
+                worker=outcome.worker,
+                run_id=run_id,
+                hook_value=outcome.hook_value,
+                series_uid=task.series_uid,
+            )
+            summary.stored += 1
+            return
+        except LungDamageError as exc:
+            outcome = dataclasses.replace(outcome, failure=Failure("store", type(exc).__name__, _one_line(exc)))
+    failure = outcome.failure
+    log.warning("%s failed at %s: %s: %s", task.series_uid, failure.stage, failure.error_type, failure.message)
+    db.save_failure(
+        task.series_uid,
+        failure,
+        run_hash=run_hash,
+        version=version,
+        source=task.source,
+        patient_id=task.patient_id,
+        study_date=task.study_date,
+        run_id=run_id,
+    )
+    summary.failed[failure.reason] += 1

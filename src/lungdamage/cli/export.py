@@ -1,0 +1,40 @@
+"""``lungdamage export --store results.sqlite -o results.parquet``: write the stored results as a table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .score import write_table
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write the results of a batch store to CSV, Parquet or JSON",
+        description=(
+            "Write one row per scan x region (the columns of `lungdamage score -o`, plus study UID, "
+            "run hash and scan id) from a result store.  Failures go to a separate file with --failures."
+        ),
+    )
+    p.add_argument("--store", required=True, help="SQLite result store written by `lungdamage batch`")
+    p.add_argument("-o", "--output", required=True, help="FILE.csv, .parquet or .json")
+    p.add_argument("--failures", default=None, metavar="FILE", help="also write the failed series to FILE (.csv, ...)")
+    p.add_argument("--run-hash", default=None, help="only results of these analysis options (see `batch` summary)")
+    p.add_argument("--version-filter", default=None, metavar="VERSION", help="only results of this lungdamage version")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..batch.store import ResultStore
+
+    with ResultStore(args.store, readonly=True) as store:
+        df = store.results(run_hash=args.run_hash, version=args.version_filter)
+        failures = store.failures(run_hash=args.run_hash, version=args.version_filter)
+    out = write_table(df, args.output)
+    n_scans = df["series_uid"].nunique() if len(df) else 0
+    print(f"wrote {out}: {len(df)} rows ({n_scans} scans); {len(failures)} failed series in the store", file=sys.stderr)
+    if args.failures:
+        fout = write_table(failures, args.failures)
+        print(f"wrote {fout}", file=sys.stderr)
+    return 0
