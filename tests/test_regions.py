@@ -57,3 +57,11 @@ def test_json_label_codes_and_bad_names(tmp_path):
     with pytest.raises(InputError, match="Unknown label-code convention 'slicer'"):
         translate_labels(np.zeros((1, 1, 1)), "slicer")
     assert "totalsegmentator" in FOREIGN_CODES
+
+
+def test_cip_right_left_map_imports_as_lungs():
+    # CIP: value = type*256 + region; regions 2 right, 3 left (512 = airway type)
+    raw = np.array([[[2, 3, 2 + 512, 0, 1]]])
+    rm = translate_labels(raw, "cip")
+    assert rm.region_set == "lungs"
+    assert rm.labels.ravel().tolist() == [1, 2, 1, 0, 0]

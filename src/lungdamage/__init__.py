@@ -35,7 +35,7 @@ _LAZY = {
     "read_series": "lungdamage.io.dicom",
     "read_image": "lungdamage.io.images",
     "segment_lungs": "lungdamage.segment",
-    "score": "lungdamage.score",
+    "ResultSet": "lungdamage.score",
     "get_scheme": "lungdamage.score",
     "Scheme": "lungdamage.score",
     "ScanResult": "lungdamage.score",
@@ -44,7 +44,16 @@ _LAZY = {
 }
 
 
+#: Subpackages reachable as attributes (``lungdamage.study.compare_arms``) without an explicit import.
+# ``score`` is the callable subpackage (see lungdamage/score/__init__.py): ``lungdamage.score(ct, regions)``.
+_SUBMODULES = ("io", "segment", "score", "batch", "study", "report", "phantom", "pipeline", "regions", "volume")
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
     if name in _LAZY:
         import importlib
 
@@ -55,7 +64,7 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -207,15 +207,21 @@ def translate_labels(
     """Translate a foreign label array into a canonical :class:`RegionMap`.
 
     ``codes`` is a convention name from :data:`FOREIGN_CODES`, a mapping or a
-    JSON file.  CIP values are reduced with ``& 255`` first.  If the table names
-    lobes, lung-level codes are ignored; the region set is ``lobes`` when lobes
-    are present, else ``lungs``.
+    JSON file.  CIP values are reduced with ``& 255`` first.  The region set is
+    ``lobes`` when lobe codes occur in ``labels`` (lung-level codes are then
+    ignored), else ``zones`` or ``lungs`` likewise.
     """
     table = load_label_codes(codes)
     arr = np.asarray(labels)
     if str(codes).startswith("cip"):
         arr = arr.astype(np.int64) & 255
-    kinds = {_CANONICAL.get(v, ("lungs", 0))[0] for v in table.values()}
+    if arr.size and arr.min() < 0:
+        raise InputError(f"Label map has negative values (min {arr.min()}); expected codes >= 0.")
+    # the region set follows the codes actually present: a CIP right/left map is "lungs"
+    # although the CIP convention also names lobes
+    present = np.flatnonzero(np.bincount(arr.reshape(-1).astype(np.intp))) if arr.size else np.array([], int)
+    kinds = {_CANONICAL.get(table[c], ("lungs", 0))[0] for c in present if c in table}
+    kinds = kinds or {_CANONICAL.get(v, ("lungs", 0))[0] for v in table.values()}
     target = "lobes" if "lobes" in kinds else "zones" if "zones" in kinds else "lungs"
     canon = {"lobes": LOBE_CODES, "zones": ZONE_CODES, "lungs": LUNG_CODES}[target]
     inverse = {v: k for k, v in canon.items()}
@@ -229,6 +235,4 @@ def translate_labels(
                 "A whole-lung label cannot be split into right and left. "
                 "Potential fix: import a right/left or lobe label map."
             )
-    if arr.size and arr.min() < 0:
-        raise InputError(f"Label map has negative values (min {arr.min()}); expected codes >= 0.")
     return RegionMap(lut[arr], dict(canon), method=method, region_set=target)

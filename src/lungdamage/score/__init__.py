@@ -1,7 +1,17 @@
-"""Scoring: HU band schemes, the vectorized kernel and :class:`ScanResult`."""
+"""Scoring: HU band schemes, the vectorized kernel and :class:`ScanResult`.
+
+``lungdamage.score`` is both this subpackage (``lungdamage.score.schemes``)
+and the public verb ``lungdamage.score(ct, regions, scheme="covid")``: the
+module object is callable and calls :func:`score`.  (Python binds a
+subpackage to its parent's attribute on import, so a plain function of the
+same name would be replaced; a callable module keeps both names working.)
+"""
 
 from __future__ import annotations
 
+import inspect
+import sys
+import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -156,3 +166,14 @@ def score(
             )
         )
     return ResultSet(results) if many else results[0]
+
+
+class _CallableModule(types.ModuleType):
+    """``lungdamage.score(...)`` calls :func:`score`."""
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        return score(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__signature__ = inspect.signature(score)  # type: ignore[attr-defined]
