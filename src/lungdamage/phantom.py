@@ -405,7 +405,8 @@ class _Anatomy:
             _capsule((8.0, -28.0, 55.0), (18.0, 30.0, 62.0), 13.0),
             _capsule((18.0, 30.0, 62.0), (18.0, 30.0, -150.0), 12.0),
         ])
-        self.svc = _vcyl(-28.0, -20.0, 10.0, -10.0, 130.0)
+        # SVC beside the trachea and ascending aorta, inside the mediastinum (not an island in the lung)
+        self.svc = _vcyl(-18.0, -14.0, 10.0, -10.0, 130.0)
         self.spine_body = _vcyl(0.0, 48.0, 18.0, -1e4, 1e4)
         self.esophagus = _vcyl(-4.0, 20.0, 8.0, -1e4, 1e4)
         cx, cy, cz = self.CARINA
@@ -427,7 +428,7 @@ class _Anatomy:
             _capsule((8.0, -28.0, -20.0), (8.0, -28.0, 55.0), 17.0),
             _capsule((8.0, -28.0, 55.0), (18.0, 30.0, 62.0), 15.0),
             _capsule((18.0, 30.0, 62.0), (18.0, 30.0, -150.0), 14.0),
-            _vcyl(-28.0, -20.0, 12.0, -10.0, 1e4),
+            _vcyl(-18.0, -14.0, 12.0, -10.0, 1e4),
             _vcyl(0.0, 48.0, 24.0, -1e4, 1e4),
             _vcyl(-4.0, 20.0, 11.0, -1e4, 1e4),
             _capsule((cx, cy, cz - 8.0), (cx, cy, top), 16.0),

@@ -13,7 +13,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import N_CT_GOOD, run_cli
+from _batchdata import N_CT_GOOD, run_cli
 
 from lungdamage.batch import ProcessEngine, load_failures, load_results, plan_batch, run_batch
 

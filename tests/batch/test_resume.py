@@ -6,7 +6,7 @@ import shutil
 import time
 
 import pandas as pd
-from conftest import N_CT_GOOD
+from _batchdata import N_CT_GOOD
 
 from lungdamage.batch import InlineEngine, ResultStore, load_failures, load_results, plan_batch, run_batch
 from lungdamage.cli import main

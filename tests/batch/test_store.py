@@ -7,7 +7,7 @@ import sqlite3
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import N_CT_GOOD, PATIENTS, VISITS
+from _batchdata import N_CT_GOOD, PATIENTS, VISITS
 
 import lungdamage as ld
 from lungdamage.batch import ResultStore, load_failures, load_results
