@@ -15,13 +15,13 @@ Syntax errors name the line; content errors name the field (``bands[2].lo_hu``).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingDependencyError, SchemeError
+from ..errors import SchemeError
+from .._config import ConfigSyntaxError, read_config_file
 from .schemes import Scheme, scheme_from_dict
 
 __all__ = ["load_scheme_file"]
@@ -30,35 +30,19 @@ __all__ = ["load_scheme_file"]
 def load_scheme_file(path: str | Path) -> Scheme:
     """Load and validate a scheme file; raises :class:`SchemeError` with line or field."""
     path = Path(path)
-    if not path.is_file():
-        raise SchemeError(f"Scheme file {path} does not exist. Potential fix: check the path or use a preset name.")
-    text = path.read_text(encoding="utf-8")
-    suffix = path.suffix.lower()
     try:
-        if suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError:
-                raise MissingDependencyError("YAML scheme files", "PyYAML", "yaml") from None
-            data = yaml.safe_load(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise SchemeError(f"Scheme file {path}: unknown suffix {suffix!r}; use .toml, .yaml or .json")
-    except SchemeError:
-        raise
-    except MissingDependencyError:
-        raise
-    except Exception as exc:  # tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError
+        data = read_config_file(path)
+    except FileNotFoundError:
+        raise SchemeError(f"Scheme file {path} does not exist. Potential fix: check the path or use a preset name.") from None
+    except ConfigSyntaxError as exc:
         # all three parsers put the line (and column) in their message
         raise SchemeError(
-            f"Scheme file {path} is not valid {suffix[1:].upper()}: {' '.join(str(exc).split())}. "
-            "Potential fix: compare with examples/schemes/covid.toml (or .yaml)."
+            f"Scheme file {path} {exc}. Potential fix: compare with examples/schemes/covid.toml (or .yaml)."
         ) from None
+    except ValueError as exc:
+        raise SchemeError(f"Scheme file {path}: {exc}") from None
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         locate = _yaml_locator(text)
     elif suffix == ".toml":

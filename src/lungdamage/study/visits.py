@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._config import ConfigSyntaxError, read_config_file
 from ..errors import InputError, ManifestError
 
 __all__ = [
@@ -283,32 +284,14 @@ def read_protocol(path: str | Path | None = None) -> Protocol:
     if isinstance(path, Protocol):
         return path
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"Visit protocol {path} does not exist. Potential fix: check the path.")
-    suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
     try:
-        if suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError:
-                raise ManifestError(
-                    f"Visit protocol {path}: reading YAML needs PyYAML, which is not installed. "
-                    "Potential fix: pip install pyyaml, or write the protocol as TOML."
-                ) from None
-            data = yaml.safe_load(text)
-        else:
-            raise ManifestError(
-                f"Visit protocol {path}: unknown format {suffix!r}. Potential fix: use a .toml or .yaml file."
-            )
-    except ManifestError:
-        raise
-    except Exception as exc:  # tomllib.TOMLDecodeError / yaml.YAMLError
-        raise ManifestError(f"Visit protocol {path} cannot be parsed: {exc}. Potential fix: fix the syntax.") from exc
+        data = read_config_file(path, allowed=(".toml", ".yaml", ".yml"))
+    except FileNotFoundError:
+        raise ManifestError(f"Visit protocol {path} does not exist. Potential fix: check the path.") from None
+    except ConfigSyntaxError as exc:
+        raise ManifestError(f"Visit protocol {path} cannot be parsed: it {exc}. Potential fix: fix the syntax.") from None
+    except ValueError as exc:
+        raise ManifestError(f"Visit protocol {path}: {exc}. Potential fix: use a .toml or .yaml file.") from None
     if not isinstance(data, Mapping):
         raise ManifestError(f"Visit protocol {path}: expected a table of visits, got {type(data).__name__}.")
     return protocol_from_dict(data, source=str(path))
