@@ -144,10 +144,14 @@ def real_rows(data: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data_dir", type=Path)
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "validation.md")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "validation.md")
+    ap.add_argument("--readme", type=Path, default=REPO / "README.md", help="README whose validation section is refreshed")
     args = ap.parse_args(argv)
     rows = phantom_rows() + real_rows(args.data_dir)
     lines = [
@@ -164,7 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    update_readme(args.readme, "\n".join(lines[4:]).strip())
     return 0
+
+
+def update_readme(readme: Path, table: str) -> None:
+    """Replace the table between the README's validation-table markers (if present)."""
+    if not readme.is_file():
+        return
+    text = readme.read_text()
+    begin, end = "<!-- validation-table -->", "<!-- /validation-table -->"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        readme.write_text(f"{head}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}")
 
 
 if __name__ == "__main__":
