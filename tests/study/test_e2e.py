@@ -18,11 +18,9 @@ from PIL import Image
 from lungdamage.cli import main
 from lungdamage.study.plots import PIXELS
 
-#: Agreement of per-visit values with the phantom truth (percentage points of total lung volume) at this
-#: small (64x64), noisy (15 HU), thick-slice (5 mm) phantom.  Measured with the threshold method at the
-#: time of writing: damage +1.3..+3.2 pp, almost all of it consolidation over-reported at low burden
-#: (ggo within 0.3 pp).
-TOL_PP = 3.5
+#: Agreement of per-visit values with the phantom truth (percentage points of total lung volume):
+#: the foundation issue's tolerance for 5 mm slices (vessels off, default noise, classical segmentation).
+TOL_PP = 2.0
 VISIT_OF_DAY = {0: "day 0", 7: "day 7", 120: "month 4"}
 
 pytestmark = pytest.mark.slow
@@ -34,8 +32,8 @@ def trial(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("trial")
     truth = make_trial(
-        root, n_treated=4, n_placebo=4, visit_days=(0, 7, 120), extra_days={"SYN01": [35]}, matrix=64,
-        n_slices=40, truth_samples=2**14, seed=7,
+        root, n_treated=4, n_placebo=4, visit_days=(0, 7, 120), extra_days={"SYN01": [35]}, matrix=128,
+        n_slices=64, truth_samples=2**14, seed=7,
     )
     # manifest in the sample_dicom/visits.csv layout for one patient (ISO date + visit alias), arms for all
     arms = pd.read_csv(root / "arms.csv", dtype=str)
