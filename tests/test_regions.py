@@ -65,3 +65,23 @@ def test_cip_right_left_map_imports_as_lungs():
     rm = translate_labels(raw, "cip")
     assert rm.region_set == "lungs"
     assert rm.labels.ravel().tolist() == [1, 2, 1, 0, 0]
+
+
+def test_cip_whole_lung_map_is_refused_not_emptied():
+    with pytest.raises(InputError, match=r"codes present \(1\).*cannot be split"):
+        translate_labels(np.array([[[1, 1, 0, 513]]]), "cip")
+
+
+def test_cip_thirds_translate_to_zones():
+    rm = translate_labels(np.array([[[9, 12, 14, 11, 0]]]), "cip")
+    assert rm.region_set == "zones"
+    assert [rm.names[c] if c else "-" for c in rm.labels.ravel()] == ["LUZ", "RUZ", "RLZ", "LLZ", "-"]
+
+
+def test_float_hu_are_rounded_and_nan_refused():
+    from lungdamage import CTVolume
+
+    ct = CTVolume(np.array([[[-700.6, -300.4, 0.5]]]), (1, 1, 1))
+    assert ct.hu.ravel().tolist() == [-701, -300, 0]
+    with pytest.raises(ValueError, match="NaN"):
+        CTVolume(np.array([[[np.nan]]]), (1, 1, 1))

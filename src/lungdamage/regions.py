@@ -50,7 +50,9 @@ FOREIGN_CODES: dict[str, dict[int, str]] = {
     # TotalSegmentator v2 task "total"
     "totalsegmentator": {10: "LUL", 11: "LLL", 12: "RUL", 13: "RML", 14: "RLL"},
     # Chest Imaging Platform: value = type*256 + region; region = value & 255
-    "cip": {2: "right", 3: "left", 4: "RUL", 5: "RML", 6: "RLL", 7: "LUL", 8: "LLL"},
+    "cip": {2: "right", 3: "left", 4: "RUL", 5: "RML", 6: "RLL", 7: "LUL", 8: "LLL",
+            # ChestRegion thirds: 9-11 left upper/middle/lower, 12-14 right upper/middle/lower
+            9: "LUZ", 10: "LMZ", 11: "LLZ", 12: "RUZ", 13: "RMZ", 14: "RLZ"},
     # CIP whole-lung region (1) cannot be split into sides
     "cip-wholelung": {1: "lung"},
 }
@@ -235,4 +237,12 @@ def translate_labels(
                 "A whole-lung label cannot be split into right and left. "
                 "Potential fix: import a right/left or lobe label map."
             )
-    return RegionMap(lut[arr], dict(canon), method=method, region_set=target)
+    labels = lut[arr]
+    if present.size and present.max() > 0 and not labels.any():
+        shown = ", ".join(str(int(c)) for c in present[present > 0][:12])
+        raise InputError(
+            f"None of the label codes present ({shown}) names a lung region in the {str(codes)!r} convention "
+            f"(known codes: {sorted(table)}). A whole-lung label (e.g. CIP region 1) cannot be split into "
+            "right and left. Potential fix: import a right/left or lobe map, or pass a JSON code table."
+        )
+    return RegionMap(labels, dict(canon), method=method, region_set=target)

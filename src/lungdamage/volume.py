@@ -112,6 +112,10 @@ class CTVolume:
         if hu.ndim != 3:
             raise ValueError(f"CTVolume.hu must be 3-D (slice, row, column); got shape {hu.shape}")
         if hu.dtype != np.int16:
+            if hu.dtype.kind == "f":
+                if hu.size and not np.isfinite(hu).all():
+                    raise ValueError("CTVolume.hu has NaN or infinite values; HU must be finite numbers")
+                hu = np.rint(hu)  # round, never truncate: -700.6 is -701 (aerated), not -700 (GGO)
             if hu.size and (hu.min() < -32768 or hu.max() > 32767):
                 raise ValueError("CTVolume.hu values do not fit int16")
             hu = hu.astype(np.int16)

@@ -206,3 +206,19 @@ def test_parallel_header_parsing_gives_the_same_catalog(archive, monkeypatch):
     parallel = scan(root, summary=parallel_summary, workers=2)
     assert parallel_summary == serial_summary
     assert [(s.series_uid, s.files) for s in parallel] == [(s.series_uid, s.files) for s in serial]
+
+
+def test_two_copies_of_a_series_are_cataloged_once_and_selected(tmp_path, series_writer):
+    import shutil
+
+    from lungdamage.io.catalog import select_series
+
+    src = tmp_path / "src"
+    series_writer(src, np.full((64, 4, 4), -800), spacing=(2.5, 0.7, 0.7))
+    for copy in ("a", "b"):
+        shutil.copytree(src, tmp_path / "archive" / copy)
+    (s,) = scan(tmp_path / "archive")
+    assert s.n_slices == 64 and s.regular_spacing
+    assert any("same instance" in i for i in s.issues)
+    (sel,) = select_series([s])
+    assert sel.selected, sel.reason

@@ -496,9 +496,10 @@ def test_pydicom_data_jpeg_ls_matches_uncompressed():
     from pydicom.data import get_testdata_file
 
     # MR images, but the codec path is the same: JPEG-LS lossless must equal the raw file
-    with pytest.warns(DicomReadWarning, match="single slice"):
+    # (reading them also shows the non-CT warning)
+    with pytest.warns(DicomReadWarning, match="single slice"), pytest.warns(DicomReadWarning, match="'MR', not CT"):
         jls = read_series(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
-    with pytest.warns(DicomReadWarning, match="single slice"):
+    with pytest.warns(DicomReadWarning, match="single slice"), pytest.warns(DicomReadWarning, match="'MR', not CT"):
         raw = read_series(get_testdata_file("MR_small.dcm"))
     np.testing.assert_array_equal(jls.hu, raw.hu)
 

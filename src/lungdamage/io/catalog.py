@@ -221,6 +221,14 @@ def _series_info(hs: list[DicomHeader], truncated: list[str]) -> SeriesInfo:
     issues: list[str] = []
     if truncated:
         issues.append(f"{len(truncated)} truncated file(s) skipped, e.g. {truncated[0]}")
+    # copies of the same instance (same SOP Instance UID, e.g. an export written twice) are
+    # dropped by read_series with a warning: count each instance once here too
+    unique: dict[str, DicomHeader] = {}
+    for h in images:
+        unique.setdefault(h.sop_instance_uid or h.source, h)
+    if len(unique) < len(images):
+        issues.append(f"{len(images) - len(unique)} duplicate copy(ies) of the same instance, read once")
+        images = list(unique.values())
     pos = np.concatenate([h.positions for h in images]) if images else np.empty((0, 3))
     ori = np.concatenate([h.orientations for h in images]) if images else np.empty((0, 6))
     n_slices = int(pos.shape[0])
@@ -424,7 +432,8 @@ def _reject_reason(s: SeriesInfo, p: SelectionPolicy) -> str | None:
             f"covers {s.z_extent_mm:.1f} mm in z ({s.n_slices} slices), less than the {p.min_extent_mm:g} mm "
             "needed to cover the lungs"
         )
-    blocking = [i for i in s.issues if "truncated" not in i]  # a skipped broken copy is only noted
+    # a skipped broken file or a second copy of an instance is only noted
+    blocking = [i for i in s.issues if "truncated" not in i and "same instance" not in i]
     if p.require_regular and (not s.regular_spacing or blocking):
         why = "; ".join(blocking) or "irregular slice spacing"
         return f"irregular series: {why}"

@@ -5,8 +5,10 @@ Orientation convention of the result
 - Axis 0 (slice) runs along the slice normal ``n = row_cosines × column_cosines``
   (``ImageOrientationPatient[0:3] × [3:6]``); slices are sorted by *increasing*
   position ``dot(ImagePositionPatient, n)``, never by InstanceNumber or raw z.
-  For a head-first or feet-first axial series ``n`` is +z (superior), so slice 0
-  is the most inferior slice whatever order the scanner wrote them in.
+  For a head-first supine axial series ``n`` is +z (superior), so slice 0 is the
+  most inferior slice whatever order the scanner wrote them in; for feet-first
+  the scanner's orientation flips ``n`` to -z and slice 0 is the most superior.
+  ``direction`` always says which way each axis points; downstream code uses it.
 - Axes 1 (row) and 2 (column) are kept exactly as stored: rows advance along
   the column cosines ``IOP[3:6]``, columns along the row cosines ``IOP[0:3]``.
 - ``direction[:, 0] = n``, ``direction[:, 1] = IOP[3:6]``,
@@ -562,6 +564,11 @@ class _SeriesReader:
         hs = self.headers
         used = [hs[i] for i in np.unique(fi)]
         h = used[0]
+        if h.modality and h.modality != "CT":
+            self.warn(
+                f"Series {self.name} has modality {h.modality!r}, not CT: its pixel values are not Hounsfield "
+                "units and lung damage scores are meaningless. Potential fix: score a CT series."
+            )
         if any(u.photometric == "MONOCHROME1" for u in used):
             self.warn(
                 f"Series {self.name} is MONOCHROME1: that only inverts the display; HU were taken from "

@@ -131,7 +131,8 @@ def read_label_image(path: str | Path, ct: CTVolume | None = None, *, atol_mm: f
             f"Label map {path} is not on the grid of CT {ct.meta.key}: label shape {arr.shape}, "
             f"spacing {tuple(round(s, 4) for s in spacing)} mm, origin {tuple(round(o, 3) for o in origin)}; "
             f"CT shape {ct.shape}, spacing {tuple(round(s, 4) for s in ct.spacing_mm)} mm, "
-            f"origin {tuple(round(o, 3) for o in ct.origin_lps)}. "
+            f"origin {tuple(round(o, 3) for o in ct.origin_lps)}; label axis directions (LPS, per slice/row/column "
+            f"axis) {np.round(direction.T, 3).tolist()}, CT {np.round(ct.direction.T, 3).tolist()}. "
             "Potential fix: export the labels on the CT grid (resample with nearest neighbour)."
         )
     return arr
