@@ -116,3 +116,33 @@ def test_broken_scheme_file_names_the_line_or_field(tmp_path, name, text, fragme
 def test_missing_scheme_file():
     with pytest.raises(SchemeError, match="does not exist"):
         get_scheme("/nonexistent/scheme.toml")
+
+
+def test_band_names_that_collide_with_derived_columns_are_refused():
+    from lungdamage.errors import SchemeError
+    from lungdamage.score.schemes import Band, Scheme
+
+    with pytest.raises(SchemeError, match="'vessel' is reserved"):
+        Scheme("m", (Band("air", float("-inf"), -300), Band("vessel", -300, float("inf"))))
+
+
+def test_numpy_edges_are_numbers():
+    import numpy as np
+
+    from lungdamage.score.schemes import Band, Scheme
+
+    s = Scheme("m", (Band("b0", np.int64(-1000), np.int64(-700)),))
+    assert s.bands[0].lo_hu == -1000.0 and type(s.bands[0].lo_hu) is float
+
+
+def test_invalid_smoothing_sigma_is_an_input_error():
+    import numpy as np
+
+    import lungdamage as ld
+    from lungdamage.errors import InputError
+
+    ct = ld.CTVolume(np.full((1, 4, 4), -800, np.int16), (1, 1, 1))
+    regions = ld.RegionMap(np.ones((1, 4, 4), np.uint8), {1: "right"})
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(InputError, match="smooth_sigma_mm"):
+            ld.score(ct, regions, smooth_sigma_mm=bad)

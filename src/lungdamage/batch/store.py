@@ -584,6 +584,12 @@ class ResultStore:
         ).fetchall()
         return [json.loads(r[0]) for r in rows if r[0]]
 
+    def count_without_hook(self, *, run_hash: str | None = None, version: str | None = None) -> int:
+        """Stored scans whose hook (e.g. ``--qc``) did not run: scored in an earlier run without it."""
+        where, args = self._filter(run_hash, version)
+        where = f"{where} AND s.hook_json IS NULL" if where else " WHERE s.hook_json IS NULL"
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM scans s{where}", args).fetchone()[0])
+
     def failures(self, *, run_hash: str | None = None, version: str | None = None):
         """Failure rows as a DataFrame (``series_uid, stage, error_type, message, ...``)."""
         import pandas as pd

@@ -71,6 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(str(exc).split())
         print(f"lungdamage {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # unwritable output, full disk, permission denied
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(
+            f"lungdamage {args.command}: error: {exc.strerror or exc}{where}. "
+            "Potential fix: check the path and its permissions or free space.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("lungdamage: interrupted", file=sys.stderr)
         return 130

@@ -72,6 +72,13 @@ def write_qc_index(store_path: str, run_hash: str, qc_dir: str) -> str:
 
     with ResultStore(store_path, readonly=True) as store:
         rows = list(store.hook_values(run_hash=run_hash))
+        missing = store.count_without_hook(run_hash=run_hash)
+        if missing:
+            print(
+                f"note: {missing} series stored by an earlier run without --qc have no review outputs; "
+                "rerun with --force to make them",
+                file=sys.stderr,
+            )
         for f in store.failures(run_hash=run_hash).to_dict("records"):
             rows.append(
                 {"series_uid": f["series_uid"], "source": f["source"], "patient_id": f["patient_id"],

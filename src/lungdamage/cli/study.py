@@ -45,6 +45,16 @@ def run(args: argparse.Namespace) -> int:
     from ..study import analyze_study, write_report
 
     results = load_results(args.store, run_hash=args.run_hash)
+    if results.empty:
+        from ..errors import InputError
+
+        everything = load_results(args.store)
+        hashes = sorted(set(everything["run_hash"])) if "run_hash" in everything else []
+        what = f"with run hash {args.run_hash!r}" if args.run_hash else "at all"
+        raise InputError(
+            f"Result store {args.store} has no results {what}; run hashes present: {hashes or 'none'}. "
+            "Potential fix: run `lungdamage batch ... --store` first, or pass one of the listed --run-hash values."
+        )
     study = analyze_study(
         results,
         args.manifest,

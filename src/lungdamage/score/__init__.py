@@ -106,6 +106,13 @@ def score(
     labels = regions.labels
     max_code = int(max(regions.names, default=0))
     vessel_mask = None
+    if smooth_sigma_mm is not None and not (np.isfinite(smooth_sigma_mm) and smooth_sigma_mm >= 0):
+        from ..errors import InputError
+
+        raise InputError(
+            f"smooth_sigma_mm must be a finite number >= 0 (mm), got {smooth_sigma_mm!r}. "
+            "Potential fix: e.g. 1.0 for a sharp kernel, or leave it out."
+        )
     if suppress_vessels or smooth_sigma_mm:
         lung = regions.lung_mask
         if suppress_vessels:

@@ -19,6 +19,7 @@ the implicit band ``other`` so that percentages of a region always sum to 100.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,16 @@ OTHER_BAND = "other"
 
 _HU_MIN, _HU_MAX = -32768, 32767
 
+#: Band names that would collide with derived ``<name>_ml`` / ``<name>_pct`` columns.
+RESERVED_BAND_NAMES = frozenset({OTHER_BAND, "volume", "damage", "opacity", "high_opacity", "laa950", "vessel"})
+
+
+def _is_number(value: Any) -> bool:
+    """A real number (NumPy scalars included), not a bool."""
+    import numbers
+
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
 
 @dataclass(frozen=True)
 class Band:
@@ -43,6 +54,12 @@ class Band:
     name: str
     lo_hu: float
     hi_hu: float
+
+    def __post_init__(self) -> None:
+        for attr in ("lo_hu", "hi_hu"):
+            value = getattr(self, attr)
+            if _is_number(value):  # NumPy scalars become plain floats (JSON, hashing)
+                object.__setattr__(self, attr, float(value))
 
     def __str__(self) -> str:
         lo = "-inf" if math.isinf(self.lo_hu) else f"{self.lo_hu:g}"
@@ -71,7 +88,7 @@ class Scheme:
     damage: tuple[str, ...] = ()
     description: str = ""
     reference: str = ""
-    source: str = field(default="preset", compare=False)
+    source: str = field(default="<object>", compare=False)
 
     def __post_init__(self) -> None:
         bands = tuple(b if isinstance(b, Band) else Band(*b) for b in self.bands)
@@ -148,16 +165,19 @@ def _validate(name: str, bands: Sequence[Band], damage: Sequence[str]) -> list[s
             problems.append(f"band name {b.name!r} must be letters, digits or '_'")
         if b.name in seen:
             problems.append(f"band name {b.name!r} repeated")
-        if b.name == OTHER_BAND:
-            problems.append(f"band name {OTHER_BAND!r} is reserved")
+        if b.name in RESERVED_BAND_NAMES:
+            problems.append(
+                f"band name {b.name!r} is reserved (it would collide with a derived column); "
+                f"reserved: {sorted(RESERVED_BAND_NAMES)}"
+            )
         seen.add(b.name)
-        if not (isinstance(b.lo_hu, (int, float)) and isinstance(b.hi_hu, (int, float))):
+        if not (_is_number(b.lo_hu) and _is_number(b.hi_hu)):
             problems.append(f"band {b.name!r} edges must be numbers, got {b.lo_hu!r}, {b.hi_hu!r}")
             continue
         if math.isnan(b.lo_hu) or math.isnan(b.hi_hu) or not b.lo_hu < b.hi_hu:
             problems.append(f"band {b.name!r} needs lo < hi, got [{b.lo_hu}, {b.hi_hu})")
     for a, b in zip(bands, bands[1:]):
-        if isinstance(a.hi_hu, (int, float)) and isinstance(b.lo_hu, (int, float)) and b.lo_hu < a.hi_hu:
+        if _is_number(a.hi_hu) and _is_number(b.lo_hu) and b.lo_hu < a.hi_hu:
             problems.append(f"bands {a.name!r} and {b.name!r} overlap or are not sorted")
     for d in damage:
         if d not in seen:
@@ -209,6 +229,7 @@ PRESETS: dict[str, Scheme] = {
         reference="Gattinoni et al., Am J Respir Crit Care Med 2001; Vieira et al., 1998.",
     ),
 }
+PRESETS = {name: dataclasses.replace(sch, source="preset") for name, sch in PRESETS.items()}
 
 
 def is_scheme_list(scheme: Any) -> bool:
@@ -286,7 +307,7 @@ _BAND_FIELDS = ("name", "lo_hu", "hi_hu")
 def _edge(value: Any, where: str, problems: list[str]) -> float:
     if isinstance(value, str) and value.strip().lower() in ("-inf", "inf", "+inf"):
         return float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_number(value):
         problems.append(f"{where}: expected a number or '-inf'/'inf', got {value!r}")
         return math.nan
     if math.isnan(value):

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import InputError, MissingDependencyError
@@ -164,6 +165,10 @@ def analyze_study(
     -------
     StudyResult
     """
+    if not (0.0 < float(confidence) < 1.0):
+        raise InputError(f"confidence must be between 0 and 1 (e.g. 0.95), got {confidence!r}.")
+    if not np.isfinite(float(threshold)):
+        raise InputError(f"threshold must be a finite number (percent), got {threshold!r}.")
     protocol = read_protocol(protocol)
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
@@ -206,6 +211,8 @@ def analyze_study(
             mixed_note = f"Linear mixed model not fitted: {exc}"
         except InputError as exc:
             mixed_note = f"Linear mixed model not fitted: {exc}"
+        except Exception as exc:  # patsy / statsmodels errors on degenerate designs (e.g. no baseline scans)
+            mixed_note = f"Linear mixed model not fitted: {type(exc).__name__}: {exc}"
     else:
         mixed_note = "Linear mixed model not requested."
 

@@ -253,8 +253,9 @@ def choose_control(arms: list[str], control: str | None = None) -> tuple[str, st
     arms = sorted(arms)
     if len(arms) != 2:
         raise InputError(
-            f"The arm comparison needs exactly two arms; the manifest has {arms}. "
-            "Potential fix: restrict the manifest to two arms."
+            f"The arm comparison needs exactly two arms with scored scans; found {arms}. "
+            "Potential fix: check that both arms' patients are in the result store, or restrict the manifest "
+            "to two arms."
         )
     if control is not None:
         if control not in arms:

@@ -46,8 +46,8 @@ COLUMN_DEFINITIONS: dict[str, str] = {
     "ggo_pct": "ground-glass opacity band, percent of the region's voxels",
     "consolidation_pct": "consolidation band, percent of the region's voxels",
     "css_pan": "CT severity score, Pan/Francone bins per lobe (0: none, 1: <5 %, 2: 5–25 %, 3: 26–50 %, "
-    "4: 51–75 %, 5: >75 %), summed over five lobes (0–25)",
-    "css_chung": "CT severity score, Chung/Li bins per lobe (0–4), summed over five lobes (0–20)",
+    "4: 51–75 %, 5: >75 %), summed over five lobes (0–25; over six zones 0–30 — see css_region_set)",
+    "css_chung": "CT severity score, Chung/Li bins per lobe (0–4), summed over five lobes (0–20; over six zones 0–24 — see css_region_set)",
     "slice_thickness_mm": "reconstructed slice thickness of the scan (mm)",
     "kernel": "reconstruction kernel (DICOM ConvolutionKernel)",
     "scheme": "HU band scheme used for scoring",
