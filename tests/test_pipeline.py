@@ -51,7 +51,7 @@ def test_single_scheme_returns_a_scan_result_and_options_reach_the_score(labelle
     assert isinstance(r, ScanResult)
     row = r.to_frame().iloc[-1]
     assert row["vessel_suppression"] and row["smooth_sigma_mm"] == 1.0
-    assert r.params["regions_from"] == "lungs.nii.gz"
+    assert r.params["regions_from"].startswith("lungs.nii.gz:") and len(r.params["regions_from"]) == len("lungs.nii.gz:") + 16
     a = analyze_scan(ct_path, regions_from=lab_path, label_codes="lungmask-lungs")
     direct = score(a.ct, a.regions, suppress_vessels=True, smooth_sigma_mm=1.0).to_frame().iloc[-1]
     assert row["damage_pct"] == direct["damage_pct"] and row["vessel_ml"] == direct["vessel_ml"]

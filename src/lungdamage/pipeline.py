@@ -117,12 +117,12 @@ def analyze_scan(
     """
     from .segment import segment_lungs
 
+    schemes = get_schemes(scheme)  # fail on a bad scheme before the slow steps
+    scheme_arg = list(schemes) if is_scheme_list(scheme) else schemes[0]
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ct = load_ct(source, series_uid=series_uid)
     timings["read_s"] = time.perf_counter() - t0
-    schemes = get_schemes(scheme)  # fail on a bad scheme before the slow steps
-    scheme_arg = list(schemes) if is_scheme_list(scheme) else schemes[0]
     t0 = time.perf_counter()
     region_map = segment_lungs(
         ct,
@@ -138,7 +138,8 @@ def analyze_scan(
     params = {
         "regions": regions,
         "model": model,
-        "regions_from": Path(regions_from).name if regions_from else None,
+        # name and content hash: two different label files with one name are different runs
+        "regions_from": f"{Path(regions_from).name}:{_file_hash(regions_from)}" if regions_from else None,
         "label_codes": label_codes,
     }
     result = score(
@@ -159,3 +160,14 @@ def analyze_scan(
     else:
         result = dataclasses.replace(result, timings_s=timings)
     return Analysis(ct, region_map, result)
+
+
+def _file_hash(path: str | PathLike) -> str:
+    """SHA-256 of a file (first 16 hex characters)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
