@@ -105,3 +105,20 @@ def test_lungmask_dispatch_is_lazy():
         assert "lungmask" in str(exc).lower() or "weights" in str(exc).lower()
     else:
         assert rm.method.startswith("lungmask")
+
+
+def test_single_coronal_slice_is_refused_clearly():
+    import pytest
+
+    from lungdamage.errors import SegmentationError
+    from lungdamage.phantom import make_phantom
+    from lungdamage.volume import CTVolume
+
+    ph = make_phantom(matrix=96, slice_thickness_mm=5.0, vessels=False, truth_samples=2**10)
+    # one coronal slice: array axis 0 along anterior-posterior
+    hu = ph.ct.hu[:, 48:49, :].transpose(1, 0, 2)
+    d = ph.ct.direction[:, [1, 0, 2]]
+    sp = tuple(ph.ct.spacing_mm[k] for k in (1, 0, 2))
+    coronal = CTVolume(hu, sp, ph.ct.origin_lps, d)
+    with pytest.raises(SegmentationError, match="non-axial"):
+        segment_lungs(coronal)

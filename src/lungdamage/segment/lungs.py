@@ -234,6 +234,13 @@ def segment_threshold(
         No air-filled region of lung size inside the body.
     """
     perm, lr_axis, lr_sign = _pipeline_axes(ct)
+    if min(ct.shape[perm[1]], ct.shape[perm[2]]) < 3:
+        # a single coronal/sagittal slice: every axial section would be a line of voxels
+        raise SegmentationError(
+            f"Series {ct.meta.key} ({ct.shape[0]} slice(s), orientation {ct.orientation}) is a non-axial image "
+            "too thin to hold axial sections: the classical segmentation works on axial slices or on volumes. "
+            "Potential fix: score the axial series, or a volume covering the chest."
+        )
     hu = ct.hu.transpose(perm)
     sp = tuple(ct.spacing_mm[k] for k in perm)
     full_shape = hu.shape
@@ -317,11 +324,13 @@ def segment_threshold(
     ok[0] = False
     big = ok & (maxsec >= min_lung_area_mm2)
     if not big.any():
-        seen = float(maxsec[1:].max()) if n3 else 0.0
+        non_gas = gas_frac[1:] <= 0.45
+        seen = float(maxsec[1:][non_gas].max()) if non_gas.any() else 0.0
+        gas = f"; gas (bowel/stomach-like) regions up to {maxsec[1:][~non_gas].max() / 100:.1f} cm² ignored" if (~non_gas).any() else ""
         raise _no_lung(
             ct,
             f"no air-filled region of lung size inside the body (largest non-gas air region "
-            f"{seen / 100:.1f} cm² in one slice; a lung needs >= {min_lung_area_mm2 / 100:.0f} cm²)",
+            f"{seen / 100:.1f} cm² in one slice; a lung needs >= {min_lung_area_mm2 / 100:.0f} cm²{gas})",
         )
     # keep fragments of at least 2 % of the largest lung component
     ok &= vol3 >= 0.02 * vol3[big].max()
