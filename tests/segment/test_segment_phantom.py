@@ -61,3 +61,14 @@ def test_lobes_approx_dice_on_phantom(ph125, seg125):
     t = ph125.truth.lobes
     ds = {c: dice(lobes.labels == c, t == c) for c in range(1, 6)}
     assert min(ds.values()) >= 0.7, ds  # measured 0.77 (RML) .. 0.94 (LUL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("matrix, slice_mm, n_slices", [(128, 0.5, None), (96, 0.32, 1000)])
+def test_very_thin_slices_and_a_thousand_slices(matrix, slice_mm, n_slices):
+    ph = phantom.make_phantom(matrix=matrix, slice_thickness_mm=slice_mm, n_slices=n_slices, vessels=False,
+                              truth_samples=2**12)
+    assert n_slices is None or ph.ct.shape[0] == n_slices
+    regions = segment_lungs(ph.ct)
+    for code in (1, 2):
+        assert dice(regions.labels == code, ph.truth.lungs == code) >= 0.98
