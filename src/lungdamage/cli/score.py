@@ -69,8 +69,10 @@ def register(sub) -> None:
         "tables), DICOM SEG (DICOM input) and a self-contained HTML report",
     )
     add_analysis_options(p)
-    p.add_argument("--regions-from", default=None, help="import regions from a label file instead of segmenting")
-    p.add_argument("--label-codes", default=None, help="label convention of --regions-from: lungmask, totalsegmentator, cip or FILE.json")
+    p.add_argument("--regions-from", default=None, help="import regions from a label file (NIfTI/NRRD/MHA on the CT grid, or a DICOM SEG of this series "
+        "with segments named RUL..LLL or right/left) instead of segmenting")
+    p.add_argument("--label-codes", default=None, help="label convention of a --regions-from label map: lungmask, totalsegmentator, cip or FILE.json "
+        "(not needed for a DICOM SEG)")
     p.set_defaults(func=run)
 
 

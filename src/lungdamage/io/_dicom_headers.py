@@ -54,6 +54,13 @@ def read_source_bytes(source: str) -> bytes:
         return zf.read(z[1])
 
 
+def open_source(source: str | os.PathLike):
+    """A path, or a readable in-memory file for an ``archive.zip::member`` source, for ``pydicom.dcmread``."""
+    if split_zip_source(str(source)) is not None:
+        return io.BytesIO(read_source_bytes(str(source)))
+    return source
+
+
 def iter_sources(root: str | os.PathLike, *, counts: dict | None = None) -> Iterator[tuple[str, int]]:
     """Yield ``(source, size_bytes)`` for every file under ``root``.
 

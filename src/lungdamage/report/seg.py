@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io._dicom_headers import open_source
 from ..regions import RegionMap
 from ..score.schemes import Scheme
 from ..volume import CTVolume
@@ -128,7 +129,7 @@ def source_datasets(
     found: list[tuple[Path, np.ndarray, str]] = []
     for f in candidates:
         try:
-            h = pydicom.dcmread(_open_source(f), stop_before_pixels=True, specific_tags=tags)
+            h = pydicom.dcmread(open_source(f), stop_before_pixels=True, specific_tags=tags)
         except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError):
             continue
         if str(h.get("SeriesInstanceUID", "")) != uid or "ImagePositionPatient" not in h:
@@ -165,18 +166,7 @@ def source_datasets(
             "tilt), so DICOM SEG frames cannot reference source images. "
             "Potential fix: use the NIfTI / .seg.nrrd masks, which are on the CT grid."
         )
-    return [pydicom.dcmread(_open_source(chosen[s]), stop_before_pixels=True) for s in range(ct.shape[0])]
-
-
-def _open_source(source) -> object:
-    """A readable file for a path or an ``archive.zip::member`` source (as read_series records them)."""
-    from ..io._dicom_headers import read_source_bytes, split_zip_source
-
-    if split_zip_source(str(source)) is not None:
-        import io
-
-        return io.BytesIO(read_source_bytes(str(source)))
-    return source
+    return [pydicom.dcmread(open_source(chosen[s]), stop_before_pixels=True) for s in range(ct.shape[0])]
 
 
 def write_seg(

@@ -95,11 +95,7 @@ def segment_lungs(
     if regions not in REGIONS:
         raise InputError(f"Unknown region set {regions!r} for {ct.meta.key}. Allowed: {', '.join(REGIONS)}.")
     if regions_from is not None:
-        if label_codes is None:
-            raise InputError(
-                f"regions_from={regions_from} needs label_codes. Potential fix: pass label_codes='lungmask', "
-                "'totalsegmentator', 'cip' or a JSON file mapping codes to region names."
-            )
+        # label maps need label_codes; a DICOM SEG names its segments (checked in labels_from_file)
         rm = labels_from_file(ct, regions_from, label_codes=label_codes)
     elif label_codes is not None:
         raise InputError("label_codes is only used with regions_from=<label file>. Potential fix: pass both.")
