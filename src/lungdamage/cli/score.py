@@ -125,7 +125,8 @@ def scheme_arg(values: list[str] | None) -> str | list[str]:
     """``--scheme`` values (repeated and/or comma-separated) -> one name or a list."""
     if not values:
         return "covid"
-    items = [s.strip() for v in values for s in v.split(",") if s.strip()]
+    # an existing file name is one scheme even if it contains a comma
+    items = [s.strip() for v in values for s in ([v] if Path(v).is_file() else v.split(",")) if s.strip()]
     return items if len(items) > 1 else items[0]
 
 
