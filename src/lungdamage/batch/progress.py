@@ -80,7 +80,9 @@ class LineProgress:
         pass
 
     def _write(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        # the stream is the one the CLI handed in (stderr); the library itself never prints
+        self.stream.write(text + "\n")
+        self.stream.flush()
 
 
 class BarProgress:
