@@ -52,7 +52,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_HU_OFFSET = 32768
 
 
 def band_map(ct: CTVolume, regions: RegionMap, scheme: Scheme) -> np.ndarray:
@@ -82,8 +81,7 @@ def band_map(ct: CTVolume, regions: RegionMap, scheme: Scheme) -> np.ndarray:
     [[[1, 2, 3, 4, 0]]]
     """
     regions.check_grid(ct.shape, where=ct.meta.key)
-    lut = scheme.band_index_of_hu().astype(np.uint8) + np.uint8(1)
-    codes = lut[ct.hu.astype(np.int32) + _HU_OFFSET]
+    codes = scheme.band_index(ct.hu) + np.uint8(1)
     codes[regions.labels == 0] = 0
     return codes
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..regions import RegionMap
-from ..score import ScanResult
+from ..score import ScanResult, Scheme
 from ..volume import CTVolume
 from ._colors import band_colors, region_color
 
@@ -50,7 +50,6 @@ LUNG_WINDOW_HU = (-1350, 150)
 #: Axial slices at these fractions of the lungs' cranio-caudal extent (0 = apex, 1 = base).
 DEFAULT_FRACTIONS = (0.2, 0.35, 0.5, 0.65, 0.8)
 
-_HU_OFFSET = 32768
 _BG = (18, 18, 18)
 _TEXT = "#f0f0f0"
 _DPI = 100
@@ -267,7 +266,7 @@ def plan_panels(
 def _render_panel(
     ct: CTVolume,
     regions: RegionMap,
-    band_lut: np.ndarray,
+    scheme: Scheme,
     overlays: Sequence[tuple[int, tuple[int, int, int]]],
     region_lut: np.ndarray,
     panel: Panel,
@@ -281,7 +280,7 @@ def _render_panel(
     lo, hi = window_hu
     grey = np.clip((hu.astype(np.float32) - lo) * np.float32(255.0 / (hi - lo)), 0, 255)
     rgb = np.repeat(grey[..., None], 3, axis=2)
-    band = band_lut[hu.astype(np.int32) + _HU_OFFSET]
+    band = scheme.band_index(hu)
     inside = lab > 0
     for k, color in overlays:
         m = inside & (band == k)
@@ -325,7 +324,6 @@ def render_montage(
     """
     scheme = result.scheme
     colors = band_colors(scheme)
-    band_lut = scheme.band_index_of_hu()
     names = list(scheme.band_names)
     overlays = [(names.index(d), colors[d]) for d in scheme.damage]
     region_lut = np.zeros((256, 3), np.float32)
@@ -347,7 +345,7 @@ def render_montage(
         top = lay.title_h + r * (lay.header_h + panel_px + lay.gap) + lay.header_h
         left = lay.margin + c * (panel_px + lay.gap)
         canvas[top: top + panel_px, left: left + panel_px] = 0
-        img = _render_panel(ct, regions, band_lut, overlays, region_lut, p, window_hu=window_hu, alpha=alpha)
+        img = _render_panel(ct, regions, scheme, overlays, region_lut, p, window_hu=window_hu, alpha=alpha)
         h, w = img.shape[:2]
         y0, x0 = top + (panel_px - h) // 2, left + (panel_px - w) // 2
         canvas[y0: y0 + h, x0: x0 + w] = img

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["region_histograms", "band_counts", "HU_OFFSET", "N_HU"]
+__all__ = ["region_histograms", "HU_OFFSET", "N_HU"]
 
 #: Histogram bin ``i`` holds HU value ``i - HU_OFFSET``.
 HU_OFFSET = 32768
@@ -58,23 +58,3 @@ def region_histograms(hu: np.ndarray, labels: np.ndarray) -> np.ndarray:
     key |= (hu.reshape(-1)[inside].view(np.uint16) ^ np.uint16(0x8000))
     counts = np.bincount(key, minlength=n_codes << 16)
     return counts.reshape(n_codes, N_HU)
-
-
-def band_counts(histograms: np.ndarray, lut: np.ndarray, n_bands: int) -> np.ndarray:
-    """Collapse HU histograms into band counts with a band lookup table.
-
-    Parameters
-    ----------
-    histograms : ndarray, shape (n_regions, 65536)
-    lut : ndarray of uint8, shape (65536,)
-        Band index of each HU bin (see :meth:`Scheme.band_index_of_hu`).
-    n_bands : int
-        Number of band indices (including ``other``).
-
-    Returns
-    -------
-    ndarray of int64, shape (n_regions, n_bands)
-    """
-    onehot = np.zeros((N_HU, n_bands), dtype=np.int64)
-    onehot[np.arange(N_HU), lut] = 1
-    return np.asarray(histograms, dtype=np.int64) @ onehot

@@ -138,6 +138,11 @@ class Scheme:
             lut[(hu >= b.lo_hu) & (hu < b.hi_hu)] = k
         return lut
 
+    def band_index(self, hu: np.ndarray) -> np.ndarray:
+        """Band index (uint8) of every voxel of an int16 HU array; ``len(bands)`` is ``other``."""
+        hu = np.asarray(hu, dtype=np.int16)
+        return self.band_index_of_hu()[hu.view(np.uint16) ^ np.uint16(0x8000)]  # bit pattern -> HU + 32768
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for provenance and scheme files)."""
         return {
