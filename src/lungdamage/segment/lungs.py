@@ -3,7 +3,7 @@
 Outline (all steps vectorized over the whole volume; no loop over slices):
 
 1. Put the cranio-caudal axis first (from ``ct.direction``), and work on an
-   in-plane block-averaged copy (about 1.2–1.6 mm pixels) for the morphology.
+   in-plane block-averaged copy (about 2 mm pixels) for the morphology.
 2. Air-like voxels (< ``air_threshold_hu``) not connected, within their
    axial slice, to the image border are *inside the body*: this drops the air
    around the patient, the outside-field padding and gaps under the table.
@@ -11,9 +11,17 @@ Outline (all steps vectorized over the whole volume; no loop over slices):
    (pure-air) 2-D components near the body midline, and removed with a margin.
 4. The remaining 3-D components of lung size that are not pure gas (bowel,
    stomach, air in the table or clothing have nearly every voxel < -950 HU)
-   are lung.  Touching lungs are split by eroding until two cores appear and
-   assigning every voxel to its nearest core.  Right = the smaller LPS x.
-5. Dense lung (juxtapleural consolidation, atelectasis) is brought back by a
+   are lung.  Lungs that touch (anterior / posterior junction) are cut, per
+   slice, along the line crossing the fewest lung voxels near the body
+   midline.  Right = the smaller LPS x.
+5. Poorly aerated lung next to each lung joins it: heterogeneous tissue
+   (local mean in [-700, 0) HU, local standard deviation >= 40 HU) in blobs
+   at least ~8 mm across that touch the lung in their own slice, hold air
+   pockets (>= 5 % of the blob; bronchograms, aerated lobules) and do not
+   surround pure gas (bowel, trachea, oesophagus): dependent consolidation
+   with air bronchograms, even where it is not in a concavity of the aerated
+   lung.  Fat, muscle, heart and effusion are homogeneous and stay out.
+   Then dense lung (juxtapleural consolidation, atelectasis) is brought back by a
    large per-slice closing of each lung (a hull-like fill, on a ~4 mm grid),
    kept only near the chest wall (<= ``max_fill_depth_mm`` from the skin),
    lateral to the lung's own aerated part in each image row (the heart,
@@ -21,8 +29,9 @@ Outline (all steps vectorized over the whole volume; no loop over slices):
    out); then a short growth into consolidation-like density recovers the rim
    the hull's chord cuts off along a curved wall.  A 5 mm closing and
    per-slice hole filling add vessels and enclosed consolidation.
-   Limitation: consolidation denser than ``fill_max_hu`` or deeper than
-   ``max_fill_depth_mm`` (e.g. a whole dependent lung) is partly lost; use
+   Limitation: homogeneous consolidation (no air pockets) denser than
+   ``fill_max_hu`` that is outside the hull, and a section consolidated
+   throughout (no aerated lung in that slice to grow from), are lost; use
    ``method='lungmask'`` for such scans.
 6. The mask is brought back to full resolution; along the aerated border the
    full-resolution threshold decides each voxel.
@@ -177,6 +186,8 @@ def segment_threshold(
     grow_min_hu: float = -80.0,
     grow_max_hu: float = -15.0,
     grow_mm: float = 10.0,
+    poor_sd_hu: float | None = 40.0,
+    poor_max_hu: float = 0.0,
 ) -> RegionMap:
     """Segment the right and left lungs with thresholds and morphology.
 
@@ -210,6 +221,14 @@ def segment_threshold(
         lighter than muscle) near the
         chest wall: the rim of a juxtapleural consolidation that the hull's
         chord cuts off along a curved wall.
+    poor_sd_hu, poor_max_hu : float
+        Poorly aerated lung (consolidation with air bronchograms, patchy dense
+        lung) is heterogeneous: voxels whose local (about 6 mm) mean is in
+        [-700, ``poor_max_hu``) HU and whose local standard deviation is at
+        least ``poor_sd_hu`` HU, in blobs at least about 10 mm across touching
+        the aerated lung, join it before the dense fill.  Fat, muscle, heart
+        and effusion are homogeneous and stay out; thin rims along edges are
+        removed by an opening.  ``poor_sd_hu=None`` switches this off.
     min_lung_area_mm2 : float
         A lung must have at least this area in its largest axial section.
     max_fill_depth_mm : float
@@ -339,14 +358,20 @@ def segment_threshold(
     # -- 4. right / left
     side = _split_sides(lung, lo.shape, sp, psp, mid, lr_axis, lr_sign)
 
+    # -- 5a. poorly aerated lung: heterogeneous tissue (consolidation with air
+    # bronchograms, patchy dense lung) grown from the aerated lung
+    air_lung = side > 0
+    depth = _depth_mm(body, psp)
+    if poor_sd_hu is not None:
+        side = _add_poorly_aerated(lo, side, body, depth, airway, psp, sd_min=poor_sd_hu, hu_max=poor_max_hu,
+                                   air_hu=air_threshold_hu, gas_hu=gas_threshold_hu)
     # -- 5. dense lung back in: rolling-ball closing + hole filling, per lung
     not_airway = ~ndimage.binary_dilation(airway, structure=_SQUARE2D)
     dense_ok = (lo < dense_max_hu) & not_airway
     # Juxtapleural consolidation lies near the chest wall; the hilum (whose
     # concavity a closing would also fill) lies deep in the thorax.
-    near_wall = _depth_mm(body, psp) <= max_fill_depth_mm
+    near_wall = depth <= max_fill_depth_mm
     out = side.copy()
-    air_lung = side > 0
     # no addition medial to the lung's own aerated part in the same row
     # (mediastinum, heart, liver dome stay out)
     pos_lr = np.arange(lo.shape[lr_axis]).reshape([1, -1, 1] if lr_axis == 1 else [1, 1, -1]) * lr_sign
@@ -392,6 +417,93 @@ def segment_threshold(
     labels = np.ascontiguousarray(labels.transpose(inv))
     info = {"downsample": f, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm, "airway_voxels_lowres": int(airway.sum())}
     return RegionMap(labels, dict(LUNG_CODES), method="threshold", region_set="lungs", info=info)
+
+
+def _dilate2d_local(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """In-plane square dilation computed only around the mask's bounding box."""
+    out = np.zeros_like(mask)
+    if mask.any():
+        bb = _bbox(mask, (0, iterations, iterations))
+        out[bb] = ndimage.binary_dilation(mask[bb], structure=_SQUARE2D, iterations=iterations)
+    return out
+
+
+def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu_max: float,
+                        hu_min: float = -700.0, bone_hu: float = 180.0, air_hu: float = -250.0,
+                        gas_hu: float = -940.0,
+                        min_air_frac: float = 0.05, open_mm: float = 4.0) -> np.ndarray:
+    """Grow each lung into heterogeneous, partly aerated tissue next to it (per slice).
+
+    Works inside the lungs' bounding box (plus 40 mm); returns a new label
+    array.  Added voxels go to the nearer lung in their slice.
+    """
+    lung = side > 0
+    if not lung.any():
+        return side
+    marg = int(math.ceil(40.0 / min(psp)))
+    bb = _bbox(lung, (0, marg, marg))
+    lob = lo[bb].astype(np.float32, copy=False)
+    mean = ndimage.uniform_filter(lob, size=(1, 3, 3))  # 3x3 low-res pixels: about 5-7 mm
+    sd = ndimage.uniform_filter(lob * lob, size=(1, 3, 3))
+    sd -= mean * mean
+    np.maximum(sd, 0, out=sd)
+    np.sqrt(sd, out=sd)
+    # stay off bone edges and the skin (both are heterogeneous too)
+    near_bone = _dilate2d_local(mean > bone_hu, 2)
+    inner = depth[bb] > 8.0
+    lb = lung[bb]
+    # air outside the lungs: small pockets (bronchograms, aerated lobules) or
+    # larger pure gas (trachea, bronchi, oesophagus), whose wall must stay out
+    air = (lob < air_hu) & ~lb & body[bb]
+    laba, na = ndimage.label(air, structure=_CROSS2D)
+    area = np.bincount(laba.ravel(), minlength=na + 1) * (psp[0] * psp[1])
+    pure = np.bincount(laba.ravel(), weights=(lob < gas_hu).ravel(), minlength=na + 1)
+    gas_lut = (area >= 150.0) & (pure >= 0.2 * area / (psp[0] * psp[1]))
+    gas_lut[0] = False
+    gas = gas_lut[laba]
+    pocket = air & ~gas
+    del laba
+    near_gas = _dilate2d_local(gas, max(1, int(round(5.0 / min(psp)))))
+    cand = inner & ~near_bone & ~airway[bb] & ~lb & (sd >= sd_min) & (mean < hu_max) & (mean >= hu_min)
+    del mean, sd, near_bone, inner
+    # blobs only: an opening removes the one-pixel rims along every edge
+    cand = ndimage.binary_opening(cand, structure=_CROSS2D, iterations=max(1, int(round(open_mm / min(psp)))))
+    if not cand.any():
+        return side
+    # partly aerated lung holds air (bronchograms, aerated lobules) that is not
+    # part of the aerated lung; a partial-volume band along an edge does not
+    lab, n = ndimage.label(cand, structure=_CROSS2D)
+    flat = lab.ravel()
+    size = np.bincount(flat, minlength=n + 1)
+    pockets = np.bincount(flat, weights=pocket.ravel(), minlength=n + 1)
+    ok = pockets >= min_air_frac * size
+    # tissue around pure gas is bowel (stool and gas under the diaphragm) or the
+    # wall of the trachea, bronchi or oesophagus: the whole blob stays out
+    ok[np.unique(lab[near_gas])] = False
+    ok[0] = False
+    del near_gas
+    cand = ok[lab]
+    # blobs touching a lung in their own slice join it (in 3-D, bowel under the
+    # diaphragm would join through the lung bases)
+    sb = side[bb]
+    near_lung = ndimage.binary_dilation(sb > 0, structure=_SQUARE2D) & cand
+    lut = np.zeros(n + 1, bool)
+    lut[np.unique(lab[near_lung])] = True
+    lut[0] = False
+    add = lut[lab]
+    if not add.any():
+        return side
+    zs = np.flatnonzero(add.any(axis=(1, 2)))
+    zsl = slice(int(zs[0]), int(zs[-1]) + 1)
+    d_right = _dist_from2d(sb[zsl] == 1, psp)
+    d_left = _dist_from2d(sb[zsl] == 2, psp)
+    code = np.where(d_right <= d_left, 1, 2).astype(np.uint8)
+    out = side.copy()
+    ob = out[bb][zsl]
+    a = add[zsl]
+    ob[a] = code[a]
+    log.debug("poorly aerated lung: %d voxels added (low-res)", int(add.sum()))
+    return out
 
 
 def _to_full(out: np.ndarray, air_lung: np.ndarray, hu: np.ndarray, f: int, shape, thr: float,
