@@ -399,8 +399,9 @@ def segment_threshold(
         # the hull's chord cuts off the rim of consolidation along a curved chest
         # wall: grow a few mm into consolidation-like (not muscle) density
         grow_ok = near_wall[bb] & lateral_ok & (lo[bb] < grow_max_hu) & (lo[bb] >= grow_min_hu)
-        # (seeded by the dense voxels the closing added, never by the aerated border)
-        seed = clo & ~mb & (lo[bb] >= air_threshold_hu)
+        # (seeded by the dense voxels the closing or the partly-aerated step
+        # added, never by the aerated border)
+        seed = clo & ~(mb & air_lung[bb]) & (lo[bb] >= air_threshold_hu)
         if seed.any():
             clo |= ndimage.binary_dilation(seed, structure=_CROSS2D,
                                            iterations=max(1, int(round(grow_mm / min(psp)))), mask=grow_ok)
