@@ -80,6 +80,9 @@ def bench_core() -> None:
     t_read, ct = best_of(lambda: ld.read_series(folder), repeat=2)
     t_seg, regions = best_of(lambda: ld.segment_lungs(ct), repeat=2)
     t_score, _ = best_of(lambda: ld.score(ct, regions), repeat=5)
+    from lungdamage.segment import approx_lobes
+
+    t_lobes, _ = best_of(lambda: approx_lobes(ct, regions), repeat=1)
     t_kernel, _ = best_of(lambda: region_histograms(ct.hu, regions.labels), repeat=5)
     t_copy, _ = best_of(lambda: np.copy(ct.hu), repeat=5)
     t_e2e, mib = _peak_rss_of(f"import lungdamage as ld; ld.analyze({str(folder)!r}).to_frame()")
@@ -89,6 +92,7 @@ def bench_core() -> None:
     print("| step | seconds | note |\n|---|---:|---|")
     print(f"| read_series (uncompressed DICOM) | {t_read:.2f} | best of 2 |")
     print(f"| segment_lungs (threshold) | {t_seg:.2f} | target <= 8 s |")
+    print(f"| approx_lobes (lobes-approx, with fissure refinement) | {t_lobes:.2f} | report |")
     print(f"| score (histograms + bands + table) | {t_score:.3f} | |")
     print(f"| scoring kernel (one bincount) | {t_kernel:.3f} | {t_kernel / t_copy:.2f}x np.copy (target <= 5x) |")
     print(f"| np.copy of the HU volume | {t_copy:.3f} | |")

@@ -66,6 +66,17 @@ def phantom_rows() -> list[tuple[str, str, str, str]]:
         ds = " / ".join(f"{dice(lobes.labels == c, ph.truth.lobes == c):.2f}" for c in range(1, 6))
         rows.append((name, "lobes-approx Dice RUL/RML/RLL/LUL/LLL", ds, "report"))
         rows.append((name, "segmentation time", f"{dt:.2f} s", "report"))
+    # visible fissures: the plane model, then refined onto them
+    for vessels, refine in ((False, False), (False, True), (True, True)):
+        ph = make_phantom(slice_thickness_mm=1.25, vessels=vessels, seed=0, fissures=True)
+        rm = segment_lungs(ph.ct)
+        name = f"phantom 1.25 mm, visible fissures (1 mm sheets), vessels {'on' if vessels else 'off'}"
+        t0 = time.perf_counter()
+        lobes = approx_lobes(ph.ct, rm, refine=refine)
+        dt = time.perf_counter() - t0
+        ds = " / ".join(f"{dice(lobes.labels == c, ph.truth.lobes == c):.3f}" for c in range(1, 6))
+        what = "refined onto the fissures" if refine else "plane model only"
+        rows.append((name, f"lobes-approx Dice RUL/RML/RLL/LUL/LLL, {what}", f"{ds} ({dt:.2f} s)", "report"))
     # ARDS-like dependent consolidation with air bronchograms (25 % air pockets)
     from lungdamage.phantom import dependent_consolidation
 

@@ -395,8 +395,9 @@ class _Anatomy:
     APEX_Z0, APEX_H = 0.0, 140.0
     CARINA = (0.0, 2.0, 20.0)
 
-    def __init__(self, lesions: Sequence[Lesion], *, vessels: bool, seed: int):
+    def __init__(self, lesions: Sequence[Lesion], *, vessels: bool, seed: int, fissures: bool = False):
         self.side_sign = {"right": -1.0, "left": 1.0}
+        self.fissures = fissures
         # mediastinal solids the lungs wrap around (with a pleural margin)
         heart_c, heart_r, heart_a = (15.0, -30.0, -60.0), (60.0, 48.0, 52.0), 25.0
         self.heart = _ellipsoid(heart_c, heart_r, heart_a)
@@ -497,6 +498,53 @@ class _Anatomy:
         f.own = f_own  # type: ignore[attr-defined]
         xlo, xhi = (-ca, -1.0) if side == "right" else (1.0, ca)
         return f, (xlo, xhi, by - cb, by + cb, -160.0, z0 + h)
+
+    @staticmethod
+    def _fissure_surfaces(side):
+        """``(g, grad)`` of the fissure height fields z = g(x, y) of one lung: the
+        oblique fissure, then (right lung) the horizontal one."""
+        cx = -64.0 if side == "right" else 64.0
+        z0 = -30.0 if side == "right" else -20.0
+
+        def obl(x, y):
+            return z0 + 1.1 * (y + 15.0) - 0.002 * (x - cx) ** 2
+
+        def obl_grad(x, y):
+            return -0.004 * (x - cx), 1.1
+
+        out = [(obl, obl_grad)]
+        if side == "right":
+            def hor(x, y):
+                return 5.0 - 0.15 * (y + 15.0) + 0.001 * (x - cx) ** 2
+
+            def hor_grad(x, y):
+                return 0.002 * (x - cx), -0.15
+
+            out.append((hor, hor_grad))
+        return out
+
+    def fissure_shapes(self, thickness_mm: float = 1.0) -> list[Shape]:
+        """Visible fissures: sheets of ``thickness_mm`` on the lobe boundaries of :meth:`lobe_of`."""
+        shapes = []
+        half = 0.5 * thickness_mm
+        for side in ("right", "left"):
+            bbox = self.lung[side][1]
+            surfs = self._fissure_surfaces(side)
+            (og, ograd) = surfs[0]
+
+            def d_obl(x, y, z, og=og, ograd=ograd):
+                gx, gy = ograd(x, y)
+                return (z - og(x, y)) / np.sqrt(1.0 + gx * gx + gy * gy)
+
+            shapes.append((lambda x, y, z, d=d_obl: np.abs(d(x, y, z)) - half, bbox))
+            for hg, hgrad in surfs[1:]:
+                def f_hor(x, y, z, hg=hg, hgrad=hgrad, d=d_obl):
+                    gx, gy = hgrad(x, y)
+                    dh = (z - hg(x, y)) / np.sqrt(1.0 + gx * gx + gy * gy)
+                    return np.maximum(np.abs(dh) - half, -d(x, y, z))  # only above the oblique fissure
+
+                shapes.append((f_hor, bbox))
+        return shapes
 
     def lobe_of(self, side, x, y, z):
         """Lobe code at points (broadcastable arrays) of one lung."""
@@ -613,6 +661,7 @@ def make_phantom(
     kernel: str = "STANDARD",
     lung_partial_volume: bool = False,
     truth_samples: int = 2**19,
+    fissures: bool = False,
 ) -> Phantom:
     """Render the synthetic thorax and its ground truth.
 
@@ -657,6 +706,10 @@ def make_phantom(
     truth_samples : int
         Sample points per lung (one jittered point per cell of a regular
         grid) for the true volumes and fractions.
+    fissures : bool
+        Draw the fissures (the lobe boundaries of ``truth.lobes``) as 1 mm
+        soft-tissue sheets inside the lungs, as they show on thin-slice CT.
+        Off by default (the lesion truth is unaffected either way).
 
     Returns
     -------
@@ -691,7 +744,7 @@ def make_phantom(
     ys = xs.copy()
     zs_all = (z0 + sz * np.arange(nz)).astype(np.float32)
     planted = _resolve_lesions(lesions, damage_scale)
-    anat = _Anatomy(planted, vessels=vessels, seed=seed)
+    anat = _Anatomy(planted, vessels=vessels, seed=seed, fissures=fissures)
 
     shape3 = (nz, matrix, matrix)
     hu16 = np.empty(shape3, np.int16)
@@ -742,7 +795,7 @@ def make_phantom(
         manufacturer="lungdamage-phantom",
         contrast=False,
         extra={"phantom": {"seed": seed, "damage_scale": damage_scale, "noise_hu": noise_hu,
-                           "vessels": vessels}},
+                           "vessels": vessels, "fissures": fissures}},
     )
     ct = CTVolume(hu16, spacing, (float(xs[0]), float(ys[0]), float(zs_all[0])), meta=meta)
     truth = PhantomTruth(
@@ -967,6 +1020,11 @@ def _render_lungs(anat, slab, lb, hu, ves_u8, lung_partial_volume, out) -> None:
     # lung interior HU: gravity gradient, lesions, vessels
     L = TISSUE_HU["lung"] + 15.0 * np.clip((ls.ys[None, :, None] - anat.BODY[1]) / 82.0, -1, 1)
     L = np.broadcast_to(L.astype(np.float32), shape).copy()
+    if anat.fissures:
+        o_f = np.zeros(shape, np.float32)
+        for sh in anat.fissure_shapes():
+            _max_into(o_f, ls.render(sh, lip=1.2))
+        L += o_f * (np.float32(TISSUE_HU["soft"]) - L)
     L += o_g * (np.float32(TISSUE_HU["ggo"]) - L)
     L += o_c * (np.float32(TISSUE_HU["consolidation"]) - L)
     o_v = None

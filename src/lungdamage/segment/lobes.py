@@ -18,20 +18,29 @@ Approximate lobes (``region_set='lobes-approx'``)
     (reaching the base at :data:`OBLIQUE_ANTERIOR_DEPTH` of the lung's
     anterior-posterior depth); on the right, the horizontal fissure at
     :data:`HORIZONTAL_HEIGHT` separates the middle from the upper lobe in front
-    of the oblique fissure.  This is an anatomical prior, not a segmentation of
-    visible fissures: it is labelled ``lobes-approx`` and never presented as
-    true lobes.
+    of the oblique fissure.  Where fissures are visible (volumes of at least
+    :data:`MIN_REFINE_SLICES` slices), each model surface is then refined: a
+    Hessian sheet filter finds bright plate-like voxels near the model
+    surface whose normal agrees with it, and a smooth (quadratic) offset
+    surface fitted to them by robust weighted least squares moves the model
+    onto the visible fissure; without enough support the model stays.
+    Either way this is an approximation: it is labelled ``lobes-approx`` and
+    never presented as true lobes.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
 from ..regions import LOBE_CODES, ZONE_CODES, RegionMap
 from ..volume import CTVolume
 
+log = logging.getLogger(__name__)
+
 __all__ = ["zones_from_lungs", "approx_lobes", "OBLIQUE_POSTERIOR_HEIGHT", "OBLIQUE_ANTERIOR_DEPTH",
-           "HORIZONTAL_HEIGHT"]
+           "HORIZONTAL_HEIGHT", "MIN_REFINE_SLICES"]
 
 #: Height (fraction of the lung's S/I extent, 0 = base) where the oblique fissure meets the posterior surface.
 OBLIQUE_POSTERIOR_HEIGHT = 0.62
@@ -39,6 +48,8 @@ OBLIQUE_POSTERIOR_HEIGHT = 0.62
 OBLIQUE_ANTERIOR_DEPTH = 0.15
 #: Height (fraction, 0 = base) of the right horizontal fissure.
 HORIZONTAL_HEIGHT = 0.55
+#: Fissure refinement needs a volume: at least this many slices.
+MIN_REFINE_SLICES = 16
 
 
 def _axis_coords(ct: CTVolume, lps_row: int) -> tuple[int, np.ndarray]:
@@ -110,8 +121,11 @@ def approx_lobes(
     oblique_posterior_height: float = OBLIQUE_POSTERIOR_HEIGHT,
     oblique_anterior_depth: float = OBLIQUE_ANTERIOR_DEPTH,
     horizontal_height: float = HORIZONTAL_HEIGHT,
+    refine: bool = True,
+    band_mm: float = 30.0,
 ) -> RegionMap:
-    """Approximate lobes from a fissure-plane model of each lung's shape.
+    """Approximate lobes from a fissure-plane model of each lung's shape,
+    refined onto visible fissures.
 
     Parameters
     ----------
@@ -120,6 +134,12 @@ def approx_lobes(
         Right/left lungs (other sided maps are collapsed first).
     oblique_posterior_height, oblique_anterior_depth, horizontal_height : float
         Fissure model (fractions of each lung's own extent; see module doc).
+    refine : bool
+        Move each model surface onto the visible fissure (volumes of at least
+        :data:`MIN_REFINE_SLICES` slices; see module doc).
+    band_mm : float
+        How far (along the cranio-caudal axis) from the model surface a
+        visible fissure is looked for.
 
     Returns
     -------
@@ -133,22 +153,146 @@ def approx_lobes(
     if yax == zax:  # degenerate direction matrix; pick the other in-plane axis
         yax = [k for k in range(3) if k != zax][0]
         y = np.arange(ct.shape[yax], dtype=np.float64) * ct.spacing_mm[yax]
+    xax = 3 - zax - yax
     out = np.zeros(ct.shape, np.uint8)
+    refined = []
+    do_refine = refine and ct.shape[zax] >= MIN_REFINE_SLICES
     for side in (1, 2):
         m = lungs.labels == side
         ez = _extent(m, zax, z, ct.spacing_mm[zax] / 2.0)
         ey = _extent(m, yax, y, ct.spacing_mm[yax] / 2.0)
         if ez is None or ey is None:
             continue
-        zn = _along(zax, (z - ez[0]) / max(ez[1] - ez[0], 1e-6))  # 0 base .. 1 apex
-        yn = _along(yax, (y - ey[0]) / max(ey[1] - ey[0], 1e-6))  # 0 anterior .. 1 posterior
-        fissure = oblique_posterior_height * (yn - oblique_anterior_depth) / (1.0 - oblique_anterior_depth)
-        upper_side = zn > fissure  # in front of / above the oblique fissure
+        hz, hy = max(ez[1] - ez[0], 1e-6), max(ey[1] - ey[0], 1e-6)
+        zn = _along(zax, (z - ez[0]) / hz)  # 0 base .. 1 apex
+        yn = _along(yax, (y - ey[0]) / hy)  # 0 anterior .. 1 posterior
+        # fissure heights (fractions of the lung height) at each position
+        oblique = oblique_posterior_height * (yn - oblique_anterior_depth) / (1.0 - oblique_anterior_depth)
+        horizontal = np.full((1, 1, 1), horizontal_height)
+        if do_refine:
+            slope = oblique_posterior_height / (1.0 - oblique_anterior_depth) * hz / hy  # dz/dy of the plane (mm/mm)
+            off = _refine_offset(ct, m, (zax, yax, xax), (zn - oblique) * hz, (1.0, -slope), band_mm)
+            if off is not None:
+                oblique = oblique + off / hz
+                refined.append(f"{'right' if side == 1 else 'left'} oblique")
+        upper_side = zn > oblique  # in front of / above the oblique fissure
         if side == 1:
-            lobe = np.where(upper_side, np.where(zn >= horizontal_height, 1, 2), 3)  # RUL RML RLL
+            if do_refine:
+                off = _refine_offset(ct, m & upper_side, (zax, yax, xax), (zn - horizontal) * hz, (1.0, 0.0), band_mm)
+                if off is not None:
+                    horizontal = horizontal + off / hz
+                    refined.append("right horizontal")
+            lobe = np.where(upper_side, np.where(zn >= horizontal, 1, 2), 3)  # RUL RML RLL
         else:
             lobe = np.where(upper_side, 4, 5)  # LUL LLL
         out = np.where(m, lobe.astype(np.uint8), out)
     info = dict(lungs.info)
     info["lobes"] = "approximate: fissure-plane model of each lung's shape (not true lobes)"
+    if refined:
+        info["lobes"] += "; refined onto the visible " + ", ".join(refined) + " fissure(s)"
     return RegionMap(out, dict(LOBE_CODES), method=lungs.method, region_set="lobes-approx", info=info)
+
+
+def _refine_offset(ct: CTVolume, mask: np.ndarray, axes: tuple[int, int, int], dist_mm, normal_zy, band_mm: float,
+                   *, sigma_mm: float = 1.0, min_sheet: float = 15.0, min_support: float = 0.1,
+                   cell_mm: float = 5.0):
+    """Cranio-caudal offset (mm, broadcastable to ``ct.shape``) that moves a
+    model fissure surface onto the visible fissure, or None.
+
+    ``dist_mm``: signed cranio-caudal distance (mm, + superior) of each voxel
+    from the model surface; ``normal_zy``: the surface normal's
+    (superior, posterior) components.  Bright sheets (Hessian eigenvalues
+    l0 <= l1 <= l2 with ``-l0 - |l1| >= min_sheet`` HU/mm^2, at scale
+    ``sigma_mm``) within ``band_mm`` of the model, inside ``mask``, whose
+    normal is within about 35 degrees of the model's, are the fissure.  When
+    they cover at least ``min_support`` of the lung's cross-section (in
+    ``cell_mm`` cells), a quadratic offset surface is fitted to them by
+    iteratively reweighted (Tukey) least squares.
+    """
+    from scipy import ndimage
+
+    zax, yax, xax = axes
+    sp = np.asarray(ct.spacing_mm, float)
+    dist = np.broadcast_to(dist_mm, ct.shape)
+    near = mask & (np.abs(dist) <= band_mm)
+    if near.sum() < 1000:
+        return None
+    # the band's bounding box, block-averaged to voxels of about 1.3 mm or more
+    f = [max(1, int(round(1.3 / s))) for s in sp]
+    bb = []
+    for a in range(3):
+        i = np.flatnonzero(near.any(axis=tuple(k for k in range(3) if k != a)))
+        n = (int(i[-1]) + 1 - int(i[0])) // f[a] * f[a]
+        if n // f[a] < 5:
+            return None
+        bb.append(slice(int(i[0]), int(i[0]) + n))
+    bb = tuple(bb)
+    red = tuple(v for a in range(3) for v in ((bb[a].stop - bb[a].start) // f[a], f[a]))
+    sub = ct.hu[bb].astype(np.float32).reshape(red).mean(axis=(1, 3, 5))
+    nb = near[bb].reshape(red).mean(axis=(1, 3, 5)) >= 0.5
+    spl = sp * np.asarray(f)
+    n = int(nb.sum())
+    H = np.empty((n, 3, 3), np.float32)
+    for i in range(3):
+        for j in range(i, 3):
+            order = [0, 0, 0]
+            order[i] += 1
+            order[j] += 1
+            v = ndimage.gaussian_filter(sub, np.maximum(sigma_mm / spl, 0.7), order=order)[nb] / (spl[i] * spl[j])
+            H[:, i, j] = v
+            H[:, j, i] = v
+    lam, vec = np.linalg.eigh(H)  # ascending: lam[:, 0] the most negative
+    del H
+    sheet = -lam[:, 0] - np.abs(lam[:, 1])
+    # the model normal in array-axis components
+    d = ct.direction
+    model_n = np.zeros(3)
+    model_n[zax] = normal_zy[0] * np.sign(d[2, zax])
+    model_n[yax] = normal_zy[1] * np.sign(d[1, yax])
+    model_n /= np.linalg.norm(model_n)
+    # well above the noise floor of the band (most band voxels hold no fissure)
+    thr = max(min_sheet, 3.0 * float(np.percentile(sheet, 90)))
+    ok = (sheet >= thr) & (np.abs(vec[:, :, 0] @ model_n) >= 0.8)
+    if ok.sum() < 50:
+        return None
+    # candidate voxels: full-grid indices, offset = their distance from the model
+    idx = [(c[ok] * f[a] + bb[a].start + f[a] // 2) for a, c in enumerate(np.nonzero(nb))]
+    e = dist[tuple(idx)].astype(np.float64)
+    w = sheet[ok].astype(np.float64)
+    u, v = idx[yax] * sp[yax], idx[xax] * sp[xax]
+    uc, vc, su, sv = u.mean(), v.mean(), max(u.std(), 1.0), max(v.std(), 1.0)
+
+    def design(uu, vv):
+        uu, vv = (uu - uc) / su, (vv - vc) / sv
+        return [np.ones_like(uu * vv), uu, vv, uu * uu, vv * vv, uu * vv]
+
+    A = np.stack(np.broadcast_arrays(*design(u, v)), axis=1)
+    ww = w.copy()
+    coef = np.zeros(6)
+    for _ in range(10):  # IRLS, Tukey biweight
+        Aw = A * ww[:, None]
+        coef = np.linalg.solve(Aw.T @ A + 1e-6 * np.eye(6), Aw.T @ e)
+        r = e - A @ coef
+        t = r / (4.685 * (1.4826 * np.median(np.abs(r)) + 0.5))
+        ww = w * np.where(np.abs(t) < 1.0, (1.0 - t * t) ** 2, 0.0)
+        if ww.sum() <= 0:
+            return None
+    # a fissure is one smooth surface: enough candidates close to the fit, spread
+    # over the lung's cross-section (scattered noise or vessel walls are not)
+    inl = np.abs(e - A @ coef) <= max(3.0, 2.0 * float(sp.max()))
+    cells = {(a, b) for a, b in zip((u[inl] // cell_mm).astype(int).tolist(), (v[inl] // cell_mm).astype(int).tolist())}
+    area = mask.any(axis=zax).sum() * sp[yax] * sp[xax] / cell_mm**2
+    if inl.sum() < 50 or inl.mean() < 0.5 or len(cells) < min_support * max(area, 1.0):
+        log.debug("fissure not refined: %d of %d candidates on the fitted surface, %d of %.0f cells",
+                  int(inl.sum()), inl.size, len(cells), area)
+        return None
+    gshape = [1, 1, 1]
+    gshape[yax] = ct.shape[yax]
+    gu = (np.arange(ct.shape[yax]) * sp[yax]).reshape(gshape)
+    gshape = [1, 1, 1]
+    gshape[xax] = ct.shape[xax]
+    gv = (np.arange(ct.shape[xax]) * sp[xax]).reshape(gshape)
+    off = sum(c * t for c, t in zip(coef, design(gu, gv)))
+    log.debug("fissure refined: %d of %d candidates on the surface, %d of %.0f cells", int(inl.sum()), inl.size,
+              len(cells), area)
+    return np.clip(off, -band_mm, band_mm)
