@@ -80,10 +80,10 @@ def phantom_rows() -> list[tuple[str, str, str, str]]:
     # ARDS-like dependent consolidation with air bronchograms (25 % air pockets)
     from lungdamage.phantom import dependent_consolidation
 
-    ph = make_phantom(slice_thickness_mm=1.25, vessels=False, seed=0)
+    ph = make_phantom(matrix=192, slice_thickness_mm=1.25, vessels=False, seed=0)
     ct, dep = dependent_consolidation(ph, air_fraction=0.25, seed=7)
     L, t = segment_lungs(ct).labels, ph.truth.lungs
-    name = "phantom 1.25 mm + dependent consolidation (posterior 40 %, lower 40 %, 25 % air pockets)"
+    name = "phantom 1.25 mm, 192² + dependent consolidation (posterior 40 %, lower 40 %, 25 % air pockets)"
     rows.append((name, "consolidated lung inside mask", f"{100 * (L[dep] > 0).mean():.1f} %",
                  "report (sections consolidated throughout are lost)"))
     rows.append((name, "lung Dice right / left", f"{dice(L == 1, t == 1):.4f} / {dice(L == 2, t == 2):.4f}",

@@ -74,24 +74,28 @@ def test_very_thin_slices_and_a_thousand_slices(matrix, slice_mm, n_slices):
         assert dice(regions.labels == code, ph.truth.lungs == code) >= 0.98
 
 
-def test_patchy_dependent_consolidation_kept(ph125):
+@pytest.fixture(scope="module")
+def ph192():
+    return phantom.make_phantom(matrix=192, slice_thickness_mm=1.25, vessels=False, seed=0)
+
+
+def test_patchy_dependent_consolidation_kept(ph192):
     """Dense dependent lung that is not in a concavity of the aerated lung stays in the mask
-    (issue 4; the air threshold plus hull fill alone kept 21 % of it)."""
-    ct, dep = phantom.dependent_consolidation(ph125, air_fraction=0.25, seed=7)
+    (issue 4; the air threshold plus hull fill alone keep 27 % of it)."""
+    ct, dep = phantom.dependent_consolidation(ph192, air_fraction=0.25, seed=7)
     air = (ct.hu[dep] < -500).mean()
     assert 0.2 <= air <= 0.3  # as built
-    assert dep.sum() > 0.1 * (ph125.truth.lungs > 0).sum()
+    assert dep.sum() > 0.1 * (ph192.truth.lungs > 0).sum()
     rm = segment_lungs(ct)
-    t = ph125.truth.lungs
-    # measured 0.66: the lowest sections, consolidated throughout, have no
-    # aerated lung in their own slice to grow from and stay out (documented)
-    assert (rm.labels[dep] > 0).mean() >= 0.6
-    assert dice(rm.labels == 1, t == 1) >= 0.95  # measured 0.976
-    assert dice(rm.labels == 2, t == 2) >= 0.95  # measured 0.971
-    # little far from the lungs: the 3x3 texture window overshoots the
-    # consolidation's edge by one pixel (measured 0.22 % of the lung volume
-    # more than 5 mm out, 0.01 % without the consolidation); the heart or a
-    # chest wall taken in would be several %
+    t = ph192.truth.lungs
+    # measured 0.59 (0.27 without the partly-aerated step): the lowest
+    # sections, consolidated throughout, have no aerated lung in their own
+    # slice to grow from and stay out (documented)
+    assert (rm.labels[dep] > 0).mean() >= 0.5
+    assert dice(rm.labels == 1, t == 1) >= 0.965  # measured 0.980 (0.959 without)
+    assert dice(rm.labels == 2, t == 2) >= 0.965  # measured 0.971 (0.957 without)
+    # little far from the lungs (measured 0.02 % of the lung volume more than
+    # 5 mm out); the heart or a chest wall taken in would be several %
     from scipy import ndimage
 
     far = ndimage.distance_transform_edt(t == 0, sampling=ct.spacing_mm) > 5.0

@@ -228,7 +228,8 @@ def segment_threshold(
         least ``poor_sd_hu`` HU, in blobs at least about 10 mm across touching
         the aerated lung, join it before the dense fill.  Fat, muscle, heart
         and effusion are homogeneous and stay out; thin rims along edges are
-        removed by an opening.  ``poor_sd_hu=None`` switches this off.
+        removed by an opening.  Needs in-plane pixels of 2.5 mm or finer
+        (after the ~2 mm block averaging); ``poor_sd_hu=None`` switches it off.
     min_lung_area_mm2 : float
         A lung must have at least this area in its largest axial section.
     max_fill_depth_mm : float
@@ -362,7 +363,7 @@ def segment_threshold(
     # bronchograms, patchy dense lung) grown from the aerated lung
     air_lung = side > 0
     depth = _depth_mm(body, psp)
-    if poor_sd_hu is not None:
+    if poor_sd_hu is not None and max(psp) <= 2.5:  # texture needs fine pixels (bowel looks alike on coarse ones)
         side = _add_poorly_aerated(lo, side, body, depth, airway, psp, sd_min=poor_sd_hu, hu_max=poor_max_hu,
                                    air_hu=air_threshold_hu, gas_hu=gas_threshold_hu)
     # -- 5. dense lung back in: rolling-ball closing + hole filling, per lung
