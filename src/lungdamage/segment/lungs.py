@@ -9,6 +9,8 @@ Outline (all steps vectorized over the whole volume; no loop over slices):
    around the patient, the outside-field padding and gaps under the table.
 3. The trachea and main bronchi are found as a vertical chain of small, dark
    (pure-air) 2-D components near the body midline, and removed with a margin.
+   With fewer than 3 slices there is no chain: a separate air section of at
+   most 4 cm² within 30 mm of the midline is taken as an airway.
 4. The remaining 3-D components of lung size that are not pure gas (bowel,
    stomach, air in the table or clothing have nearly every voxel < -950 HU)
    are lung.  Lungs that touch (anterior / posterior junction) are cut, per
@@ -355,6 +357,20 @@ def segment_threshold(
     # keep fragments of at least 2 % of the largest lung component
     ok &= vol3 >= 0.02 * vol3[big].max()
     lung = ok[lab3]
+    if n_sl < 3:
+        # no vertical chain to follow: a small air section near the midline,
+        # apart from the lungs, is the trachea or a main bronchus
+        lab2l, n2l = ndimage.label(lung, structure=_CROSS2D)
+        if n2l > 1:
+            idx = np.arange(1, n2l + 1)
+            area = ndimage.sum_labels(np.ones(lung.shape), lab2l, idx) * pix_mm2
+            cen = np.asarray(ndimage.center_of_mass(lung, lab2l, idx))
+            off = np.abs(cen[:, lr_axis] - mid[np.round(cen[:, 0]).astype(int)]) * psp[lr_axis - 1]
+            tube = np.zeros(n2l + 1, bool)
+            tube[1:] = (area <= 400.0) & (off <= 30.0)
+            if tube.any():
+                airway |= ndimage.binary_dilation(tube[lab2l], structure=_SQUARE2D)
+                lung &= ~tube[lab2l]
 
     # -- 4. right / left
     side = _split_sides(lung, lo.shape, sp, psp, mid, lr_axis, lr_sign)
