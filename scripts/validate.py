@@ -77,17 +77,21 @@ def phantom_rows() -> list[tuple[str, str, str, str]]:
         ds = " / ".join(f"{dice(lobes.labels == c, ph.truth.lobes == c):.3f}" for c in range(1, 6))
         what = "refined onto the fissures" if refine else "plane model only"
         rows.append((name, f"lobes-approx Dice RUL/RML/RLL/LUL/LLL, {what}", f"{ds} ({dt:.2f} s)", "report"))
-    # ARDS-like dependent consolidation with air bronchograms (25 % air pockets)
+    # ARDS-like dependent consolidation with air bronchograms
     from lungdamage.phantom import dependent_consolidation
 
     ph = make_phantom(matrix=192, slice_thickness_mm=1.25, vessels=False, seed=0)
-    ct, dep = dependent_consolidation(ph, air_fraction=0.25, seed=7)
-    L, t = segment_lungs(ct).labels, ph.truth.lungs
-    name = "phantom 1.25 mm, 192² + dependent consolidation (posterior 40 %, lower 40 %, 25 % air pockets)"
-    rows.append((name, "consolidated lung inside mask", f"{100 * (L[dep] > 0).mean():.1f} %",
-                 "report (sections consolidated throughout are lost)"))
-    rows.append((name, "lung Dice right / left", f"{dice(L == 1, t == 1):.4f} / {dice(L == 2, t == 2):.4f}",
-                 "test ≥ 0.965"))
+    name = "phantom 1.25 mm, 192² + dependent consolidation (posterior 40 %, lower 40 % of the lungs)"
+    kept, dice_25 = [], ""
+    for air in (0.10, 0.15, 0.25, 0.35, 0.45):
+        ct, dep = dependent_consolidation(ph, air_fraction=air, seed=7)
+        L, t = segment_lungs(ct).labels, ph.truth.lungs
+        kept.append(f"{100 * air:.0f} %: {100 * (L[dep] > 0).mean():.0f} %")
+        if air == 0.25:
+            dice_25 = f"{dice(L == 1, t == 1):.4f} / {dice(L == 2, t == 2):.4f}"
+    rows.append((name, "consolidated lung inside mask, by share of air pockets", ", ".join(kept),
+                 "report (test at 25 %: ≥ 50 %)"))
+    rows.append((name, "lung Dice right / left, 25 % air pockets", dice_25, "test ≥ 0.965"))
     return rows
 
 

@@ -548,13 +548,11 @@ class _Anatomy:
 
     def lobe_of(self, side, x, y, z):
         """Lobe code at points (broadcastable arrays) of one lung."""
+        surfs = self._fissure_surfaces(side)
+        upper = z > surfs[0][0](x, y)
         if side == "right":
-            obl = -30.0 + 1.1 * (y + 15.0) - 0.002 * (x + 64.0) ** 2
-            hor = 5.0 - 0.15 * (y + 15.0) + 0.001 * (x + 64.0) ** 2
-            upper = z > obl
-            return np.where(upper, np.where(z > hor, np.uint8(1), np.uint8(2)), np.uint8(3))
-        obl = -20.0 + 1.1 * (y + 15.0) - 0.002 * (x - 64.0) ** 2
-        return np.where(z > obl, np.uint8(4), np.uint8(5))
+            return np.where(upper, np.where(z > surfs[1][0](x, y), np.uint8(1), np.uint8(2)), np.uint8(3))
+        return np.where(upper, np.uint8(4), np.uint8(5))
 
     # -- vessel tree ------------------------------------------------------------
     def _vessel_tree(self, seed):
@@ -709,7 +707,9 @@ def make_phantom(
     fissures : bool
         Draw the fissures (the lobe boundaries of ``truth.lobes``) as 1 mm
         soft-tissue sheets inside the lungs, as they show on thin-slice CT.
-        Off by default (the lesion truth is unaffected either way).
+        Off by default: by partial volume the fissure voxels fall in the GGO
+        HU band, so phantoms used to check damage percentages leave it off
+        (``truth.fractions`` does not count them).
 
     Returns
     -------
@@ -823,7 +823,9 @@ def dependent_consolidation(
     extent) becomes soft tissue (+35 HU, 15 HU noise) holding air pockets
     (bronchograms, aerated lobules: -900 HU) that make up about
     ``air_fraction`` of it.  The lung truth does not change: the consolidated
-    voxels are still lung.  Real consolidations with air bronchograms (e.g.
+    voxels are still lung (``ph.truth.fractions`` and the lesion masks are
+    those of the phantom before painting and do not count this
+    consolidation).  Real consolidations with air bronchograms (e.g.
     COVID-19-NY-SBU A046441) hold 13-46 % air-density pixels.
 
     Returns
@@ -853,10 +855,11 @@ def dependent_consolidation(
     if zs.size:
         region[zs[0] + int(round(height_fraction * len(zs))):] = False
     # seeds grown by a 6-neighbour cross cover about 7x their density
-    seeds = rng.random(hu.shape) < 1.0 - (1.0 - air_fraction) ** (1.0 / 7.0)
+    seeds = rng.random(hu.shape, dtype=np.float32) < 1.0 - (1.0 - air_fraction) ** (1.0 / 7.0)
     pockets = ndimage.binary_dilation(seeds) & region
-    hu[region] = 35.0 + rng.normal(0.0, 15.0, int(region.sum()))
-    hu[pockets] = -900.0 + rng.normal(0.0, 15.0, int(pockets.sum()))
+    del seeds
+    hu[region] = 35.0 + rng.normal(0.0, 15.0, int(region.sum())).astype(np.float32)
+    hu[pockets] = -900.0 + rng.normal(0.0, 15.0, int(pockets.sum())).astype(np.float32)
     out = CTVolume(np.round(hu).astype(np.int16), ct.spacing_mm, ct.origin_lps, ct.direction, ct.meta)
     return out, region
 

@@ -81,19 +81,19 @@ def ph192():
 
 def test_patchy_dependent_consolidation_kept(ph192):
     """Dense dependent lung that is not in a concavity of the aerated lung stays in the mask
-    (issue 4; the air threshold plus hull fill alone keep 27 % of it)."""
+    (issue 4; the air threshold plus hull fill alone keep 22 % of it)."""
     ct, dep = phantom.dependent_consolidation(ph192, air_fraction=0.25, seed=7)
     air = (ct.hu[dep] < -500).mean()
     assert 0.2 <= air <= 0.3  # as built
     assert dep.sum() > 0.1 * (ph192.truth.lungs > 0).sum()
     rm = segment_lungs(ct)
     t = ph192.truth.lungs
-    # measured 0.59 (0.27 without the partly-aerated step): the lowest
+    # measured 0.62 (0.22 without the partly-aerated step): the lowest
     # sections, consolidated throughout, have no aerated lung in their own
     # slice to grow from and stay out (documented)
     assert (rm.labels[dep] > 0).mean() >= 0.5
-    assert dice(rm.labels == 1, t == 1) >= 0.965  # measured 0.980 (0.959 without)
-    assert dice(rm.labels == 2, t == 2) >= 0.965  # measured 0.971 (0.957 without)
+    assert dice(rm.labels == 1, t == 1) >= 0.965  # measured 0.977 (0.956 without)
+    assert dice(rm.labels == 2, t == 2) >= 0.965  # measured 0.977 (0.954 without)
     # little far from the lungs (measured 0.02 % of the lung volume more than
     # 5 mm out); the heart or a chest wall taken in would be several %
     from scipy import ndimage
@@ -118,7 +118,7 @@ def test_lobes_approx_refined_onto_visible_fissures(ph_fissures):
     before = [dice(model.labels == c, t == c) for c in range(1, 6)]
     after = [dice(lobes.labels == c, t == c) for c in range(1, 6)]
     assert min(before) < 0.8  # the plane model alone (measured 0.77 RML, 0.75 LLL)
-    assert min(after) >= 0.95, after  # measured 0.96 (LLL) .. 0.997 (RUL)
+    assert min(after) >= 0.95, after  # measured 0.988 (RML) .. 0.997 (RUL)
     assert lobes.region_set == "lobes-approx"
     assert "refined onto the visible right oblique, right horizontal, left oblique" in lobes.info["lobes"]
 
@@ -146,3 +146,20 @@ def test_lobes_approx_thin_slab_keeps_the_model(ph_fissures, monkeypatch):
     assert np.array_equal(approx_lobes(slab, regions).labels, model)
     monkeypatch.setattr(lobes_mod, "MIN_REFINE_SLICES", 1)  # the guard is what keeps it
     assert not np.array_equal(approx_lobes(slab, regions).labels, model)
+
+
+def test_single_slices_keep_lung_pieces_by_the_midline():
+    """The single-slice airway rule (no vertical chain to follow) takes pure-air sections only:
+    a 3 cm² piece of left lung beside the mediastinum (z = -9 .. -11 mm) stays lung."""
+    from scipy import ndimage
+
+    ph = phantom.make_phantom(matrix=256, slice_thickness_mm=2.5, vessels=True, seed=0)
+    ct, t = ph.ct, ph.truth.lungs
+    for k in range(58, 63):
+        one = type(ct)(ct.hu[k:k + 1], ct.spacing_mm, tuple(ct.index_to_lps([k, 0, 0])), ct.direction, ct.meta)
+        labels = segment_lungs(one).labels[0]
+        pieces, n = ndimage.label(t[k] > 0)
+        for i in range(1, n + 1):
+            piece = pieces == i
+            if piece.sum() > 50:
+                assert (labels[piece] > 0).mean() >= 0.5, (k, int(piece.sum()))

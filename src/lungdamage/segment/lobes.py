@@ -122,7 +122,7 @@ def approx_lobes(
     oblique_anterior_depth: float = OBLIQUE_ANTERIOR_DEPTH,
     horizontal_height: float = HORIZONTAL_HEIGHT,
     refine: bool = True,
-    band_mm: float = 30.0,
+    band_mm: float = 45.0,
 ) -> RegionMap:
     """Approximate lobes from a fissure-plane model of each lung's shape,
     refined onto visible fissures.
@@ -182,10 +182,10 @@ def approx_lobes(
                 if off is not None:
                     horizontal = horizontal + off / hz
                     refined.append("right horizontal")
-            lobe = np.where(upper_side, np.where(zn >= horizontal, 1, 2), 3)  # RUL RML RLL
+            lobe = np.where(upper_side, np.where(zn >= horizontal, np.uint8(1), np.uint8(2)), np.uint8(3))  # RUL RML RLL
         else:
-            lobe = np.where(upper_side, 4, 5)  # LUL LLL
-        out = np.where(m, lobe.astype(np.uint8), out)
+            lobe = np.where(upper_side, np.uint8(4), np.uint8(5))  # LUL LLL
+        out = np.where(m, lobe, out)
     info = dict(lungs.info)
     info["lobes"] = "approximate: fissure-plane model of each lung's shape (not true lobes)"
     if refined:
@@ -194,7 +194,7 @@ def approx_lobes(
 
 
 def _refine_offset(ct: CTVolume, mask: np.ndarray, axes: tuple[int, int, int], dist_mm, normal_zy, band_mm: float,
-                   *, sigma_mm: float = 1.0, min_sheet: float = 15.0, min_support: float = 0.1,
+                   *, sigma_mm: float = 1.0, min_sheet: float = 15.0, min_support: float = 0.2,
                    cell_mm: float = 5.0):
     """Cranio-caudal offset (mm, broadcastable to ``ct.shape``) that moves a
     model fissure surface onto the visible fissure, or None.
@@ -204,7 +204,7 @@ def _refine_offset(ct: CTVolume, mask: np.ndarray, axes: tuple[int, int, int], d
     (superior, posterior) components.  Bright sheets (Hessian eigenvalues
     l0 <= l1 <= l2 with ``-l0 - |l1| >= min_sheet`` HU/mm^2, at scale
     ``sigma_mm``) within ``band_mm`` of the model, inside ``mask``, whose
-    normal is within about 35 degrees of the model's, are the fissure.  When
+    normal is within about 37 degrees of the model's, are the fissure.  When
     they cover at least ``min_support`` of the lung's cross-section (in
     ``cell_mm`` cells), a quadratic offset surface is fitted to them by
     iteratively reweighted (Tukey) least squares.
@@ -214,7 +214,7 @@ def _refine_offset(ct: CTVolume, mask: np.ndarray, axes: tuple[int, int, int], d
     zax, yax, xax = axes
     sp = np.asarray(ct.spacing_mm, float)
     dist = np.broadcast_to(dist_mm, ct.shape)
-    near = mask & (np.abs(dist) <= band_mm)
+    near = mask & np.broadcast_to(np.abs(np.asarray(dist_mm)) <= band_mm, ct.shape)  # no full-size float copy
     if near.sum() < 1000:
         return None
     # the band's bounding box, block-averaged to voxels of about 1.3 mm or more
@@ -232,6 +232,8 @@ def _refine_offset(ct: CTVolume, mask: np.ndarray, axes: tuple[int, int, int], d
     nb = near[bb].reshape(red).mean(axis=(1, 3, 5)) >= 0.5
     spl = sp * np.asarray(f)
     n = int(nb.sum())
+    if n < 50:
+        return None
     H = np.empty((n, 3, 3), np.float32)
     for i in range(3):
         for j in range(i, 3):

@@ -18,15 +18,16 @@ Outline (all steps vectorized over the whole volume; no loop over slices):
    midline.  Right = the smaller LPS x.
 5. Poorly aerated lung next to each lung joins it: heterogeneous tissue
    (local mean in [-700, 0) HU, local standard deviation >= 40 HU) in blobs
-   at least ~8 mm across that touch the lung in their own slice, hold air
+   8-10 mm across or more that touch the lung in their own slice, hold air
    pockets (>= 5 % of the blob; bronchograms, aerated lobules) and do not
    surround pure gas (bowel, trachea, oesophagus): dependent consolidation
    with air bronchograms, even where it is not in a concavity of the aerated
-   lung.  Fat, muscle, heart and effusion are homogeneous and stay out.
+   lung (found well when it holds 25 % air or more).  Fat, muscle, heart and
+   effusion are homogeneous and stay out.
    Then dense lung (juxtapleural consolidation, atelectasis) is brought back by a
    large per-slice closing of each lung (a hull-like fill, on a ~4 mm grid),
    kept only near the chest wall (<= ``max_fill_depth_mm`` from the skin),
-   lateral to the lung's own aerated part in each image row (the heart,
+   lateral to the lung (aerated and partly aerated) in each image row (the heart,
    hilum and liver dome stay out) and below ``fill_max_hu`` (muscle stays
    out); then a short growth into consolidation-like density recovers the rim
    the hull's chord cuts off along a curved wall.  A 5 mm closing and
@@ -223,15 +224,19 @@ def segment_threshold(
         lighter than muscle) near the
         chest wall: the rim of a juxtapleural consolidation that the hull's
         chord cuts off along a curved wall.
-    poor_sd_hu, poor_max_hu : float
+    poor_sd_hu : float or None
+    poor_max_hu : float
         Poorly aerated lung (consolidation with air bronchograms, patchy dense
         lung) is heterogeneous: voxels whose local (about 6 mm) mean is in
         [-700, ``poor_max_hu``) HU and whose local standard deviation is at
-        least ``poor_sd_hu`` HU, in blobs at least about 10 mm across touching
+        least ``poor_sd_hu`` HU, in blobs at least 8-10 mm across touching
         the aerated lung, join it before the dense fill.  Fat, muscle, heart
         and effusion are homogeneous and stay out; thin rims along edges are
-        removed by an opening.  Needs in-plane pixels of 2.5 mm or finer
-        (after the ~2 mm block averaging); ``poor_sd_hu=None`` switches it off.
+        removed by an opening.  Sensitivity depends on how much air the
+        consolidation holds: on the phantom, 93 % of consolidation with 45 %
+        air pockets is found, 62 % at 25 %, 19 % at 15 % and under 10 % below
+        that (homogeneous consolidation is left to the hull fill).  Needs
+        in-plane pixels of 2.5 mm or finer; ``poor_sd_hu=None`` switches it off.
     min_lung_area_mm2 : float
         A lung must have at least this area in its largest axial section.
     max_fill_depth_mm : float
@@ -358,16 +363,19 @@ def segment_threshold(
     ok &= vol3 >= 0.02 * vol3[big].max()
     lung = ok[lab3]
     if n_sl < 3:
-        # no vertical chain to follow: a small air section near the midline,
-        # apart from the lungs, is the trachea or a main bronchus
+        # no vertical chain to follow: a small section near the midline, apart
+        # from the lungs and holding pure air (lumen, not parenchyma), is the
+        # trachea or a main bronchus
         lab2l, n2l = ndimage.label(lung, structure=_CROSS2D)
         if n2l > 1:
             idx = np.arange(1, n2l + 1)
-            area = ndimage.sum_labels(np.ones(lung.shape), lab2l, idx) * pix_mm2
+            npx = ndimage.sum_labels(lung, lab2l, idx)
+            lumen = ndimage.sum_labels(lo < airway_hu, lab2l, idx)
             cen = np.asarray(ndimage.center_of_mass(lung, lab2l, idx))
             off = np.abs(cen[:, lr_axis] - mid[np.round(cen[:, 0]).astype(int)]) * psp[lr_axis - 1]
             tube = np.zeros(n2l + 1, bool)
-            tube[1:] = (area <= 400.0) & (off <= 30.0)
+            # lumen share: 0.10-0.26 for real main bronchi on 5 mm slices, <= 0.03 for lung pieces
+            tube[1:] = (npx * pix_mm2 <= 400.0) & (off <= 30.0) & (lumen >= 0.08 * npx)
             if tube.any():
                 airway |= ndimage.binary_dilation(tube[lab2l], structure=_SQUARE2D)
                 lung &= ~tube[lab2l]
@@ -379,7 +387,7 @@ def segment_threshold(
     # bronchograms, patchy dense lung) grown from the aerated lung
     air_lung = side > 0
     depth = _depth_mm(body, psp)
-    if poor_sd_hu is not None and max(psp) <= 2.5:  # texture needs fine pixels (bowel looks alike on coarse ones)
+    if poor_sd_hu is not None and max(sp[1], sp[2]) <= 2.5:  # texture needs fine pixels (bowel looks alike on coarse ones)
         side = _add_poorly_aerated(lo, side, body, depth, airway, psp, sd_min=poor_sd_hu, hu_max=poor_max_hu,
                                    air_hu=air_threshold_hu, gas_hu=gas_threshold_hu)
     # -- 5. dense lung back in: rolling-ball closing + hole filling, per lung
