@@ -288,12 +288,8 @@ def _refine_offset(ct: CTVolume, mask: np.ndarray, axes: tuple[int, int, int], d
         log.debug("fissure not refined: %d of %d candidates on the fitted surface, %d of %.0f cells",
                   int(inl.sum()), inl.size, len(cells), area)
         return None
-    gshape = [1, 1, 1]
-    gshape[yax] = ct.shape[yax]
-    gu = (np.arange(ct.shape[yax]) * sp[yax]).reshape(gshape)
-    gshape = [1, 1, 1]
-    gshape[xax] = ct.shape[xax]
-    gv = (np.arange(ct.shape[xax]) * sp[xax]).reshape(gshape)
+    gu = _along(yax, np.arange(ct.shape[yax]) * sp[yax])
+    gv = _along(xax, np.arange(ct.shape[xax]) * sp[xax])
     off = sum(c * t for c, t in zip(coef, design(gu, gv)))
     log.debug("fissure refined: %d of %d candidates on the surface, %d of %.0f cells", int(inl.sum()), inl.size,
               len(cells), area)

@@ -482,9 +482,9 @@ def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu
     # larger pure gas (trachea, bronchi, oesophagus), whose wall must stay out
     air = (lob < air_hu) & ~lb & body[bb]
     laba, na = ndimage.label(air, structure=_CROSS2D)
-    area = np.bincount(laba.ravel(), minlength=na + 1) * (psp[0] * psp[1])
+    npx = np.bincount(laba.ravel(), minlength=na + 1)
     pure = np.bincount(laba.ravel(), weights=(lob < gas_hu).ravel(), minlength=na + 1)
-    gas_lut = (area >= 150.0) & (pure >= 0.2 * area / (psp[0] * psp[1]))
+    gas_lut = (npx * (psp[0] * psp[1]) >= 150.0) & (pure >= 0.2 * npx)
     gas_lut[0] = False
     gas = gas_lut[laba]
     pocket = air & ~gas
@@ -506,17 +506,15 @@ def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu
     # tissue around pure gas is bowel (stool and gas under the diaphragm) or the
     # wall of the trachea, bronchi or oesophagus: the whole blob stays out
     ok[np.unique(lab[near_gas])] = False
-    ok[0] = False
     del near_gas
-    cand = ok[lab]
     # blobs touching a lung in their own slice join it (in 3-D, bowel under the
     # diaphragm would join through the lung bases)
     sb = side[bb]
-    near_lung = ndimage.binary_dilation(sb > 0, structure=_SQUARE2D) & cand
-    lut = np.zeros(n + 1, bool)
-    lut[np.unique(lab[near_lung])] = True
-    lut[0] = False
-    add = lut[lab]
+    touching = np.zeros(n + 1, bool)
+    touching[np.unique(lab[ndimage.binary_dilation(sb > 0, structure=_SQUARE2D)])] = True
+    ok &= touching
+    ok[0] = False
+    add = ok[lab]
     if not add.any():
         return side
     zs = np.flatnonzero(add.any(axis=(1, 2)))
