@@ -146,6 +146,16 @@ class HodgesLehmann:
     method: str
 
 
+def _two_samples(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Finite values of both samples as float arrays; both must be non-empty."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if x.size == 0 or y.size == 0:
+        raise InputError(f"{what} needs two non-empty samples, got sizes {x.size} and {y.size}.")
+    return x, y
+
+
 def hodges_lehmann(x, y, *, confidence: float = 0.95) -> HodgesLehmann:
     """Hodges–Lehmann estimate of the shift ``x − y`` with its exact confidence interval.
 
@@ -168,12 +178,8 @@ def hodges_lehmann(x, y, *, confidence: float = 0.95) -> HodgesLehmann:
     -------
     HodgesLehmann
     """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    x, y = _two_samples(x, y, "Hodges–Lehmann")
     n, m = x.size, y.size
-    if n == 0 or m == 0:
-        raise InputError(f"Hodges–Lehmann needs two non-empty samples, got sizes {n} and {m}.")
     if not 0 < confidence < 1:
         raise InputError(f"confidence must be in (0, 1), got {confidence}.")
     d = np.sort(np.subtract.outer(x, y).ravel())
@@ -216,12 +222,8 @@ def mann_whitney(x, y) -> tuple[float, float, str]:
     """
     from scipy import stats
 
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    x, y = _two_samples(x, y, "Mann–Whitney")
     n, m = x.size, y.size
-    if n == 0 or m == 0:
-        raise InputError(f"Mann–Whitney needs two non-empty samples, got sizes {n} and {m}.")
     ties = np.unique(np.concatenate([x, y])).size < n + m
     splits = math.comb(n + m, n)
     if not ties and n * m <= EXACT_MAX_PAIRS:
