@@ -47,11 +47,11 @@ from ..regions import RegionMap, translate_labels
 from ..volume import CTVolume
 
 __all__ = [
-    "LUNGMASK_MODELS",
-    "MissingWeightsError",
-    "lungmask_labels_to_regions",
-    "lungmask_weights_path",
     "segment_lungmask",
+    "lungmask_weights_path",
+    "lungmask_labels_to_regions",
+    "MissingWeightsError",
+    "LUNGMASK_MODELS",
 ]
 
 log = logging.getLogger(__name__)
