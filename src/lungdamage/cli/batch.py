@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         suppress_vessels=args.suppress_vessels,
         smooth_sigma_mm=args.smooth_sigma_mm,
+        partial_lobes=args.partial_lobes,
+        css_approx_lobes=args.css_approx_lobes,
     )
     engine = make_engine(jobs=args.jobs, scheduler=args.scheduler, dask_local=args.dask_local)
     progress = make_progress(sys.stderr, interval_s=args.progress_interval, enabled=not args.quiet)

@@ -166,7 +166,7 @@ def score(
                 hist_lo_hu=lo - HU_OFFSET,
                 voxel_volume_ml=ct.voxel_volume_ml,
                 params=run_params,
-                warnings=tuple(ct.meta.warnings),
+                warnings=(*ct.meta.warnings, *regions.info.get("warnings", ())),
                 parts=parts,
                 vessel_voxels=vessel_voxels,
                 model=model,
