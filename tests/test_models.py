@@ -236,6 +236,35 @@ def test_cli_download_and_list(site, r231_bytes, capsys, monkeypatch):
     assert err.startswith("lungdamage models: error:") and "HTTP 500" in err and "\n" not in err
 
 
+def test_proxy_from_the_environment_is_used(site, r231_bytes, monkeypatch):
+    server, name, cache = site
+    # an unresolvable host, reachable only through the proxy (the local server answers as one)
+    monkeypatch.setitem(lm_mask.MODEL_URLS, "R231", (f"http://weights.invalid/v0.0/{name}", 3))
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{server.server_address[1]}")
+    (res,) = download_weights(["R231"])
+    assert res.path.read_bytes() == r231_bytes
+    assert server.requests == [(f"http://weights.invalid/v0.0/{name}", None)]  # absolute URI: a proxy request
+
+
+def test_one_download_per_folder_at_a_time(site):
+    import fcntl
+    import os
+
+    server, name, cache = site
+    cache.mkdir(parents=True)
+    fd = os.open(cache, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a concurrent `models download` holds it
+        with pytest.raises(DownloadError, match="Another lungdamage models download is writing"):
+            download_weights(["R231"])
+    finally:
+        os.close(fd)
+    assert server.requests == [] and _files(cache) == []
+    assert download_weights(["R231"])[0].action == "downloaded"
+
+
 def test_urls_and_cache_folder_are_lungmasks(monkeypatch, tmp_path):
     # the copy used without lungmask installed is lungmask's own table
     assert models.LUNGMASK_URLS == {k: v[0] for k, v in lm_mask.MODEL_URLS.items()}

@@ -31,6 +31,7 @@ replaces everything before the file name (a mirror, or a local server).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -40,7 +41,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from .errors import InputError, LungDamageError
@@ -267,7 +268,8 @@ def _fetch(wf: WeightFile, part: Path, *, timeout_s: float, progress: bool) -> i
     if have:
         req.add_header("Range", f"bytes={have}-")
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout_s)  # proxies from the environment
+        # a fresh opener reads the proxy variables (https_proxy, no_proxy, ...) as they are now
+        resp = urllib.request.build_opener().open(req, timeout=timeout_s)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # the .part is not a prefix of this file: start again
             exc.close()
@@ -380,43 +382,76 @@ def download_weights(
                 results.append(DownloadResult(wf.network, dest, wf.url, dest.stat().st_size, digest, "present"))
                 continue
             log.warning("%s in %s does not verify (%s); downloading it again", wf.filename, folder, why)
-        part = dest.with_name(dest.name + ".part")
-        attempt = 0
-        while True:
-            try:
-                size = _fetch(wf, part, timeout_s=timeout_s, progress=progress)
-                break
-            except urllib.error.HTTPError as exc:
-                exc.close()  # the error response holds the socket
-                raise DownloadError(
-                    f"Download of lungmask {wf.network} weights failed: HTTP {exc.code} {exc.reason} from {wf.url}. "
-                    f"Potential fix: check the URL (--base-url / ${BASE_URL_ENV}) or try again later."
-                ) from None
-            except (urllib.error.URLError, OSError, DownloadError) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                attempt += 1
-                if attempt > retries:
-                    have = part.stat().st_size if part.exists() else 0
-                    kept = f"; {_human(have)} kept in {part}" if have else ""
-                    raise DownloadError(
-                        f"Download of lungmask {wf.network} weights from {wf.url} failed after {attempt} attempt(s): "
-                        f"{reason}{kept}. Potential fix: check the network or proxy (https_proxy) and run the same "
-                        "command again" + (" to resume." if have else ".")
-                    ) from None
-                log.warning("%s: %s; retrying (%d of %d)", wf.filename, reason, attempt, retries)
-                time.sleep(min(0.2 * attempt, 2.0))
-        ok, digest, why = verify_file(part, wf)
-        if not ok:
-            part.unlink()
-            raise ChecksumError(
-                f"Downloaded lungmask {wf.network} weights from {wf.url} are not the published file: {why}; "
-                f"deleted, nothing written to {folder}. Potential fix: try again; if it persists, the server "
-                "or a proxy serves a different file."
-            )
-        os.replace(part, dest)  # atomic within one folder
-        log.info("%s: %s downloaded to %s, SHA-256 %s", wf.network, _human(size), dest, digest)
-        results.append(DownloadResult(wf.network, dest, wf.url, size, digest, "downloaded"))
+        with _folder_lock(folder):
+            results.append(_download_one(wf, dest, force=force, retries=retries, timeout_s=timeout_s, progress=progress))
     return results
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """One download per weights folder at a time (``flock`` on the folder; a no-op where unsupported)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DownloadError(
+                f"Another lungdamage models download is writing to {folder}. "
+                "Potential fix: wait for it to finish, then run the command again."
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _download_one(wf: WeightFile, dest: Path, *, force: bool, retries: int, timeout_s: float,
+                  progress: bool) -> DownloadResult:
+    folder = dest.parent
+    if dest.is_file() and not force:  # a concurrent download may have finished it while we waited
+        ok, digest, _ = verify_file(dest, wf)
+        if ok:
+            return DownloadResult(wf.network, dest, wf.url, dest.stat().st_size, digest, "present")
+    part = dest.with_name(dest.name + ".part")
+    attempt = 0
+    while True:
+        try:
+            size = _fetch(wf, part, timeout_s=timeout_s, progress=progress)
+            break
+        except urllib.error.HTTPError as exc:
+            exc.close()  # the error response holds the socket
+            raise DownloadError(
+                f"Download of lungmask {wf.network} weights failed: HTTP {exc.code} {exc.reason} from {wf.url}. "
+                f"Potential fix: check the URL (--base-url / ${BASE_URL_ENV}) or try again later."
+            ) from None
+        except (urllib.error.URLError, OSError, DownloadError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            attempt += 1
+            if attempt > retries:
+                have = part.stat().st_size if part.exists() else 0
+                kept = f"; {_human(have)} kept in {part}" if have else ""
+                raise DownloadError(
+                    f"Download of lungmask {wf.network} weights from {wf.url} failed after {attempt} attempt(s): "
+                    f"{reason}{kept}. Potential fix: check the network or proxy (https_proxy) and run the same "
+                    "command again" + (" to resume." if have else ".")
+                ) from None
+            log.warning("%s: %s; retrying (%d of %d)", wf.filename, reason, attempt, retries)
+            time.sleep(min(0.2 * attempt, 2.0))
+    ok, digest, why = verify_file(part, wf)
+    if not ok:
+        part.unlink()
+        raise ChecksumError(
+            f"Downloaded lungmask {wf.network} weights from {wf.url} are not the published file: {why}; "
+            f"deleted, nothing written to {folder}. Potential fix: try again; if it persists, the server "
+            "or a proxy serves a different file."
+        )
+    os.replace(part, dest)  # atomic within one folder
+    log.info("%s: %s downloaded to %s, SHA-256 %s", wf.network, _human(size), dest, digest)
+    return DownloadResult(wf.network, dest, wf.url, size, digest, "downloaded")
 
 
 def list_weights(
