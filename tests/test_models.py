@@ -125,6 +125,7 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
+@pytest.mark.slow
 def test_download_verifies_and_lungmask_finds_it_offline(site, r231_bytes, monkeypatch):
     server, name, cache = site
     (res,) = download_weights(["R231"])
@@ -148,6 +149,7 @@ def test_download_verifies_and_lungmask_finds_it_offline(site, r231_bytes, monke
     assert all(torch.equal(loaded[k], served[k]) for k in served)
 
 
+@pytest.mark.slow
 def test_checksum_mismatch_is_refused_and_nothing_left(site, r231_bytes):
     server, name, cache = site
     bad = bytearray(r231_bytes)
@@ -207,6 +209,7 @@ def test_http_errors_are_one_clear_error(site, status):
     assert _files(cache) == []
 
 
+@pytest.mark.slow
 def test_cli_download_and_list(site, r231_bytes, capsys, monkeypatch):
     server, name, cache = site
     # lungmask's URL on an unreachable host; --base-url points at the mirror
