@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 #: Yamada et al. 2020 (Respiration 99(7):598, PMC7490509, Table 3): range of each lobe's share of
 #: the total lung volume, supine inspiratory CT, 32 healthy adults.
 ADULT_RANGE = "adult range 11.8–22.7 / 6.6–13.8 / 22.3–34.0 / 18.1–26.6 / 19.4–28.7 % (Yamada 2020)"
@@ -147,8 +146,8 @@ def real_rows(data: Path) -> list[tuple[str, str, str, str]]:
     rows.append(("CIP crop_ct_2slices (16021S)", "lung Dice right / left vs CIP dcnn",
                  f"{dice(lungs == 1, dc == 2):.4f} / {dice(lungs == 2, dc == 3):.4f}", "report"))
     ds = " / ".join(f"{dice(lob.labels == c, ref == c + 3):.2f}" for c in range(1, 6))
-    rows.append(("CIP crop_ct_2slices (16021S)", "lobes-approx Dice RUL/RML/RLL/LUL/LLL (2 slices only, "
-                 "--partial-lobes)", ds, "report (refused without --partial-lobes)"))
+    rows.append(("CIP crop_ct_2slices (16021S)", "lobes-approx Dice RUL/RML/RLL/LUL/LLL (2 slices, --partial-lobes)",
+                 ds, "report (refused without --partial-lobes)"))
 
     lidc = _slice(data / "lungmask_slice" / "dicom" / "0.dcm")
     L = segment_lungs(lidc).labels

@@ -240,7 +240,7 @@ def test_cli_download_and_list(site, r231_bytes, capsys, monkeypatch):
 
 
 def test_proxy_from_the_environment_is_used(site, r231_bytes, monkeypatch):
-    server, name, cache = site
+    server, name, _ = site
     # an unresolvable host, reachable only through the proxy (the local server answers as one)
     monkeypatch.setitem(lm_mask.MODEL_URLS, "R231", (f"http://weights.invalid/v0.0/{name}", 3))
     for var in ("no_proxy", "NO_PROXY"):
@@ -255,7 +255,7 @@ def test_one_download_per_folder_at_a_time(site):
     import fcntl
     import os
 
-    server, name, cache = site
+    server, _, cache = site
     cache.mkdir(parents=True)
     fd = os.open(cache, os.O_RDONLY)
     try:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lungdamage.study import analyze_study, comparability_warnings, manifest_from_frame, visit_table
+from lungdamage.study import (
+    analyze_study,
+    comparability_warnings,
+    manifest_from_frame,
+    visit_table,
+)
 
 
 def _frame(make_results):

@@ -332,7 +332,8 @@ def approx_lobes(
     if refined:
         info["lobes"] += "; refined onto the visible " + ", ".join(refined) + " fissure(s)"
     if warnings_:
-        info["warnings"] = [*info.get("warnings", []), *warnings_]
+        prior = info.get("warnings")
+        info["warnings"] = [*(prior if isinstance(prior, (list, tuple)) else ()), *warnings_]
     return RegionMap(out, dict(LOBE_CODES), method=lungs.method, region_set="lobes-approx", info=info)
 
 
