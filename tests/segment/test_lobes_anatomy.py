@@ -156,3 +156,21 @@ def test_totalsegmentator_bases_only_refused_with_one_line(capsys):
     df = analyze_scan(path, regions="lobes", regions_from=path.with_name("example_seg_fast.nii.gz"),
                       label_codes="totalsegmentator").result.to_frame()
     assert df["region_set"].eq("lobes").all() and not df["warnings"].str.contains("partial").any()
+
+
+@pytest.mark.skipif(not (SAMPLE / "visits.csv").is_file(), reason="sample_dicom not generated")
+def test_cli_severity_scores_on_approx_lobes_only_with_the_flag(capsys):
+    import io
+
+    import pandas as pd
+
+    from lungdamage.cli import main
+
+    series = str(SAMPLE / "P001" / "2020-04-01_baseline")
+    assert main(["score", series, "--regions", "lobes", "--format", "csv"]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert df["css_pan"].isna().all() and df["css_region_set"].str.startswith("none: lobes-approx").all()
+    assert main(["score", series, "--regions", "lobes", "--format", "csv", "--css-approx-lobes"]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("region")
+    assert df.loc[list(NAMES), "css_pan"].notna().all() and set(df["css_region_set"]) == {"lobes-approx"}
+    assert df.loc["total", "css_pan"] == df.loc[list(NAMES), "css_pan"].sum()

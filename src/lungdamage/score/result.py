@@ -352,6 +352,8 @@ class ScanResult:
         )
         body = table.to_string(index=False, float_format=lambda v: f"{v:.1f}")
         tail = "".join(f"\nwarning: {w}" for w in self.comparability_warnings())
+        if self.region_set == "lobes-approx" and self.css_region_set().startswith("none"):
+            tail += "\nnote: no CT severity scores on approximate lobes (opt in with --css-approx-lobes)"
         return head + body + tail
 
     def with_meta(self, **changes: Any) -> ScanResult:
