@@ -174,3 +174,18 @@ def test_cli_severity_scores_on_approx_lobes_only_with_the_flag(capsys):
     df = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("region")
     assert df.loc[list(NAMES), "css_pan"].notna().all() and set(df["css_region_set"]) == {"lobes-approx"}
     assert df.loc["total", "css_pan"] == df.loc[list(NAMES), "css_pan"].sum()
+
+
+def test_lobes_follow_the_direction_matrix_not_the_array_order(adult5):
+    """Slices stored apex first and rows anterior last: the same anatomy, the same lobes."""
+    ct = adult5.ct
+    hu = ct.hu[::-1, ::-1, :]
+    d = ct.direction.copy()
+    d[:, 0] *= -1  # slices now run inferior
+    d[:, 1] *= -1  # rows now run anterior
+    last = ct.index_to_lps([ct.shape[0] - 1, ct.shape[1] - 1, 0])
+    flipped = type(ct)(np.ascontiguousarray(hu), ct.spacing_mm, tuple(last), d, ct.meta)
+    a = segment_lungs(ct, regions="lobes").labels
+    b = segment_lungs(flipped, regions="lobes").labels[::-1, ::-1, :]
+    assert (a == b).mean() > 0.999  # a few voxels may differ where the lung mask does
+    assert_adult(lobe_pct(b))
