@@ -168,14 +168,15 @@ def test_checksum_mismatch_is_refused_and_nothing_left(site, r231_bytes):
     assert res.path.read_bytes() == r231_bytes
 
 
-def test_interrupted_transfer_is_resumed_with_range(site, r231_bytes):
+def test_interrupted_transfer_is_resumed_with_range(site, r231_bytes, capsys):
     server, name, cache = site
     cut = 3_000_000
     server.plan = [("cut", cut)]
-    (res,) = download_weights(["R231"], retries=2)
+    (res,) = download_weights(["R231"], retries=2, progress=True)  # the tqdm bar resumes at the cut too
     assert res.path.read_bytes() == r231_bytes
     assert [r for _, r in server.requests] == [None, f"bytes={cut}-"]
     assert _files(cache) == [name]
+    assert name in capsys.readouterr().err  # progress on stderr, named by file
 
 
 def test_interrupted_transfer_restarts_when_server_ignores_range(site, r231_bytes):
