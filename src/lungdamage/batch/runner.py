@@ -254,7 +254,7 @@ def score_series(
     """Read, segment and score one series; never raises for a bad series.
 
     Runs in a worker.  Any exception becomes ``Outcome.failure`` with the
-    stage (``read``, ``segment``, ``score``, ``analyze``, ``hook``), the
+    stage (``read``, ``segment``, ``score``, ``analyze``), the
     exception type and its message.  Python warnings raised during the
     analysis are collected into ``Outcome.notes`` (reader warnings are also
     in the result's ``warnings``), so workers print nothing.
@@ -267,8 +267,10 @@ def score_series(
         Called as ``hook(analysis)`` with the :class:`~lungdamage.pipeline.Analysis`
         (CT, regions, result) after a successful analysis, in the worker --
         e.g. to write QC images next to the archive.  Its return value (JSON-able)
-        is stored in ``scans.hook_json``; an exception in it fails the series
-        with stage ``hook``.
+        is stored in ``scans.hook_json``.  An exception in it does not fail the
+        series: the result is kept and the hook value becomes
+        ``{"series_uid", "source", "patient_id", "study_date", "review_error"}``
+        (a hook may also return a dict with ``review_error`` itself).
     """
     from ..pipeline import analyze_scan, load_ct
 
@@ -284,8 +286,13 @@ def score_series(
             result = _with_read_time(analysis.result, read_s)
             hook_value = None
             if hook is not None:
-                stage = "hook"
-                hook_value = hook(dataclasses.replace(analysis, result=result))
+                try:
+                    hook_value = hook(dataclasses.replace(analysis, result=result))
+                except Exception as exc:  # a review output must never discard a valid score
+                    hook_value = {
+                        "series_uid": task.series_uid, "source": task.source, "patient_id": task.patient_id,
+                        "study_date": task.study_date, "review_error": f"{type(exc).__name__}: {_one_line(exc)}",
+                    }
         except Exception as exc:  # one bad series must never stop the batch
             if stage == "analyze":
                 stage = _stage_of(exc, "analyze")
@@ -585,6 +592,7 @@ class BatchSummary:
     scored: int = 0
     stored: int = 0
     failed: Counter = field(default_factory=Counter)
+    review_failed: int = 0
     elapsed_s: float = 0.0
 
     @property
@@ -602,6 +610,17 @@ class BatchSummary:
         d["failed"] = dict(self.failed)
         return d
 
+    def _by_whom(self) -> str:
+        """`` by 2 worker processes`` / `` in this process`` / `` by 3 Dask workers`` (empty if none ran)."""
+        if not self.scored or not self.engine:
+            return ""
+        if self.engine == "inline":
+            return " in this process"
+        n, plural = self.workers, "" if self.workers == 1 else "es"
+        if self.engine == "processes":
+            return f" by {n} worker process{plural}"
+        return f" by {n} {'Dask' if self.engine == 'dask' else self.engine} worker{'' if n == 1 else 's'}"
+
     def text(self) -> str:
         """Human-readable summary (several lines)."""
         rate = 60.0 * self.scored / self.elapsed_s if self.elapsed_s > 0 else 0.0
@@ -610,11 +629,16 @@ class BatchSummary:
             f"series found {self.series_found}, selected {self.selected}, excluded {sum(self.excluded.values())}",
             f"done {self.stored}, skipped {self.skipped_done + self.skipped_failed} "
             f"(already stored {self.skipped_done}, failed before {self.skipped_failed}), "
-            f"failed {self.n_failed}; scored={self.scored} with {self.workers} {self.engine} worker(s) "
+            f"failed {self.n_failed}; {self.scored} series analysed in this run{self._by_whom()} "
             f"in {self.elapsed_s:.1f} s ({rate:.1f} series/min)",
         ]
         for reason, n in sorted(self.failed.items()):
             lines.append(f"  failed {n}: {reason}")
+        if self.review_failed:
+            lines.append(
+                f"  review outputs incomplete for {self.review_failed} series (their scores are stored; "
+                "the index page says what is missing)"
+            )
         if self.skipped_failed:
             lines.append(f"  {self.skipped_failed} series failed in an earlier run; rerun with --retry-failed to retry")
         for reason, n in sorted(self.excluded.items()):
@@ -733,7 +757,8 @@ def run_batch(
                 fn = functools.partial(score_series, params=params, hook=hook)
                 with engine:
                     summary.workers = engine.workers
-                    log.info("scoring %d series with %d %s worker(s)", len(todo), engine.workers, engine.name)
+                    log.info("scoring %d series (%s engine, %d worker%s)", len(todo), engine.name, engine.workers,
+                             "" if engine.workers == 1 else "s")
                     for outcome in engine.run(todo, fn):
                         summary.scored += 1
                         _store_outcome(db, outcome, by_uid[outcome.series_uid], summary, run_hash, version, run_id)
@@ -754,6 +779,10 @@ def _store_outcome(
 ) -> None:
     for note in outcome.notes:
         log.info("%s: %s", task.series_uid, note)
+    review_error = outcome.hook_value.get("review_error") if isinstance(outcome.hook_value, dict) else None
+    if outcome.result is not None and review_error:
+        log.warning("%s: scored and stored, but review outputs failed: %s", task.series_uid, review_error)
+        summary.review_failed += 1
     if outcome.result is not None:
         try:
             db.save_result(

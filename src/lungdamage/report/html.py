@@ -221,7 +221,8 @@ def write_index(
     rows : iterable of mappings
         Scored scans: :func:`index_row` output (keys ``patient_id, study_date,
         series_uid, source, report, thumbnail, numbers`` (label -> value),
-        optional ``warnings``).  Failed scans: ``{"series_uid" or "source",
+        optional ``warnings``, and ``review_error`` when some review outputs of a
+        scored scan failed).  Failed scans: ``{"series_uid" or "source",
         "stage", "error"}`` (any row with a non-empty ``error`` is a failure).
     out_dir : path
         Folder of the index; report links are relative to it.
@@ -265,6 +266,8 @@ def write_index(
         else:
             w = int(r.get("warnings") or 0)
             status = "ok" + (f" ({w} warning{'s' if w != 1 else ''})" if w else "")
+            if r.get("review_error"):
+                status += f"; <span class=\"warn\">review outputs incomplete</span>: {_e(r.get('review_error'))}"
         cells.append(f"<td class=\"l\">{status}</td>")
         body.append(f"<tr class=\"{'fail' if failed else 'ok'}\">" + "".join(cells) + "</tr>")
     summary = f"{len(rows)} scan(s), {len(rows) - n_fail} scored, {n_fail} failed"

@@ -391,6 +391,11 @@ def _title_lines(ct: CTVolume, regions: RegionMap, result: ScanResult) -> list[s
     return [who, series, method]
 
 
+def _text(fig, x: float, y: float, text: str, **kw):
+    """``fig.text`` of literal text: ``$`` in a patient ID or series description is not TeX math."""
+    return fig.text(x, y, text, parse_math=False, usetex=False, **kw)
+
+
 def render_qc(
     ct: CTVolume,
     regions: RegionMap,
@@ -454,27 +459,27 @@ def render_qc(
 
     outline = [patheffects.withStroke(linewidth=2, foreground="black")]
     title = _title_lines(ct, regions, result)
-    fig.text(*at(lay.margin, 8), title[0], color=_TEXT, fontsize=12, fontweight="bold", va="top", ha="left")
-    fig.text(*at(lay.margin, 32), title[1], color=_TEXT, fontsize=9.5, va="top", ha="left", family="monospace")
-    fig.text(*at(lay.margin, 52), title[2], color=_TEXT, fontsize=9.5, va="top", ha="left")
+    _text(fig, *at(lay.margin, 8), title[0], color=_TEXT, fontsize=12, fontweight="bold", va="top", ha="left")
+    _text(fig, *at(lay.margin, 32), title[1], color=_TEXT, fontsize=9.5, va="top", ha="left", family="monospace")
+    _text(fig, *at(lay.margin, 52), title[2], color=_TEXT, fontsize=9.5, va="top", ha="left")
     for i, p in enumerate(panels):
         r, c = divmod(i, lay.ncols)
         top = lay.title_h + r * (lay.header_h + panel_px + lay.gap)
         left = lay.margin + c * (panel_px + lay.gap)
-        fig.text(*at(left + 2, top + 4), p.label, color=_TEXT, fontsize=8.5, va="top", ha="left")
+        _text(fig, *at(left + 2, top + 4), p.label, color=_TEXT, fontsize=8.5, va="top", ha="left")
         y0, x0, h, w = p.box
         t, b, lft, rgt = p.orientation
         kw = dict(color="white", fontsize=9, fontweight="bold", path_effects=outline)
-        fig.text(*at(x0 + w / 2, y0 + 2), t, va="top", ha="center", **kw)
-        fig.text(*at(x0 + w / 2, y0 + h - 2), b, va="bottom", ha="center", **kw)
-        fig.text(*at(x0 + 3, y0 + h / 2), lft, va="center", ha="left", **kw)
-        fig.text(*at(x0 + w - 3, y0 + h / 2), rgt, va="center", ha="right", **kw)
+        _text(fig, *at(x0 + w / 2, y0 + 2), t, va="top", ha="center", **kw)
+        _text(fig, *at(x0 + w / 2, y0 + h - 2), b, va="bottom", ha="center", **kw)
+        _text(fig, *at(x0 + 3, y0 + h / 2), lft, va="center", ha="left", **kw)
+        _text(fig, *at(x0 + w - 3, y0 + h / 2), rgt, va="center", ha="right", **kw)
 
     side_x = lay.margin + lay.ncols * (panel_px + lay.gap) + 4
     y = lay.title_h
-    fig.text(*at(side_x, y), "% of region volume", color=_TEXT, fontsize=9.5, fontweight="bold", va="top")
+    _text(fig, *at(side_x, y), "% of region volume", color=_TEXT, fontsize=9.5, fontweight="bold", va="top")
     numbers = _numbers_text(result)
-    fig.text(*at(side_x, y + 20), numbers, color=_TEXT, fontsize=8.5, family="monospace", va="top", linespacing=1.25)
+    _text(fig, *at(side_x, y + 20), numbers, color=_TEXT, fontsize=8.5, family="monospace", va="top", linespacing=1.25)
     n_lines = numbers.count("\n") + 1
     y += 20 + int(n_lines * 8.5 * 1.25 * _DPI / 72) + 14
     m = ct.meta
@@ -486,7 +491,7 @@ def render_qc(
     ]
     if result.warnings:
         facts.append(f"WARNINGS: {len(result.warnings)} (see report)")
-    fig.text(*at(side_x, y), "\n".join(facts), color=_TEXT, fontsize=8.5, va="top", linespacing=1.3)
+    _text(fig, *at(side_x, y), "\n".join(facts), color=_TEXT, fontsize=8.5, va="top", linespacing=1.3)
     y += int(len(facts) * 8.5 * 1.3 * _DPI / 72) + 14
 
     colors = band_colors(result.scheme)
