@@ -155,7 +155,7 @@ def write_review(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReviewError(
-            f"Review outputs of {ct.meta.key} not written: cannot create the folder {out_dir} "
+            f"Review outputs of {ct.meta.key} not written (the scores are unaffected): cannot create the folder {out_dir} "
             f"({exc.strerror or exc}). Potential fix: pass a writable folder to --qc.",
             failures={"folder": str(exc)},
         ) from exc
