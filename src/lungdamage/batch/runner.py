@@ -534,7 +534,22 @@ def make_engine(*, jobs: int | None = None, scheduler: str | None = None, dask_l
 
 
 # ---------------------------------------------------------------------------------- planning
-def plan_batch(root: str | os.PathLike, *, policy: Any = None) -> tuple[list[SeriesTask], list[dict[str, Any]]]:
+def nothing_found_message(root: str | os.PathLike, summary: Mapping[str, Any]) -> str:
+    """One line for an archive with no DICOM series: what was found instead and what to do."""
+    n_files = int(summary.get("n_files", 0))
+    seen = "it is empty" if not n_files else (
+        f"{n_files} file(s), none a readable DICOM image ({summary.get('n_non_dicom', 0)} not DICOM, "
+        f"{summary.get('n_truncated', 0)} truncated)"
+    )
+    return (
+        f"No DICOM series under {os.fspath(root)!r}: {seen}. Potential fix: point at the folder (or .zip) holding "
+        "the CT's DICOM files; score a NIfTI / NRRD / MHA file with `lungdamage score FILE`."
+    )
+
+
+def plan_batch(
+    root: str | os.PathLike, *, policy: Any = None, summary: dict | None = None
+) -> tuple[list[SeriesTask], list[dict[str, Any]]]:
     """Catalog ``root`` and select the series to score.
 
     Returns
@@ -544,10 +559,13 @@ def plan_batch(root: str | os.PathLike, *, policy: Any = None) -> tuple[list[Ser
     excluded : list of dict
         ``series_uid, reason, source, patient_id, study_date, modality`` of
         every series the selection policy left out.
+
+    ``summary`` (optional dict) receives the catalog's file counts
+    (see :func:`lungdamage.io.catalog.scan`).
     """
     from ..io.catalog import scan, select_series
 
-    infos = scan(root)
+    infos = scan(root, summary=summary)
     tasks, excluded = [], []
     for sel in select_series(infos, policy):
         if sel.selected:
@@ -709,6 +727,12 @@ def run_batch(
     -------
     BatchSummary
         ``exit_code`` is 1 when any series failed.
+
+    Raises
+    ------
+    InputError
+        ``root`` holds no DICOM series, or none the selection policy accepts
+        (raised before the store is created).
     """
     t_start = time.perf_counter()
     params = params or BatchParams()
@@ -718,7 +742,19 @@ def run_batch(
     if tasks is None:
         if root is None:
             raise InputError("run_batch needs a root folder or a list of tasks. Potential fix: pass root=ARCHIVE.")
-        tasks, excluded = plan_batch(root, policy=policy)
+        found: dict = {}
+        tasks, excluded = plan_batch(root, policy=policy, summary=found)
+        # nothing to score: say so before a store is created (an empty store would look like success)
+        if not tasks and not excluded:
+            raise InputError(nothing_found_message(root, found))
+        if not tasks:
+            reasons = Counter(_exclusion_group(r["reason"]) for r in excluded)
+            raise InputError(
+                f"Nothing to score under {os.fspath(root)!r}: {len(excluded)} series found, none selected ("
+                + "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common())
+                + f"; e.g. {excluded[0]['source'] or excluded[0]['series_uid']}: {excluded[0]['reason']}). Potential fix: `lungdamage index` lists each series and why; relax the selection "
+                "(--min-extent-mm, --allow-derived, ...)."
+            )
     tasks = list(tasks)
     owns_store = not isinstance(store, ResultStore)
     db = ResultStore(store) if owns_store else store

@@ -168,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             files = write_review(analysis, args.qc)
         except ReviewError as exc:
-            msg = " ".join(str(exc).split())
+            from ._flags import to_cli
+
+            msg = to_cli(" ".join(str(exc).split()))
             print(f"lungdamage score: error: {msg}", file=sys.stderr)
             return 1
         print(f"review outputs in {args.qc}: {', '.join(sorted(p.name for p in files.values()))}", file=sys.stderr)
