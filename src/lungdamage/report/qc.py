@@ -380,7 +380,10 @@ def _numbers_text(result: ScanResult) -> str:
 
 def _title_lines(ct: CTVolume, regions: RegionMap, result: ScanResult) -> list[str]:
     m = ct.meta
-    who = f"patient {m.patient_id or '-'}  ·  study date {m.study_date or '-'}"
+    date = m.study_date or "-"
+    if len(date) == 8 and date.isdigit():  # DICOM YYYYMMDD as ISO, as in every report
+        date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    who = f"patient {m.patient_id or '-'}  ·  study date {date}"
     if m.series_description:
         who += f"  ·  {m.series_description}"
     series = f"series {m.series_uid or m.source or '<in-memory volume>'}"
