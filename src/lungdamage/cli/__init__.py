@@ -54,6 +54,9 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    from ._messages import install
+
+    install(handler)  # each message once: no raw Python-warning lines, no repeats
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,15 +152,17 @@ def run(args: argparse.Namespace) -> int:
     )
     result = analysis.result
     df = result.to_frame(args.form)
+    from ._messages import without_shown
+
     # the scores first: a failing review output (below) must never cost the table or the -o file
     if args.output:
-        print(result.summary())
+        print(without_shown(result.summary()))
         out = write_table(df, args.output, fmt=fmt)
         print(f"wrote {out}", file=sys.stderr)
     elif fmt:
         print(format_table(df, fmt), end="" if fmt == "csv" else "\n")
     else:
-        print(result.summary())
+        print(without_shown(result.summary()))
     if args.qc:
         from ..errors import ReviewError
         from ..report import write_review

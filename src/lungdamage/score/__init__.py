@@ -20,6 +20,7 @@ import numpy as np
 from ..regions import RegionMap
 from ..volume import CTVolume
 from .kernels import HU_OFFSET, region_histograms
+from .metrics import slice_spacing_warnings
 from .prefilter import find_vessels, smooth_lungs
 from .result import ResultSet, ScanResult, dependency_versions, params_hash
 from .schemes import PRESETS, Band, Scheme, get_scheme, get_schemes, is_scheme_list
@@ -166,7 +167,8 @@ def score(
                 hist_lo_hu=lo - HU_OFFSET,
                 voxel_volume_ml=ct.voxel_volume_ml,
                 params=run_params,
-                warnings=tuple(ct.meta.warnings),
+                warnings=tuple(ct.meta.warnings)
+                + tuple(slice_spacing_warnings(ct.meta.slice_thickness_mm, float(ct.spacing_mm[0]))),
                 parts=parts,
                 vessel_voxels=vessel_voxels,
                 model=model,
