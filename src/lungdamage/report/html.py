@@ -31,7 +31,7 @@ img.qc{max-width:100%;height:auto;border:1px solid #999;background:#111}
 img.thumb{width:120px;height:auto;background:#111}
 tr.fail td{background:#fdeaea}
 code{font-size:.9em}
-.tw{max-width:100%;overflow-x:auto}
+.tw{max-width:100%;overflow-x:auto} td.l,.meta td,code{overflow-wrap:anywhere}
 """
 
 
