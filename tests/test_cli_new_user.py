@@ -142,3 +142,18 @@ def test_quick_start_outputs_are_ignored_by_git():
     res = subprocess.run(["git", "-C", str(REPO), "check-ignore", "--no-index", *paths, *kept],
                          capture_output=True, text=True)
     assert sorted(res.stdout.split()) == sorted(paths)
+
+
+def test_log_lines_name_the_flags_and_repeat_nothing(capsys):
+    import logging
+
+    from lungdamage.cli import _configure_logging
+
+    _configure_logging(0, False)
+    log = logging.getLogger("lungdamage.batch.runner")
+    msg = "S1 failed at segment: no lung. Potential fix: ... or pass regions_from=<label file>."
+    log.warning(msg)
+    log.warning(msg)
+    err = capsys.readouterr().err
+    assert err.count("WARNING: S1 failed at segment") == 1 and "pass --regions-from FILE." in err
+    assert "regions_from" not in err

@@ -27,11 +27,16 @@ def _norm(text: str) -> str:
 
 
 class _OncePerMessage(logging.Filter):
+    """Drop a message already shown; name CLI flags instead of Python arguments (see :mod:`._flags`)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
+        from ._flags import to_cli
+
         msg = _norm(record.getMessage())
         if msg in _SHOWN:
             return False
         _SHOWN.add(msg)
+        record.msg, record.args = to_cli(msg), None
         return True
 
 
