@@ -13,7 +13,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from lungdamage.batch.runner import BatchParams, InlineEngine, plan_batch, run_batch
+from lungdamage.batch.runner import InlineEngine, plan_batch, run_batch
 from lungdamage.batch.store import ResultStore
 from lungdamage.cli import main
 from lungdamage.errors import ReviewError
