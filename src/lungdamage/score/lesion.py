@@ -1,0 +1,523 @@
+"""The lesion measure: opacity-band voxels that belong to an opacity, not to a normal structure.
+
+The band measure (``damage_pct``) counts every lung voxel whose HU lies in
+the GGO or consolidation band.  In a normal lung that is 10-30 % of the
+voxels: vessel walls and their partial-volume rims, airway walls, fissures
+and the lung surface.  The lesion measure keeps a band voxel only when it is
+part of an *opacity*: a region in which band voxels fill most of the lung
+around them, that is not a tube, and that is not too small.
+
+Algorithm (pure functions, vectorized; see ``docs/metrics.md``)
+-----------------------------------------------------------------
+All work is on the lung bounding box, block-reduced to cells of about
+``grid_mm`` (block sums: no voxel is dropped, the full-resolution decision
+is per voxel at the end).
+
+1. **Band voxels**: lung voxels with ``opacity_hu[0] <= HU < opacity_hu[1]``
+   (default the ``covid`` GGO + consolidation bands, -700 to +100 HU).
+2. **Opacity context** (normalized convolution inside the lung):
+   ``F = G(band) / G(lung)`` with a Gaussian of ``context_sigma_mm``.  A
+   vessel of radius ``r`` and its rim fill less than half of a Gaussian
+   neighbourhood of sigma ``s`` as long as ``r < 1.18 s``; a fissure, an
+   airway wall or the partial-volume shell along the pleura fills far less.
+   An opacity fills it (``F`` near 1) -- also against the chest wall, because
+   the neighbourhood counts lung only: subpleural opacities are kept and the
+   lung surface is never simply eroded.  Cells with ``F >= min_fraction``
+   are opacity candidates.
+3. **Tubes** (multi-scale Hessian, Frangi et al. 1998 vesselness for bright
+   structures, fixed constants so the response is not scan-dependent): on the
+   cell-mean HU (outside the lung filled with the lung's median HU, so the
+   chest wall makes no edge), at every scale of ``tube_sigmas_mm``.  Candidate
+   cells whose best vesselness reaches ``tube_threshold`` are large vessels
+   (or bronchovascular bundles) that passed step 2 and are removed.  Blobs
+   (nodules, round consolidations) and sheets (plateaus, their edges) have
+   ``|lambda_1|`` comparable to ``|lambda_2|`` or ``lambda_2`` near 0 and are
+   spared; inside a consolidation a vessel has no contrast and no response,
+   and a tube inside ground glass (GGO-band voxels fill ``tube_ggo_max`` of
+   its context) is part of the opacity.  Only centreline cells (small
+   gradient against the cross-section curvature: the rim of a blob or
+   plateau also has a tube-like Hessian, but a large gradient) seed a tube,
+   which then takes the candidate cells within its scale.
+   Single slices use the 2-D (in-plane) Hessian: a line is a tube.
+4. **Whole lesions**: the surviving cells grow by ``grow_mm`` through cells
+   that are mostly band voxels (the rim of a lesion, the outer half of a small
+   one), then by ``grow_cells`` cells; intersected with the band voxels they
+   give the lesion voxels -- the lesion's own partial-volume edge is part of
+   it (a vessel touching a lesion contributes at most that margin).
+5. **Minimum size**: connected opacities (cells, 26-connected; 8-connected
+   in-plane for single slices) smaller than a sphere of ``min_diameter_mm``
+   (a disc of that diameter on single slices) are dropped.
+
+Every parameter is in :meth:`LesionParams.to_dict`, which goes into the
+result's params hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+
+__all__ = [
+    "LesionParams",
+    "LesionMap",
+    "lesion_params",
+    "find_lesions",
+    "lesion_counts",
+    "CLASS_NONE",
+    "CLASS_LESION",
+    "CLASS_CONTEXT",
+    "CLASS_TUBE",
+    "CLASS_SMALL",
+]
+
+#: Classes of :attr:`LesionMap.classes`.
+CLASS_NONE, CLASS_LESION, CLASS_CONTEXT, CLASS_TUBE, CLASS_SMALL = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
+class LesionParams:
+    """Parameters of the lesion measure (all recorded in the params hash).
+
+    Attributes
+    ----------
+    ggo_hu, consolidation_hu : (float, float)
+        Half-open HU bands ``[lo, hi)`` of ground glass and consolidation
+        (default: the ``covid`` scheme's).  Band voxels = their union.
+    context_sigma_mm : float
+        Gaussian sigma (mm) of the opacity context (step 2).
+    min_fraction : float
+        Minimum share of band voxels among the lung voxels of the context.
+    grid_mm : float
+        Target cell size (mm) of the block-reduced grid (per axis, a whole
+        number of voxels, at least one).
+    tube_sigmas_mm : tuple of float
+        Hessian scales (mm) of the tube test.
+    tube_threshold : float
+        Frangi vesselness (0-1) at or above which a candidate cell is a tube.
+    tube_alpha, tube_beta, tube_c_hu : float
+        Frangi constants: plate-vs-line (``R_A``), blob (``R_B``) and
+        structure strength (scale-normalized Hessian norm, HU).
+    tube_context_sigma_mm, tube_context_max : float
+        A tube is removed only where band voxels fill less than
+        ``tube_context_max`` of the lung in a Gaussian neighbourhood of
+        ``tube_context_sigma_mm``: vessels run in aerated lung, while an
+        elongated consolidation (or a vessel inside an opacity) is surrounded
+        by opacity (Fleischner: vessels are removed in aerated or GGO lung,
+        never inside consolidation).
+    tube_ggo_max : float
+        A tube centreline inside ground glass (GGO-band voxels fill at least
+        this share of the lung in its ``context_sigma_mm`` context) is part
+        of the opacity, not removed.
+    grow_mm : float
+        Surviving opacity cells grow this far (mm) through cells that are
+        themselves mostly band voxels, not tubes and with at least half of
+        ``min_fraction`` band voxels in their context: the part of a lesion
+        whose context is below ``min_fraction`` (its rim, a small lesion's
+        outer half) is taken back.
+    grow_cells : int
+        Then by this many cells without condition, to take in the lesion's
+        own partial-volume edge (step 4).
+    min_diameter_mm : float
+        Smallest opacity counted: volume of a sphere (area of a disc on
+        single slices) of this diameter.
+    """
+
+    ggo_hu: tuple[float, float] = (-700.0, -300.0)
+    consolidation_hu: tuple[float, float] = (-300.0, 100.0)
+    context_sigma_mm: float = 4.0
+    min_fraction: float = 0.5
+    grid_mm: float = 2.0
+    tube_sigmas_mm: tuple[float, ...] = (2.5, 4.0, 6.0, 8.0)
+    tube_threshold: float = 0.3
+    tube_alpha: float = 0.5
+    tube_beta: float = 0.5
+    tube_c_hu: float = 60.0
+    tube_context_sigma_mm: float = 10.0
+    tube_context_max: float = 0.7
+    tube_ggo_max: float = 0.5
+    grow_mm: float = 4.0
+    grow_cells: int = 1
+    min_diameter_mm: float = 6.0
+
+    def __post_init__(self) -> None:
+        bad = []
+        for name in ("ggo_hu", "consolidation_hu"):
+            lo, hi = getattr(self, name)
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                bad.append(f"{name}={getattr(self, name)}")
+        if self.ggo_hu[1] != self.consolidation_hu[0]:
+            bad.append(f"ggo_hu upper edge {self.ggo_hu[1]} != consolidation_hu lower edge {self.consolidation_hu[0]}")
+        for name in ("context_sigma_mm", "grid_mm", "tube_alpha", "tube_beta", "tube_c_hu"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                bad.append(f"{name}={v}")
+        if not 0.0 < self.min_fraction <= 1.0:
+            bad.append(f"min_fraction={self.min_fraction}")
+        if not 0.0 < self.tube_threshold <= 1.0:
+            bad.append(f"tube_threshold={self.tube_threshold}")
+        if not self.tube_sigmas_mm or any(not (math.isfinite(s) and s > 0) for s in self.tube_sigmas_mm):
+            bad.append(f"tube_sigmas_mm={self.tube_sigmas_mm}")
+        if int(self.grow_cells) != self.grow_cells or self.grow_cells < 0:
+            bad.append(f"grow_cells={self.grow_cells}")
+        if not (math.isfinite(self.min_diameter_mm) and self.min_diameter_mm >= 0):
+            bad.append(f"min_diameter_mm={self.min_diameter_mm}")
+        if bad:
+            raise InputError(
+                f"Invalid lesion parameters: {', '.join(bad)}. Potential fix: leave them at their defaults "
+                "(docs/metrics.md, 'Lesion measure') or give finite positive values."
+            )
+
+    @property
+    def opacity_hu(self) -> tuple[float, float]:
+        return (self.ggo_hu[0], self.consolidation_hu[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def lesion_params(options: LesionParams | Mapping[str, Any] | None = None) -> LesionParams:
+    """:class:`LesionParams` from ``None`` (defaults), a mapping of overrides, or itself."""
+    if options is None:
+        return LesionParams()
+    if isinstance(options, LesionParams):
+        return options
+    known = {f.name for f in dataclasses.fields(LesionParams)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(
+            f"Unknown lesion parameter(s) {unknown}. Potential fix: use some of {sorted(known)}."
+        )
+    kw = {k: (tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else v) for k, v in options.items()}
+    return LesionParams(**kw)
+
+
+@dataclass(frozen=True, eq=False)
+class LesionMap:
+    """Result of :func:`find_lesions`.
+
+    Attributes
+    ----------
+    lesion : ndarray of bool, shape of the CT
+        Lesion voxels.
+    labels : ndarray of int32, shape of the CT
+        Opacity (connected component) number of every lesion voxel, 1..n; 0 elsewhere.
+    n_lesions : int
+    classes : ndarray of uint8, shape of the CT, or None
+        Only with ``classes=True``: :data:`CLASS_LESION`, or why a band voxel
+        was not counted -- :data:`CLASS_CONTEXT` (thin structure, shell, not
+        inside an opacity), :data:`CLASS_TUBE` (tubular: vessel or airway
+        wall), :data:`CLASS_SMALL` (opacity below the minimum size); 0 for
+        voxels outside the lungs or the bands.
+    planar : bool
+        The 2-D (per-slice) path was used.
+    """
+
+    lesion: np.ndarray
+    labels: np.ndarray
+    n_lesions: int
+    classes: np.ndarray | None
+    planar: bool
+
+
+# ------------------------------------------------------------------------------ helpers
+def _factors(spacing_mm, grid_mm: float, planar: bool) -> tuple[int, int, int]:
+    f = [max(1, int(round(grid_mm / s))) for s in spacing_mm]
+    if planar:
+        f[0] = 1
+    return (f[0], f[1], f[2])
+
+
+def _block_sum(a: np.ndarray, f: tuple[int, int, int], dtype) -> np.ndarray:
+    """Sum over blocks of ``f`` voxels (the array is zero-padded up to whole blocks)."""
+    pad = [(0, (-n) % k) for n, k in zip(a.shape, f)]
+    if any(p[1] for p in pad):
+        a = np.pad(a, pad)
+    n0, n1, n2 = (n // k for n, k in zip(a.shape, f))
+    return a.reshape(n0, f[0], n1, f[1], n2, f[2]).sum(axis=(1, 3, 5), dtype=dtype)
+
+
+def _upsample(c: np.ndarray, f: tuple[int, int, int], shape) -> np.ndarray:
+    """Nearest-cell upsampling of a coarse array to ``shape``."""
+    idx = [np.arange(n) // k for n, k in zip(shape, f)]
+    return c[idx[0][:, None, None], idx[1][None, :, None], idx[2][None, None, :]]
+
+
+def _hessian_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, float, float], planar: bool) -> np.ndarray:
+    """Hessian (central differences, spacing ``h`` in mm) of ``img`` at points; (N, d, d)."""
+    p = np.pad(img, 1, mode="edge")
+    k, j, i = (q + 1 for q in pts)
+    axes = (1, 2) if planar else (0, 1, 2)
+
+    def at(dk=0, dj=0, di=0):
+        return p[k + dk, j + dj, i + di]
+
+    def unit(ax, s):
+        d = [0, 0, 0]
+        d[ax] = s
+        return d
+
+    c = at()
+    d = len(axes)
+    out = np.empty((c.size, d, d), np.float32)
+    for a_i, a in enumerate(axes):
+        out[:, a_i, a_i] = (at(*unit(a, 1)) - 2 * c + at(*unit(a, -1))) / (h[a] * h[a])
+        for b_i in range(a_i + 1, d):
+            b = axes[b_i]
+
+            def both(sa, sb):
+                dd = [0, 0, 0]
+                dd[a] += sa
+                dd[b] += sb
+                return at(*dd)
+
+            v = (both(1, 1) - both(1, -1) - both(-1, 1) + both(-1, -1)) / (4 * h[a] * h[b])
+            out[:, a_i, b_i] = v
+            out[:, b_i, a_i] = v
+    return out
+
+
+def _gradient_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, float, float], planar: bool) -> np.ndarray:
+    """Gradient magnitude (central differences, spacing ``h`` in mm) of ``img`` at points."""
+    p = np.pad(img, 1, mode="edge")
+    k, j, i = (q + 1 for q in pts)
+    g2 = np.zeros(k.size, np.float32)
+    for a in ((1, 2) if planar else (0, 1, 2)):
+        d = [0, 0, 0]
+        d[a] = 1
+        diff = (p[k + d[0], j + d[1], i + d[2]] - p[k - d[0], j - d[1], i - d[2]]) / (2 * h[a])
+        g2 += diff * diff
+    return np.sqrt(g2)
+
+
+def vesselness(eig: np.ndarray, *, alpha: float, beta: float, c: float) -> np.ndarray:
+    """Frangi vesselness of bright tubes from scale-normalized eigenvalues ``(N, d)`` (any order).
+
+    3-D: ``(1 - exp(-R_A^2/2a^2)) exp(-R_B^2/2b^2) (1 - exp(-S^2/2c^2))`` with
+    ``|l1| <= |l2| <= |l3|``, ``R_A = |l2|/|l3|``, ``R_B = |l1|/sqrt(|l2 l3|)``,
+    0 unless ``l2, l3 < 0``.  2-D: ``exp(-R_B^2/2b^2) (1 - exp(-S^2/2c^2))``,
+    ``R_B = |l1|/|l2|``, 0 unless ``l2 < 0``.
+
+    Examples
+    --------
+    >>> float(vesselness(np.array([[0.0, -100.0, -100.0]]), alpha=0.5, beta=0.5, c=50.0)[0]) > 0.8
+    True
+    >>> float(vesselness(np.array([[-100.0, -100.0, -100.0]]), alpha=0.5, beta=0.5, c=50.0)[0]) < 0.2
+    True
+    """
+    order = np.argsort(np.abs(eig), axis=1)
+    e = np.take_along_axis(eig, order, axis=1)
+    s2 = (e * e).sum(axis=1)
+    strength = 1.0 - np.exp(-s2 / (2.0 * c * c))
+    if e.shape[1] == 2:
+        l1, l2 = e[:, 0], e[:, 1]
+        rb = np.abs(l1) / np.maximum(np.abs(l2), 1e-12)
+        v = np.exp(-(rb * rb) / (2 * beta * beta)) * strength
+        return np.where(l2 < 0, v, 0.0)
+    l1, l2, l3 = e[:, 0], e[:, 1], e[:, 2]
+    ra = np.abs(l2) / np.maximum(np.abs(l3), 1e-12)
+    rb = np.abs(l1) / np.sqrt(np.maximum(np.abs(l2 * l3), 1e-24))
+    v = (1.0 - np.exp(-(ra * ra) / (2 * alpha * alpha))) * np.exp(-(rb * rb) / (2 * beta * beta)) * strength
+    return np.where((l2 < 0) & (l3 < 0), v, 0.0)
+
+
+def _empty(shape, planar: bool, classes: bool) -> LesionMap:
+    return LesionMap(
+        np.zeros(shape, bool), np.zeros(shape, np.int32), 0, np.zeros(shape, np.uint8) if classes else None, planar
+    )
+
+
+# ------------------------------------------------------------------------------ main
+def find_lesions(
+    hu: np.ndarray,
+    lung: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    params: LesionParams | Mapping[str, Any] | None = None,
+    *,
+    classes: bool = False,
+) -> LesionMap:
+    """Lesion voxels of a CT: band voxels that belong to an opacity (module docstring).
+
+    Parameters
+    ----------
+    hu : ndarray of int16, shape (slices, rows, columns)
+    lung : ndarray of bool, same shape
+        The lung mask (every region together).
+    spacing_mm : (float, float, float)
+        Voxel spacing (slice, row, column) in mm.
+    params : LesionParams or mapping, optional
+    classes : bool
+        Also return why each band voxel was or was not counted (QC overlays).
+
+    Returns
+    -------
+    LesionMap
+
+    Examples
+    --------
+    >>> hu = np.full((30, 60, 60), -850, np.int16)
+    >>> hu[:, 30, 30] = 40                                   # a thin vessel through the volume
+    >>> hu[10:20, 10:25, 10:25] = -500                       # a 10 x 15 x 15 mm ground-glass patch
+    >>> lm = find_lesions(hu, np.ones(hu.shape, bool), (1.0, 1.0, 1.0))
+    >>> int(lm.lesion[:, 30, 30].sum()), int(lm.lesion[10:20, 10:25, 10:25].sum()), lm.n_lesions
+    (0, 2250, 1)
+    """
+    p = lesion_params(params)
+    hu = np.asarray(hu)
+    lung = np.asarray(lung, dtype=bool)
+    if hu.shape != lung.shape or hu.ndim != 3:
+        raise ValueError(f"find_lesions: hu {hu.shape} and lung {lung.shape} must be one 3-D shape")
+    lung_slices = np.flatnonzero(lung.any(axis=(1, 2)))
+    planar = lung_slices.size < 3
+    if lung_slices.size == 0:
+        return _empty(hu.shape, planar, classes)
+    spacing = tuple(float(s) for s in spacing_mm)
+    f = _factors(spacing, p.grid_mm, planar)
+    cell_mm = tuple(s * k for s, k in zip(spacing, f))
+    sig_ctx = [0.0 if (planar and a == 0) else p.context_sigma_mm / cell_mm[a] for a in range(3)]
+    margin = [int(math.ceil(3 * s)) * k + k for s, k in zip(sig_ctx, f)]
+    found = ndimage.find_objects(lung.view(np.uint8))[0]
+    box = tuple(slice(max(s.start - m, 0), min(s.stop + m, n)) for s, m, n in zip(found, margin, hu.shape))
+    hb = hu[box]
+    mb = lung[box]
+    lo, hi = p.opacity_hu
+    band = (hb >= lo) & (hb < hi) & mb
+    if not band.any():
+        return _empty(hu.shape, planar, classes)
+
+    # -- step 2: opacity context on the cell grid
+    n_l = _block_sum(mb, f, np.float32)
+    n_b = _block_sum(band, f, np.float32)
+    g_l = ndimage.gaussian_filter(n_l, sig_ctx, mode="constant", truncate=3.0)
+    g_b = ndimage.gaussian_filter(n_b, sig_ctx, mode="constant", truncate=3.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(g_l > 1e-3, g_b / np.maximum(g_l, 1e-6), 0.0)
+    cand = (n_b > 0) & (frac >= p.min_fraction)
+
+    # -- step 3: tubes among the candidates (multi-scale Hessian on the cell-mean HU)
+    tube = np.zeros_like(cand)
+    if cand.any():
+        hsum = _block_sum(np.where(mb, hb, 0).astype(np.int32, copy=False), f, np.float64)
+        inside = n_l > 0
+        mean_hu = np.empty(n_l.shape, np.float32)
+        mean_hu[inside] = (hsum[inside] / n_l[inside]).astype(np.float32)
+        fill = float(np.median(mean_hu[inside]))
+        mean_hu[~inside] = fill
+        pts = np.nonzero(cand)
+        # ground glass around the cell: a vessel inside ground glass is part of the opacity
+        n_g = _block_sum(band & (hb < p.ggo_hu[1]), f, np.float32)
+        g_g = ndimage.gaussian_filter(n_g, sig_ctx, mode="constant", truncate=3.0)
+        in_ggo = g_g[pts] / np.maximum(g_l[pts], 1e-6) >= p.tube_ggo_max
+        sig_w = [0.0 if (planar and a == 0) else p.tube_context_sigma_mm / cell_mm[a] for a in range(3)]
+        w_l = ndimage.gaussian_filter(n_l, sig_w, mode="constant", truncate=3.0)
+        w_b = ndimage.gaussian_filter(n_b, sig_w, mode="constant", truncate=3.0)
+        open_lung = np.zeros_like(cand)
+        open_lung[pts] = w_b[pts] / np.maximum(w_l[pts], 1e-6) < p.tube_context_max
+        in_plane = [a for a in range(3) if not (planar and a == 0)]
+        for s_mm in p.tube_sigmas_mm:
+            sig = [0.0 if (planar and a == 0) else s_mm / cell_mm[a] for a in range(3)]
+            sm = ndimage.gaussian_filter(mean_hu, sig, mode="nearest", truncate=3.0)
+            hess = _hessian_at(sm, pts, cell_mm, planar) * np.float32(s_mm * s_mm)
+            eig = np.linalg.eigvalsh(hess)
+            v = vesselness(eig, alpha=p.tube_alpha, beta=p.tube_beta, c=p.tube_c_hu)
+            # centreline cells only: the scale-normalized gradient is small against the cross-section
+            # curvature (at the rim of a blob or plateau the Hessian also looks tubular, but the
+            # gradient there is large)
+            grad = _gradient_at(sm, pts, cell_mm, planar) * np.float32(s_mm)
+            cross = np.sort(np.abs(eig), axis=1)[:, -2]  # |lambda_2|
+            core = np.zeros_like(cand)
+            core[pts] = (v >= p.tube_threshold) & (grad <= 0.5 * cross) & ~in_ggo
+            if core.any():
+                reach = max(1, int(round(s_mm / min(cell_mm[a] for a in in_plane))))
+                st_t = ndimage.generate_binary_structure(3, 1)
+                if planar:
+                    st_t[0] = st_t[2] = False
+                tube |= ndimage.binary_dilation(core, st_t, iterations=reach) & cand & open_lung
+    keep = cand & ~tube
+
+    # -- step 4: whole lesions (grow into the lesion's own edge), on the cell grid
+    st = ndimage.generate_binary_structure(3, 3)
+    if planar:
+        st[0] = st[2] = False
+    region = keep
+    if keep.any():
+        n_grow = int(math.ceil(p.grow_mm / min(cell_mm[a] for a in range(3) if not (planar and a == 0))))
+        dense_cells = (2 * n_b >= n_l) & (n_l > 0) & ~tube & (2 * frac >= p.min_fraction)
+        if n_grow > 0:
+            region = ndimage.binary_dilation(region, st, iterations=n_grow, mask=dense_cells | region)
+        if p.grow_cells:
+            region = ndimage.binary_dilation(region, st, iterations=int(p.grow_cells))
+    region &= n_b > 0
+    # -- step 5: connected opacities and their size (lesion voxels per component)
+    comp, n_comp = ndimage.label(region, st)
+    lab_full = _upsample(comp, f, hb.shape)
+    lab_full[~band] = 0
+    sizes = np.bincount(lab_full.ravel(), minlength=n_comp + 1)
+    d = p.min_diameter_mm
+    if planar:
+        min_vox = (math.pi / 4.0) * d * d / (spacing[1] * spacing[2])
+        # per slice: a component's size counts its voxels in that slice (components do not cross slices)
+    else:
+        min_vox = (math.pi / 6.0) * d ** 3 / (spacing[0] * spacing[1] * spacing[2])
+    ok = sizes >= min_vox
+    ok[0] = False
+    new_id = np.zeros(n_comp + 1, np.int32)
+    new_id[ok] = np.arange(1, int(ok.sum()) + 1, dtype=np.int32)
+    lab_kept = new_id[lab_full]
+    lesion_b = lab_kept > 0
+
+    lesion = np.zeros(hu.shape, bool)
+    lesion[box] = lesion_b
+    labels = np.zeros(hu.shape, np.int32)
+    labels[box] = lab_kept
+    cls_out = None
+    if classes:
+        cls = np.zeros(hb.shape, np.uint8)
+        cls[band] = CLASS_CONTEXT
+        cls[band & _upsample(tube, f, hb.shape)] = CLASS_TUBE
+        cls[(lab_full > 0) & ~lesion_b] = CLASS_SMALL
+        cls[lesion_b] = CLASS_LESION
+        cls_out = np.zeros(hu.shape, np.uint8)
+        cls_out[box] = cls
+    return LesionMap(lesion, labels, int(ok.sum()), cls_out, planar)
+
+
+def lesion_counts(
+    hu: np.ndarray, codes: np.ndarray, lesions: LesionMap, n_codes: int, params: LesionParams | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per label code: lesion voxels per band and which opacities touch it.
+
+    Parameters
+    ----------
+    hu : ndarray of int16
+    codes : ndarray of uint8
+        Region label codes on the CT grid (0 = not lung).
+    lesions : LesionMap
+    n_codes : int
+        Rows of the output (``max code + 1``).
+
+    Returns
+    -------
+    voxels : ndarray of int64, shape (n_codes, 2)
+        Lesion voxels in the GGO band (column 0) and the consolidation band (1).
+    present : ndarray of bool, shape (n_codes, n_lesions + 1)
+        ``present[c, k]``: opacity ``k`` has voxels in code ``c`` (column 0 unused).
+    """
+    p = params or LesionParams()
+    idx = np.nonzero(lesions.lesion)
+    c = codes[idx].astype(np.int64)
+    cons = hu[idx] >= p.consolidation_hu[0]
+    voxels = np.bincount(c * 2 + cons, minlength=2 * n_codes)[: 2 * n_codes].reshape(n_codes, 2)
+    k = lesions.labels[idx].astype(np.int64)
+    n_l = lesions.n_lesions + 1
+    present = np.bincount(c * n_l + k, minlength=n_codes * n_l)[: n_codes * n_l].reshape(n_codes, n_l) > 0
+    present[:, 0] = False
+    return voxels.astype(np.int64), present
