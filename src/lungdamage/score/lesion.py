@@ -23,7 +23,12 @@ is per voxel at the end).
    An opacity fills it (``F`` near 1) -- also against the chest wall, because
    the neighbourhood counts lung only: subpleural opacities are kept and the
    lung surface is never simply eroded.  Cells with ``F >= min_fraction``
-   are opacity candidates.
+   are opacity candidates if, in addition, the context's mean HU exceeds the
+   aerated reference at the same anterior-posterior depth by
+   ``ref_margin_hu`` (dependent density -- the smooth gravity gradient of a
+   normal lung, up to -500 HU posteriorly on a poorly inspired scan -- is
+   not an opacity; the reference is capped at ``ref_cap_hu`` so that a lung
+   full of disease does not become its own reference).
 3. **Tubes** (multi-scale Hessian, Frangi et al. 1998 vesselness for bright
    structures, fixed constants so the response is not scan-dependent): on the
    cell-mean HU (outside the lung filled with the lung's median HU, so the
@@ -112,6 +117,14 @@ class LesionParams:
         elongated consolidation (or a vessel inside an opacity) is surrounded
         by opacity (Fleischner: vessels are removed in aerated or GGO lung,
         never inside consolidation).
+    ref_percentile, ref_bin_mm, ref_margin_hu, ref_cap_hu : float
+        Dependent density: the aerated reference of every slab of
+        ``ref_bin_mm`` along the anterior-posterior axis is the
+        ``ref_percentile`` percentile of the cell-mean HU of its lung cells,
+        capped at ``ref_cap_hu`` (a denser reference is disease, not
+        dependent lung).  A candidate's context mean HU must exceed its
+        slab's reference by ``ref_margin_hu`` (the distance from normal lung,
+        -850 HU, to the GGO band edge, -700 HU).
     tube_ggo_max : float
         A tube centreline inside ground glass (GGO-band voxels fill at least
         this share of the lung in its ``context_sigma_mm`` context) is part
@@ -134,7 +147,7 @@ class LesionParams:
     consolidation_hu: tuple[float, float] = (-300.0, 100.0)
     context_sigma_mm: float = 4.0
     min_fraction: float = 0.5
-    grid_mm: float = 2.0
+    grid_mm: float = 2.5
     tube_sigmas_mm: tuple[float, ...] = (2.5, 4.0, 6.0, 8.0)
     tube_threshold: float = 0.3
     tube_alpha: float = 0.5
@@ -143,7 +156,11 @@ class LesionParams:
     tube_context_sigma_mm: float = 10.0
     tube_context_max: float = 0.7
     tube_ggo_max: float = 0.5
-    grow_mm: float = 4.0
+    ref_percentile: float = 20.0
+    ref_bin_mm: float = 10.0
+    ref_margin_hu: float = 150.0
+    ref_cap_hu: float = -600.0
+    grow_mm: float = 2.0
     grow_cells: int = 1
     min_diameter_mm: float = 6.0
 
@@ -208,8 +225,9 @@ class LesionMap:
     ----------
     lesion : ndarray of bool, shape of the CT
         Lesion voxels.
-    labels : ndarray of int32, shape of the CT
-        Opacity (connected component) number of every lesion voxel, 1..n; 0 elsewhere.
+    component : ndarray of int32, shape (number of lesion voxels,)
+        Opacity (connected component, 1..n) of every lesion voxel, in the C
+        order of ``np.flatnonzero(lesion)``.
     n_lesions : int
     classes : ndarray of uint8, shape of the CT, or None
         Only with ``classes=True``: :data:`CLASS_LESION`, or why a band voxel
@@ -222,7 +240,7 @@ class LesionMap:
     """
 
     lesion: np.ndarray
-    labels: np.ndarray
+    component: np.ndarray
     n_lesions: int
     classes: np.ndarray | None
     planar: bool
@@ -285,6 +303,28 @@ def _hessian_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, fl
     return out
 
 
+def _depth_reference(hsum, n_l, f, cell_mm, ap_axis: int, p: LesionParams) -> np.ndarray:
+    """Aerated reference HU of every cell: a low percentile of the cell-mean HU of whole lung cells
+    in its slab along ``ap_axis`` (slabs with fewer than 20 such cells take the whole lung's)."""
+    full = n_l >= f[0] * f[1] * f[2]
+    if not full.any():
+        full = n_l > 0
+    mean = hsum / np.maximum(n_l, 1)
+    overall = float(np.percentile(mean[full], p.ref_percentile))
+    n_ap = n_l.shape[ap_axis]
+    step = max(1, int(round(p.ref_bin_mm / cell_mm[ap_axis])))
+    per_cell = np.full(n_ap, overall, np.float32)
+    moved_full = np.moveaxis(full, ap_axis, 0)
+    moved_mean = np.moveaxis(mean, ap_axis, 0)
+    for start in range(0, n_ap, step):  # one percentile per slab (tens of slabs), not per voxel
+        vals = moved_mean[start:start + step][moved_full[start:start + step]]
+        if vals.size >= 20:
+            per_cell[start:start + step] = np.percentile(vals, p.ref_percentile)
+    shape = [1, 1, 1]
+    shape[ap_axis] = n_ap
+    return per_cell.reshape(shape)
+
+
 def _gradient_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, float, float], planar: bool) -> np.ndarray:
     """Gradient magnitude (central differences, spacing ``h`` in mm) of ``img`` at points."""
     p = np.pad(img, 1, mode="edge")
@@ -330,9 +370,7 @@ def vesselness(eig: np.ndarray, *, alpha: float, beta: float, c: float) -> np.nd
 
 
 def _empty(shape, planar: bool, classes: bool) -> LesionMap:
-    return LesionMap(
-        np.zeros(shape, bool), np.zeros(shape, np.int32), 0, np.zeros(shape, np.uint8) if classes else None, planar
-    )
+    return LesionMap(np.zeros(shape, bool), np.zeros(0, np.int32), 0, np.zeros(shape, np.uint8) if classes else None, planar)
 
 
 # ------------------------------------------------------------------------------ main
@@ -343,6 +381,7 @@ def find_lesions(
     params: LesionParams | Mapping[str, Any] | None = None,
     *,
     classes: bool = False,
+    ap_axis: int = 1,
 ) -> LesionMap:
     """Lesion voxels of a CT: band voxels that belong to an opacity (module docstring).
 
@@ -356,6 +395,9 @@ def find_lesions(
     params : LesionParams or mapping, optional
     classes : bool
         Also return why each band voxel was or was not counted (QC overlays).
+    ap_axis : int
+        Array axis along the patient's anterior-posterior direction (rows of
+        an axial series), for the dependent-density reference.
 
     Returns
     -------
@@ -401,28 +443,41 @@ def find_lesions(
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(g_l > 1e-3, g_b / np.maximum(g_l, 1e-6), 0.0)
     cand = (n_b > 0) & (frac >= p.min_fraction)
+    hsum = _block_sum(np.where(mb, hb, 0).astype(np.int32, copy=False), f, np.float64)
+    if cand.any():
+        # dependent density: the context's parenchyma (voxels below the consolidation band: vessels
+        # would pull a plain mean up) must be denser than the aerated lung at the same depth, unless
+        # the context is mostly consolidation-dense
+        soft = mb & (hb < p.consolidation_hu[0])
+        n_s = _block_sum(soft, f, np.float32)
+        h_s = _block_sum(np.where(soft, hb, 0).astype(np.int32, copy=False), f, np.float32)
+        g_s = ndimage.gaussian_filter(n_s, sig_ctx, mode="constant", truncate=3.0)
+        g_hs = ndimage.gaussian_filter(h_s, sig_ctx, mode="constant", truncate=3.0)
+        ctx_hu = np.where(g_s > 1e-3, g_hs / np.maximum(g_s, 1e-6), 0.0)
+        dense_ctx = (g_l - g_s) / np.maximum(g_l, 1e-6) >= p.min_fraction
+        ref = _depth_reference(hsum, n_l, f, cell_mm, ap_axis, p)
+        cand &= (ctx_hu >= np.minimum(ref, p.ref_cap_hu) + p.ref_margin_hu) | dense_ctx
 
     # -- step 3: tubes among the candidates (multi-scale Hessian on the cell-mean HU)
     tube = np.zeros_like(cand)
     if cand.any():
-        hsum = _block_sum(np.where(mb, hb, 0).astype(np.int32, copy=False), f, np.float64)
         inside = n_l > 0
         mean_hu = np.empty(n_l.shape, np.float32)
         mean_hu[inside] = (hsum[inside] / n_l[inside]).astype(np.float32)
         fill = float(np.median(mean_hu[inside]))
         mean_hu[~inside] = fill
-        pts = np.nonzero(cand)
+        # only candidates in open lung can be removed as tubes: the Hessian is evaluated there alone
+        sig_w = [0.0 if (planar and a == 0) else p.tube_context_sigma_mm / cell_mm[a] for a in range(3)]
+        w_l = ndimage.gaussian_filter(n_l, sig_w, mode="constant", truncate=3.0)
+        w_b = ndimage.gaussian_filter(n_b, sig_w, mode="constant", truncate=3.0)
+        open_lung = cand & (w_b < p.tube_context_max * w_l)
+        pts = np.nonzero(open_lung)
         # ground glass around the cell: a vessel inside ground glass is part of the opacity
         n_g = _block_sum(band & (hb < p.ggo_hu[1]), f, np.float32)
         g_g = ndimage.gaussian_filter(n_g, sig_ctx, mode="constant", truncate=3.0)
         in_ggo = g_g[pts] / np.maximum(g_l[pts], 1e-6) >= p.tube_ggo_max
-        sig_w = [0.0 if (planar and a == 0) else p.tube_context_sigma_mm / cell_mm[a] for a in range(3)]
-        w_l = ndimage.gaussian_filter(n_l, sig_w, mode="constant", truncate=3.0)
-        w_b = ndimage.gaussian_filter(n_b, sig_w, mode="constant", truncate=3.0)
-        open_lung = np.zeros_like(cand)
-        open_lung[pts] = w_b[pts] / np.maximum(w_l[pts], 1e-6) < p.tube_context_max
         in_plane = [a for a in range(3) if not (planar and a == 0)]
-        for s_mm in p.tube_sigmas_mm:
+        for s_mm in p.tube_sigmas_mm if pts[0].size else ():
             sig = [0.0 if (planar and a == 0) else s_mm / cell_mm[a] for a in range(3)]
             sm = ndimage.gaussian_filter(mean_hu, sig, mode="nearest", truncate=3.0)
             hess = _hessian_at(sm, pts, cell_mm, planar) * np.float32(s_mm * s_mm)
@@ -432,7 +487,7 @@ def find_lesions(
             # curvature (at the rim of a blob or plateau the Hessian also looks tubular, but the
             # gradient there is large)
             grad = _gradient_at(sm, pts, cell_mm, planar) * np.float32(s_mm)
-            cross = np.sort(np.abs(eig), axis=1)[:, -2]  # |lambda_2|
+            cross = np.sort(np.abs(eig), axis=1)[:, 1]  # |lambda_2|: the larger in 2-D, the middle in 3-D
             core = np.zeros_like(cand)
             core[pts] = (v >= p.tube_threshold) & (grad <= 0.5 * cross) & ~in_ggo
             if core.any():
@@ -458,26 +513,24 @@ def find_lesions(
     region &= n_b > 0
     # -- step 5: connected opacities and their size (lesion voxels per component)
     comp, n_comp = ndimage.label(region, st)
+    comp = comp.astype(np.uint16 if n_comp < 65535 else np.int32)
     lab_full = _upsample(comp, f, hb.shape)
     lab_full[~band] = 0
     sizes = np.bincount(lab_full.ravel(), minlength=n_comp + 1)
     d = p.min_diameter_mm
-    if planar:
+    if planar:  # per slice: components do not cross slices, a component's size is its area
         min_vox = (math.pi / 4.0) * d * d / (spacing[1] * spacing[2])
-        # per slice: a component's size counts its voxels in that slice (components do not cross slices)
     else:
         min_vox = (math.pi / 6.0) * d ** 3 / (spacing[0] * spacing[1] * spacing[2])
     ok = sizes >= min_vox
     ok[0] = False
     new_id = np.zeros(n_comp + 1, np.int32)
     new_id[ok] = np.arange(1, int(ok.sum()) + 1, dtype=np.int32)
-    lab_kept = new_id[lab_full]
-    lesion_b = lab_kept > 0
+    lesion_b = ok[lab_full]
 
     lesion = np.zeros(hu.shape, bool)
     lesion[box] = lesion_b
-    labels = np.zeros(hu.shape, np.int32)
-    labels[box] = lab_kept
+    component = new_id[lab_full[lesion_b]]  # C order of the box == C order of the whole volume
     cls_out = None
     if classes:
         cls = np.zeros(hb.shape, np.uint8)
@@ -487,7 +540,7 @@ def find_lesions(
         cls[lesion_b] = CLASS_LESION
         cls_out = np.zeros(hu.shape, np.uint8)
         cls_out[box] = cls
-    return LesionMap(lesion, labels, int(ok.sum()), cls_out, planar)
+    return LesionMap(lesion, component, int(ok.sum()), cls_out, planar)
 
 
 def lesion_counts(
@@ -512,11 +565,11 @@ def lesion_counts(
         ``present[c, k]``: opacity ``k`` has voxels in code ``c`` (column 0 unused).
     """
     p = params or LesionParams()
-    idx = np.nonzero(lesions.lesion)
-    c = codes[idx].astype(np.int64)
-    cons = hu[idx] >= p.consolidation_hu[0]
+    idx = np.flatnonzero(lesions.lesion)
+    c = np.asarray(codes).reshape(-1)[idx].astype(np.int64)
+    cons = np.asarray(hu).reshape(-1)[idx] >= p.consolidation_hu[0]
     voxels = np.bincount(c * 2 + cons, minlength=2 * n_codes)[: 2 * n_codes].reshape(n_codes, 2)
-    k = lesions.labels[idx].astype(np.int64)
+    k = lesions.component.astype(np.int64)
     n_l = lesions.n_lesions + 1
     present = np.bincount(c * n_l + k, minlength=n_codes * n_l)[: n_codes * n_l].reshape(n_codes, n_l) > 0
     present[:, 0] = False
