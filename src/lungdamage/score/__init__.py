@@ -121,7 +121,8 @@ def score(
     lesion_map = None
     hu_read = ct.hu
     if lesion_p is not None:  # on the CT as read: the lesion measure has its own noise handling
-        lesion_map = find_lesions(ct.hu, regions.lung_mask, ct.spacing_mm, lesion_p)
+        ap_axis = int(np.argmax(np.abs(np.asarray(ct.direction, dtype=float)[1, :])))  # array axis along P
+        lesion_map = find_lesions(ct.hu, regions.lung_mask, ct.spacing_mm, lesion_p, ap_axis=ap_axis)
     if smooth_sigma_mm is not None and not (np.isfinite(smooth_sigma_mm) and smooth_sigma_mm >= 0):
         from ..errors import InputError
 

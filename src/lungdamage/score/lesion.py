@@ -125,10 +125,16 @@ class LesionParams:
         dependent lung).  A candidate's context mean HU must exceed its
         slab's reference by ``ref_margin_hu`` (the distance from normal lung,
         -850 HU, to the GGO band edge, -700 HU).
-    tube_ggo_max : float
+    tube_centre : float
+        A tube seed is a centreline cell: scale-normalized gradient at most
+        ``tube_centre`` times ``|lambda_2|`` (about ``tube_centre`` sigma
+        from the axis of a Gaussian-profile tube).
+    tube_ggo_max, tube_ggo_sigma_mm : float
         A tube centreline inside ground glass (GGO-band voxels fill at least
-        this share of the lung in its ``context_sigma_mm`` context) is part
-        of the opacity, not removed.
+        ``tube_ggo_max`` of the lung in a Gaussian neighbourhood of
+        ``tube_ggo_sigma_mm``) is part of the opacity, not removed.  The
+        neighbourhood is wider than the GGO-band sleeve that partial volume
+        puts around a vessel on 5-mm slices (2-4 mm).
     grow_mm : float
         Surviving opacity cells grow this far (mm) through cells that are
         themselves mostly band voxels, not tubes and with at least half of
@@ -156,6 +162,8 @@ class LesionParams:
     tube_context_sigma_mm: float = 10.0
     tube_context_max: float = 0.7
     tube_ggo_max: float = 0.5
+    tube_ggo_sigma_mm: float = 6.0
+    tube_centre: float = 0.5
     ref_percentile: float = 20.0
     ref_bin_mm: float = 10.0
     ref_margin_hu: float = 150.0
@@ -472,11 +480,8 @@ def find_lesions(
         w_b = ndimage.gaussian_filter(n_b, sig_w, mode="constant", truncate=3.0)
         open_lung = cand & (w_b < p.tube_context_max * w_l)
         pts = np.nonzero(open_lung)
-        # ground glass around the cell: a vessel inside ground glass is part of the opacity
-        n_g = _block_sum(band & (hb < p.ggo_hu[1]), f, np.float32)
-        g_g = ndimage.gaussian_filter(n_g, sig_ctx, mode="constant", truncate=3.0)
-        in_ggo = g_g[pts] / np.maximum(g_l[pts], 1e-6) >= p.tube_ggo_max
         in_plane = [a for a in range(3) if not (planar and a == 0)]
+        dense_cell = mean_hu >= p.consolidation_hu[0]
         for s_mm in p.tube_sigmas_mm if pts[0].size else ():
             sig = [0.0 if (planar and a == 0) else s_mm / cell_mm[a] for a in range(3)]
             sm = ndimage.gaussian_filter(mean_hu, sig, mode="nearest", truncate=3.0)
@@ -489,13 +494,20 @@ def find_lesions(
             grad = _gradient_at(sm, pts, cell_mm, planar) * np.float32(s_mm)
             cross = np.sort(np.abs(eig), axis=1)[:, 1]  # |lambda_2|: the larger in 2-D, the middle in 3-D
             core = np.zeros_like(cand)
-            core[pts] = (v >= p.tube_threshold) & (grad <= 0.5 * cross) & ~in_ggo
+            core[pts] = (v >= p.tube_threshold) & (grad <= p.tube_centre * cross)
             if core.any():
+                # the tube is its dense cells around the centreline (the vessel, not what it runs through)
                 reach = max(1, int(round(s_mm / min(cell_mm[a] for a in in_plane))))
                 st_t = ndimage.generate_binary_structure(3, 1)
                 if planar:
                     st_t[0] = st_t[2] = False
-                tube |= ndimage.binary_dilation(core, st_t, iterations=reach) & cand & open_lung
+                tube |= ndimage.binary_dilation(core, st_t, iterations=reach, mask=dense_cell | core) & cand
+        if tube.any():
+            # the context again, with the tubes' voxels as not-opacity: the partial-volume sleeve of a
+            # vessel falls below min_fraction, ground glass that a vessel runs through does not
+            n_bt = np.where(tube, 0.0, n_b).astype(np.float32)
+            g_bt = ndimage.gaussian_filter(n_bt, sig_ctx, mode="constant", truncate=3.0)
+            cand &= (g_bt >= p.min_fraction * g_l) | ~open_lung
     keep = cand & ~tube
 
     # -- step 4: whole lesions (grow into the lesion's own edge), on the cell grid

@@ -361,6 +361,8 @@ class ScanResult:
         """Readable per-region table (percent of region volume)."""
         df = self.to_frame()
         show = ["region", "volume_ml"] + [f"{b}_pct" for b in self.scheme.band_names] + ["damage_pct"]
+        if self.lesion_voxels is not None:
+            show.append("lesion_pct")
         if self.vessel_voxels is not None:
             show.append("vessel_ml")
         if self.region_set != "lungs":
