@@ -263,18 +263,44 @@ def _factors(spacing_mm, grid_mm: float, planar: bool) -> tuple[int, int, int]:
 
 
 def _block_sum(a: np.ndarray, f: tuple[int, int, int], dtype) -> np.ndarray:
-    """Sum over blocks of ``f`` voxels (the array is zero-padded up to whole blocks)."""
-    pad = [(0, (-n) % k) for n, k in zip(a.shape, f)]
-    if any(p[1] for p in pad):
-        a = np.pad(a, pad)
-    n0, n1, n2 = (n // k for n, k in zip(a.shape, f))
-    return a.reshape(n0, f[0], n1, f[1], n2, f[2]).sum(axis=(1, 3, 5), dtype=dtype)
+    """Sum over blocks of ``f`` voxels; every dimension of ``a`` is a multiple of its factor.
+
+    Strided adds axis by axis, the outermost first (contiguous slabs, the data shrink early), in a
+    small integer type (counts: uint8/uint16; HU: int32), converted to ``dtype`` at the end."""
+    n_cell = f[0] * f[1] * f[2]
+    if a.dtype == bool:
+        acc_t = np.uint8 if n_cell <= 255 else (np.uint16 if n_cell <= 65535 else np.int64)
+    else:
+        acc_t = np.int32 if n_cell * 32768 < 2**31 else np.int64
+    out = a
+    for a_i in (0, 1, 2):
+        k = f[a_i]
+        if k == 1:
+            continue
+        sl = [slice(None)] * 3
+        sl[a_i] = slice(0, None, k)
+        acc = out[tuple(sl)].astype(acc_t)
+        for r in range(1, k):
+            sl[a_i] = slice(r, None, k)
+            acc += out[tuple(sl)]
+        out = acc
+    return out.astype(dtype)
 
 
 def _upsample(c: np.ndarray, f: tuple[int, int, int], shape) -> np.ndarray:
-    """Nearest-cell upsampling of a coarse array to ``shape``."""
-    idx = [np.arange(n) // k for n, k in zip(shape, f)]
-    return c[idx[0][:, None, None], idx[1][None, :, None], idx[2][None, None, :]]
+    """Nearest-cell upsampling of a coarse array to ``shape`` (a whole number of cells)."""
+    n0, n1, n2 = c.shape
+    view = np.broadcast_to(c[:, None, :, None, :, None], (n0, f[0], n1, f[1], n2, f[2]))
+    return view.reshape(n0 * f[0], n1 * f[1], n2 * f[2])[: shape[0], : shape[1], : shape[2]]
+
+
+def _cell_box(lo: int, hi: int, n: int, k: int) -> tuple[int, int, int]:
+    """``(start, stop, pad)`` along one axis: [lo, hi) widened to a whole number of ``k``-voxel cells
+    inside [0, n); ``pad`` voxels are still missing when ``n`` itself is too short."""
+    need = -(-(hi - lo) // k) * k
+    stop = min(lo + need, n)
+    start = max(stop - need, 0)
+    return start, stop, need - (stop - start)
 
 
 def _hessian_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, float, float], planar: bool) -> np.ndarray:
@@ -309,6 +335,12 @@ def _hessian_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, fl
             out[:, a_i, b_i] = v
             out[:, b_i, a_i] = v
     return out
+
+
+def lung_slices_any(lung: np.ndarray, axis: int) -> np.ndarray:
+    """Whether each index along ``axis`` holds lung (projection of the mask)."""
+    other = tuple(a for a in range(3) if a != axis)
+    return lung.any(axis=other)
 
 
 def _depth_reference(hsum, n_l, f, cell_mm, ap_axis: int, p: LesionParams) -> np.ndarray:
@@ -434,14 +466,31 @@ def find_lesions(
     cell_mm = tuple(s * k for s, k in zip(spacing, f))
     sig_ctx = [0.0 if (planar and a == 0) else p.context_sigma_mm / cell_mm[a] for a in range(3)]
     margin = [int(math.ceil(3 * s)) * k + k for s, k in zip(sig_ctx, f)]
-    found = ndimage.find_objects(lung.view(np.uint8))[0]
-    box = tuple(slice(max(s.start - m, 0), min(s.stop + m, n)) for s, m, n in zip(found, margin, hu.shape))
+    # bounding box from projections (cheaper than labelling), widened to whole cells
+    extent = []
+    for a in range(3):
+        proj = np.flatnonzero(lung_slices_any(lung, a)) if a else lung_slices
+        extent.append((int(proj[0]), int(proj[-1]) + 1))
+    box_l, pads = [], []
+    for (lo_i, hi_i), m, n, k in zip(extent, margin, hu.shape, f):
+        start, stop, pad = _cell_box(max(lo_i - m, 0), min(hi_i + m, n), n, k)
+        box_l.append(slice(start, stop))
+        pads.append(pad)
+    box = tuple(box_l)
     hb = hu[box]
     mb = lung[box]
+    if any(pads):  # an image shorter than one cell along an axis: pad once (tiny inputs only)
+        hb = np.pad(hb, [(0, q) for q in pads], constant_values=-1024)
+        mb = np.pad(mb, [(0, q) for q in pads])
     lo, hi = p.opacity_hu
-    band = (hb >= lo) & (hb < hi) & mb
+    # lung HU with everything else at a value below every band: one int16 array serves all masks
+    outside = np.int16(-2048)
+    hm = np.where(mb, hb, outside)
+    band = hm >= lo
+    band &= hm < hi
     if not band.any():
         return _empty(hu.shape, planar, classes)
+    cell_vox = f[0] * f[1] * f[2]
 
     # -- step 2: opacity context on the cell grid
     n_l = _block_sum(mb, f, np.float32)
@@ -451,20 +500,24 @@ def find_lesions(
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(g_l > 1e-3, g_b / np.maximum(g_l, 1e-6), 0.0)
     cand = (n_b > 0) & (frac >= p.min_fraction)
-    hsum = _block_sum(np.where(mb, hb, 0).astype(np.int32, copy=False), f, np.float64)
+    # HU sums of the lung voxels per cell (the outside value added back)
+    hsum = _block_sum(hm, f, np.float64) - float(outside) * (cell_vox - n_l.astype(np.float64))
     if cand.any():
         # dependent density: the context's parenchyma (voxels below the consolidation band: vessels
         # would pull a plain mean up) must be denser than the aerated lung at the same depth, unless
         # the context is mostly consolidation-dense
-        soft = mb & (hb < p.consolidation_hu[0])
-        n_s = _block_sum(soft, f, np.float32)
-        h_s = _block_sum(np.where(soft, hb, 0).astype(np.int32, copy=False), f, np.float32)
+        c_lo = p.consolidation_hu[0]
+        n_s = _block_sum(hm < c_lo, f, np.float32) - (cell_vox - n_l)  # outside voxels are below too
+        # sum of min(HU, c_lo) over lung voxels = sum over soft voxels + c_lo * dense voxels
+        h_clip = _block_sum(np.minimum(hm, np.int16(c_lo)), f, np.float64) - float(outside) * (cell_vox - n_l)
+        h_s = (h_clip - c_lo * (n_l - n_s)).astype(np.float32)
         g_s = ndimage.gaussian_filter(n_s, sig_ctx, mode="constant", truncate=3.0)
         g_hs = ndimage.gaussian_filter(h_s, sig_ctx, mode="constant", truncate=3.0)
         ctx_hu = np.where(g_s > 1e-3, g_hs / np.maximum(g_s, 1e-6), 0.0)
         dense_ctx = (g_l - g_s) / np.maximum(g_l, 1e-6) >= p.min_fraction
         ref = _depth_reference(hsum, n_l, f, cell_mm, ap_axis, p)
         cand &= (ctx_hu >= np.minimum(ref, p.ref_cap_hu) + p.ref_margin_hu) | dense_ctx
+    del hm
 
     # -- step 3: tubes among the candidates (multi-scale Hessian on the cell-mean HU)
     tube = np.zeros_like(cand)
@@ -523,35 +576,37 @@ def find_lesions(
         if p.grow_cells:
             region = ndimage.binary_dilation(region, st, iterations=int(p.grow_cells))
     region &= n_b > 0
-    # -- step 5: connected opacities and their size (lesion voxels per component)
+    # -- step 5: connected opacities and their size (lesion voxels = band voxels of their cells)
     comp, n_comp = ndimage.label(region, st)
-    comp = comp.astype(np.uint16 if n_comp < 65535 else np.int32)
-    lab_full = _upsample(comp, f, hb.shape)
-    lab_full[~band] = 0
-    sizes = np.bincount(lab_full.ravel(), minlength=n_comp + 1)
+    sizes = np.bincount(comp.ravel(), weights=n_b.ravel(), minlength=n_comp + 1)
     d = p.min_diameter_mm
     if planar:  # per slice: components do not cross slices, a component's size is its area
         min_vox = (math.pi / 4.0) * d * d / (spacing[1] * spacing[2])
     else:
         min_vox = (math.pi / 6.0) * d ** 3 / (spacing[0] * spacing[1] * spacing[2])
-    ok = sizes >= min_vox
+    ok = sizes >= min_vox - 1e-9
     ok[0] = False
     new_id = np.zeros(n_comp + 1, np.int32)
     new_id[ok] = np.arange(1, int(ok.sum()) + 1, dtype=np.int32)
-    lesion_b = ok[lab_full]
-
+    kept = ok[comp]
+    lesion_b = _upsample(kept, f, hb.shape) & band
+    # component of every lesion voxel, in C order (of the box, hence of the whole volume)
+    flat = np.flatnonzero(lesion_b)
+    n1, n2 = hb.shape[1], hb.shape[2]
+    component = new_id[comp[flat // (n1 * n2) // f[0], (flat // n2) % n1 // f[1], flat % n2 // f[2]]]
+    del flat
+    real = tuple(slice(0, bx.stop - bx.start) for bx in box)
     lesion = np.zeros(hu.shape, bool)
-    lesion[box] = lesion_b
-    component = new_id[lab_full[lesion_b]]  # C order of the box == C order of the whole volume
+    lesion[box] = lesion_b[real]
     cls_out = None
     if classes:
         cls = np.zeros(hb.shape, np.uint8)
         cls[band] = CLASS_CONTEXT
         cls[band & _upsample(tube, f, hb.shape)] = CLASS_TUBE
-        cls[(lab_full > 0) & ~lesion_b] = CLASS_SMALL
+        cls[band & _upsample(region & ~kept, f, hb.shape)] = CLASS_SMALL
         cls[lesion_b] = CLASS_LESION
         cls_out = np.zeros(hu.shape, np.uint8)
-        cls_out[box] = cls
+        cls_out[box] = cls[real]
     return LesionMap(lesion, component, int(ok.sum()), cls_out, planar)
 
 
