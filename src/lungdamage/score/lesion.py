@@ -100,6 +100,12 @@ class LesionParams:
         (default: the ``covid`` scheme's).  Band voxels = their union.
     context_sigma_mm : float
         Gaussian sigma (mm) of the opacity context (step 2).
+    context_sigma_planar_mm : float
+        The same on single slices (2-D path).  In a plane the context sees
+        one dimension across an in-plane vessel instead of two, so a vessel
+        of radius ``r`` fills less than half of it only while
+        ``r < 0.674 sigma``; 7 mm rejects the same vessels (r < 4.7 mm) as
+        4 mm does in 3-D (``r < 1.18 sigma``).
     min_fraction : float
         Minimum share of band voxels among the lung voxels of the context.
     grid_mm : float
@@ -153,6 +159,7 @@ class LesionParams:
     ggo_hu: tuple[float, float] = (-700.0, -300.0)
     consolidation_hu: tuple[float, float] = (-300.0, 100.0)
     context_sigma_mm: float = 4.0
+    context_sigma_planar_mm: float = 7.0
     min_fraction: float = 0.5
     grid_mm: float = 2.5
     tube_sigmas_mm: tuple[float, ...] = (2.5, 4.0, 6.0, 8.0)
@@ -180,7 +187,7 @@ class LesionParams:
                 bad.append(f"{name}={getattr(self, name)}")
         if self.ggo_hu[1] != self.consolidation_hu[0]:
             bad.append(f"ggo_hu upper edge {self.ggo_hu[1]} != consolidation_hu lower edge {self.consolidation_hu[0]}")
-        for name in ("context_sigma_mm", "grid_mm", "tube_alpha", "tube_beta", "tube_c_hu"):
+        for name in ("context_sigma_mm", "context_sigma_planar_mm", "grid_mm", "tube_alpha", "tube_beta", "tube_c_hu"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 bad.append(f"{name}={v}")
@@ -465,7 +472,8 @@ def find_lesions(
     spacing = tuple(float(s) for s in spacing_mm)
     f = _factors(spacing, p.grid_mm, planar)
     cell_mm = tuple(s * k for s, k in zip(spacing, f))
-    sig_ctx = [0.0 if (planar and a == 0) else p.context_sigma_mm / cell_mm[a] for a in range(3)]
+    ctx_mm = p.context_sigma_planar_mm if planar else p.context_sigma_mm
+    sig_ctx = [0.0 if (planar and a == 0) else ctx_mm / cell_mm[a] for a in range(3)]
     margin = [int(math.ceil(3 * s)) * k + k for s, k in zip(sig_ctx, f)]
     # bounding box from projections (cheaper than labelling), widened to whole cells
     extent = []
