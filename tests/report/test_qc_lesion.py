@@ -8,7 +8,12 @@ import numpy as np
 from PIL import Image
 
 from lungdamage import CTVolume, RegionMap
-from lungdamage.report.qc import EXCLUDED_OTHER_RGB, EXCLUDED_TUBE_RGB, render_qc, voxel_to_pixel
+from lungdamage.report.qc import (
+    EXCLUDED_OTHER_RGB,
+    EXCLUDED_TUBE_RGB,
+    render_qc,
+    voxel_to_pixel,
+)
 from lungdamage.score import score
 
 

@@ -17,7 +17,12 @@ import pytest
 from lungdamage import CTVolume, RegionMap
 from lungdamage.phantom import make_phantom
 from lungdamage.score import score
-from lungdamage.score.lesion import CLASS_LESION, CLASS_TUBE, find_lesions, lesion_params
+from lungdamage.score.lesion import (
+    CLASS_LESION,
+    CLASS_TUBE,
+    find_lesions,
+    lesion_params,
+)
 from lungdamage.score.result import LESION_COLUMNS
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
@@ -94,7 +99,7 @@ def test_blobs_and_sheets_are_spared_vessels_are_not(shapes):
 
 
 def test_classes_say_why(shapes):
-    hu, lung, spacing, truth, lm = shapes
+    hu, lung, _spacing, _truth, lm = shapes
     assert (lm.classes == CLASS_LESION).sum() == lm.lesion.sum()
     band = (hu >= -700) & (hu < 100) & lung
     assert ((lm.classes > 0) == band).all()  # every band voxel has a class, nothing else has one

@@ -263,7 +263,7 @@ class LesionMap:
 
 # ------------------------------------------------------------------------------ helpers
 def _factors(spacing_mm, grid_mm: float, planar: bool) -> tuple[int, int, int]:
-    f = [max(1, int(round(grid_mm / s))) for s in spacing_mm]
+    f = [max(1, round(grid_mm / s)) for s in spacing_mm]
     if planar:
         f[0] = 1
     return (f[0], f[1], f[2])
@@ -333,7 +333,7 @@ def _hessian_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, fl
         for b_i in range(a_i + 1, d):
             b = axes[b_i]
 
-            def both(sa, sb):
+            def both(sa, sb, a=a, b=b):
                 dd = [0, 0, 0]
                 dd[a] += sa
                 dd[b] += sb
@@ -360,7 +360,7 @@ def _depth_reference(hsum, n_l, f, cell_mm, ap_axis: int, p: LesionParams) -> np
     mean = hsum / np.maximum(n_l, 1)
     overall = float(np.percentile(mean[full], p.ref_percentile))
     n_ap = n_l.shape[ap_axis]
-    step = max(1, int(round(p.ref_bin_mm / cell_mm[ap_axis])))
+    step = max(1, round(p.ref_bin_mm / cell_mm[ap_axis]))
     per_cell = np.full(n_ap, overall, np.float32)
     moved_full = np.moveaxis(full, ap_axis, 0)
     moved_mean = np.moveaxis(mean, ap_axis, 0)
@@ -569,7 +569,7 @@ def find_lesions(
             core[pts] = (v >= p.tube_threshold) & (grad <= p.tube_centre * cross)
             if core.any():
                 # the tube is its dense cells around the centreline (the vessel, not what it runs through)
-                reach = max(1, int(round(s_mm / min(cell_mm[a] for a in in_plane))))
+                reach = max(1, round(s_mm / min(cell_mm[a] for a in in_plane)))
                 st_t = ndimage.generate_binary_structure(3, 1)
                 if planar:
                     st_t[0] = st_t[2] = False
