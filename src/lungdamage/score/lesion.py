@@ -133,6 +133,10 @@ class LesionParams:
         dependent lung).  A candidate's context mean HU must exceed its
         slab's reference by ``ref_margin_hu`` (the distance from normal lung,
         -850 HU, to the GGO band edge, -700 HU).
+    ref_monotone : bool
+        Make the reference rise monotonically toward the dependent side (the
+        side whose slabs are denser on average): a slab's reference is the
+        lowest of its own and every deeper slab's.
     tube_centre : float
         A tube seed is a centreline cell: scale-normalized gradient at most
         ``tube_centre`` times ``|lambda_2|`` (about ``tube_centre`` sigma
@@ -174,6 +178,7 @@ class LesionParams:
     ref_bin_mm: float = 10.0
     ref_margin_hu: float = 150.0
     ref_cap_hu: float = -600.0
+    ref_monotone: bool = True
     grow_mm: float = 2.0
     grow_cells: int = 1
     min_diameter_mm: float = 6.0
@@ -361,13 +366,27 @@ def _depth_reference(hsum, n_l, f, cell_mm, ap_axis: int, p: LesionParams) -> np
     overall = float(np.percentile(mean[full], p.ref_percentile))
     n_ap = n_l.shape[ap_axis]
     step = max(1, round(p.ref_bin_mm / cell_mm[ap_axis]))
-    per_cell = np.full(n_ap, overall, np.float32)
+    per_cell = np.full(n_ap, np.nan, np.float32)
     moved_full = np.moveaxis(full, ap_axis, 0)
     moved_mean = np.moveaxis(mean, ap_axis, 0)
     for start in range(0, n_ap, step):  # one percentile per slab (tens of slabs), not per voxel
         vals = moved_mean[start:start + step][moved_full[start:start + step]]
         if vals.size >= 20:
             per_cell[start:start + step] = np.percentile(vals, p.ref_percentile)
+    if p.ref_monotone and n_ap > 1:
+        # physiology: density rises monotonically toward the dependent side, so no slab's reference may
+        # exceed that of a slab deeper than it (diffuse non-dependent GGO does not become its own reference)
+        # (slabs without enough lung cells take no part: NaN, filled with the whole lung's afterwards)
+        have = np.flatnonzero(np.isfinite(per_cell))
+        if have.size >= 2:
+            vals = per_cell[have]
+            half = vals.size // 2
+            if vals[half:].mean() >= vals[:half].mean():  # dependent side at high indices (supine rows)
+                vals = np.minimum.accumulate(vals[::-1])[::-1]
+            else:
+                vals = np.minimum.accumulate(vals)
+            per_cell[have] = vals
+    per_cell[~np.isfinite(per_cell)] = overall
     shape = [1, 1, 1]
     shape[ap_axis] = n_ap
     return per_cell.reshape(shape)
