@@ -80,6 +80,10 @@ def bench_core() -> None:
     t_read, ct = best_of(lambda: ld.read_series(folder), repeat=2)
     t_seg, regions = best_of(lambda: ld.segment_lungs(ct), repeat=2)
     t_score, _ = best_of(lambda: ld.score(ct, regions), repeat=5)
+    t_score_band, _ = best_of(lambda: ld.score(ct, regions, lesions=False), repeat=5)
+    from lungdamage.score.lesion import find_lesions
+
+    t_lesion, _ = best_of(lambda: find_lesions(ct.hu, regions.lung_mask, ct.spacing_mm), repeat=3)
     from lungdamage.segment import approx_lobes
 
     t_lobes, _ = best_of(lambda: approx_lobes(ct, regions), repeat=1)
@@ -93,7 +97,10 @@ def bench_core() -> None:
     print(f"| read_series (uncompressed DICOM) | {t_read:.2f} | best of 2 |")
     print(f"| segment_lungs (threshold) | {t_seg:.2f} | target <= 8 s |")
     print(f"| approx_lobes (lobes-approx, with fissure refinement) | {t_lobes:.2f} | report |")
-    print(f"| score (histograms + bands + table) | {t_score:.3f} | |")
+    print(f"| score (histograms + bands + table + lesion measure) | {t_score:.3f} | |")
+    print(f"| score without the lesion measure | {t_score_band:.3f} | lesion step adds {t_score - t_score_band:.2f} s "
+          "(target <= 2 s) |")
+    print(f"| find_lesions alone | {t_lesion:.3f} | |")
     print(f"| scoring kernel (one bincount) | {t_kernel:.3f} | {t_kernel / t_copy:.2f}x np.copy (target <= 5x) |")
     print(f"| np.copy of the HU volume | {t_copy:.3f} | |")
     print(f"| analyze end to end (fresh process) | {t_e2e:.2f} | target <= 15 s; peak RSS {mib:.0f} MiB |")

@@ -217,6 +217,34 @@ def real_rows(data: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def lesion_rows(data: Path) -> list[tuple[str, str, str, str]]:
+    """The lesion measure (issue 13) on the real normal and diseased scans."""
+    from lungdamage.io.images import read_image
+    from lungdamage.score import score
+    from lungdamage.segment import segment_lungs
+
+    def lesion(ct):
+        row = score(ct, segment_lungs(ct)).to_frame().set_index("region").loc["total"]
+        return f"{row['lesion_pct']:.1f} % (band {row['damage_pct']:.1f} %)"
+
+    rows = [("CIP ct-64 (COPDGene 10002K)", "lesion_pct (no opacities)", lesion(read_image(data / "cip" / "ct-64.nrrd")),
+             "≤ 3 %"),
+            ("LIDC slice (lungmask test data)", "lesion_pct (normal)",
+             lesion(_slice(data / "lungmask_slice" / "dicom" / "0.dcm")), "≤ 3 %")]
+    covid = data / "covid19_ny_sbu"
+    for pid, f, what, need in [("A048383", "19001231-30.dcm", "clear", "≤ 8 %, < every sick slice"),
+                               ("A048383", "19010410-30.dcm", "clear", "≤ 8 %, < every sick slice"),
+                               ("A002304", "19001231-076.dcm", "mild GGO", "> every clear slice"),
+                               ("A002304", "19010112-135.dcm", "extensive GGO", "> every clear slice"),
+                               ("A046441", "19001111-045.dcm", "bilateral GGO", "> every clear slice"),
+                               ("A046441", "19010101-23.dcm", "dense consolidation", "> every clear slice"),
+                               ("A072894", "19001203-066.dcm", "left consolidation/effusion", "> every clear slice"),
+                               ("A072894", "19010103-40.dcm", "left consolidation, right GGO", "> every clear slice")]:
+        rows.append((f"COVID-19-NY-SBU {pid} {f}", f"lesion_pct ({what})", lesion(_slice(covid / pid / "axial" / f)),
+                     need))
+    return rows
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -226,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "validation.md")
     ap.add_argument("--readme", type=Path, default=REPO / "README.md", help="README whose validation section is refreshed")
     args = ap.parse_args(argv)
-    rows = phantom_rows() + real_rows(args.data_dir)
+    rows = phantom_rows() + real_rows(args.data_dir) + lesion_rows(args.data_dir)
     lines = [
         "# Segmentation validation",
         "",

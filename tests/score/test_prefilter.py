@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from lungdamage import CTVolume, RegionMap
 from lungdamage.phantom import make_phantom
@@ -39,11 +40,16 @@ def test_vessel_suppression_brings_damage_error_within_one_point(vessel_phantom)
 def test_vessel_mask_finds_the_true_vessels_and_spares_consolidation(vessel_phantom):
     ph = vessel_phantom
     found = find_vessels(ph.ct, ph.truth.lungs > 0)
-    true_v = ph.truth.vessels
+    # vessels in aerated lung; inside an opacity a vessel is part of the lesion (Fleischner: ground glass
+    # leaves vessels visible, consolidation hides them) and stays counted
+    lesion = ph.truth.consolidation | ph.truth.ggo
+    true_v = ph.truth.vessels & ~ndimage.binary_dilation(lesion, iterations=2)
     recall = (found & true_v).sum() / true_v.sum()
     cons_lost = (found & ph.truth.consolidation).sum() / ph.truth.consolidation.sum()
-    assert recall > 0.8, recall  # vessels wider than 8 mm (hilum) are kept, by design
-    assert cons_lost < 0.12, cons_lost  # measured 0.093 at 2.7 mm pixels: edge voxels of the patches
+    assert recall > 0.8, recall
+    # the structure filter of the lesion measure: consolidation is not removed (the binary opening that
+    # was used before lost 9.3 % of it at 2.7 mm pixels, and 14.4 of 33.1 mL on a real A046441 slice)
+    assert cons_lost < 0.01, cons_lost
 
 
 @pytest.mark.slow
@@ -77,7 +83,7 @@ def test_vessel_option_is_recorded_and_off_by_default():
     hu[:, 4, 4] = 40
     ct, regions = CTVolume(hu, (1, 1, 1)), RegionMap(np.ones(hu.shape, np.uint8), {1: "right"})
     off = score(ct, regions).to_frame().iloc[-1]
-    on = score(ct, regions, suppress_vessels=True, vessel_options={"radius_mm": 2, "rim_voxels": 0}).to_frame().iloc[-1]
+    on = score(ct, regions, suppress_vessels=True, vessel_options={"rim_voxels": 0}).to_frame().iloc[-1]
     assert not off["vessel_suppression"] and off["vessel_ml"] == 0 and off["consolidation_pct"] == pytest.approx(100 * 5 / hu.size)
     assert on["vessel_suppression"] and on["vessel_ml"] == pytest.approx(5 / 1000) and on["consolidation_pct"] == 0
     assert on["params_hash"] != off["params_hash"]

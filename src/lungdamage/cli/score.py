@@ -20,7 +20,8 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--suppress-vessels",
         action="store_true",
-        help="exclude vessels inside the lungs before counting (reported as vessel_ml; off by default)",
+        help="exclude vessels inside the lungs before counting (reported as vessel_ml; off by default): dense "
+        "voxels the lesion measure's structure filter did not count as opacity, so consolidation stays counted",
     )
     p.add_argument(
         "--smooth-sigma-mm",

@@ -24,7 +24,9 @@ def register(subparsers) -> None:
                    help="patient_id, arm [, baseline_date] [, study_date | series_uid, visit] per row")
     p.add_argument("--protocol", default=None, metavar="TOML",
                    help="visit protocol (.toml/.yaml); default day 0, 7±2, 14±3, 60±14, 120±21")
-    p.add_argument("--metric", default="damage_pct", help="results column to analyse (default damage_pct)")
+    p.add_argument("--metric", default="auto",
+                   help="results column to analyse: lesion_pct, damage_pct, ggo_pct, ... (default auto: lesion_pct "
+                   "when the store has the lesion measure, else damage_pct; see docs/metrics.md)")
     p.add_argument("--region", default="total", help="region to analyse (default total)")
     p.add_argument("--visit", default=None, help="visit of the arm comparison (default: the protocol's, month 4)")
     p.add_argument("--control", default=None, help="control arm name (default: the arm named placebo/control)")

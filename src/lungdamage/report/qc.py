@@ -53,6 +53,10 @@ DEFAULT_FRACTIONS = (0.2, 0.35, 0.5, 0.65, 0.8)
 MIN_CORONAL_PX = 24
 
 _BG = (18, 18, 18)
+#: Band voxels the lesion measure did not count: tubular (vessels, airway walls) and the rest
+#: (partial-volume shells, fissures, opacities below the minimum size).  Cool colours: never damage.
+EXCLUDED_TUBE_RGB = (0, 200, 255)
+EXCLUDED_OTHER_RGB = (150, 90, 255)
 _TEXT = "#f0f0f0"
 _DPI = 100
 
@@ -283,6 +287,7 @@ def _render_panel(
     window_hu: tuple[float, float],
     alpha: float,
     outline_px: int = 2,
+    lesion_classes: np.ndarray | None = None,
 ) -> np.ndarray:
     """RGB uint8 image (rows, cols, 3) of one panel; region outlines ``outline_px`` wide."""
     hu = panel.take(ct.hu)
@@ -292,9 +297,15 @@ def _render_panel(
     rgb = np.repeat(grey[..., None], 3, axis=2)
     band = scheme.band_index(hu)
     inside = lab > 0
+    cls = panel.take(lesion_classes) if lesion_classes is not None else None
     for k, color in overlays:
         m = inside & (band == k)
+        if cls is not None:  # damage colours on lesion voxels only; the rest of the band shows why not
+            m &= (cls == 1) | (cls == 0)
         rgb[m] = (1.0 - alpha) * rgb[m] + alpha * np.asarray(color, np.float32)
+    if cls is not None:
+        for m, color in ((inside & (cls == 3), EXCLUDED_TUBE_RGB), (inside & ((cls == 2) | (cls == 4)), EXCLUDED_OTHER_RGB)):
+            rgb[m] = (1.0 - alpha) * rgb[m] + alpha * np.asarray(color, np.float32)
     # outlines on the display grid: 1 px on the inner side of every region border (a 2-px line in the
     # two regions' colours between regions) plus ``outline_px - 1`` px just outside the lungs' outer
     # contour, so the contour is ``outline_px`` wide yet no lung pixel is hidden that was visible before
@@ -339,9 +350,13 @@ def render_montage(
     panel_px: int = 320,
     window_hu: tuple[float, float] = LUNG_WINDOW_HU,
     alpha: float = 0.45,
+    lesion_classes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Panel], _Layout]:
     """Compose the montage canvas (RGB uint8, PNG-sized) and place the panels.
 
+    ``lesion_classes`` (:attr:`lungdamage.score.lesion.LesionMap.classes`):
+    damage colours only on lesion voxels; band voxels not counted as lesion
+    in :data:`EXCLUDED_TUBE_RGB` (tubular) or :data:`EXCLUDED_OTHER_RGB`.
     Returns the canvas, the panels with ``box`` set, and the layout.
     """
     scheme = result.scheme
@@ -368,7 +383,8 @@ def render_montage(
         left = lay.margin + c * (panel_px + lay.gap)
         canvas[top: top + panel_px, left: left + panel_px] = 0
         img = _render_panel(ct, regions, scheme, overlays, region_lut, p, window_hu=window_hu, alpha=alpha,
-                            outline_px=outline_width_px(panel_px))
+                            outline_px=outline_width_px(panel_px),
+                            lesion_classes=lesion_classes)
         h, w = img.shape[:2]
         y0, x0 = top + (panel_px - h) // 2, left + (panel_px - w) // 2
         canvas[y0: y0 + h, x0: x0 + w] = img
@@ -391,12 +407,12 @@ def _fmt(v: float) -> str:
 def _numbers_text(result: ScanResult) -> str:
     df = result.to_frame()
     damage = list(result.scheme.damage)
-    head = f"{'region':<7}{'vol mL':>8}{'damage':>8}" + "".join(f"{d[:8]:>9}" for d in damage)
+    head = f"{'region':<7}{'vol mL':>8}{'damage':>8}" + "".join(f"{d[:8]:>9}" for d in damage) + f"{'lesion':>8}"
     lines = [head]
     for _, row in df.iterrows():
         vals = f"{row['volume_ml']:8.0f}{_fmt(row['damage_pct']):>8}" + "".join(
             f"{_fmt(row[f'{d}_pct']):>9}" for d in damage
-        )
+        ) + f"{_fmt(row.get('lesion_pct', np.nan)):>8}"
         lines.append(f"{row['region']:<7}{vals}")
     return "\n".join(lines)
 
@@ -435,6 +451,7 @@ def render_qc(
     alpha: float = 0.45,
     thumbnail: str | Path | None = None,
     thumbnail_px: int = 160,
+    lesions: bool = True,
 ) -> dict[str, Path]:
     """Write the QC montage PNG, its JSON sidecar and optionally a thumbnail.
 
@@ -453,6 +470,11 @@ def render_qc(
         Opacity of the damage colours over the grey image (0-1).
     thumbnail : path, optional
         Also write the middle axial panel, at most ``thumbnail_px`` wide, here.
+    lesions : bool
+        When the result carries the lesion measure (``result.params["lesion"]``),
+        draw the damage colours on lesion voxels only and show the band voxels
+        that were not counted as lesion in two cool colours (tubular; shell,
+        thin or small), recomputed with the result's own lesion parameters.
 
     Returns
     -------
@@ -472,8 +494,18 @@ def render_qc(
     if len(panels) == 1:  # a single slice (or a thin slab): one large panel instead of copies of it
         panel_px *= 2
         panels = plan_panels(ct, regions, fractions=fractions, coronal=coronal, panel_px=panel_px)
+    lesion_classes = None
+    lesion_opts = result.params.get("lesion") if lesions else None
+    if lesion_opts is not None:
+        from ..score.lesion import find_lesions
+
+        ap_axis = int(np.argmax(np.abs(np.asarray(ct.direction, dtype=float)[1, :])))
+        lesion_classes = find_lesions(
+            ct.hu, regions.lung_mask, ct.spacing_mm, lesion_opts, classes=True, ap_axis=ap_axis
+        ).classes
     canvas, panels, lay = render_montage(
-        ct, regions, result, panels, panel_px=panel_px, window_hu=window_hu, alpha=alpha
+        ct, regions, result, panels, panel_px=panel_px, window_hu=window_hu, alpha=alpha,
+        lesion_classes=lesion_classes,
     )
     H, W = lay.height, lay.width
 
@@ -525,10 +557,19 @@ def render_qc(
 
     colors = band_colors(result.scheme)
     bands = {b.name: b for b in result.scheme.bands}
+    prefix = "lesion, " if lesion_classes is not None else ""
     handles = [
-        Patch(facecolor=_seen_color(bands[d], colors[d], window_hu, alpha), edgecolor="none", label=f"{bands[d]} HU")
+        Patch(facecolor=_seen_color(bands[d], colors[d], window_hu, alpha), edgecolor="none",
+              label=f"{prefix}{bands[d]} HU")
         for d in result.scheme.damage
     ]
+    if lesion_classes is not None:
+        handles += [
+            Patch(facecolor=np.asarray(EXCLUDED_TUBE_RGB) / 255, edgecolor="none",
+                  label="band, not lesion: tubular (vessel, airway wall)"),
+            Patch(facecolor=np.asarray(EXCLUDED_OTHER_RGB) / 255, edgecolor="none",
+                  label="band, not lesion: shell, thin or small"),
+        ]
     handles += [
         Line2D([0], [0], color=np.asarray(region_color(n)) / 255, lw=3, label=f"{n} outline")
         for _, n in sorted(regions.names.items())
@@ -551,6 +592,9 @@ def render_qc(
         "voxel_to_pixel": "pixel (y, x) = (box[0] + r, box[1] + c) where row_index[r] and col_index[c] are the "
         "voxel's indices along row_axis and col_axis and the voxel's index along fixed_axis equals index",
         "damage_colors": {d: list(colors[d]) for d in result.scheme.damage},
+        "lesion_overlay": lesion_classes is not None,
+        "excluded_colors": {"tubular": list(EXCLUDED_TUBE_RGB), "other": list(EXCLUDED_OTHER_RGB)}
+        if lesion_classes is not None else {},
         "region_colors": {n: list(region_color(n)) for n in regions.names.values()},
         "region_set": result.region_set,
         "panels": [p.to_dict() for p in panels],

@@ -21,6 +21,7 @@ from ..regions import RegionMap
 from ..volume import CTVolume
 from .kernels import HU_OFFSET, region_histograms
 from .metrics import slice_spacing_warnings
+from .lesion import LesionParams, find_lesions, lesion_counts, lesion_params
 from .prefilter import find_vessels, smooth_lungs
 from .result import ResultSet, ScanResult, dependency_versions, params_hash
 from .schemes import PRESETS, Band, Scheme, get_scheme, get_schemes, is_scheme_list
@@ -38,6 +39,8 @@ __all__ = [
     "dependency_versions",
     "find_vessels",
     "smooth_lungs",
+    "find_lesions",
+    "LesionParams",
 ]
 
 
@@ -50,6 +53,8 @@ def score(
     suppress_vessels: bool = False,
     vessel_options: Mapping[str, Any] | None = None,
     smooth_sigma_mm: float | None = None,
+    lesions: bool = True,
+    lesion_options: LesionParams | Mapping[str, Any] | None = None,
 ) -> ScanResult | ResultSet:
     """Score every region of ``regions`` on ``ct`` with ``scheme``.
 
@@ -70,16 +75,22 @@ def score(
     params : mapping, optional
         Run parameters recorded (and hashed) in the result's provenance.
     suppress_vessels : bool
-        Exclude thin dense structures inside the lung mask (vessels, see
+        Exclude dense structures that are not part of an opacity (vessels, see
         :func:`~lungdamage.score.prefilter.find_vessels`) from every band;
         their volume is reported as ``vessel_ml``.  Off by default (an extra
         per-voxel pass; see ``docs/metrics.md`` for its measured effect).
     vessel_options : mapping, optional
         Keyword arguments of :func:`~lungdamage.score.prefilter.find_vessels`
-        (``dense_hu``, ``radius_mm``, ``rim_hu``, ``rim_voxels``).
+        (``dense_hu``, ``rim_hu``, ``rim_voxels``).
     smooth_sigma_mm : float, optional
         Gaussian noise pre-filter inside the lung mask (sharp kernels, low
         dose); ``None`` or 0 = off.
+    lesions : bool
+        Compute the lesion measure (``lesion_pct`` ... columns; see
+        :mod:`lungdamage.score.lesion`) beside the band measure.  On by
+        default; False leaves those columns NaN.
+    lesion_options : LesionParams or mapping, optional
+        Overrides of the lesion parameters (recorded in the params hash).
 
     Returns
     -------
@@ -107,6 +118,12 @@ def score(
     labels = regions.labels
     max_code = int(max(regions.names, default=0))
     vessel_mask = None
+    lesion_p = lesion_params(lesion_options) if lesions else None
+    lesion_map = None
+    hu_read = ct.hu
+    if lesion_p is not None:  # on the CT as read: the lesion measure has its own noise handling
+        ap_axis = int(np.argmax(np.abs(np.asarray(ct.direction, dtype=float)[1, :])))  # array axis along P
+        lesion_map = find_lesions(ct.hu, regions.lung_mask, ct.spacing_mm, lesion_p, ap_axis=ap_axis)
     if smooth_sigma_mm is not None and not (np.isfinite(smooth_sigma_mm) and smooth_sigma_mm >= 0):
         from ..errors import InputError
 
@@ -117,7 +134,7 @@ def score(
     if suppress_vessels or smooth_sigma_mm:
         lung = regions.lung_mask
         if suppress_vessels:
-            vessel_mask = find_vessels(ct, lung, **dict(vessel_options or {}))
+            vessel_mask = find_vessels(ct, lung, lesions=lesion_map, **dict(vessel_options or {}))
         if smooth_sigma_mm:
             ct = smooth_lungs(ct, lung if vessel_mask is None else lung & ~vessel_mask, sigma_mm=float(smooth_sigma_mm))
     if vessel_mask is not None:
@@ -134,6 +151,12 @@ def score(
     vessel_voxels = None
     if vessel_mask is not None:
         vessel_voxels = np.array([int(hist[[c + max_code for c in codes]].sum()) for codes in groups.values()])
+    lesion_voxels = lesion_count = None
+    if lesion_map is not None:
+        n_codes = max_code + 1
+        vox, present = lesion_counts(hu_read, regions.labels, lesion_map, n_codes, lesion_p)
+        lesion_voxels = np.stack([vox[list(codes)].sum(axis=0) for codes in groups.values()])
+        lesion_count = np.array([int(present[list(codes)].any(axis=0).sum()) for codes in groups.values()])
     occupied = np.flatnonzero(per_region.any(axis=0))
     lo, hi = (int(occupied[0]), int(occupied[-1]) + 1) if occupied.size else (HU_OFFSET, HU_OFFSET + 1)
     finest = {regions.names[c] for c in regions.names}
@@ -157,6 +180,7 @@ def score(
             "suppress_vessels": bool(suppress_vessels),
             "vessel_options": dict(vessel_options or {}) if suppress_vessels else None,
             "smooth_sigma_mm": float(smooth_sigma_mm) if smooth_sigma_mm else None,
+            "lesion": lesion_p.to_dict() if lesion_p is not None else None,
             **dict(params or {}),
         }
         results.append(
@@ -178,6 +202,8 @@ def score(
                 parts=parts,
                 vessel_voxels=vessel_voxels,
                 model=model,
+                lesion_voxels=lesion_voxels,
+                lesion_count=lesion_count,
             )
         )
     return ResultSet(results) if many else results[0]

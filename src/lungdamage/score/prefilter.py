@@ -7,13 +7,13 @@ inputs.  Neither is on the default path of :func:`lungdamage.score.score`
 Vessel suppression (``find_vessels``)
     Vessels inside the lung mask have soft-tissue density (blood ~ +40 HU) and
     would be counted as consolidation, and their partial-volume rims as GGO.
-    A vessel is a *thin* dense structure: dense voxels (``HU >= dense_hu``)
-    are opened with an ellipsoid of radius ``radius_mm`` (SimpleITK binary
-    opening); what the opening removes is thinner than ``2 * radius_mm`` and
-    is taken as vessel, while consolidation patches wider than that survive
-    the opening and stay counted.  The vessel core is then grown by
-    ``rim_voxels`` into adjacent voxels denser than ``rim_hu`` (the partial
-    volume rim).
+    A vessel voxel is a dense voxel (``HU >= dense_hu``) that the lesion
+    measure's structure filter (:mod:`lungdamage.score.lesion`) did not count
+    as part of an opacity, grown by ``rim_voxels`` into adjacent non-lesion
+    voxels denser than ``rim_hu`` (the partial-volume rim).  Lesion voxels are
+    never vessel voxels, so consolidation is never removed.  (Before the
+    lesion measure this was a binary opening of dense voxels, which removed consolidation
+    with air bronchograms: 14.4 of 33.1 mL on COVID-19-NY-SBU A046441.)
 
 Noise pre-filter (``smooth_lungs``)
     Gaussian smoothing with ``sigma_mm`` (physical units, anisotropic voxels
@@ -42,21 +42,22 @@ def lung_bbox(mask: np.ndarray, *, margin: int = 0) -> tuple[slice, slice, slice
     )
 
 
-def _radius_voxels(radius_mm: float, spacing_mm: tuple[float, float, float]) -> list[int]:
-    return [max(int(round(radius_mm / s)), 0) for s in spacing_mm]
-
-
 def find_vessels(
     ct: CTVolume,
     mask: np.ndarray,
     *,
-    dense_hu: float = -300.0,
-    radius_mm: float = 4.0,
+    dense_hu: float = -500.0,
     rim_hu: float = -750.0,
     rim_voxels: int = 1,
-    coarse_mm: float = 1.25,
+    lesions=None,
+    lesion_options=None,
 ) -> np.ndarray:
-    """Vessel voxels inside ``mask``: thin dense structures and their rims.
+    """Vessel voxels inside ``mask``: dense structures that are not part of an opacity, and their rims.
+
+    Uses the structure filter of the lesion measure
+    (:func:`lungdamage.score.lesion.find_lesions`: opacity context, multi-scale
+    Hessian tubes, minimum size), so it never removes a voxel counted as
+    lesion -- consolidation stays counted.
 
     Parameters
     ----------
@@ -64,20 +65,15 @@ def find_vessels(
     mask : ndarray of bool, shape ``ct.shape``
         The lung voxels to search (vessels are returned only inside it).
     dense_hu : float
-        Vessel cores have ``HU >= dense_hu`` (default -300: above GGO so that
-        noisy ground glass does not form cores).
-    radius_mm : float
-        Opening radius: dense structures thinner than ``2 * radius_mm`` are
-        vessels; wider patches are kept as consolidation.
+        Vessel cores: voxels with ``HU >= dense_hu`` that are not lesion
+        voxels (default -500: thin vessels blurred by partial volume too).
     rim_hu, rim_voxels : float, int
-        Grow the cores by ``rim_voxels`` (face-connected steps) into voxels
-        with ``HU >= rim_hu`` (partial volume around a vessel).
-    coarse_mm : float
-        The opening runs on the dense mask subsampled to about this voxel
-        size (thin vessels vanish there anyway; wide patches survive), then
-        the survivors are brought back to full resolution and grown by one
-        coarse voxel within the dense mask.  Cuts the cost on sub-millimetre
-        scans by ~30x; 0 = full resolution.
+        Grow the cores by ``rim_voxels`` (face-connected steps) into non-lesion
+        voxels with ``HU >= rim_hu`` (partial volume around a vessel).
+    lesions : LesionMap, optional
+        The lesion map of ``ct`` and ``mask`` if already computed.
+    lesion_options : LesionParams or mapping, optional
+        Lesion parameters when ``lesions`` is not given.
 
     Returns
     -------
@@ -85,49 +81,33 @@ def find_vessels(
 
     Examples
     --------
-    >>> hu = np.full((9, 21, 21), -850, np.int16); hu[:, 10, 10] = 40      # a 1-voxel vessel
-    >>> hu[2:7, 2:9, 2:9] = 20                                             # a 7-voxel-wide patch
-    >>> v = find_vessels(CTVolume(hu, (1.0, 1.0, 1.0)), np.ones(hu.shape, bool), radius_mm=2)
-    >>> bool(v[:, 10, 10].all()), bool(v[4, 5, 5])
-    (True, False)
+    >>> zz, yy, xx = np.mgrid[:20, :41, :41]
+    >>> hu = np.full((20, 41, 41), -850, np.int16); hu[:, 20, 30] = 40    # a 1-voxel vessel
+    >>> ball = (zz - 10) ** 2 + (yy - 10) ** 2 + (xx - 10) ** 2 <= 49       # a consolidation 15 mm across
+    >>> hu[ball] = 20
+    >>> v = find_vessels(CTVolume(hu, (1.0, 1.0, 1.0)), np.ones(hu.shape, bool))
+    >>> bool(v[:, 20, 30].all()), int(v[ball].sum())
+    (True, 0)
     """
+    from .lesion import find_lesions
+
     mask = np.asarray(mask, dtype=bool)
     out = np.zeros(ct.shape, dtype=bool)
-    r = _radius_voxels(radius_mm, ct.spacing_mm)
-    box = lung_bbox(mask, margin=max(r) + rim_voxels + 1)
+    box = lung_bbox(mask, margin=rim_voxels + 1)
     if box is None:
         return out
+    if lesions is None:
+        lesions = find_lesions(ct.hu, mask, ct.spacing_mm, lesion_options)
     hu = ct.hu[box]
-    m = mask[box]
-    dense = (hu >= dense_hu) & m
-    if not dense.any():
+    m = mask[box] & ~lesions.lesion[box]
+    core = (hu >= dense_hu) & m
+    if not core.any():
         return out
-    core = dense & ~_opened(dense, ct.spacing_mm, radius_mm, coarse_mm)
-    if rim_voxels > 0 and core.any():
+    if rim_voxels > 0:
         grown = ndimage.binary_dilation(core, iterations=rim_voxels)
-        core = core | (grown & m & (hu >= rim_hu))
+        core |= grown & m & (hu >= rim_hu)
     out[box] = core
     return out
-
-
-def _opened(dense: np.ndarray, spacing_mm, radius_mm: float, coarse_mm: float) -> np.ndarray:
-    """Binary opening of ``dense`` by an ellipsoid of ``radius_mm`` (optionally on a subsampled grid)."""
-    import SimpleITK as sitk
-
-    f = [max(1, int(round(coarse_mm / s))) if coarse_mm > 0 else 1 for s in spacing_mm]
-    small = np.ascontiguousarray(dense[:: f[0], :: f[1], :: f[2]])
-    r = _radius_voxels(radius_mm, tuple(s * k for s, k in zip(spacing_mm, f)))
-    img = sitk.GetImageFromArray(small.view(np.uint8))
-    opened = sitk.GetArrayFromImage(sitk.BinaryMorphologicalOpening(img, r[::-1], sitk.sitkBall, 0, 1)).astype(bool)
-    if f == [1, 1, 1]:
-        return opened
-    up = opened
-    for axis, k in enumerate(f):
-        up = np.repeat(up, k, axis=axis)
-    up = up[: dense.shape[0], : dense.shape[1], : dense.shape[2]]
-    # subsampled cells cover f voxels from their corner: grow by one cell, but only into dense voxels
-    grown = ndimage.maximum_filter(up.view(np.uint8), size=[2 * k - 1 for k in f], mode="constant").astype(bool)
-    return grown & dense
 
 
 def smooth_lungs(ct: CTVolume, mask: np.ndarray, *, sigma_mm: float) -> CTVolume:

@@ -17,7 +17,10 @@ from ..volume import ScanMeta
 from .metrics import HIGH_OPACITY_HU, LAA_THRESHOLD_HU, OPACITY_HU, comparability_warnings, css_chung, css_pan
 from .schemes import Scheme
 
-__all__ = ["ScanResult", "ResultSet", "params_hash", "dependency_versions"]
+__all__ = ["ScanResult", "ResultSet", "params_hash", "dependency_versions", "LESION_COLUMNS"]
+
+#: Columns of the lesion measure (:meth:`ScanResult.lesion_columns`), on every wide row.
+LESION_COLUMNS = ("lesion_pct", "lesion_ggo_pct", "lesion_consolidation_pct", "lesion_ml", "lesion_count")
 
 
 def params_hash(params: Mapping[str, Any]) -> str:
@@ -78,6 +81,13 @@ class ScanResult:
         Voxels excluded as vessels per region (None when suppression is off).
     model : str
         Segmentation model (lungmask model name), empty for classical methods.
+    lesion_voxels : ndarray of int64, shape (n_regions, 2), optional
+        Lesion voxels per region in the lesion GGO band (column 0) and
+        consolidation band (column 1) (:mod:`lungdamage.score.lesion`); None
+        when the lesion measure was not computed.
+    lesion_count : ndarray of int64, shape (n_regions,), optional
+        Opacities (connected lesions) with voxels in each region; one that
+        spans two regions counts in both, once in their aggregate.
     """
 
     meta: ScanMeta
@@ -95,6 +105,8 @@ class ScanResult:
     parts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     vessel_voxels: np.ndarray | None = None
     model: str = ""
+    lesion_voxels: np.ndarray | None = None
+    lesion_count: np.ndarray | None = None
 
     # -- core numbers ----------------------------------------------------------
     @property
@@ -220,6 +232,25 @@ class ScanResult:
             return np.zeros(len(self.regions))
         return np.asarray(self.vessel_voxels, dtype=np.float64) * self.voxel_volume_ml
 
+    def lesion_columns(self) -> dict[str, np.ndarray]:
+        """The lesion measure per region: ``lesion_pct, lesion_ggo_pct, lesion_consolidation_pct,
+        lesion_ml, lesion_count`` (NaN when it was not computed).  Percentages are of the region's
+        scored voxels, like ``damage_pct``."""
+        n_r = len(self.regions)
+        if self.lesion_voxels is None:
+            nan = np.full(n_r, np.nan)
+            return {k: nan.copy() for k in LESION_COLUMNS}
+        lv = np.asarray(self.lesion_voxels, dtype=np.int64).reshape(n_r, 2)
+        pct = self._pct(lv)
+        count = np.asarray(self.lesion_count, dtype=np.float64) if self.lesion_count is not None else np.full(n_r, np.nan)
+        return {
+            "lesion_pct": self._pct(lv.sum(axis=1)),
+            "lesion_ggo_pct": pct[:, 0],
+            "lesion_consolidation_pct": pct[:, 1],
+            "lesion_ml": lv.sum(axis=1) * self.voxel_volume_ml,
+            "lesion_count": count,
+        }
+
     def comparability_warnings(self) -> list[str]:
         """Reader warnings plus the acquisition rules of :func:`~lungdamage.score.metrics.comparability_warnings`."""
         rules = comparability_warnings(
@@ -274,7 +305,8 @@ class ScanResult:
         volume_ml``, ``<band>_ml`` and ``<band>_pct`` for every band of the
         scheme, ``damage_pct, opacity_pct, high_opacity_pct, mean_hu,
         perc15_hu, laa950_pct, vessel_ml, vessel_pct, css_pan, css_chung,
-        css_region_set``, then provenance (:meth:`provenance`).  Percentages
+        css_region_set``, the lesion measure (``lesion_pct, lesion_ggo_pct,
+        lesion_consolidation_pct, lesion_ml, lesion_count``), then provenance (:meth:`provenance`).  Percentages
         are of the region's scored voxels (0–100; NaN for an empty region);
         ``volume_ml`` excludes suppressed vessels, which are ``vessel_ml``.
         Definitions: ``docs/metrics.md``.
@@ -309,6 +341,7 @@ class ScanResult:
             cols["vessel_pct"] = np.where(lung_ml > 0, 100.0 * vessel_ml / np.where(lung_ml > 0, lung_ml, 1.0), np.nan)
         cols["css_pan"], cols["css_chung"] = self.severity_scores()
         cols["css_region_set"] = self.css_region_set()
+        cols.update(self.lesion_columns())
         cols.update(self.provenance())
         return pd.DataFrame(cols)
 
@@ -338,6 +371,8 @@ class ScanResult:
         """Readable per-region table (percent of region volume)."""
         df = self.to_frame()
         show = ["region", "volume_ml"] + [f"{b}_pct" for b in self.scheme.band_names] + ["damage_pct"]
+        if self.lesion_voxels is not None:
+            show.append("lesion_pct")
         if self.vessel_voxels is not None:
             show.append("vessel_ml")
         if not self.css_region_set().startswith("none"):

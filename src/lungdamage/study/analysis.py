@@ -120,12 +120,25 @@ def _provenance(rows: pd.DataFrame) -> dict:
     return out
 
 
+def resolve_metric(metric: str, results: pd.DataFrame) -> str:
+    """The primary metric: ``auto`` is ``lesion_pct`` when ``results`` has values of it, else ``damage_pct``."""
+    if metric != "auto":
+        return metric
+    if "lesion_pct" in results.columns and pd.to_numeric(results["lesion_pct"], errors="coerce").notna().any():
+        return "lesion_pct"
+    logger.warning(
+        "These results have no lesion measure (scored before it existed, or with it off): the primary metric "
+        "is damage_pct. Rescore to use lesion_pct, or pass metric='damage_pct' to silence this."
+    )
+    return "damage_pct"
+
+
 def analyze_study(
     results: pd.DataFrame,
     manifest: Manifest | str | Path,
     *,
     protocol: Protocol | str | Path | None = None,
-    metric: str = "damage_pct",
+    metric: str = "auto",
     region: str = "total",
     visit: str | None = None,
     control: str | None = None,
@@ -147,7 +160,12 @@ def analyze_study(
     protocol : Protocol or path, optional
         Visit protocol (default: :func:`default_protocol`).
     metric : str
-        Primary metric (default ``damage_pct`` = GGO + consolidation, percent of region volume).
+        Primary metric: a numeric results column, or ``auto`` (default):
+        ``lesion_pct`` (the lesion measure: opacities only, normal lungs near
+        zero) when the results carry it, else ``damage_pct`` (GGO +
+        consolidation bands, percent of region volume; results scored before
+        the lesion measure existed).  See ``docs/metrics.md``, "Which metric
+        for a trial".
     region : str
         Region whose values are analysed (default ``total``).
     visit : str, optional
@@ -186,6 +204,7 @@ def analyze_study(
     compare_visit = protocol.lookup(visit).name if visit else protocol.compare
 
     sel = select_results(results, region=region, params_hash=params_hash)
+    metric = resolve_metric(metric, sel)
     assignments = assign_visits(sel, manifest, protocol=protocol)
     table = visit_table(sel, manifest, protocol=protocol, region=region, metric=metric, assignments=assignments)
     if table.empty:

@@ -39,7 +39,8 @@ def _colours(arms) -> dict[str, str]:
 
 def _label(metric: str) -> str:
     base = metric.replace("_change", "")
-    name = {"damage_pct": "damage", "ggo_pct": "GGO", "consolidation_pct": "consolidation"}.get(base, base)
+    name = {"damage_pct": "damage", "ggo_pct": "GGO", "consolidation_pct": "consolidation",
+            "lesion_pct": "lesion"}.get(base, base)
     unit = " (% of region volume)" if base.endswith("_pct") else ""
     return ("change in " if metric.endswith("_change") else "") + name + unit
 

@@ -45,6 +45,8 @@ COLUMN_DEFINITIONS: dict[str, str] = {
     "damage_pct": "damage = GGO + consolidation bands, percent of the region's voxels (region volume)",
     "ggo_pct": "ground-glass opacity band, percent of the region's voxels",
     "consolidation_pct": "consolidation band, percent of the region's voxels",
+    "lesion_pct": "lesion measure: GGO- and consolidation-band voxels that belong to an opacity (vessels, airway "
+    "walls, partial-volume shells and opacities below the minimum size excluded), percent of the region's voxels",
     "css_pan": "CT severity score, Pan/Francone bins per lobe (0: none, 1: <5 %, 2: 5–25 %, 3: 26–50 %, "
     "4: 51–75 %, 5: >75 %), summed over five lobes (0–25; over six zones 0–30 — see css_region_set)",
     "css_chung": "CT severity score, Chung/Li bins per lobe (0–4), summed over five lobes (0–20; over six zones 0–24 — see css_region_set)",

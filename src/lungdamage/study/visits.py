@@ -640,7 +640,7 @@ def assign_visits(
 # per-patient x visit table
 # -----------------------------------------------------------------------------
 #: Measures carried into the visit table when the results have them.
-MEASURES = ("damage_pct", "ggo_pct", "consolidation_pct")
+MEASURES = ("damage_pct", "ggo_pct", "consolidation_pct", "lesion_pct")
 _PROVENANCE = ("scheme", "region_set", "method", "params_hash", "version")
 
 

@@ -1,0 +1,696 @@
+"""The lesion measure: opacity-band voxels that belong to an opacity, not to a normal structure.
+
+The band measure (``damage_pct``) counts every lung voxel whose HU lies in
+the GGO or consolidation band.  In a normal lung that is 10-30 % of the
+voxels: vessel walls and their partial-volume rims, airway walls, fissures
+and the lung surface.  The lesion measure keeps a band voxel only when it is
+part of an *opacity*: a region in which band voxels fill most of the lung
+around them, that is not a tube, and that is not too small.
+
+Algorithm (pure functions, vectorized; see ``docs/metrics.md``)
+-----------------------------------------------------------------
+All work is on the lung bounding box, block-reduced to cells of about
+``grid_mm`` (block sums: no voxel is dropped, the full-resolution decision
+is per voxel at the end).
+
+1. **Band voxels**: lung voxels with ``opacity_hu[0] <= HU < opacity_hu[1]``
+   (default the ``covid`` GGO + consolidation bands, -700 to +100 HU).
+2. **Opacity context** (normalized convolution inside the lung):
+   ``F = G(band) / G(lung)`` with a Gaussian of ``context_sigma_mm``.  A
+   vessel of radius ``r`` and its rim fill less than half of a Gaussian
+   neighbourhood of sigma ``s`` as long as ``r < 1.18 s``; a fissure, an
+   airway wall or the partial-volume shell along the pleura fills far less.
+   An opacity fills it (``F`` near 1) -- also against the chest wall, because
+   the neighbourhood counts lung only: subpleural opacities are kept and the
+   lung surface is never simply eroded.  Cells with ``F >= min_fraction``
+   are opacity candidates if, in addition, the context's mean HU exceeds the
+   aerated reference at the same anterior-posterior depth by
+   ``ref_margin_hu`` (dependent density -- the smooth gravity gradient of a
+   normal lung, up to -500 HU posteriorly on a poorly inspired scan -- is
+   not an opacity; the reference is capped at ``ref_cap_hu`` so that a lung
+   full of disease does not become its own reference).
+3. **Tubes** (multi-scale Hessian, Frangi et al. 1998 vesselness for bright
+   structures, fixed constants so the response is not scan-dependent): on the
+   cell-mean HU (outside the lung filled with the lung's median HU, so the
+   chest wall makes no edge), at every scale of ``tube_sigmas_mm``.  Candidate
+   cells whose best vesselness reaches ``tube_threshold`` are large vessels
+   (or bronchovascular bundles) that passed step 2.  Blobs
+   (nodules, round consolidations) and sheets (plateaus, their edges) have
+   ``|lambda_1|`` comparable to ``|lambda_2|`` or ``lambda_2`` near 0 and are
+   spared; inside a consolidation a vessel has no contrast and no response.
+   Only centreline cells (small gradient against the cross-section
+   curvature: the rim of a blob or plateau also has a tube-like Hessian, but
+   a large gradient) seed a tube, which then takes the dense cells (mean HU
+   in the consolidation band or above) within its scale -- the vessel, not
+   what it runs through.  The context is then recomputed with the tubes as
+   not-opacity: the partial-volume sleeve of a vessel drops below
+   ``min_fraction``, ground glass that a vessel runs through does not.
+   Single slices use the 2-D (in-plane) Hessian: a line is a tube.
+4. **Whole lesions**: the surviving cells grow by ``grow_mm`` through cells
+   that are mostly band voxels (the rim of a lesion, the outer half of a small
+   one), then by ``grow_cells`` cells; intersected with the band voxels they
+   give the lesion voxels -- the lesion's own partial-volume edge is part of
+   it (a vessel touching a lesion contributes at most that margin).
+5. **Minimum size**: connected opacities (cells, 26-connected; 8-connected
+   in-plane for single slices) smaller than a sphere of ``min_diameter_mm``
+   (a disc of that diameter on single slices) are dropped.
+
+Every parameter is in :meth:`LesionParams.to_dict`, which goes into the
+result's params hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+
+__all__ = [
+    "LesionParams",
+    "LesionMap",
+    "lesion_params",
+    "find_lesions",
+    "lesion_counts",
+    "CLASS_NONE",
+    "CLASS_LESION",
+    "CLASS_CONTEXT",
+    "CLASS_TUBE",
+    "CLASS_SMALL",
+]
+
+#: Classes of :attr:`LesionMap.classes`.
+CLASS_NONE, CLASS_LESION, CLASS_CONTEXT, CLASS_TUBE, CLASS_SMALL = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
+class LesionParams:
+    """Parameters of the lesion measure (all recorded in the params hash).
+
+    Attributes
+    ----------
+    ggo_hu, consolidation_hu : (float, float)
+        Half-open HU bands ``[lo, hi)`` of ground glass and consolidation
+        (default: the ``covid`` scheme's).  Band voxels = their union.
+    context_sigma_mm : float
+        Gaussian sigma (mm) of the opacity context (step 2).
+    context_sigma_planar_mm : float
+        The same on single slices (2-D path).  In a plane the context sees
+        one dimension across an in-plane vessel instead of two, so a vessel
+        of radius ``r`` fills less than half of it only while
+        ``r < 0.674 sigma``; 7 mm rejects the same vessels (r < 4.7 mm) as
+        4 mm does in 3-D (``r < 1.18 sigma``).
+    min_fraction : float
+        Minimum share of band voxels among the lung voxels of the context.
+    grid_mm : float
+        Target cell size (mm) of the block-reduced grid (per axis, a whole
+        number of voxels, at least one).
+    tube_sigmas_mm : tuple of float
+        Hessian scales (mm) of the tube test.
+    tube_threshold : float
+        Frangi vesselness (0-1) at or above which a candidate cell is a tube.
+    tube_alpha, tube_beta, tube_c_hu : float
+        Frangi constants: plate-vs-line (``R_A``), blob (``R_B``) and
+        structure strength (scale-normalized Hessian norm, HU).
+    tube_context_sigma_mm, tube_context_max : float
+        A tube is removed only where band voxels fill less than
+        ``tube_context_max`` of the lung in a Gaussian neighbourhood of
+        ``tube_context_sigma_mm``: vessels run in aerated lung, while an
+        elongated consolidation (or a vessel inside an opacity) is surrounded
+        by opacity (Fleischner: vessels are removed in aerated or GGO lung,
+        never inside consolidation).
+    ref_percentile, ref_bin_mm, ref_margin_hu, ref_cap_hu : float
+        Dependent density: the aerated reference of every slab of
+        ``ref_bin_mm`` along the anterior-posterior axis is the
+        ``ref_percentile`` percentile of the cell-mean HU of its lung cells,
+        capped at ``ref_cap_hu`` (a denser reference is disease, not
+        dependent lung).  A candidate's context mean HU must exceed its
+        slab's reference by ``ref_margin_hu`` (the distance from normal lung,
+        -850 HU, to the GGO band edge, -700 HU).
+    ref_monotone : bool
+        Make the reference rise monotonically toward the dependent side (the
+        side whose slabs are denser on average): a slab's reference is the
+        lowest of its own and every deeper slab's.
+    tube_centre : float
+        A tube seed is a centreline cell: scale-normalized gradient at most
+        ``tube_centre`` times ``|lambda_2|`` (about ``tube_centre`` sigma
+        from the axis of a Gaussian-profile tube).
+    grow_mm : float
+        Surviving opacity cells grow this far (mm) through cells that are
+        themselves mostly band voxels, not tubes and with at least half of
+        ``min_fraction`` band voxels in their context: the part of a lesion
+        whose context is below ``min_fraction`` (its rim, a small lesion's
+        outer half) is taken back.
+    grow_cells : int
+        Then by this many cells without condition, to take in the lesion's
+        own partial-volume edge (step 4).
+    min_diameter_mm : float
+        Smallest opacity counted: volume of a sphere (area of a disc on
+        single slices) of this diameter.
+    subsample : bool
+        Estimate the cell statistics from every other row and column (when a
+        cell spans an even number of both): about half the time on sub-mm
+        scans, but results move by sampling (A048383 19010410: 12.0 -> 16.8 %),
+        so off by default.
+    """
+
+    ggo_hu: tuple[float, float] = (-700.0, -300.0)
+    consolidation_hu: tuple[float, float] = (-300.0, 100.0)
+    context_sigma_mm: float = 4.0
+    context_sigma_planar_mm: float = 7.0
+    min_fraction: float = 0.5
+    grid_mm: float = 2.5
+    tube_sigmas_mm: tuple[float, ...] = (2.5, 4.0, 6.0, 8.0)
+    tube_threshold: float = 0.3
+    tube_alpha: float = 0.5
+    tube_beta: float = 0.5
+    tube_c_hu: float = 60.0
+    tube_context_sigma_mm: float = 10.0
+    tube_context_max: float = 0.7
+    tube_centre: float = 0.5
+    ref_percentile: float = 20.0
+    ref_bin_mm: float = 10.0
+    ref_margin_hu: float = 150.0
+    ref_cap_hu: float = -600.0
+    ref_monotone: bool = True
+    grow_mm: float = 2.0
+    grow_cells: int = 1
+    min_diameter_mm: float = 6.0
+    subsample: bool = False
+
+    def __post_init__(self) -> None:
+        bad = []
+        for name in ("ggo_hu", "consolidation_hu"):
+            lo, hi = getattr(self, name)
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                bad.append(f"{name}={getattr(self, name)}")
+        if self.ggo_hu[1] != self.consolidation_hu[0]:
+            bad.append(f"ggo_hu upper edge {self.ggo_hu[1]} != consolidation_hu lower edge {self.consolidation_hu[0]}")
+        for name in ("context_sigma_mm", "context_sigma_planar_mm", "grid_mm", "tube_alpha", "tube_beta", "tube_c_hu"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                bad.append(f"{name}={v}")
+        if not 0.0 < self.min_fraction <= 1.0:
+            bad.append(f"min_fraction={self.min_fraction}")
+        if not 0.0 < self.tube_threshold <= 1.0:
+            bad.append(f"tube_threshold={self.tube_threshold}")
+        if not self.tube_sigmas_mm or any(not (math.isfinite(s) and s > 0) for s in self.tube_sigmas_mm):
+            bad.append(f"tube_sigmas_mm={self.tube_sigmas_mm}")
+        if int(self.grow_cells) != self.grow_cells or self.grow_cells < 0:
+            bad.append(f"grow_cells={self.grow_cells}")
+        if not (math.isfinite(self.min_diameter_mm) and self.min_diameter_mm >= 0):
+            bad.append(f"min_diameter_mm={self.min_diameter_mm}")
+        if bad:
+            raise InputError(
+                f"Invalid lesion parameters: {', '.join(bad)}. Potential fix: leave them at their defaults "
+                "(docs/metrics.md, 'Lesion measure') or give finite positive values."
+            )
+
+    @property
+    def opacity_hu(self) -> tuple[float, float]:
+        return (self.ggo_hu[0], self.consolidation_hu[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def lesion_params(options: LesionParams | Mapping[str, Any] | None = None) -> LesionParams:
+    """:class:`LesionParams` from ``None`` (defaults), a mapping of overrides, or itself."""
+    if options is None:
+        return LesionParams()
+    if isinstance(options, LesionParams):
+        return options
+    known = {f.name for f in dataclasses.fields(LesionParams)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(
+            f"Unknown lesion parameter(s) {unknown}. Potential fix: use some of {sorted(known)}."
+        )
+    kw = {k: (tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else v) for k, v in options.items()}
+    return LesionParams(**kw)
+
+
+@dataclass(frozen=True, eq=False)
+class LesionMap:
+    """Result of :func:`find_lesions`.
+
+    Attributes
+    ----------
+    lesion : ndarray of bool, shape of the CT
+        Lesion voxels.
+    component : ndarray of int32, shape (number of lesion voxels,)
+        Opacity (connected component, 1..n) of every lesion voxel, in the C
+        order of ``np.flatnonzero(lesion)``.
+    n_lesions : int
+    classes : ndarray of uint8, shape of the CT, or None
+        Only with ``classes=True``: :data:`CLASS_LESION`, or why a band voxel
+        was not counted -- :data:`CLASS_CONTEXT` (thin structure, shell, not
+        inside an opacity), :data:`CLASS_TUBE` (tubular: vessel or airway
+        wall), :data:`CLASS_SMALL` (opacity below the minimum size); 0 for
+        voxels outside the lungs or the bands.
+    planar : bool
+        The 2-D (per-slice) path was used.
+    """
+
+    lesion: np.ndarray
+    component: np.ndarray
+    n_lesions: int
+    classes: np.ndarray | None
+    planar: bool
+
+
+# ------------------------------------------------------------------------------ helpers
+def _factors(spacing_mm, grid_mm: float, planar: bool) -> tuple[int, int, int]:
+    f = [max(1, round(grid_mm / s)) for s in spacing_mm]
+    if planar:
+        f[0] = 1
+    return (f[0], f[1], f[2])
+
+
+def _block_sum(a: np.ndarray, f: tuple[int, int, int], dtype) -> np.ndarray:
+    """Sum over blocks of ``f`` voxels; every dimension of ``a`` is a multiple of its factor.
+
+    Strided adds axis by axis, the outermost first (contiguous slabs, the data shrink early), in a
+    small integer type (counts: uint8/uint16; HU: int32), converted to ``dtype`` at the end."""
+    n_cell = f[0] * f[1] * f[2]
+    if a.dtype == bool:
+        acc_t = np.uint8 if n_cell <= 255 else (np.uint16 if n_cell <= 65535 else np.int64)
+    else:
+        acc_t = np.int32 if n_cell * 32768 < 2**31 else np.int64
+    out = a
+    for a_i in (0, 1, 2):
+        k = f[a_i]
+        if k == 1:
+            continue
+        sl = [slice(None)] * 3
+        sl[a_i] = slice(0, None, k)
+        acc = out[tuple(sl)].astype(acc_t)
+        for r in range(1, k):
+            sl[a_i] = slice(r, None, k)
+            acc += out[tuple(sl)]
+        out = acc
+    return out.astype(dtype)
+
+
+def _upsample(c: np.ndarray, f: tuple[int, int, int], shape) -> np.ndarray:
+    """Nearest-cell upsampling of a coarse array to ``shape`` (a whole number of cells)."""
+    n0, n1, n2 = c.shape
+    view = np.broadcast_to(c[:, None, :, None, :, None], (n0, f[0], n1, f[1], n2, f[2]))
+    out = view.reshape(n0 * f[0], n1 * f[1], n2 * f[2])[: shape[0], : shape[1], : shape[2]]
+    return out if out.flags.writeable else out.copy()
+
+
+def _cell_box(lo: int, hi: int, n: int, k: int) -> tuple[int, int, int]:
+    """``(start, stop, pad)`` along one axis: [lo, hi) widened to a whole number of ``k``-voxel cells
+    inside [0, n); ``pad`` voxels are still missing when ``n`` itself is too short."""
+    need = -(-(hi - lo) // k) * k
+    stop = min(lo + need, n)
+    start = max(stop - need, 0)
+    return start, stop, need - (stop - start)
+
+
+def _hessian_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, float, float], planar: bool) -> np.ndarray:
+    """Hessian (central differences, spacing ``h`` in mm) of ``img`` at points; (N, d, d)."""
+    p = np.pad(img, 1, mode="edge")
+    k, j, i = (q + 1 for q in pts)
+    axes = (1, 2) if planar else (0, 1, 2)
+
+    def at(dk=0, dj=0, di=0):
+        return p[k + dk, j + dj, i + di]
+
+    def unit(ax, s):
+        d = [0, 0, 0]
+        d[ax] = s
+        return d
+
+    c = at()
+    d = len(axes)
+    out = np.empty((c.size, d, d), np.float32)
+    for a_i, a in enumerate(axes):
+        out[:, a_i, a_i] = (at(*unit(a, 1)) - 2 * c + at(*unit(a, -1))) / (h[a] * h[a])
+        for b_i in range(a_i + 1, d):
+            b = axes[b_i]
+
+            def both(sa, sb, a=a, b=b):
+                dd = [0, 0, 0]
+                dd[a] += sa
+                dd[b] += sb
+                return at(*dd)
+
+            v = (both(1, 1) - both(1, -1) - both(-1, 1) + both(-1, -1)) / (4 * h[a] * h[b])
+            out[:, a_i, b_i] = v
+            out[:, b_i, a_i] = v
+    return out
+
+
+def lung_slices_any(lung: np.ndarray, axis: int) -> np.ndarray:
+    """Whether each index along ``axis`` holds lung (projection of the mask)."""
+    other = tuple(a for a in range(3) if a != axis)
+    return lung.any(axis=other)
+
+
+def _depth_reference(hsum, n_l, f, cell_mm, ap_axis: int, p: LesionParams) -> np.ndarray:
+    """Aerated reference HU of every cell: a low percentile of the cell-mean HU of whole lung cells
+    in its slab along ``ap_axis`` (slabs with fewer than 20 such cells take the whole lung's)."""
+    full = n_l >= f[0] * f[1] * f[2]
+    if not full.any():
+        full = n_l > 0
+    mean = hsum / np.maximum(n_l, 1)
+    overall = float(np.percentile(mean[full], p.ref_percentile))
+    n_ap = n_l.shape[ap_axis]
+    step = max(1, round(p.ref_bin_mm / cell_mm[ap_axis]))
+    per_cell = np.full(n_ap, np.nan, np.float32)
+    moved_full = np.moveaxis(full, ap_axis, 0)
+    moved_mean = np.moveaxis(mean, ap_axis, 0)
+    for start in range(0, n_ap, step):  # one percentile per slab (tens of slabs), not per voxel
+        vals = moved_mean[start:start + step][moved_full[start:start + step]]
+        if vals.size >= 20:
+            per_cell[start:start + step] = np.percentile(vals, p.ref_percentile)
+    if p.ref_monotone and n_ap > 1:
+        # physiology: density rises monotonically toward the dependent side, so no slab's reference may
+        # exceed that of a slab deeper than it (diffuse non-dependent GGO does not become its own reference)
+        # (slabs without enough lung cells take no part: NaN, filled with the whole lung's afterwards)
+        have = np.flatnonzero(np.isfinite(per_cell))
+        if have.size >= 2:
+            vals = per_cell[have]
+            half = vals.size // 2
+            if vals[half:].mean() >= vals[:half].mean():  # dependent side at high indices (supine rows)
+                vals = np.minimum.accumulate(vals[::-1])[::-1]
+            else:
+                vals = np.minimum.accumulate(vals)
+            per_cell[have] = vals
+    per_cell[~np.isfinite(per_cell)] = overall
+    shape = [1, 1, 1]
+    shape[ap_axis] = n_ap
+    return per_cell.reshape(shape)
+
+
+def _gradient_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, float, float], planar: bool) -> np.ndarray:
+    """Gradient magnitude (central differences, spacing ``h`` in mm) of ``img`` at points."""
+    p = np.pad(img, 1, mode="edge")
+    k, j, i = (q + 1 for q in pts)
+    g2 = np.zeros(k.size, np.float32)
+    for a in ((1, 2) if planar else (0, 1, 2)):
+        d = [0, 0, 0]
+        d[a] = 1
+        diff = (p[k + d[0], j + d[1], i + d[2]] - p[k - d[0], j - d[1], i - d[2]]) / (2 * h[a])
+        g2 += diff * diff
+    return np.sqrt(g2)
+
+
+def vesselness(eig: np.ndarray, *, alpha: float, beta: float, c: float) -> np.ndarray:
+    """Frangi vesselness of bright tubes from scale-normalized eigenvalues ``(N, d)`` (any order).
+
+    3-D: ``(1 - exp(-R_A^2/2a^2)) exp(-R_B^2/2b^2) (1 - exp(-S^2/2c^2))`` with
+    ``|l1| <= |l2| <= |l3|``, ``R_A = |l2|/|l3|``, ``R_B = |l1|/sqrt(|l2 l3|)``,
+    0 unless ``l2, l3 < 0``.  2-D: ``exp(-R_B^2/2b^2) (1 - exp(-S^2/2c^2))``,
+    ``R_B = |l1|/|l2|``, 0 unless ``l2 < 0``.
+
+    Examples
+    --------
+    >>> float(vesselness(np.array([[0.0, -100.0, -100.0]]), alpha=0.5, beta=0.5, c=50.0)[0]) > 0.8
+    True
+    >>> float(vesselness(np.array([[-100.0, -100.0, -100.0]]), alpha=0.5, beta=0.5, c=50.0)[0]) < 0.2
+    True
+    """
+    order = np.argsort(np.abs(eig), axis=1)
+    e = np.take_along_axis(eig, order, axis=1)
+    s2 = (e * e).sum(axis=1)
+    strength = 1.0 - np.exp(-s2 / (2.0 * c * c))
+    if e.shape[1] == 2:
+        l1, l2 = e[:, 0], e[:, 1]
+        rb = np.abs(l1) / np.maximum(np.abs(l2), 1e-12)
+        v = np.exp(-(rb * rb) / (2 * beta * beta)) * strength
+        return np.where(l2 < 0, v, 0.0)
+    l1, l2, l3 = e[:, 0], e[:, 1], e[:, 2]
+    ra = np.abs(l2) / np.maximum(np.abs(l3), 1e-12)
+    rb = np.abs(l1) / np.sqrt(np.maximum(np.abs(l2 * l3), 1e-24))
+    v = (1.0 - np.exp(-(ra * ra) / (2 * alpha * alpha))) * np.exp(-(rb * rb) / (2 * beta * beta)) * strength
+    return np.where((l2 < 0) & (l3 < 0), v, 0.0)
+
+
+def _empty(shape, planar: bool, classes: bool) -> LesionMap:
+    return LesionMap(np.zeros(shape, bool), np.zeros(0, np.int32), 0, np.zeros(shape, np.uint8) if classes else None, planar)
+
+
+# ------------------------------------------------------------------------------ main
+def find_lesions(
+    hu: np.ndarray,
+    lung: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    params: LesionParams | Mapping[str, Any] | None = None,
+    *,
+    classes: bool = False,
+    ap_axis: int = 1,
+) -> LesionMap:
+    """Lesion voxels of a CT: band voxels that belong to an opacity (module docstring).
+
+    Parameters
+    ----------
+    hu : ndarray of int16, shape (slices, rows, columns)
+    lung : ndarray of bool, same shape
+        The lung mask (every region together).
+    spacing_mm : (float, float, float)
+        Voxel spacing (slice, row, column) in mm.
+    params : LesionParams or mapping, optional
+    classes : bool
+        Also return why each band voxel was or was not counted (QC overlays).
+    ap_axis : int
+        Array axis along the patient's anterior-posterior direction (rows of
+        an axial series), for the dependent-density reference.
+
+    Returns
+    -------
+    LesionMap
+
+    Examples
+    --------
+    >>> hu = np.full((30, 60, 60), -850, np.int16)
+    >>> hu[:, 30, 30] = 40                                   # a thin vessel through the volume
+    >>> hu[10:20, 10:25, 10:25] = -500                       # a 10 x 15 x 15 mm ground-glass patch
+    >>> lm = find_lesions(hu, np.ones(hu.shape, bool), (1.0, 1.0, 1.0))
+    >>> int(lm.lesion[:, 30, 30].sum()), int(lm.lesion[10:20, 10:25, 10:25].sum()), lm.n_lesions
+    (0, 2250, 1)
+    """
+    p = lesion_params(params)
+    hu = np.asarray(hu)
+    lung = np.asarray(lung, dtype=bool)
+    if hu.shape != lung.shape or hu.ndim != 3:
+        raise ValueError(f"find_lesions: hu {hu.shape} and lung {lung.shape} must be one 3-D shape")
+    lung_slices = np.flatnonzero(lung.any(axis=(1, 2)))
+    planar = lung_slices.size < 3
+    if lung_slices.size == 0:
+        return _empty(hu.shape, planar, classes)
+    spacing = tuple(float(s) for s in spacing_mm)
+    f = _factors(spacing, p.grid_mm, planar)
+    cell_mm = tuple(s * k for s, k in zip(spacing, f))
+    ctx_mm = p.context_sigma_planar_mm if planar else p.context_sigma_mm
+    sig_ctx = [0.0 if (planar and a == 0) else ctx_mm / cell_mm[a] for a in range(3)]
+    margin = [int(math.ceil(3 * s)) * k + k for s, k in zip(sig_ctx, f)]
+    # bounding box from projections (cheaper than labelling), widened to whole cells
+    extent = []
+    for a in range(3):
+        proj = np.flatnonzero(lung_slices_any(lung, a)) if a else lung_slices
+        extent.append((int(proj[0]), int(proj[-1]) + 1))
+    box_l, pads = [], []
+    for (lo_i, hi_i), m, n, k in zip(extent, margin, hu.shape, f):
+        start, stop, pad = _cell_box(max(lo_i - m, 0), min(hi_i + m, n), n, k)
+        box_l.append(slice(start, stop))
+        pads.append(pad)
+    box = tuple(box_l)
+    hb = hu[box]
+    mb = lung[box]
+    if any(pads):  # an image shorter than one cell along an axis: pad once (tiny inputs only)
+        hb = np.pad(hb, [(0, q) for q in pads], constant_values=-1024)
+        mb = np.pad(mb, [(0, q) for q in pads])
+    lo, hi = p.opacity_hu
+    # cell statistics from every other row and column when a cell spans an even number of both (sub-mm
+    # pixels): a quarter of the work, the same cell means and fractions up to sampling; counts are scaled
+    sub = 2 if (p.subsample and f[1] % 2 == 0 and f[2] % 2 == 0) else 1
+    hs_, ms_ = (hb[:, ::sub, ::sub], mb[:, ::sub, ::sub]) if sub > 1 else (hb, mb)
+    fs = (f[0], f[1] // sub, f[2] // sub)
+    scale = float(sub * sub)
+    # lung HU with everything else at a value below every band: one int16 array serves all masks
+    outside = np.int16(-2048)
+    hm = np.where(ms_, hs_, outside)
+    band_s = hm >= lo
+    band_s &= hm < hi
+    cell_vox = fs[0] * fs[1] * fs[2]
+    # -- step 2: opacity context on the cell grid
+    n_l = _block_sum(ms_, fs, np.float32)
+    n_b = _block_sum(band_s, fs, np.float32)
+    del band_s
+    if not n_b.any():
+        return _empty(hu.shape, planar, classes)
+    g_l = ndimage.gaussian_filter(n_l, sig_ctx, mode="constant", truncate=3.0)
+    g_b = ndimage.gaussian_filter(n_b, sig_ctx, mode="constant", truncate=3.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(g_l > 1e-3, g_b / np.maximum(g_l, 1e-6), 0.0)
+    cand = (n_b > 0) & (frac >= p.min_fraction)
+    # HU sums of the lung voxels per cell (the outside value added back)
+    hsum = _block_sum(hm, fs, np.float64) - float(outside) * (cell_vox - n_l.astype(np.float64))
+    if cand.any():
+        # dependent density: the context's parenchyma (voxels below the consolidation band: vessels
+        # would pull a plain mean up) must be denser than the aerated lung at the same depth, unless
+        # the context is mostly consolidation-dense
+        c_lo = p.consolidation_hu[0]
+        n_s = _block_sum(hm < c_lo, fs, np.float32) - (cell_vox - n_l)  # outside voxels are below too
+        # sum of min(HU, c_lo) over lung voxels = sum over soft voxels + c_lo * dense voxels
+        h_clip = _block_sum(np.minimum(hm, np.int16(c_lo)), fs, np.float64) - float(outside) * (cell_vox - n_l)
+        h_s = (h_clip - c_lo * (n_l - n_s)).astype(np.float32)
+        g_s = ndimage.gaussian_filter(n_s, sig_ctx, mode="constant", truncate=3.0)
+        g_hs = ndimage.gaussian_filter(h_s, sig_ctx, mode="constant", truncate=3.0)
+        ctx_hu = np.where(g_s > 1e-3, g_hs / np.maximum(g_s, 1e-6), 0.0)
+        dense_ctx = (g_l - g_s) / np.maximum(g_l, 1e-6) >= p.min_fraction
+        ref = _depth_reference(hsum, n_l, fs, cell_mm, ap_axis, p)
+        cand &= (ctx_hu >= np.minimum(ref, p.ref_cap_hu) + p.ref_margin_hu) | dense_ctx
+    del hm
+    if sub > 1:  # sample counts and sums -> voxel counts and sums
+        n_l *= scale
+        n_b *= scale
+        hsum *= scale
+
+    # -- step 3: tubes among the candidates (multi-scale Hessian on the cell-mean HU)
+    tube = np.zeros_like(cand)
+    if cand.any():
+        inside = n_l > 0
+        mean_hu = np.empty(n_l.shape, np.float32)
+        mean_hu[inside] = (hsum[inside] / n_l[inside]).astype(np.float32)
+        fill = float(np.median(mean_hu[inside]))
+        mean_hu[~inside] = fill
+        # only candidates in open lung can be removed as tubes: the Hessian is evaluated there alone
+        sig_w = [0.0 if (planar and a == 0) else p.tube_context_sigma_mm / cell_mm[a] for a in range(3)]
+        w_l = ndimage.gaussian_filter(n_l, sig_w, mode="constant", truncate=3.0)
+        w_b = ndimage.gaussian_filter(n_b, sig_w, mode="constant", truncate=3.0)
+        open_lung = cand & (w_b < p.tube_context_max * w_l)
+        pts = np.nonzero(open_lung)
+        in_plane = [a for a in range(3) if not (planar and a == 0)]
+        dense_cell = mean_hu >= p.consolidation_hu[0]
+        for s_mm in p.tube_sigmas_mm if pts[0].size else ():
+            sig = [0.0 if (planar and a == 0) else s_mm / cell_mm[a] for a in range(3)]
+            sm = ndimage.gaussian_filter(mean_hu, sig, mode="nearest", truncate=3.0)
+            hess = _hessian_at(sm, pts, cell_mm, planar) * np.float32(s_mm * s_mm)
+            eig = np.linalg.eigvalsh(hess)
+            v = vesselness(eig, alpha=p.tube_alpha, beta=p.tube_beta, c=p.tube_c_hu)
+            # centreline cells only: the scale-normalized gradient is small against the cross-section
+            # curvature (at the rim of a blob or plateau the Hessian also looks tubular, but the
+            # gradient there is large)
+            grad = _gradient_at(sm, pts, cell_mm, planar) * np.float32(s_mm)
+            cross = np.sort(np.abs(eig), axis=1)[:, 1]  # |lambda_2|: the larger in 2-D, the middle in 3-D
+            core = np.zeros_like(cand)
+            core[pts] = (v >= p.tube_threshold) & (grad <= p.tube_centre * cross)
+            if core.any():
+                # the tube is its dense cells around the centreline (the vessel, not what it runs through)
+                reach = max(1, round(s_mm / min(cell_mm[a] for a in in_plane)))
+                st_t = ndimage.generate_binary_structure(3, 1)
+                if planar:
+                    st_t[0] = st_t[2] = False
+                tube |= ndimage.binary_dilation(core, st_t, iterations=reach, mask=dense_cell | core) & cand
+        if tube.any():
+            # the context again, with the tubes' voxels as not-opacity: the partial-volume sleeve of a
+            # vessel falls below min_fraction, ground glass that a vessel runs through does not
+            n_bt = np.where(tube, 0.0, n_b).astype(np.float32)
+            g_bt = ndimage.gaussian_filter(n_bt, sig_ctx, mode="constant", truncate=3.0)
+            cand &= (g_bt >= p.min_fraction * g_l) | ~open_lung
+    keep = cand & ~tube
+
+    # -- step 4: whole lesions (grow into the lesion's own edge), on the cell grid
+    st = ndimage.generate_binary_structure(3, 3)
+    if planar:
+        st[0] = st[2] = False
+    region = keep
+    if keep.any():
+        n_grow = int(math.ceil(p.grow_mm / min(cell_mm[a] for a in range(3) if not (planar and a == 0))))
+        dense_cells = (2 * n_b >= n_l) & (n_l > 0) & ~tube & (2 * frac >= p.min_fraction)
+        if n_grow > 0:
+            region = ndimage.binary_dilation(region, st, iterations=n_grow, mask=dense_cells | region)
+        if p.grow_cells:
+            region = ndimage.binary_dilation(region, st, iterations=int(p.grow_cells))
+    region &= n_l > 0  # (band voxels are decided per voxel below; sampled band counts can miss edge cells)
+    # -- step 5: connected opacities and their size (lesion voxels = band voxels of their cells)
+    comp, n_comp = ndimage.label(region, st)
+    sizes = np.bincount(comp.ravel(), weights=n_b.ravel(), minlength=n_comp + 1)
+    d = p.min_diameter_mm
+    if planar:  # per slice: components do not cross slices, a component's size is its area
+        min_vox = (math.pi / 4.0) * d * d / (spacing[1] * spacing[2])
+    else:
+        min_vox = (math.pi / 6.0) * d ** 3 / (spacing[0] * spacing[1] * spacing[2])
+    ok = sizes >= min_vox - 1e-9
+    ok[0] = False
+    new_id = np.zeros(n_comp + 1, np.int32)
+    new_id[ok] = np.arange(1, int(ok.sum()) + 1, dtype=np.int32)
+    kept = ok[comp]
+    real = tuple(slice(0, bx.stop - bx.start) for bx in box)
+    lesion = np.zeros(hu.shape, bool)
+    component = np.zeros(0, np.int32)
+    kb = ndimage.find_objects(kept.view(np.uint8))
+    if kb and kb[0] is not None:
+        # per voxel, band membership only inside the kept cells' bounding box
+        cb = kb[0]
+        vb = tuple(slice(c.start * k, c.stop * k) for c, k in zip(cb, f))
+        hk, mk = hb[vb], mb[vb]
+        lesion_k = _upsample(kept[cb], f, hk.shape)
+        lesion_k &= mk
+        lesion_k &= hk >= lo
+        lesion_k &= hk < hi
+        # component of every lesion voxel, in C order (of the sub-box, hence of the whole volume)
+        flat = np.flatnonzero(lesion_k)
+        n1, n2 = hk.shape[1], hk.shape[2]
+        cc = comp[cb]
+        component = new_id[cc[flat // (n1 * n2) // f[0], (flat // n2) % n1 // f[1], flat % n2 // f[2]]]
+        del flat
+        dst = tuple(slice(bx.start + v.start, min(bx.start + v.stop, bx.stop)) for bx, v in zip(box, vb))
+        lesion[dst] = lesion_k[tuple(slice(0, d.stop - d.start) for d in dst)]
+    cls_out = None
+    if classes:
+        band = (hb >= lo) & (hb < hi) & mb
+        lesion_b = np.zeros(hb.shape, bool)
+        lesion_b[real] = lesion[box]
+        cls = np.zeros(hb.shape, np.uint8)
+        cls[band] = CLASS_CONTEXT
+        cls[band & _upsample(tube, f, hb.shape)] = CLASS_TUBE
+        cls[band & _upsample(region & ~kept, f, hb.shape)] = CLASS_SMALL
+        cls[lesion_b] = CLASS_LESION
+        cls_out = np.zeros(hu.shape, np.uint8)
+        cls_out[box] = cls[real]
+    return LesionMap(lesion, component, int(ok.sum()), cls_out, planar)
+
+
+def lesion_counts(
+    hu: np.ndarray, codes: np.ndarray, lesions: LesionMap, n_codes: int, params: LesionParams | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per label code: lesion voxels per band and which opacities touch it.
+
+    Parameters
+    ----------
+    hu : ndarray of int16
+    codes : ndarray of uint8
+        Region label codes on the CT grid (0 = not lung).
+    lesions : LesionMap
+    n_codes : int
+        Rows of the output (``max code + 1``).
+
+    Returns
+    -------
+    voxels : ndarray of int64, shape (n_codes, 2)
+        Lesion voxels in the GGO band (column 0) and the consolidation band (1).
+    present : ndarray of bool, shape (n_codes, n_lesions + 1)
+        ``present[c, k]``: opacity ``k`` has voxels in code ``c`` (column 0 unused).
+    """
+    p = params or LesionParams()
+    idx = np.flatnonzero(lesions.lesion)
+    c = np.asarray(codes).reshape(-1)[idx].astype(np.int64)
+    cons = np.asarray(hu).reshape(-1)[idx] >= p.consolidation_hu[0]
+    voxels = np.bincount(c * 2 + cons, minlength=2 * n_codes)[: 2 * n_codes].reshape(n_codes, 2)
+    k = lesions.component.astype(np.int64)
+    n_l = lesions.n_lesions + 1
+    present = np.bincount(c * n_l + k, minlength=n_codes * n_l)[: n_codes * n_l].reshape(n_codes, n_l) > 0
+    present[:, 0] = False
+    return voxels.astype(np.int64), present

@@ -1,0 +1,326 @@
+"""The lesion measure: normal structures score near zero, opacities are measured whole.
+
+Truth is independent of the code under test: analytic solids drawn here, the
+phantom's continuous-geometry fractions, and reader boxes / visible findings
+on real slices (../shared/realdata).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lungdamage import CTVolume, RegionMap
+from lungdamage.phantom import make_phantom
+from lungdamage.score import score
+from lungdamage.score.lesion import (
+    CLASS_LESION,
+    CLASS_TUBE,
+    find_lesions,
+    lesion_params,
+)
+from lungdamage.score.result import LESION_COLUMNS
+
+REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
+needs_realdata = [
+    pytest.mark.realdata,
+    pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata not present"),
+]
+
+
+# ----------------------------------------------------------------------------- shapes
+def _shapes(spacing=(1.0, 0.75, 0.75), shape=(60, 120, 120)):
+    """Aerated lung (-850) with vessels (+40, radius 2.5 mm), a GGO blob that a vessel runs through,
+    a consolidation blob that a vessel touches, and a sheet-like subpleural GGO against the mask edge."""
+    z, y, x = (np.arange(n) * s for n, s in zip(shape, spacing))
+    Z, Y, X = np.meshgrid(z, y, x, indexing="ij", sparse=True)
+    hu = np.full(shape, -850.0, np.float32)
+    lung = np.ones(shape, bool)
+    lung[:, :, :6] = False  # chest wall: 4.5 mm of soft tissue on the left of the array
+    hu[~lung] = 40.0
+    vessels = np.zeros(shape, bool)
+    # vessel 1 along x at (z=30, y=30) crossing the GGO blob; vessel 2 along z at (y=60, x=40)
+    # touching the consolidation blob; vessel 3 along z alone in aerated lung
+    vessels |= ((Z - 30) ** 2 + (Y - 30) ** 2 <= 2.5**2) & (X > 10)
+    vessels |= (Y - 60) ** 2 + (X - 40) ** 2 <= 2.5**2
+    vessels |= (Y - 75) ** 2 + (X - 75) ** 2 <= 2.5**2
+    ggo_blob = (Z - 30) ** 2 + (Y - 30) ** 2 + (X - 60) ** 2 <= 11.0**2
+    cons_blob = (Z - 30) ** 2 + (Y - 60) ** 2 + (X - 52.5) ** 2 <= 10.0**2
+    sheet = lung & (X < 4.5 + 8.0) & (np.abs(Y - 55) <= 22) & (np.abs(Z - 25) <= 15)  # 8 mm thick, subpleural
+    hu[ggo_blob] = -550.0
+    hu[vessels & lung] = 40.0  # vessel 1 runs through the GGO blob
+    hu[cons_blob] = -50.0
+    hu[sheet] = -550.0
+    rng = np.random.default_rng(0)
+    hu += rng.normal(0, 15, shape).astype(np.float32)
+    hu = np.rint(hu).astype(np.int16)
+    vessels_alone = vessels & lung & ~ggo_blob & ~cons_blob
+    far_vessel = ((Y - 75) ** 2 + (X - 75) ** 2 <= 2.5**2) & lung
+    return hu, lung, spacing, dict(ggo_blob=ggo_blob & ~vessels, cons_blob=cons_blob, sheet=sheet,
+                                   vessel_through_ggo=vessels & ggo_blob, vessels_alone=vessels_alone,
+                                   far_vessel=far_vessel)
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    hu, lung, spacing, truth = _shapes()
+    return hu, lung, spacing, truth, find_lesions(hu, lung, spacing, classes=True)
+
+
+def test_blobs_and_sheets_are_spared_vessels_are_not(shapes):
+    hu, lung, spacing, truth, lm = shapes
+    counted = {k: float(lm.lesion[m].mean()) for k, m in truth.items()}
+    msg = ", ".join(f"{k} {v:.3f}" for k, v in counted.items())
+    # blob- and sheet-like GGO and consolidation are counted whole (also where a vessel runs
+    # through the GGO, touches the consolidation, or the sheet lies against the chest wall)
+    assert counted["ggo_blob"] >= 0.97, msg
+    assert counted["cons_blob"] >= 0.97, msg
+    assert counted["sheet"] >= 0.95, msg
+    # a vessel inside an opacity is part of it (consolidation hides vessels; ground glass does not
+    # remove them from the opacity's extent)
+    assert counted["vessel_through_ggo"] >= 0.9, msg
+    # vessels in aerated lung are not lesion; where they leave a lesion, a stretch next to it is taken
+    # in (measured: 21 % of the vessel voxels outside the blobs, all within 15 mm of them)
+    assert counted["far_vessel"] <= 0.02, msg
+    from scipy import ndimage
+
+    lesions = truth["ggo_blob"] | truth["cons_blob"] | truth["sheet"] | truth["vessel_through_ggo"]
+    dist_mm = ndimage.distance_transform_edt(~lesions, sampling=spacing)
+    taken = lm.lesion & truth["vessels_alone"]
+    assert taken.sum() == 0 or dist_mm[taken].max() <= 15.0, dist_mm[taken].max()
+    # the band measure counts all of them: what the lesion measure is for
+    band = (hu >= -700) & (hu < 100) & lung
+    assert band[truth["vessels_alone"]].mean() > 0.9
+    assert lm.n_lesions == 3, lm.n_lesions
+
+
+def test_classes_say_why(shapes):
+    hu, lung, _spacing, _truth, lm = shapes
+    assert (lm.classes == CLASS_LESION).sum() == lm.lesion.sum()
+    band = (hu >= -700) & (hu < 100) & lung
+    assert ((lm.classes > 0) == band).all()  # every band voxel has a class, nothing else has one
+
+
+def test_tube_filter_removes_a_wide_vessel_but_not_a_wide_opacity():
+    """A 12-mm vessel passes the context test (it fills its neighbourhood) and is removed as a tube;
+    a 12-mm thick slab of consolidation (a sheet) is kept."""
+    shape, spacing = (50, 100, 100), (1.0, 1.0, 1.0)
+    Z, Y, X = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij", sparse=True)
+    hu = np.full(shape, -850, np.int16)
+    wide_vessel = ((Z - 25) ** 2 + (Y - 25) ** 2 <= 36) & (X > 5) & (X < 95)
+    slab = (np.abs(Y - 70) <= 6) & (np.abs(X - 50) <= 30) & (np.abs(Z - 25) <= 18)
+    hu[wide_vessel] = 40
+    hu[slab] = -50
+    lm = find_lesions(hu, np.ones(shape, bool), spacing, classes=True)
+    assert lm.lesion[wide_vessel].mean() <= 0.1, lm.lesion[wide_vessel].mean()
+    assert (lm.classes[wide_vessel] == CLASS_TUBE).mean() >= 0.3
+    assert lm.lesion[slab].mean() >= 0.97, lm.lesion[slab].mean()
+    # it is the tube filter that removes the vessel: without it the vessel would count
+    no_tubes = find_lesions(hu, np.ones(shape, bool), spacing, {"tube_threshold": 1.0})
+    assert no_tubes.lesion[wide_vessel].mean() >= 0.5, no_tubes.lesion[wide_vessel].mean()
+
+
+def test_minimum_size():
+    """Opacities smaller than a sphere of min_diameter_mm are not counted; larger ones are.
+
+    (With the 4-mm context, an isolated opacity under about 12 mm across never becomes a candidate:
+    see docs/metrics.md; the minimum size then drops fragments.)"""
+    shape = (40, 80, 80)
+    Z, Y, X = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij", sparse=True)
+    hu = np.full(shape, -850, np.int16)
+    small = (Z - 20) ** 2 + (Y - 20) ** 2 + (X - 20) ** 2 <= 7.0**2      # 14 mm across: 1.4 mL
+    large = (Z - 20) ** 2 + (Y - 55) ** 2 + (X - 55) ** 2 <= 9.5**2      # 19 mm across: 3.6 mL
+    hu[small | large] = -50
+    lung = np.ones(shape, bool)
+    default = find_lesions(hu, lung, (1.0, 1.0, 1.0))
+    strict = find_lesions(hu, lung, (1.0, 1.0, 1.0), {"min_diameter_mm": 16.0})
+    assert default.lesion[large].mean() >= 0.97 and strict.lesion[large].mean() >= 0.97
+    assert default.lesion[small].mean() >= 0.9 and strict.lesion[small].sum() == 0
+    assert default.n_lesions == 2 and strict.n_lesions == 1
+
+
+def test_bad_parameters_say_what_to_do():
+    from lungdamage.errors import InputError
+
+    with pytest.raises(InputError, match="min_fraction"):
+        lesion_params({"min_fraction": 0})
+    with pytest.raises(InputError, match="Unknown lesion parameter"):
+        lesion_params({"sigma": 3})
+
+
+# ----------------------------------------------------------------------------- result table, store
+def _tiny():
+    hu = np.full((20, 48, 48), -850, np.int16)
+    hu[5:15, 5:20, 5:20] = -500
+    labels = np.ones(hu.shape, np.uint8)
+    labels[:, :, 24:] = 2
+    return CTVolume(hu, (1.0, 1.0, 1.0)), RegionMap(labels, {1: "right", 2: "left"})
+
+
+def test_columns_on_every_row_and_before_provenance():
+    ct, regions = _tiny()
+    res = score(ct, regions)
+    df = res.to_frame()
+    cols = list(df.columns)
+    assert all(c in cols for c in LESION_COLUMNS)
+    assert cols.index("lesion_count") < cols.index("method")  # provenance stays last
+    row = df.set_index("region")
+    assert row.loc["right", "lesion_ggo_pct"] == pytest.approx(100 * 2250 / (20 * 48 * 24))
+    assert row.loc["left", "lesion_pct"] == 0 and row.loc["total", "lesion_count"] == 1
+    assert row.loc["total", "lesion_ml"] == pytest.approx(2.25)
+    assert res.params["lesion"]["min_diameter_mm"] == 6.0
+    off = score(ct, regions, lesions=False).to_frame()
+    assert off[list(LESION_COLUMNS)].isna().all().all()
+    other = score(ct, regions, lesion_options={"min_diameter_mm": 8.0})
+    assert other.params_hash != res.params_hash
+
+
+def test_lesion_columns_survive_the_store(tmp_path):
+    from lungdamage.batch.store import ResultStore, load_results
+
+    ct, regions = _tiny()
+    res = score(ct, regions).with_meta(series_uid="1.2.3.4", patient_id="P1", study_date="20200101")
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        store.save_result(res, run_hash="h", version="v")
+    back = load_results(tmp_path / "r.sqlite").set_index("region")
+    want = res.to_frame().set_index("region")
+    for c in LESION_COLUMNS:
+        np.testing.assert_allclose(back[c].to_numpy(float), want[c].to_numpy(float))
+
+
+# ----------------------------------------------------------------------------- phantom
+def _lesion_rows(ph):
+    return score(ph.ct, ph.truth.lung_regions()).to_frame().set_index("region")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("thickness_mm, limit", [(1.25, 1.0), (5.0, 2.0)])
+def test_phantom_without_lesions_scores_near_zero(thickness_mm, limit):
+    ph = make_phantom(matrix=256, slice_thickness_mm=thickness_mm, lesions="none", vessels=True, fissures=True,
+                      noise_hu=15, truth_samples=2**12)
+    df = _lesion_rows(ph)
+    for side in ("right", "left"):
+        # the band measure is not specific (vessels, fissures); the lesion measure is
+        assert df.loc[side, "damage_pct"] > 2.0
+        assert df.loc[side, "lesion_pct"] <= limit, (side, df.loc[side, "lesion_pct"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("thickness_mm, tol", [(1.25, 1.0), (5.0, 2.0)])
+def test_phantom_lesions_measured_per_lung(thickness_mm, tol):
+    ph = make_phantom(matrix=256, slice_thickness_mm=thickness_mm, vessels=True, fissures=True, noise_hu=15)
+    t = ph.truth
+    # the layout has lesions that vessels run through and touch, and one against the chest wall
+    assert (t.vessels & (t.ggo | t.consolidation)).sum() > 0 and t.chest_wall_consolidation.any()
+    df = _lesion_rows(ph)
+    for side in ("right", "left"):
+        f = t.fractions[side]
+        got = df.loc[side, ["lesion_ggo_pct", "lesion_consolidation_pct"]].to_numpy(float)
+        want = np.array([f["ggo_pct"], f["consolidation_pct"]])
+        assert np.abs(got - want).max() <= tol, (side, got, want)
+
+
+# ----------------------------------------------------------------------------- real data
+def _read(path):
+    from lungdamage.io.dicom import read_series
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read_series(path)
+
+
+def _lesion_pct(ct):
+    from lungdamage.segment import segment_lungs
+
+    rm = segment_lungs(ct)
+    return float(score(ct, rm).to_frame().set_index("region").loc["total", "lesion_pct"]), rm
+
+
+COVID = REALDATA / "covid19_ny_sbu"
+CLEAR = ["A048383/axial/19001231-30.dcm", "A048383/axial/19010410-30.dcm"]
+DISEASED = [
+    "A002304/axial/19001231-076.dcm", "A002304/axial/19010112-135.dcm",
+    "A046441/axial/19001111-045.dcm", "A046441/axial/19010101-23.dcm",
+    "A072894/axial/19001203-066.dcm", "A072894/axial/19010103-40.dcm",
+]
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata not present")
+@pytest.mark.xfail(strict=True, reason="not met yet: measured 4.2 % (hilar vessels at 4-mm voxels)")
+def test_cip_copd_scan_has_no_lesions():
+    """CIP ct-64 (COPDGene 10002K: COPD, no opacities): band measure 10.4 %."""
+    from lungdamage.io.images import read_image
+
+    pct, _ = _lesion_pct(read_image(REALDATA / "cip" / "ct-64.nrrd"))
+    assert pct <= 3.0, pct
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata not present")
+@pytest.mark.xfail(strict=True, reason="not met: this slice's dependent lung is -650..-515 HU (gravity "
+                   "gradient); the dependent-density reference brings it from 61 % (band) to 7.6 %, not 3 %")
+def test_lidc_normal_slice_has_no_lesions():
+    pct, _ = _lesion_pct(_read(REALDATA / "lungmask_slice" / "dicom" / "0.dcm"))
+    assert pct <= 3.0, pct
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata not present")
+@pytest.mark.xfail(strict=True, reason="not met yet: A048383 hilar vessels 15.6 / 6.6 %, A072894 13.8 / 9.8 %")
+def test_covid_clear_slices_low_and_below_every_diseased_slice():
+    clear = {n: _lesion_pct(_read(COVID / n))[0] for n in CLEAR}
+    sick = {n: _lesion_pct(_read(COVID / n))[0] for n in DISEASED}
+    assert max(clear.values()) <= 8.0, clear
+    assert min(sick.values()) > max(clear.values()), (sick, clear)
+
+
+_BOXES = {k: v for k, v in json.loads((Path(__file__).parents[1] / "segment" / "reader_boxes.json").read_text()).items()
+          if not k.startswith("_")}
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata not present")
+@pytest.mark.parametrize("name", sorted(_BOXES))
+def test_covid_consolidation_boxes_counted_as_lesion(name):
+    """Reader boxes on A046441's dependent consolidation (with air bronchograms): of the box's lung
+    voxels in the opacity bands, at least 90 % are lesion voxels."""
+    from lungdamage.segment import segment_lungs
+
+    ct = _read(COVID / name)
+    lung = segment_lungs(ct).labels > 0
+    lm = find_lesions(ct.hu, lung, ct.spacing_mm)
+    for what in ("right", "left"):
+        r0, r1, c0, c1 = _BOXES[name][what]
+        hu = ct.hu[0, r0:r1, c0:c1]
+        band = lung[0, r0:r1, c0:c1] & (hu >= -700) & (hu < 100)
+        assert band.sum() > 100
+        share = float(lm.lesion[0, r0:r1, c0:c1][band].mean())
+        assert share >= 0.9, (name, what, share)
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata not present")
+def test_vessel_suppression_keeps_real_consolidation():
+    """A046441 19001111: the old opening-based suppression removed 14.4 of 33.1 mL as vessels and cut
+    consolidation from 41.0 % to 14.7 %.  Now the reader's consolidation boxes lose nothing, and the
+    consolidation band keeps >= 90 % (measured 93.6 %: what goes are vessels in aerated lung)."""
+    from lungdamage.score import find_vessels
+    from lungdamage.segment import segment_lungs
+
+    name = "A046441/axial/19001111-045.dcm"
+    ct = _read(COVID / name)
+    rm = segment_lungs(ct)
+    plain = score(ct, rm).to_frame().set_index("region").loc["total"]
+    sup = score(ct, rm, suppress_vessels=True).to_frame().set_index("region").loc["total"]
+    assert sup["consolidation_ml"] >= 0.9 * plain["consolidation_ml"], (sup["consolidation_ml"], plain["consolidation_ml"])
+    vessels = find_vessels(ct, rm.lung_mask)
+    for what in ("right", "left"):
+        r0, r1, c0, c1 = _BOXES[name][what]
+        hu = ct.hu[0, r0:r1, c0:c1]
+        band = rm.lung_mask[0, r0:r1, c0:c1] & (hu >= -700) & (hu < 100)
+        assert vessels[0, r0:r1, c0:c1][band].mean() <= 0.02, what
