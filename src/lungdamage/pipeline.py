@@ -49,6 +49,9 @@ class Analysis:
     ct: CTVolume
     regions: RegionMap
     result: ScanResult | ResultSet
+    #: The :class:`~lungdamage.privacy.Pseudonymizer` applied to ``ct.meta`` (None: not pseudonymized);
+    #: review outputs use it to de-identify the DICOM SEG.
+    pseudonymize: Any = None
 
 
 def analyze(source, **options: Any) -> ScanResult | ResultSet:
@@ -80,6 +83,7 @@ def analyze_scan(
     label_codes: str | None = None,
     suppress_vessels: bool = False,
     smooth_sigma_mm: float | None = None,
+    pseudonymize: Any = None,
 ) -> Analysis:
     """Read, segment and score one scan, keeping the CT and region map.
 
@@ -109,6 +113,11 @@ def analyze_scan(
         ``vessel_ml``); see :func:`lungdamage.score.score`.
     smooth_sigma_mm : float, optional
         Gaussian noise pre-filter inside the lungs (sharp kernels, low dose).
+    pseudonymize : Pseudonymizer or str, optional
+        Replace patient id, UIDs, dates and source path by keyed pseudonyms
+        right after reading (:mod:`lungdamage.privacy`; a str is the key, or
+        ``@FILE`` / ``env:NAME``).  Everything downstream -- result rows,
+        review outputs -- sees only pseudonymous values.
 
     Returns
     -------
@@ -122,6 +131,9 @@ def analyze_scan(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ct = load_ct(source, series_uid=series_uid)
+    pz = _pseudonymizer(pseudonymize)
+    if pz is not None:
+        ct = pz.volume(ct)
     timings["read_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     region_map = segment_lungs(
@@ -142,6 +154,10 @@ def analyze_scan(
         "regions_from": f"{Path(regions_from).name}:{_file_hash(regions_from)}" if regions_from else None,
         "label_codes": label_codes,
     }
+    if pz is not None:  # the key itself is never recorded
+        params["pseudonymized"] = True
+        if regions_from:
+            params["regions_from"] = f"{pz.token(Path(regions_from).name)}:{_file_hash(regions_from)}"
     result = score(
         ct,
         region_map,
@@ -159,7 +175,16 @@ def analyze_scan(
         result = ResultSet(dataclasses.replace(r, timings_s=timings) for r in result)
     else:
         result = dataclasses.replace(result, timings_s=timings)
-    return Analysis(ct, region_map, result)
+    return Analysis(ct, region_map, result, pseudonymize=pz)
+
+
+def _pseudonymizer(value: Any):
+    """A Pseudonymizer from ``value`` (one, a key string, or None)."""
+    if value is None:
+        return None
+    from .privacy import Pseudonymizer
+
+    return value if isinstance(value, Pseudonymizer) else Pseudonymizer.from_option(str(value))
 
 
 def _file_hash(path: str | PathLike) -> str:

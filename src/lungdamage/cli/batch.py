@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._privacy import add_pseudonymize_option, pseudonymizer
 from .score import add_analysis_options
 
 _MEMORY_NOTE = (
@@ -43,6 +44,7 @@ def register(sub) -> None:
         help="write review outputs of every scan to DIR (QC PNG, masks, DICOM SEG, HTML report) and an "
         "index page DIR/index.html listing every scan with its numbers, thumbnail and any failure",
     )
+    add_pseudonymize_option(p)
     p.add_argument("--retry-failed", action="store_true", help="score again series that failed in an earlier run")
     p.add_argument("--force", action="store_true", help="score everything again, replacing stored results")
     p.add_argument(
@@ -105,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         suppress_vessels=args.suppress_vessels,
         smooth_sigma_mm=args.smooth_sigma_mm,
+        pseudonymize=pseudonymizer(args),
     )
     engine = make_engine(jobs=args.jobs, scheduler=args.scheduler, dask_local=args.dask_local)
     progress = make_progress(sys.stderr, interval_s=args.progress_interval, enabled=not args.quiet)

@@ -25,6 +25,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("--min-extent-mm", type=float, default=150.0, help="minimum z-extent of a scorable series")
     p.add_argument("--allow-derived", action="store_true", help="accept DERIVED/SECONDARY (reformatted) series")
+    from ._privacy import add_pseudonymize_option
+
+    add_pseudonymize_option(p)
     p.set_defaults(func=run)
 
 
@@ -37,6 +40,11 @@ def run(args: argparse.Namespace) -> int:
         prefer_kernel=args.prefer_kernel, min_extent_mm=args.min_extent_mm, allow_derived=args.allow_derived
     )
     selections = select_series(series, policy)
+    from ._privacy import pseudonymizer
+
+    pz = pseudonymizer(args)
+    if pz is not None:  # list and write pseudonymous values only
+        series, selections, summary = _pseudonymized(pz, series, selections, summary)
     print(
         f"{summary['root']}: {summary['n_files']} files, {summary['n_dicom']} DICOM, "
         f"{summary['n_non_dicom']} non-DICOM skipped, {summary['n_truncated']} truncated, "
@@ -66,3 +74,17 @@ def run(args: argparse.Namespace) -> int:
         frame.to_csv(args.output, index=False)
         print(f"wrote {args.output}")
     return 0
+
+
+def _pseudonymized(pz, series, selections, summary):
+    """Catalog entries, selections (reasons scrubbed) and summary with pseudonymous values."""
+    import dataclasses
+
+    terms: dict[str, str] = {}
+    for s in series:
+        terms.update(pz.terms_for(s))
+    new = {id(s): pz.series_info(s) for s in series}
+    selections = [
+        dataclasses.replace(sel, series=new[id(sel.series)], reason=pz.scrub(sel.reason, terms)) for sel in selections
+    ]
+    return [new[id(s)] for s in series], selections, {**summary, "root": pz.token(summary["root"])}

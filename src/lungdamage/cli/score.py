@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._privacy import add_pseudonymize_option, pseudonymizer
+
 
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``score`` and ``batch`` (same names, same meaning)."""
@@ -73,6 +75,7 @@ def register(sub) -> None:
         "with segments named RUL..LLL or right/left) instead of segmenting")
     p.add_argument("--label-codes", default=None, help="label convention of a --regions-from label map: lungmask, totalsegmentator, cip or FILE.json "
         "(not needed for a DICOM SEG)")
+    add_pseudonymize_option(p)
     p.set_defaults(func=run)
 
 
@@ -149,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         regions_from=args.regions_from,
         label_codes=args.label_codes,
+        pseudonymize=pseudonymizer(args),
     )
     result = analysis.result
     df = result.to_frame(args.form)

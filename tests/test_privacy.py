@@ -1,0 +1,330 @@
+"""Pseudonymization (``--pseudonymize``): nothing identifying in any output, statistics unchanged.
+
+The archive is the repository's ``sample_dicom/`` series rewritten with
+identifying headers (names, birth dates, accession numbers, distinctive
+patient ids and UIDs) in folders named after the patients.  Every file the
+commands write is searched -- raw bytes, gunzipped bytes, PNG text chunks,
+images embedded in HTML, DICOM elements, every SQLite table and Parquet
+cell -- for those identifiers and for the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import io
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from lungdamage.cli import main
+from lungdamage.io.dicom import read_series
+from lungdamage.phantom import write_dicom_series
+from lungdamage.privacy import Pseudonymizer, deidentify_dataset, is_pseudonym
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_dicom"
+KEY = "s3cret-trial-key-DO-NOT-SHARE-4711"
+
+#: sample folder -> identifying headers written into the copy
+PATIENTS = {
+    "P001": {
+        "patient_id": "PIDALPHA88231", "patient_name": "Fitzgerald^Bartholomew", "patient_birth_date": "19480315",
+        "folder": "Fitzgerald_Bartholomew_1948", "arm": "treated",
+    },
+    "P002": {
+        "patient_id": "PIDBRAVO99342", "patient_name": "Worthington^Genevieve", "patient_birth_date": "19521107",
+        "folder": "Worthington_Genevieve_1952", "arm": "placebo",
+    },
+}
+
+
+def _uid(*parts: int) -> str:
+    return "1.2.826.0.1.3680043.9.7431." + ".".join(str(p) for p in parts)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """Identifying copy of ``sample_dicom``: (root, needles, scans) with scans = original (pid, date, series uid)."""
+    if not SAMPLE.is_dir():
+        pytest.skip("sample_dicom/ not present")
+    root = tmp_path_factory.mktemp("privacy") / "archive"
+    needles: set[str] = set()
+    scans = []
+    for p_idx, (sample_pid, info) in enumerate(sorted(PATIENTS.items()), start=1):
+        visits = sorted(d for d in (SAMPLE / sample_pid).iterdir() if d.is_dir())
+        for v_idx, vdir in enumerate(visits, start=1):
+            ct = read_series(vdir)
+            date = vdir.name.split("_")[0].replace("-", "")
+            visit_folder = f"{info['folder']}_visit{v_idx}_{'baseline' if v_idx == 1 else 'followup'}"
+            accession = f"ACCN{p_idx}{v_idx}5551000{v_idx}"
+            study_uid, series_uid, for_uid = _uid(p_idx, v_idx, 1), _uid(p_idx, v_idx, 2), _uid(p_idx, v_idx, 3)
+            files = write_dicom_series(
+                ct, root / info["folder"] / visit_folder,
+                patient_id=info["patient_id"], patient_name=info["patient_name"],
+                patient_birth_date=info["patient_birth_date"], accession_number=accession, study_date=date,
+                study_uid=study_uid, series_uid=series_uid, frame_of_reference_uid=for_uid,
+                series_description=f"CHEST visit {v_idx}",
+            )
+            for f in files:
+                needles.add(str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID))
+            needles |= {accession, study_uid, series_uid, for_uid, visit_folder}
+            scans.append((info["patient_id"], date, series_uid))
+        name = info["patient_name"]
+        needles |= {info["patient_id"], name, *name.split("^"), info["folder"], info["patient_birth_date"],
+                    f"{info['patient_birth_date'][:4]}-{info['patient_birth_date'][4:6]}-{info['patient_birth_date'][6:]}"}
+    needles.add(KEY)
+    return root, needles, scans
+
+
+def _manifest(path: Path, scans) -> Path:
+    """Arms for both patients; the first patient's visits pinned by study date (shifted by the key too)."""
+    lines = ["patient_id,arm,study_date,visit"]
+    first = PATIENTS["P001"]["patient_id"]
+    for info in PATIENTS.values():
+        lines.append(f"{info['patient_id']},{info['arm']},,")
+    dates = sorted(d for p, d, _ in scans if p == first)
+    lines.append(f"{first},treated,{dates[0]},baseline")
+    lines.append(f"{first},treated,{dates[1]},month 4")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------------- scanning
+def _texts_of(path: Path) -> list[bytes]:
+    """Every readable form of one output file."""
+    raw = path.read_bytes()
+    out = [raw]
+    name = path.name.lower()
+    if name.endswith((".gz", ".nrrd")):
+        try:  # .nii.gz whole; .seg.nrrd: gzip data after the text header
+            out.append(gzip.decompress(raw))
+        except (OSError, EOFError):
+            _head, _, body = raw.partition(b"\n\n")
+            try:
+                out.append(gzip.decompress(body))
+            except (OSError, EOFError):
+                pass
+    if name.endswith(".png"):
+        out.append(_png_text(raw))
+    if name.endswith(".html"):
+        for m in re.finditer(rb"data:image/png;base64,([A-Za-z0-9+/=]+)", raw):
+            png = base64.b64decode(m.group(1))
+            out += [png, _png_text(png)]
+    if name.endswith(".dcm"):
+        ds = pydicom.dcmread(path)
+        out.append(str(ds).encode() + str(getattr(ds, "file_meta", "")).encode())
+    if name.endswith((".sqlite", ".db")):
+        with sqlite3.connect(path) as conn:
+            out.append("\n".join(conn.iterdump()).encode())
+    if name.endswith(".parquet"):
+        out.append(pd.read_parquet(path).to_csv().encode())
+    return out
+
+
+def _png_text(raw: bytes) -> bytes:
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(raw))
+    img.load()
+    return repr(dict(img.text)).encode() + repr(dict(img.info)).encode()
+
+
+def _leaks(folder: Path, needles: set[str], extra_text: str = "") -> list[str]:
+    found = []
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert files, f"nothing written under {folder}"
+    for p in files:
+        found += [f"{p.name}: {n!r}" for n in needles if n.encode() in p.name.encode()]
+        for blob in _texts_of(p):
+            found += [f"{p.relative_to(folder)}: {n!r}" for n in needles if n.encode() in blob]
+    found += [f"console: {n!r}" for n in needles if n in extra_text]
+    return sorted(set(found))
+
+
+# ------------------------------------------------------------------------------------- the runs
+@pytest.fixture(scope="module")
+def runs(archive, tmp_path_factory):
+    """Every command run twice on the archive: plain and with ``--pseudonymize``."""
+    root, _, scans = archive
+    out = {}
+    for mode in ("plain", "pz"):
+        d = tmp_path_factory.mktemp(f"out-{mode}")
+        opt = ["--pseudonymize", KEY] if mode == "pz" else []
+        first_series = min(p for p in root.rglob("*") if p.is_dir() and p.parent != root)
+        manifest = _manifest(tmp_path_factory.mktemp(f"manifest-{mode}") / "manifest.csv", scans)
+        store = d / "store.sqlite"
+        cmds = [
+            ["score", str(first_series), "-o", str(d / "score.csv"), "--qc", str(d / "score_qc"), *opt],
+            ["batch", str(root), "--store", str(store), "--jobs", "0", "--qc", str(d / "batch_qc"), *opt],
+            ["index", str(root), "-o", str(d / "index.csv"), *opt],
+            ["export", "--store", str(store), "-o", str(d / "export.csv"), "--failures", str(d / "failures.csv"), *opt],
+            ["export", "--store", str(store), "-o", str(d / "export.parquet"), *opt],
+            ["study", "--store", str(store), "--manifest", str(manifest), "--out", str(d / "study"), *opt],
+        ]
+        out[mode] = (d, cmds)
+    return out
+
+
+def _run_all(cmds, capsys) -> str:
+    console = ""
+    for cmd in cmds:
+        code = main(cmd)
+        cap = capsys.readouterr()
+        console += cap.out + cap.err
+        assert code == 0, f"{cmd[0]} exited {code}: {cap.err[-2000:]}"
+    return console
+
+
+@pytest.mark.slow
+def test_pseudonymized_outputs_hold_no_identifier(archive, runs, capsys):
+    _root, needles, scans = archive
+    plain_dir, plain_cmds = runs["plain"]
+    pz_dir, pz_cmds = runs["pz"]
+    plain_console = _run_all(plain_cmds, capsys)
+    # the search is real: without --pseudonymize it finds the identifiers in every kind of output
+    plain_leaks = _leaks(plain_dir, needles, plain_console)
+    for kind in ("score.csv", "store.sqlite", "index.csv", "export.parquet", "_seg.dcm", "_qc.png", "report.html",
+                 "visits.csv", "Fitzgerald", "19480315"):
+        assert any(kind in leak for leak in plain_leaks), f"unpseudonymized outputs should show {kind}"
+
+    pz_console = _run_all(pz_cmds, capsys)
+    assert _leaks(pz_dir, needles, pz_console) == []
+
+    # same numbers, pseudonymous identity
+    plain = pd.read_csv(plain_dir / "export.csv")
+    pseudo = pd.read_csv(pz_dir / "export.csv")
+    assert len(plain) == len(pseudo) == 4 * 3
+    assert pseudo["patient_id"].map(is_pseudonym).all()
+    assert pseudo["series_uid"].str.fullmatch(r"2\.25\.\d{1,39}").all()
+    assert (pseudo["source"].str.fullmatch(r"src-[0-9a-f]{12}")).all()
+    pz = Pseudonymizer(KEY)
+    key_cols = ["series_uid", "region"]
+    plain = plain.assign(series_uid=plain["series_uid"].map(pz.uid)).sort_values(key_cols).reset_index(drop=True)
+    pseudo = pseudo.sort_values(key_cols).reset_index(drop=True)
+    for col in ("damage_pct", "ggo_pct", "consolidation_pct", "volume_ml", "mean_hu"):
+        np.testing.assert_array_equal(plain[col].to_numpy(), pseudo[col].to_numpy(), err_msg=col)
+    # every date moved, by the patient's offset
+    for (pid, date, uid) in scans:
+        row = pseudo[pseudo["series_uid"] == pz.uid(uid)].iloc[0]
+        shifted = dt.datetime.strptime(str(row["study_date"]), "%Y%m%d").date()
+        days = (dt.datetime.strptime(date, "%Y%m%d").date() - shifted).days
+        assert days == pz.date_offset_days(pid) and 1 <= days <= 365
+        assert row["patient_id"] == pz.patient_id(pid)
+
+    _check_study_identical(plain_dir / "study", pz_dir / "study", pz)
+    _check_seg(pz_dir)
+
+
+def _check_study_identical(plain_dir: Path, pz_dir: Path, pz: Pseudonymizer) -> None:
+    """Visit intervals, visit assignment and every statistic equal to the unpseudonymized study."""
+    a_plain = pd.read_csv(plain_dir / "assignments.csv")
+    a_pz = pd.read_csv(pz_dir / "assignments.csv")
+    a_plain = a_plain.assign(series_uid=a_plain["series_uid"].map(pz.uid)).sort_values("series_uid")
+    a_pz = a_pz.sort_values("series_uid")
+    assert a_pz["visit"].tolist() == a_plain["visit"].tolist()
+    assert a_pz["day"].tolist() == a_plain["day"].tolist()  # intervals from baseline, in days
+    assert a_pz["assigned_by"].tolist() == a_plain["assigned_by"].tolist()
+    assert sorted(a_pz["visit"]) == ["day 0", "day 0", "month 4", "month 4"]
+    v_plain, v_pz = pd.read_csv(plain_dir / "visits.csv"), pd.read_csv(pz_dir / "visits.csv")
+    num = [c for c in v_plain.select_dtypes("number").columns]
+    pd.testing.assert_frame_equal(
+        v_plain.sort_values(["arm", "visit_day"])[num].reset_index(drop=True),
+        v_pz.sort_values(["arm", "visit_day"])[num].reset_index(drop=True),
+    )
+    pd.testing.assert_frame_equal(pd.read_csv(plain_dir / "arm_summary.csv"), pd.read_csv(pz_dir / "arm_summary.csv"))
+    for name in ("comparison.csv",):
+        if (plain_dir / name).exists():
+            pd.testing.assert_frame_equal(pd.read_csv(plain_dir / name), pd.read_csv(pz_dir / name))
+
+
+def _check_seg(pz_dir: Path) -> None:
+    """The SEG is a de-identified object (PS3.15 Basic Profile) referencing the pseudonymous series."""
+    segs = sorted(pz_dir.rglob("*_seg.dcm"))
+    assert len(segs) == 1 + 4
+    for path in segs:
+        ds = pydicom.dcmread(path)
+        assert ds.PatientIdentityRemoved == "YES"
+        assert {c.CodeValue for c in ds.DeidentificationMethodCodeSequence} == {"113100", "113107"}
+        assert ds.PatientName == "" and ds.PatientBirthDate == "" and ds.AccessionNumber == ""
+        assert is_pseudonym(ds.PatientID)
+        ref = ds.ReferencedSeriesSequence[0]
+        assert ref.SeriesInstanceUID.startswith("2.25.") and ds.StudyInstanceUID.startswith("2.25.")
+        assert ds.ContentDate == ds.StudyDate
+        # the file name carries the pseudonymous key, and the SEG's study date is the row's
+        assert path.name.startswith(ds.PatientID + "_" + ds.StudyDate)
+
+
+# ------------------------------------------------------------------------------------ unit rules
+def test_keyed_and_deterministic():
+    a, b = Pseudonymizer(KEY), Pseudonymizer(KEY + "x")
+    assert a.patient_id("P001") == Pseudonymizer(KEY).patient_id("P001") != b.patient_id("P001")
+    assert a.uid("1.2.3.4.5") == Pseudonymizer(KEY).uid("1.2.3.4.5") != b.uid("1.2.3.4.5")
+    assert a.patient_id(a.patient_id("P001")) == a.patient_id("P001")  # idempotent
+    assert a.patient_id("") == ""
+    u = a.uid("1.2.840.113619.2.55.3.604688119.968.1234567890.123")
+    assert re.fullmatch(r"2\.25\.(0|[1-9]\d*)", u) and len(u) <= 64
+    assert KEY not in repr(a)
+    import pickle  # batch workers get it pickled; the copy gives the same pseudonyms
+
+    assert pickle.loads(pickle.dumps(a)).uid("1.2.3.4.5") == a.uid("1.2.3.4.5")
+
+
+def test_date_shift_keeps_intervals_and_form():
+    pz = Pseudonymizer(KEY)
+    days = pz.date_offset_days("P001")
+    assert 1 <= days <= 365
+    assert pz.shift_date("2020-04-01", "P001") == (dt.date(2020, 4, 1) - dt.timedelta(days)).isoformat()
+    a, b = pz.shift_date("20200401", "P001"), pz.shift_date("20200801", "P001")
+    assert (dt.datetime.strptime(b, "%Y%m%d") - dt.datetime.strptime(a, "%Y%m%d")).days == 122
+    assert pz.shift_date("20200401120000.5", "P001") == a + "120000.5"
+    assert pz.shift_date("2020", "P001") == ""  # a partial date cannot be shifted exactly: dropped
+    assert pz.shift_date(pd.Timestamp("2020-04-01"), "P001") == pd.Timestamp(dt.date(2020, 4, 1) - dt.timedelta(days))
+
+
+def test_short_or_missing_key_is_refused(monkeypatch, tmp_path):
+    from lungdamage.errors import InputError
+
+    with pytest.raises(InputError, match="too short"):
+        Pseudonymizer("abc")
+    monkeypatch.delenv("LUNGDAMAGE_PSEUDONYMIZE_KEY", raising=False)
+    with pytest.raises(InputError, match="LUNGDAMAGE_PSEUDONYMIZE_KEY"):
+        Pseudonymizer.from_option("env:")
+    monkeypatch.setenv("LUNGDAMAGE_PSEUDONYMIZE_KEY", KEY)
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(KEY + "\n")
+    expected = Pseudonymizer(KEY).patient_id("P001")
+    assert Pseudonymizer.from_option("env:").patient_id("P001") == expected
+    assert Pseudonymizer.from_option(f"@{key_file}").patient_id("P001") == expected
+
+
+def test_scrub_replaces_identifiers_in_text():
+    pz = Pseudonymizer(KEY)
+    text = ("Series 1.2.826.0.1.3680043.9.7431.1.1.2 in /data/Fitzgerald_Bartholomew_1948/visit1/IM0001.dcm: "
+            "patient PIDALPHA88231 has a gap of 10.00 mm; ImageType ORIGINAL/PRIMARY; kernel B30f")
+    out = pz.scrub(text, {"PIDALPHA88231": pz.patient_id("PIDALPHA88231")})
+    for bad in ("1.2.826.0.1.3680043.9.7431", "Fitzgerald", "PIDALPHA88231", "/data"):
+        assert bad not in out
+    assert "10.00 mm" in out and "ORIGINAL/PRIMARY" in out and "B30f" in out
+
+
+def test_deidentify_dataset_basic_profile(archive):
+    root, _, scans = archive
+    f = min(root.rglob("*.dcm"))
+    ds = pydicom.dcmread(f)
+    ds.InstitutionName, ds.OperatorsName, ds.PatientAge = "St Elsewhere", "Smith^Operator", "072Y"
+    pid, date = str(ds.PatientID), str(ds.StudyDate)
+    pz = Pseudonymizer(KEY)
+    deidentify_dataset(ds, pz)
+    assert ds.PatientID == pz.patient_id(pid) and ds.PatientName == "" and ds.PatientBirthDate == ""
+    assert ds.StudyDate == pz.shift_date(date, pid) and ds.StudyTime == "090000"
+    assert "InstitutionName" not in ds and "PatientAge" not in ds and "OperatorsName" not in ds
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"  # well-known UIDs kept
+    assert ds.SeriesInstanceUID == pz.uid(scans[0][2])
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert ds.PatientIdentityRemoved == "YES"
