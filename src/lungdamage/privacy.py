@@ -273,7 +273,7 @@ class Pseudonymizer:
             if original in out:
                 pattern = rf"(?<![\w.]){re.escape(original)}(?![\w])"
                 out = re.sub(pattern, mapping[original].replace("\\", "\\\\"), out)
-        out = _UID_IN_TEXT.sub(lambda m: self.uid(m.group(0)), out)
+        out = _UID_IN_TEXT.sub(lambda m: m.group(0) if _well_known_uid(m.group(0)) else self.uid(m.group(0)), out)
         out = _PATH_IN_TEXT.sub(lambda m: self.token(m.group(0)), out)
         return out
 
