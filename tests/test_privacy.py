@@ -115,6 +115,8 @@ def _problem_patient(root: Path) -> set[str]:
             ds.PixelData = encapsulate([b"\xff\xd8\xff\xe0not-a-jpeg\xff\xd9"])
             ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
             ds.save_as(files[10], enforce_file_format=True)
+        if name == "study2_slab":  # a truncated copy of a slice: skipped, named in a warning and the series' issues
+            (folder / name / "IM9999.dcm").write_bytes(files[0].read_bytes()[:-5000])
     return needles
 
 
@@ -198,7 +200,7 @@ def runs(archive, tmp_path_factory):
         cmds = [
             ["score", str(first_series), "-o", str(d / "score.csv"), "--qc", str(d / "score_qc"), *opt],
             ["batch", str(root), "--store", str(store), "--jobs", "0", "--qc", str(d / "batch_qc"), *opt],
-            ["index", str(root), "-o", str(d / "index.csv"), *opt],
+            ["-v", "index", str(root), "-o", str(d / "index.csv"), *opt],
             ["export", "--store", str(store), "-o", str(d / "export.csv"), "--failures", str(d / "failures.csv"), *opt],
             ["export", "--store", str(store), "-o", str(d / "export.parquet"), *opt],
             ["study", "--store", str(store), "--manifest", str(manifest), "--out", str(d / "study"), *opt],
@@ -213,8 +215,8 @@ def _run_all(cmds, capsys) -> str:
         code = main(cmd)
         cap = capsys.readouterr()
         console += cap.out + cap.err
-        expected = 1 if cmd[0] == "batch" else 0  # the problem patient's series fails
-        assert code == expected, f"{cmd[0]} exited {code}: {cap.err[-2000:]}"
+        expected = 1 if "batch" in cmd else 0  # the problem patient's series fails
+        assert code == expected, f"{cmd} exited {code}: {cap.err[-2000:]}"
     return console
 
 
@@ -227,7 +229,8 @@ def test_pseudonymized_outputs_hold_no_identifier(archive, runs, capsys):
     # the search is real: without --pseudonymize it finds the identifiers in every kind of output
     plain_leaks = _leaks(plain_dir, needles, plain_console)
     for kind in ("score.csv", "store.sqlite", "index.csv", "export.parquet", "_seg.dcm", "_qc.png", "report.html",
-                 "visits.csv", "failures.csv", "index.html", "Fitzgerald", "19480315", "Kowalczyk_Theodora_1939"):
+                 "visits.csv", "failures.csv", "index.html", "console", "Fitzgerald", "19480315",
+                 "Kowalczyk_Theodora_1939"):
         assert any(kind in leak for leak in plain_leaks), f"unpseudonymized outputs should show {kind}"
 
     pz_console = _run_all(pz_cmds, capsys)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import warnings
 
 __all__ = ["add_pseudonymize_option", "pseudonymizer"]
 
@@ -26,4 +28,33 @@ def pseudonymizer(args: argparse.Namespace):
         return None
     from ..privacy import Pseudonymizer
 
-    return Pseudonymizer.from_option(value)
+    pz = Pseudonymizer.from_option(value)
+    _scrub_console(pz)
+    return pz
+
+
+class _ScrubFilter(logging.Filter):
+    """Replace UIDs and absolute paths in log lines by their pseudonyms (console output)."""
+
+    def __init__(self, pz) -> None:
+        super().__init__()
+        self.pz = pz
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.pz.scrub(record.getMessage()), ()
+        return True
+
+
+def _scrub_console(pz) -> None:
+    """Log lines and Python warnings printed by this command carry pseudonyms, not UIDs or paths."""
+    for handler in logging.getLogger("lungdamage").handlers:
+        if not any(isinstance(f, _ScrubFilter) for f in handler.filters):
+            handler.addFilter(_ScrubFilter(pz))
+    show = warnings.showwarning
+    if not getattr(show, "_lungdamage_scrubbed", False):
+
+        def scrubbed(message, category, filename, lineno, file=None, line=None):
+            show(pz.scrub(str(message)), category, filename, lineno, file, line)
+
+        scrubbed._lungdamage_scrubbed = True  # type: ignore[attr-defined]
+        warnings.showwarning = scrubbed

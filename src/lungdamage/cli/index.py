@@ -34,15 +34,15 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..io.catalog import SelectionPolicy, catalog_frame, scan, select_series
 
+    from ._privacy import pseudonymizer
+
+    pz = pseudonymizer(args)  # first: the catalog's log lines are scrubbed too
     summary: dict = {}
     series = scan(args.root, summary=summary)
     policy = SelectionPolicy(
         prefer_kernel=args.prefer_kernel, min_extent_mm=args.min_extent_mm, allow_derived=args.allow_derived
     )
     selections = select_series(series, policy)
-    from ._privacy import pseudonymizer
-
-    pz = pseudonymizer(args)
     if pz is not None:  # list and write pseudonymous values only
         series, selections, summary = _pseudonymized(pz, series, selections, summary)
     print(
