@@ -11,6 +11,7 @@ cell -- for those identifiers and for the key.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import gzip
@@ -188,7 +189,7 @@ def _leaks(folder: Path, needles: set[str], extra_text: str = "") -> list[str]:
 # ------------------------------------------------------------------------------------- the runs
 @pytest.fixture(scope="module")
 def runs(archive, tmp_path_factory):
-    """Every command run twice on the archive: plain and with ``--pseudonymize``."""
+    """Every command run twice on the archive, plain and with ``--pseudonymize``: mode -> (out dir, console)."""
     root, _, scans = archive
     out = {}
     for mode in ("plain", "pz"):
@@ -205,27 +206,28 @@ def runs(archive, tmp_path_factory):
             ["export", "--store", str(store), "-o", str(d / "export.parquet"), *opt],
             ["study", "--store", str(store), "--manifest", str(manifest), "--out", str(d / "study"), *opt],
         ]
-        out[mode] = (d, cmds)
+        out[mode] = (d, _run_all(cmds))
     return out
 
 
-def _run_all(cmds, capsys) -> str:
+def _run_all(cmds) -> str:
+    """Run CLI commands in this process; their stdout + stderr (log lines included)."""
     console = ""
     for cmd in cmds:
-        code = main(cmd)
-        cap = capsys.readouterr()
-        console += cap.out + cap.err
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main(cmd)
+        console += stdout.getvalue() + stderr.getvalue()
         expected = 1 if "batch" in cmd else 0  # the problem patient's series fails
-        assert code == expected, f"{cmd} exited {code}: {cap.err[-2000:]}"
+        assert code == expected, f"{cmd} exited {code}: {stderr.getvalue()[-2000:]}"
     return console
 
 
 @pytest.mark.slow
-def test_pseudonymized_outputs_hold_no_identifier(archive, runs, capsys):
+def test_pseudonymized_outputs_hold_no_identifier(archive, runs):
     _root, needles, scans = archive
-    plain_dir, plain_cmds = runs["plain"]
-    pz_dir, pz_cmds = runs["pz"]
-    plain_console = _run_all(plain_cmds, capsys)
+    plain_dir, plain_console = runs["plain"]
+    pz_dir, pz_console = runs["pz"]
     # the search is real: without --pseudonymize it finds the identifiers in every kind of output
     plain_leaks = _leaks(plain_dir, needles, plain_console)
     for kind in ("score.csv", "store.sqlite", "index.csv", "export.parquet", "_seg.dcm", "_qc.png", "report.html",
@@ -233,7 +235,6 @@ def test_pseudonymized_outputs_hold_no_identifier(archive, runs, capsys):
                  "Kowalczyk_Theodora_1939"):
         assert any(kind in leak for leak in plain_leaks), f"unpseudonymized outputs should show {kind}"
 
-    pz_console = _run_all(pz_cmds, capsys)
     assert _leaks(pz_dir, needles, pz_console) == []
 
     # same numbers, pseudonymous identity
@@ -368,3 +369,54 @@ def test_deidentify_dataset_basic_profile(archive):
     assert ds.SeriesInstanceUID == pz.uid(scans[0][2])
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     assert ds.PatientIdentityRemoved == "YES"
+
+
+@pytest.mark.slow
+def test_pseudonymizing_a_plain_store_later_gives_the_same_values(runs, tmp_path):
+    """``export --pseudonymize`` on a store written without it matches a pseudonymized batch; on a
+    pseudonymized store it changes nothing."""
+    plain_dir, _ = runs["plain"]
+    pz_dir, _ = runs["pz"]
+    out = tmp_path
+    _run_all([["export", "--store", str(plain_dir / "store.sqlite"), "-o", str(out / "export.csv"),
+               "--pseudonymize", KEY],
+              ["export", "--store", str(pz_dir / "store.sqlite"), "-o", str(out / "again.csv"),
+               "--pseudonymize", KEY]])
+    later, direct = pd.read_csv(out / "export.csv"), pd.read_csv(pz_dir / "export.csv")
+    cols = ["series_uid", "study_uid", "patient_id", "study_date", "source", "input_hash", "region", "damage_pct"]
+    key = ["series_uid", "region"]
+    pd.testing.assert_frame_equal(later.sort_values(key)[cols].reset_index(drop=True),
+                                  direct.sort_values(key)[cols].reset_index(drop=True))
+    again = pd.read_csv(out / "again.csv")
+    pd.testing.assert_frame_equal(again.sort_values(key)[cols].reset_index(drop=True),
+                                  direct.sort_values(key)[cols].reset_index(drop=True))
+
+
+def test_qc_title_and_seg_line_up_with_a_deidentified_copy(archive, tmp_path):
+    """The text drawn into the QC image is pseudonymous, and the SEG's references are the UIDs of the
+    series copy written by ``deidentify_series`` with the same key."""
+    from lungdamage.pipeline import analyze_scan
+    from lungdamage.privacy import deidentify_series
+    from lungdamage.report import write_review
+    from lungdamage.report.qc import _title_lines
+
+    root, needles, _ = archive
+    series = min(p for p in root.rglob("*visit1*") if p.is_dir())
+    pz = Pseudonymizer(KEY)
+    analysis = analyze_scan(series, pseudonymize=pz)
+    title = "\n".join(_title_lines(analysis.ct, analysis.regions, analysis.result))
+    assert pz.patient_id(PATIENTS["P001"]["patient_id"]) in title
+    assert [n for n in needles if n in title] == []
+
+    seg = pydicom.dcmread(write_review(analysis, tmp_path / "qc", qc=False, masks=False, html=False)["seg"])
+    copy = deidentify_series(sorted(series.glob("*.dcm")), tmp_path / "copy", pz)
+    heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in copy]
+    assert {h.SeriesInstanceUID for h in heads} == {seg.ReferencedSeriesSequence[0].SeriesInstanceUID}
+    referenced = {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == {h.SOPInstanceUID for h in heads}
+    assert {h.StudyInstanceUID for h in heads} == {seg.StudyInstanceUID}
+    assert {h.FrameOfReferenceUID for h in heads} == {seg.FrameOfReferenceUID}
+    assert {h.PatientID for h in heads} == {seg.PatientID} and {h.StudyDate for h in heads} == {seg.StudyDate}
+    blob = b"".join(f.read_bytes() for f in copy)
+    assert [n for n in needles if n.encode() in blob] == []
+    np.testing.assert_array_equal(heads[0].get("Rows"), analysis.ct.shape[1])
