@@ -325,6 +325,11 @@ def test_date_shift_keeps_intervals_and_form():
     assert (dt.datetime.strptime(b, "%Y%m%d") - dt.datetime.strptime(a, "%Y%m%d")).days == 122
     assert pz.shift_date("20200401120000.5", "P001") == a + "120000.5"
     assert pz.shift_date("2020", "P001") == ""  # a partial date cannot be shifted exactly: dropped
+    assert pz.shift_date(20200401, "P001") == int(a)  # a date column read from CSV as numbers
+    frame = pd.DataFrame({"patient_id": ["P001", "P001"], "study_date": [20200401, 20200801], "damage_pct": [1.5, 2]})
+    out = pz.frame(frame)
+    assert out["study_date"].tolist() == [int(a), int(b)] and out["damage_pct"].tolist() == [1.5, 2.0]
+    assert out["patient_id"].tolist() == [pz.patient_id("P001")] * 2
     assert pz.shift_date(pd.Timestamp("2020-04-01"), "P001") == pd.Timestamp(dt.date(2020, 4, 1) - dt.timedelta(days))
 
 

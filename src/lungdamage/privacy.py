@@ -51,6 +51,7 @@ import hashlib
 import hmac
 import logging
 import math
+import numbers
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -207,7 +208,8 @@ class Pseudonymizer:
 
         Accepts ``YYYYMMDD`` and ``YYYY-MM-DD`` strings, DICOM DT strings
         (date part shifted, the rest kept), :class:`datetime.date` /
-        ``datetime`` and pandas ``Timestamp``.  Empty/NaT values stay empty;
+        ``datetime``, pandas ``Timestamp`` and ``YYYYMMDD`` numbers (a CSV
+        read by pandas).  Empty/NaT values stay empty;
         a text that is no full date (``"2020"``) becomes ``""`` (dropped, as
         it cannot be shifted exactly).
         """
@@ -216,6 +218,11 @@ class Pseudonymizer:
         days = _dt.timedelta(days=self.date_offset_days(patient_id))
         if isinstance(value, (_dt.date, _dt.datetime)):  # includes pandas Timestamp
             return value - days
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):  # 20200401 read from a CSV as a number
+            if float(value).is_integer():
+                shifted = self.shift_date(str(int(value)), patient_id)
+                return type(value)(int(shifted)) if shifted else None
+            return None
         if not isinstance(value, str):
             return value
         text = value.strip()
