@@ -71,7 +71,8 @@ def archive(tmp_path_factory):
                 patient_id=info["patient_id"], patient_name=info["patient_name"],
                 patient_birth_date=info["patient_birth_date"], accession_number=accession, study_date=date,
                 study_uid=study_uid, series_uid=series_uid, frame_of_reference_uid=for_uid,
-                series_description=f"CHEST visit {v_idx}",
+                # a technologist typed the surname into the description
+                series_description=f"CHEST visit {v_idx} {info['patient_name'].split('^')[0]}",
             )
             for f in files:
                 needles.add(str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID))

@@ -109,6 +109,25 @@ def _is_token(value: Any) -> bool:
     return isinstance(value, str) and bool(_TOKEN_RE.match(value))
 
 
+def _name_terms(name: str) -> dict[str, str]:
+    """The patient's name and its parts (3+ characters) -> a placeholder, for names typed into free text."""
+    parts = {name, *re.split(r"[\^\s,=]+", name or "")}
+    return {p: "[name removed]" for p in parts if len(p) >= 3}
+
+
+def _patient_name_of(source: str) -> str:
+    """PatientName of one DICOM file (header only), or "" when it cannot be read."""
+    import pydicom
+
+    from .io._dicom_headers import open_source
+
+    try:
+        ds = pydicom.dcmread(open_source(source), stop_before_pixels=True, specific_tags=["PatientName"])
+        return str(ds.get("PatientName", "") or "")
+    except Exception:  # noqa: BLE001 -- a listing never fails on one unreadable file
+        return ""
+
+
 def _missing(value: Any) -> bool:
     """None, NaN or NaT (a table cell with no value)."""
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) == "NaT"
@@ -324,7 +343,9 @@ class Pseudonymizer:
         extra = getattr(item, "extra", None) or {}
         files += list(extra.get("files", ()) if isinstance(extra, Mapping) else ())
         source = str(getattr(item, "source", "") or "")
-        return self._terms(pid, uids, [source, *files])
+        terms = self._terms(pid, uids, [source, *files])
+        name = str(extra.get("patient_name", "") or "") if isinstance(extra, Mapping) else ""
+        return {**terms, **_name_terms(name)}
 
     # -- objects ------------------------------------------------------------------
     def meta(self, meta):
@@ -340,6 +361,7 @@ class Pseudonymizer:
         terms = self.terms_for(meta)
         pid = meta.patient_id
         extra["pseudonymized"] = True
+        extra.pop("patient_name", None)
         return dataclasses.replace(
             meta,
             source=self.token(meta.source),
@@ -366,7 +388,7 @@ class Pseudonymizer:
         """
         if is_pseudonym(info.patient_id):
             return info
-        terms = self.terms_for(info)
+        terms = {**self.terms_for(info), **_name_terms(_patient_name_of(info.files[0]) if info.files else "")}
         pid = info.patient_id
         return dataclasses.replace(
             info,
