@@ -238,9 +238,10 @@ class Pseudonymizer:
         if isinstance(value, (_dt.date, _dt.datetime)):  # includes pandas Timestamp
             return value - days
         if isinstance(value, numbers.Real) and not isinstance(value, bool):  # 20200401 read from a CSV as a number
-            if float(value).is_integer():
-                shifted = self.shift_date(str(int(value)), patient_id)
-                return type(value)(int(shifted)) if shifted else None
+            number = float(value)
+            if number.is_integer():
+                shifted = self.shift_date(str(int(number)), patient_id)
+                return type(value)(int(shifted)) if shifted else None  # type: ignore[call-arg]
             return None
         if not isinstance(value, str):
             return value
