@@ -18,6 +18,7 @@ import gzip
 import io
 import re
 import sqlite3
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -426,3 +427,68 @@ def test_qc_title_and_seg_line_up_with_a_deidentified_copy(archive, tmp_path):
     blob = b"".join(f.read_bytes() for f in copy)
     assert [n for n in needles if n.encode() in blob] == []
     np.testing.assert_array_equal(heads[0].get("Rows"), analysis.ct.shape[1])
+
+
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_scans_pseudonymized(tmp_path):
+    """Real DICOM (CIP subject, COVID-19-NY-SBU patients in folders named by patient id): no header
+    identifier or patient folder name in the outputs of score --qc, batch --qc, index and export."""
+    cip, sbu = REALDATA / "cip" / "ct-64Dicom", REALDATA / "covid19_ny_sbu"
+    if not cip.is_dir() or not sbu.is_dir():
+        pytest.skip("../shared/realdata not present")
+    needles = {p.name for p in sbu.iterdir() if p.is_dir()}
+    for f in [*cip.glob("*.dcm"), *sbu.rglob("*.dcm")]:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        for kw in ("PatientID", "PatientName", "AccessionNumber", "PatientBirthDate", "StudyInstanceUID",
+                   "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID", "StudyDate"):
+            v = str(ds.get(kw, "") or "")
+            # short or purely numeric values (CIP's PatientID 123456) would match digits of measurements
+            if len(v) >= 6 and not (v.isdigit() and len(v) < 8):
+                needles.add(v)
+    one_slice = min((sbu / "A046441" / "axial").glob("*.dcm"))
+    out = tmp_path / "out"
+    opt = ["--pseudonymize", KEY]
+    console = ""
+    for cmd, codes in (
+        (["score", str(cip), "-o", str(out / "cip.csv"), "--qc", str(out / "qc"), *opt], {0}),
+        (["score", str(one_slice), "-o", str(out / "slice.csv"), "--qc", str(out / "qc"), *opt], {0, 2}),
+        (["batch", str(REALDATA), "--store", str(out / "store.sqlite"), "--jobs", "0", "--qc", str(out / "bqc"), *opt],
+         {0, 1}),
+        (["index", str(REALDATA), "-o", str(out / "index.csv"), *opt], {0}),
+        (["export", "--store", str(out / "store.sqlite"), "-o", str(out / "export.csv"),
+          "--failures", str(out / "failures.csv"), *opt], {0}),
+    ):
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), warnings.catch_warnings():
+            warnings.simplefilter("always")  # single-slice reader warnings are expected here
+            code = main(cmd)
+        assert code in codes, f"{cmd[0]} exited {code}: {stderr.getvalue()[-1500:]}"
+        console += stdout.getvalue() + stderr.getvalue()
+    assert (out / "cip.csv").exists() and (out / "index.csv").exists()
+    assert len(pd.read_csv(out / "index.csv")) >= 10
+    assert _leaks(out, needles, console) == []
+
+
+@pytest.mark.parametrize("command", ["score", "batch", "index", "export", "study"])
+def test_missing_key_is_one_line_and_exit_2(command, monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("LUNGDAMAGE_PSEUDONYMIZE_KEY", raising=False)
+    args = {
+        "score": ["score", str(SAMPLE / "P001" / "2020-04-01_baseline")],
+        "batch": ["batch", str(SAMPLE), "--store", str(tmp_path / "s.sqlite"), "--jobs", "0"],
+        "index": ["index", str(SAMPLE)],
+        "export": ["export", "--store", str(tmp_path / "s.sqlite"), "-o", str(tmp_path / "x.csv")],
+        "study": ["study", "--store", str(tmp_path / "s.sqlite"), "--manifest", str(SAMPLE / "visits.csv"),
+                  "--out", str(tmp_path / "study")],
+    }[command]
+    if command in ("export", "study"):  # a store to read
+        from lungdamage.batch.store import ResultStore
+
+        ResultStore(tmp_path / "s.sqlite").close()
+    assert main([*args, "--pseudonymize", "env:"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "LUNGDAMAGE_PSEUDONYMIZE_KEY" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "study").exists()

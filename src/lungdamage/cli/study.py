@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..study import analyze_study, write_report
     from ._privacy import pseudonymizer
 
+    pz = pseudonymizer(args)  # a bad key fails before anything is read
     results = load_results(args.store, run_hash=args.run_hash)
     if results.empty:
         from ..errors import InputError
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         blind=args.blind,
         blind_key=args.blind_key,
         mixed=False if args.no_mixed else None,
-        pseudonymize=pseudonymizer(args),
+        pseudonymize=pz,
     )
     files = write_report(study, args.out, plots=not args.no_plots)
     a = study.assignments
