@@ -492,3 +492,27 @@ def test_missing_key_is_one_line_and_exit_2(command, monkeypatch, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "LUNGDAMAGE_PSEUDONYMIZE_KEY" in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / "x.csv").exists() and not (tmp_path / "study").exists()
+
+
+def test_label_file_named_after_the_patient(archive, tmp_path):
+    """``--regions-from`` a label file named after the patient: its name is in the method column
+    without ``--pseudonymize``, a token with it."""
+    import json
+
+    from lungdamage.io.images import write_label_image
+    from lungdamage.pipeline import analyze_scan
+
+    root, _, _ = archive
+    series = min(p for p in root.rglob("*visit1*") if p.is_dir())
+    analysis = analyze_scan(series)
+    label = write_label_image(tmp_path / "Fitzgerald_Bartholomew_lungs.nii.gz", analysis.regions.labels, analysis.ct)
+    codes = tmp_path / "codes.json"
+    codes.write_text(json.dumps({str(k): v for k, v in analysis.regions.names.items()}))
+    texts = {}
+    for mode, opt in (("plain", []), ("pz", ["--pseudonymize", KEY])):
+        out = tmp_path / f"{mode}.csv"
+        _run_all([["score", str(series), "--regions-from", str(label), "--label-codes", str(codes), "-o", str(out),
+                   *opt]])
+        texts[mode] = out.read_text()
+    assert "Fitzgerald" in texts["plain"]
+    assert "Fitzgerald" not in texts["pz"] and "labels:src-" in texts["pz"]

@@ -83,6 +83,8 @@ def analyze_scan(
     label_codes: str | None = None,
     suppress_vessels: bool = False,
     smooth_sigma_mm: float | None = None,
+    partial_lobes: bool = False,
+    css_approx_lobes: bool = False,
     pseudonymize: Any = None,
 ) -> Analysis:
     """Read, segment and score one scan, keeping the CT and region map.
@@ -113,6 +115,14 @@ def analyze_scan(
         ``vessel_ml``); see :func:`lungdamage.score.score`.
     smooth_sigma_mm : float, optional
         Gaussian noise pre-filter inside the lungs (sharp kernels, low dose).
+    partial_lobes : bool
+        Accept approximate lobes (``lobes-approx``) on a scan that does not
+        cover each lung from apex to base (refused by default); every row then
+        carries a warning.
+    css_approx_lobes : bool
+        Compute ``css_pan`` / ``css_chung`` on approximate lobes too (by
+        default they are empty there: CT severity scores are defined on true
+        lobes).
     pseudonymize : Pseudonymizer or str, optional
         Replace patient id, UIDs, dates and source path by keyed pseudonyms
         right after reading (:mod:`lungdamage.privacy`; a str is the key, or
@@ -144,6 +154,7 @@ def analyze_scan(
         weights=weights,
         regions_from=regions_from,
         label_codes=label_codes,
+        partial_lobes=partial_lobes,
     )
     timings["segment_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -153,11 +164,18 @@ def analyze_scan(
         # name and content hash: two different label files with one name are different runs
         "regions_from": f"{Path(regions_from).name}:{_file_hash(regions_from)}" if regions_from else None,
         "label_codes": label_codes,
+        # only when set: default runs keep their parameter hash
+        **({"partial_lobes": True} if partial_lobes else {}),
+        **({"css_approx_lobes": True} if css_approx_lobes else {}),
     }
     if pz is not None:  # the key itself is never recorded
         params["pseudonymized"] = True
-        if regions_from:
-            params["regions_from"] = f"{pz.token(Path(regions_from).name)}:{_file_hash(regions_from)}"
+        if regions_from:  # label files are often named after the patient
+            name = pz.token(Path(regions_from).name)
+            params["regions_from"] = f"{name}:{_file_hash(regions_from)}"
+            region_map = dataclasses.replace(
+                region_map, method=f"labels:{name}", info={**region_map.info, "source": pz.token(regions_from)}
+            )
     result = score(
         ct,
         region_map,

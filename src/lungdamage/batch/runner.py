@@ -140,6 +140,8 @@ class BatchParams:
     weights: str | None = None
     suppress_vessels: bool = False
     smooth_sigma_mm: float | None = None
+    partial_lobes: bool = False
+    css_approx_lobes: bool = False
     pseudonymize: Any = None
 
     def __post_init__(self) -> None:
@@ -169,6 +171,9 @@ class BatchParams:
             "weights": weights,
             "suppress_vessels": bool(self.suppress_vessels),
             "smooth_sigma_mm": self.smooth_sigma_mm,
+            # only when set: default runs keep their hash
+            **({"partial_lobes": True} if self.partial_lobes else {}),
+            **({"css_approx_lobes": True} if self.css_approx_lobes else {}),
         }
         if self.pseudonymize is not None:  # the fact, never the key
             out["pseudonymized"] = True
@@ -191,6 +196,8 @@ class BatchParams:
             "weights": self.weights,
             "suppress_vessels": self.suppress_vessels,
             "smooth_sigma_mm": self.smooth_sigma_mm,
+            "partial_lobes": self.partial_lobes,
+            "css_approx_lobes": self.css_approx_lobes,
             "pseudonymize": self.pseudonymize,
         }
 

@@ -21,7 +21,7 @@ from ..errors import LungDamageError
 __all__ = ["main"]
 
 #: Subcommand modules, in the order shown by ``--help``.
-COMMANDS = ("score", "index", "batch", "export", "study")
+COMMANDS = ("score", "index", "batch", "export", "study", "models")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         suppress_vessels=args.suppress_vessels,
         smooth_sigma_mm=args.smooth_sigma_mm,
+        partial_lobes=args.partial_lobes,
+        css_approx_lobes=args.css_approx_lobes,
         pseudonymize=pseudonymizer(args),
     )
     engine = make_engine(jobs=args.jobs, scheduler=args.scheduler, dask_local=args.dask_local)

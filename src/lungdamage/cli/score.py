@@ -38,7 +38,20 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
         "--weights",
         default=None,
         help="local lungmask weight file (.pth), or a folder holding lungmask's weight files (needed for the "
-        "LTRCLobes_R231 fusion); default: the torch hub cache. Nothing is downloaded",
+        "LTRCLobes_R231 fusion); default: the torch hub cache (fill it once with `lungdamage models download`). "
+        "Nothing is downloaded while scoring",
+    )
+    p.add_argument(
+        "--partial-lobes",
+        action="store_true",
+        help="accept approximate lobes (--regions lobes without a lobe model) on a scan that does not cover each "
+        "lung from apex to base (refused by default); every row then carries a warning",
+    )
+    p.add_argument(
+        "--css-approx-lobes",
+        action="store_true",
+        help="compute css_pan / css_chung on approximate lobes too (empty there by default: the scores are "
+        "defined on true lobes)",
     )
 
 
@@ -152,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         regions_from=args.regions_from,
         label_codes=args.label_codes,
+        partial_lobes=args.partial_lobes,
+        css_approx_lobes=args.css_approx_lobes,
         pseudonymize=pseudonymizer(args),
     )
     result = analysis.result

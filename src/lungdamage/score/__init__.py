@@ -144,6 +144,9 @@ def score(
     histograms = np.ascontiguousarray(per_region[:, lo:hi])
     histograms.setflags(write=False)
     model = str(regions.info.get("model", "") or (params or {}).get("model") or "")
+    # segmentation warnings (e.g. lobes-approx on a partial scan) go on every row
+    info_warnings = regions.info.get("warnings")
+    region_warnings = tuple(str(w) for w in info_warnings) if isinstance(info_warnings, (list, tuple)) else ()
     results = []
     for sch in schemes:
         run_params = {
@@ -166,7 +169,7 @@ def score(
                 hist_lo_hu=lo - HU_OFFSET,
                 voxel_volume_ml=ct.voxel_volume_ml,
                 params=run_params,
-                warnings=tuple(ct.meta.warnings),
+                warnings=(*ct.meta.warnings, *region_warnings),
                 parts=parts,
                 vessel_voxels=vessel_voxels,
                 model=model,

@@ -246,7 +246,7 @@ def analyze_study(
         treated=treated,
         control=ctrl,
         provenance=_provenance(used),
-        notes=list(assignments.attrs.get("notes", [])),
+        notes=list(table.attrs.get("notes", assignments.attrs.get("notes", []))),
         mixed_note=mixed_note,
         comparison_note=comparison_note,
     )

@@ -747,6 +747,9 @@ def visit_table(
     base = table[table["visit"] == protocol.baseline.name].set_index("patient_id")[measures]
     for m in measures:
         table[f"{m}_change"] = table[m] - table["patient_id"].map(base[m])
+    notes = list(assignments.attrs.get("notes", []))
+    if region in _LOBES:
+        notes += _same_lobe_method(table, measures, region)
     table["study_date"] = table["study_date"].dt.strftime("%Y-%m-%d")
     if "scan_warnings" not in table:
         table["scan_warnings"] = ""
@@ -754,9 +757,40 @@ def visit_table(
     cols = ["patient_id", "arm", "visit", "visit_day", "day", "study_date", "series_uid", *measures,
             *[f"{m}_change" for m in measures], "slice_thickness_mm", "kernel", *extra, "scan_warnings", "flag"]
     table = table[cols].sort_values(["patient_id", "visit_day"]).reset_index(drop=True)
-    table.attrs["notes"] = list(assignments.attrs.get("notes", []))
+    table.attrs["notes"] = notes
     table.attrs["measures"] = measures
     return table
+
+
+_LOBES = ("RUL", "RML", "RLL", "LUL", "LLL")
+
+
+def _lobe_method(table: pd.DataFrame) -> pd.Series:
+    """``region_set by method`` of each row (``lobes by lungmask:LTRCLobes_R231``, ``lobes-approx by threshold``)."""
+    rs = table["region_set"].fillna("?").astype(str) if "region_set" in table else pd.Series("?", table.index)
+    me = table["method"].fillna("?").astype(str) if "method" in table else pd.Series("?", table.index)
+    return rs + " by " + me
+
+
+def _same_lobe_method(table: pd.DataFrame, measures: list[str], region: str) -> list[str]:
+    """Blank the per-lobe changes of patients whose visits used different lobe methods; notes saying so.
+
+    A lobe boundary that moves between visits because the method changed
+    (true lobes at one visit, ``lobes-approx`` at another) is not a change of
+    the lung.
+    """
+    kind = _lobe_method(table)
+    n_kinds = kind.groupby(table["patient_id"]).transform("nunique")
+    mixed = n_kinds > 1
+    notes = [f"Per-lobe change ({region}) is reported only for patients whose visits all used the same lobe "
+             "method (region set and segmentation method)."]
+    if mixed.any():
+        for m in measures:
+            table.loc[mixed, f"{m}_change"] = np.nan
+        for pid, g in table[mixed].groupby("patient_id", sort=True):
+            detail = ", ".join(f"{v}: {k}" for v, k in zip(g["visit"], kind[g.index], strict=True))
+            notes.append(f"{pid}: {region} change not reported, the lobe method differs between visits ({detail}).")
+    return notes
 
 
 def comparability_warnings(table: pd.DataFrame) -> pd.DataFrame:
@@ -781,6 +815,10 @@ def comparability_warnings(table: pd.DataFrame) -> pd.DataFrame:
             if len(vals) > 1:
                 rows.append(("*", f"{what} differs between scans", ", ".join(vals)))
     for pid, g in table.groupby("patient_id", sort=True):
+        kind = _lobe_method(g)
+        if kind.nunique() > 1:
+            detail = ", ".join(f"{v}: {k}" for v, k in zip(g["visit"], kind, strict=True))
+            rows.append((pid, "regions segmented differently between visits", detail))
         thick = g["slice_thickness_mm"].astype(float)
         if thick.dropna().round(2).nunique() > 1:
             detail = ", ".join(f"{v}: {t:g} mm" for v, t in zip(g["visit"], thick) if np.isfinite(t))
