@@ -428,6 +428,17 @@ def test_qc_title_and_seg_line_up_with_a_deidentified_copy(archive, tmp_path):
     assert [n for n in needles if n.encode() in blob] == []
     np.testing.assert_array_equal(heads[0].get("Rows"), analysis.ct.shape[1])
 
+    # the de-identified copy scored again with the key keeps its identity (no second hash, no second shift)
+    again = analyze_scan(tmp_path / "copy", pseudonymize=pz)
+    m = again.ct.meta
+    assert (m.patient_id, m.study_date, m.series_uid, m.study_uid) == (
+        heads[0].PatientID, heads[0].StudyDate, heads[0].SeriesInstanceUID, heads[0].StudyInstanceUID)
+    assert m.source.startswith("src-")
+    seg2 = pydicom.dcmread(write_review(again, tmp_path / "qc2", qc=False, masks=False, html=False)["seg"])
+    assert seg2.ReferencedSeriesSequence[0].SeriesInstanceUID == heads[0].SeriesInstanceUID
+    assert seg2.StudyDate == heads[0].StudyDate
+    np.testing.assert_array_equal(again.result.histograms, analysis.result.histograms)
+
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 

@@ -359,23 +359,30 @@ class Pseudonymizer:
         extra = dict(meta.extra or {})
         if extra.get("pseudonymized"):
             return meta
-        terms = self.terms_for(meta)
         pid = meta.patient_id
+        if is_pseudonym(pid):  # already de-identified with a key (deidentify_series): keep ids, UIDs, dates
+            self._keep(meta.series_uid, meta.study_uid, meta.frame_of_reference_uid)
+        terms = self.terms_for(meta)
+        keep = is_pseudonym(pid)
         extra["pseudonymized"] = True
         extra.pop("patient_name", None)
         return dataclasses.replace(
             meta,
             source=self.token(meta.source),
-            series_uid=self.uid(meta.series_uid),
-            study_uid=self.uid(meta.study_uid),
-            frame_of_reference_uid=self.uid(meta.frame_of_reference_uid),
+            series_uid=meta.series_uid if keep else self.uid(meta.series_uid),
+            study_uid=meta.study_uid if keep else self.uid(meta.study_uid),
+            frame_of_reference_uid=meta.frame_of_reference_uid if keep else self.uid(meta.frame_of_reference_uid),
             patient_id=self.patient_id(pid),
-            study_date=self.shift_date(meta.study_date, pid),
+            study_date=meta.study_date if keep else self.shift_date(meta.study_date, pid),
             series_description=self.scrub(meta.series_description, terms),
             input_hash=self.keyed_hash(meta.input_hash),
             warnings=tuple(self.scrub(w, terms) for w in meta.warnings),
             extra=extra,
         )
+
+    def _keep(self, *uids: str) -> None:
+        """Treat ``uids`` as pseudonymous already (left unchanged by :meth:`uid` and :meth:`scrub`)."""
+        self._made.update(u for u in uids if u)
 
     def volume(self, ct):
         """The :class:`~lungdamage.volume.CTVolume` with :meth:`meta` applied (same arrays)."""
@@ -387,8 +394,12 @@ class Pseudonymizer:
 
         ``files`` become tokens: the copy is for tables and printing, not for reading.
         """
-        if is_pseudonym(info.patient_id):
-            return info
+        if is_pseudonym(info.patient_id):  # already de-identified: only the paths
+            self._keep(info.series_uid, info.study_uid, info.frame_of_reference_uid)
+            terms = self.terms_for(info)
+            return dataclasses.replace(
+                info, files=tuple(self.token(f) for f in info.files), issues=tuple(self.scrub(i, terms) for i in info.issues)
+            )
         terms = {**self.terms_for(info), **_name_terms(_patient_name_of(info.files[0]) if info.files else "")}
         pid = info.patient_id
         return dataclasses.replace(
@@ -409,8 +420,11 @@ class Pseudonymizer:
         ``task.series`` (the catalog entry with the original files) is kept so
         the worker can read the series; nothing of it reaches an output.
         """
-        if is_pseudonym(task.patient_id) or _is_token(task.source):
+        if _is_token(task.source):
             return task
+        if is_pseudonym(task.patient_id):  # already de-identified: only the path
+            self._keep(task.series_uid)
+            return dataclasses.replace(task, source=self.token(task.source))
         return dataclasses.replace(
             task,
             series_uid=self.uid(task.series_uid),
@@ -425,6 +439,9 @@ class Pseudonymizer:
         pid = out.get("patient_id")
         pid = "" if _missing(pid) else str(pid)
         if is_pseudonym(pid) or (not pid and any(_is_token(out.get(c)) for c in _PATH_FIELDS)):
+            for c in _PATH_FIELDS:  # already pseudonymous (or a de-identified copy): only paths remain to hide
+                if isinstance(out.get(c), str):
+                    out[c] = self.token(out[c])
             return out
         uids = [str(out[c]) for c in out if c.endswith("_uid") and isinstance(out[c], str)]
         paths = [str(out[c]) for c in _PATH_FIELDS if isinstance(out.get(c), str)]

@@ -138,7 +138,7 @@ def source_datasets(
         except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError):
             continue
         file_uid = str(h.get("SeriesInstanceUID", ""))
-        if pseudonymize is not None:
+        if pseudonymize is not None and file_uid != uid:  # equal: the files are a de-identified copy already
             file_uid = pseudonymize.uid(file_uid)
         if file_uid != uid or "ImagePositionPatient" not in h:
             continue
