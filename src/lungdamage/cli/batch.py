@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ._privacy import add_pseudonymize_option, pseudonymizer
+from ._selection import add_selection_options, selection_policy
 from .score import add_analysis_options
 
 _MEMORY_NOTE = (
@@ -37,6 +38,7 @@ def register(sub) -> None:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run on a Dask cluster, e.g. tcp://host:8786")
     p.add_argument("--dask-local", type=int, default=None, metavar="N", help="start a local Dask cluster of N workers")
     add_analysis_options(p)
+    add_selection_options(p)
     p.add_argument(
         "--qc",
         default=None,
@@ -118,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         args.store,
         params=params,
         engine=engine,
+        policy=selection_policy(args),
         retry_failed=args.retry_failed,
         force=args.force,
         hook=make_hook(args),

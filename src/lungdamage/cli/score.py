@@ -171,17 +171,28 @@ def run(args: argparse.Namespace) -> int:
     )
     result = analysis.result
     df = result.to_frame(args.form)
-    if args.qc:
-        from ..report import write_review
+    from ._messages import without_shown
 
-        files = write_review(analysis, args.qc)
-        print(f"review outputs in {args.qc}: {', '.join(sorted(p.name for p in files.values()))}", file=sys.stderr)
+    # the scores first: a failing review output (below) must never cost the table or the -o file
     if args.output:
-        print(result.summary())
+        print(without_shown(result.summary()))
         out = write_table(df, args.output, fmt=fmt)
         print(f"wrote {out}", file=sys.stderr)
     elif fmt:
         print(format_table(df, fmt), end="" if fmt == "csv" else "\n")
     else:
-        print(result.summary())
+        print(without_shown(result.summary()))
+    if args.qc:
+        from ..errors import ReviewError
+        from ..report import write_review
+
+        try:
+            files = write_review(analysis, args.qc)
+        except ReviewError as exc:
+            from ._flags import to_cli
+
+            msg = to_cli(" ".join(str(exc).split()))
+            print(f"lungdamage score: error: {msg}", file=sys.stderr)
+            return 1
+        print(f"review outputs in {args.qc}: {', '.join(sorted(p.name for p in files.values()))}", file=sys.stderr)
     return 0

@@ -20,6 +20,7 @@ import numpy as np
 from ..regions import RegionMap
 from ..volume import CTVolume
 from .kernels import HU_OFFSET, region_histograms
+from .metrics import slice_spacing_warnings
 from .prefilter import find_vessels, smooth_lungs
 from .result import ResultSet, ScanResult, dependency_versions, params_hash
 from .schemes import PRESETS, Band, Scheme, get_scheme, get_schemes, is_scheme_list
@@ -169,7 +170,11 @@ def score(
                 hist_lo_hu=lo - HU_OFFSET,
                 voxel_volume_ml=ct.voxel_volume_ml,
                 params=run_params,
-                warnings=(*ct.meta.warnings, *region_warnings),
+                warnings=(
+                    *ct.meta.warnings,
+                    *slice_spacing_warnings(ct.meta.slice_thickness_mm, float(ct.spacing_mm[0])),
+                    *region_warnings,
+                ),
                 parts=parts,
                 vessel_voxels=vessel_voxels,
                 model=model,
