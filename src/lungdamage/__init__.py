@@ -41,12 +41,15 @@ _LAZY = {
     "ScanResult": "lungdamage.score",
     "analyze": "lungdamage.pipeline",
     "load_results": "lungdamage.batch.store",
+    "Pseudonymizer": "lungdamage.privacy",
 }
 
 
 #: Subpackages reachable as attributes (``lungdamage.study.compare_arms``) without an explicit import.
 # ``score`` is the callable subpackage (see lungdamage/score/__init__.py): ``lungdamage.score(ct, regions)``.
-_SUBMODULES = ("io", "segment", "score", "batch", "study", "report", "phantom", "pipeline", "regions", "volume")
+_SUBMODULES = (
+    "io", "segment", "score", "batch", "study", "report", "phantom", "pipeline", "regions", "volume", "privacy",
+)
 
 
 def __getattr__(name: str):
@@ -83,6 +86,7 @@ __all__ = [
     "get_scheme",
     "analyze",
     "load_results",
+    "Pseudonymizer",
     "LungDamageError",
     "InputError",
     "DicomSeriesError",

@@ -1157,6 +1157,8 @@ def write_dicom_series(
     window_width: float = 1500.0,
     accession_number: str = "",
     filename_pattern: str = "IM{:04d}.dcm",
+    patient_birth_date: str = "",
+    patient_sex: str = "O",
 ) -> list[Path]:
     """Write a CT volume as a single-frame CT Image Storage series.
 
@@ -1177,6 +1179,10 @@ def write_dicom_series(
     patient_id, study_date, series_description, kernel : str, optional
         Default to ``ct.meta`` fields (or ``'PHANTOM'``, ``'20200101'``, ...).
         ``study_date`` accepts ``YYYYMMDD`` or ``YYYY-MM-DD``.
+    patient_name, accession_number, patient_birth_date, patient_sex : str, optional
+        Identifying header values (e.g. to test de-identification); by
+        default the name is the patient id, birth date and accession number
+        are empty and the sex is ``O``.
 
     Returns
     -------
@@ -1261,8 +1267,8 @@ def write_dicom_series(
     ds.ManufacturerModelName = "lungdamage.phantom"
     ds.PatientName = patient_name or pid
     ds.PatientID = pid
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "O"
+    ds.PatientBirthDate = patient_birth_date.replace("-", "")
+    ds.PatientSex = patient_sex
     ds.BodyPartExamined = "CHEST"
     ds.SliceThickness = fmt(thickness)
     ds.SpacingBetweenSlices = fmt(sz)

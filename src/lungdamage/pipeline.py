@@ -49,6 +49,9 @@ class Analysis:
     ct: CTVolume
     regions: RegionMap
     result: ScanResult | ResultSet
+    #: The :class:`~lungdamage.privacy.Pseudonymizer` applied to ``ct.meta`` (None: not pseudonymized);
+    #: review outputs use it to de-identify the DICOM SEG.
+    pseudonymize: Any = None
 
 
 def analyze(source, **options: Any) -> ScanResult | ResultSet:
@@ -82,6 +85,7 @@ def analyze_scan(
     smooth_sigma_mm: float | None = None,
     partial_lobes: bool = False,
     css_approx_lobes: bool = False,
+    pseudonymize: Any = None,
 ) -> Analysis:
     """Read, segment and score one scan, keeping the CT and region map.
 
@@ -119,6 +123,11 @@ def analyze_scan(
         Compute ``css_pan`` / ``css_chung`` on approximate lobes too (by
         default they are empty there: CT severity scores are defined on true
         lobes).
+    pseudonymize : Pseudonymizer or str, optional
+        Replace patient id, UIDs, dates and source path by keyed pseudonyms
+        right after reading (:mod:`lungdamage.privacy`; a str is the key, or
+        ``@FILE`` / ``env:NAME``).  Everything downstream -- result rows,
+        review outputs -- sees only pseudonymous values.
 
     Returns
     -------
@@ -132,6 +141,9 @@ def analyze_scan(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ct = load_ct(source, series_uid=series_uid)
+    pz = _pseudonymizer(pseudonymize)
+    if pz is not None:
+        ct = pz.volume(ct)
     timings["read_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     region_map = segment_lungs(
@@ -156,6 +168,14 @@ def analyze_scan(
         **({"partial_lobes": True} if partial_lobes else {}),
         **({"css_approx_lobes": True} if css_approx_lobes else {}),
     }
+    if pz is not None:  # the key itself is never recorded
+        params["pseudonymized"] = True
+        if regions_from:  # label files are often named after the patient
+            name = pz.token(Path(regions_from).name)
+            params["regions_from"] = f"{name}:{_file_hash(regions_from)}"
+            region_map = dataclasses.replace(
+                region_map, method=f"labels:{name}", info={**region_map.info, "source": pz.token(regions_from)}
+            )
     result = score(
         ct,
         region_map,
@@ -173,7 +193,16 @@ def analyze_scan(
         result = ResultSet(dataclasses.replace(r, timings_s=timings) for r in result)
     else:
         result = dataclasses.replace(result, timings_s=timings)
-    return Analysis(ct, region_map, result)
+    return Analysis(ct, region_map, result, pseudonymize=pz)
+
+
+def _pseudonymizer(value: Any):
+    """A Pseudonymizer from ``value`` (one, a key string, or None)."""
+    if value is None:
+        return None
+    from .privacy import Pseudonymizer
+
+    return value if isinstance(value, Pseudonymizer) else Pseudonymizer.from_option(str(value))
 
 
 def _file_hash(path: str | PathLike) -> str:

@@ -128,6 +128,9 @@ class BatchParams:
     the calling process into a tuple of :class:`~lungdamage.score.Scheme`, so
     scheme files are read here, not on the workers.  :meth:`run_hash`
     identifies these options in the store before anything is analysed.
+    ``pseudonymize`` (a :class:`~lungdamage.privacy.Pseudonymizer`) makes every
+    stored value pseudonymous; only the fact, never the key, enters
+    :meth:`identity` and the run hash.
     """
 
     scheme: Any = "covid"
@@ -139,6 +142,7 @@ class BatchParams:
     smooth_sigma_mm: float | None = None
     partial_lobes: bool = False
     css_approx_lobes: bool = False
+    pseudonymize: Any = None
 
     def __post_init__(self) -> None:
         from ..score import get_schemes
@@ -148,6 +152,10 @@ class BatchParams:
             object.__setattr__(self, "weights", os.fspath(self.weights))
         if self.smooth_sigma_mm is not None:
             object.__setattr__(self, "smooth_sigma_mm", float(self.smooth_sigma_mm))
+        if self.pseudonymize is not None:
+            from ..pipeline import _pseudonymizer
+
+            object.__setattr__(self, "pseudonymize", _pseudonymizer(self.pseudonymize))
 
     def identity(self) -> dict[str, Any]:
         """Plain-data form hashed by :meth:`run_hash` (weight files by name and size)."""
@@ -155,7 +163,7 @@ class BatchParams:
         if self.weights:
             p = Path(self.weights)
             weights = {"name": p.name, "bytes": p.stat().st_size if p.is_file() else None}
-        return {
+        out = {
             "scheme": [s.to_dict() for s in self.scheme],
             "method": self.method,
             "regions": self.regions,
@@ -167,6 +175,9 @@ class BatchParams:
             **({"partial_lobes": True} if self.partial_lobes else {}),
             **({"css_approx_lobes": True} if self.css_approx_lobes else {}),
         }
+        if self.pseudonymize is not None:  # the fact, never the key
+            out["pseudonymized"] = True
+        return out
 
     @property
     def run_hash(self) -> str:
@@ -187,6 +198,7 @@ class BatchParams:
             "smooth_sigma_mm": self.smooth_sigma_mm,
             "partial_lobes": self.partial_lobes,
             "css_approx_lobes": self.css_approx_lobes,
+            "pseudonymize": self.pseudonymize,
         }
 
 
@@ -305,10 +317,10 @@ def score_series(
                 stage = _stage_of(exc, "analyze")
             return Outcome(
                 task.series_uid,
-                failure=Failure(stage, type(exc).__name__, _one_line(exc)),
+                failure=Failure(stage, type(exc).__name__, _private(_one_line(exc), task, params)),
                 elapsed_s=time.perf_counter() - t0,
                 worker=_worker_name(),
-                notes=tuple(str(w.message) for w in caught),
+                notes=tuple(_private(str(w.message), task, params) for w in caught),
             )
     return Outcome(
         task.series_uid,
@@ -316,8 +328,14 @@ def score_series(
         elapsed_s=time.perf_counter() - t0,
         worker=_worker_name(),
         hook_value=hook_value,
-        notes=tuple(str(w.message) for w in caught),
+        notes=tuple(_private(str(w.message), task, params) for w in caught),
     )
+
+
+def _private(text: str, task: SeriesTask, params: BatchParams) -> str:
+    """``text`` with the series' identifiers replaced when the batch is pseudonymized."""
+    pz = params.pseudonymize
+    return text if pz is None else pz.scrub(text, pz.terms_for(task))
 
 
 def _with_read_time(result: Any, read_s: float) -> Any:
@@ -602,9 +620,13 @@ def nothing_found_message(root: str | os.PathLike, summary: Mapping[str, Any]) -
 
 
 def plan_batch(
-    root: str | os.PathLike, *, policy: Any = None, summary: dict | None = None
+    root: str | os.PathLike, *, policy: Any = None, summary: dict | None = None, pseudonymize: Any = None
 ) -> tuple[list[SeriesTask], list[dict[str, Any]]]:
     """Catalog ``root`` and select the series to score.
+
+    With ``pseudonymize`` (a :class:`~lungdamage.privacy.Pseudonymizer`) the
+    tasks' keys, sources, patients and dates and every exclusion row are
+    pseudonymous (the tasks still read the original files).
 
     Returns
     -------
@@ -636,6 +658,10 @@ def plan_batch(
                     "modality": sel.series.modality,
                 }
             )
+    if pseudonymize is not None:
+        by_uid = {SeriesTask.from_info(s).series_uid: s for s in infos}
+        excluded = [pseudonymize.row(r, pseudonymize.terms_for(by_uid.get(r["series_uid"]))) for r in excluded]
+        tasks = [pseudonymize.task(t) for t in tasks]
     return tasks, excluded
 
 
@@ -808,7 +834,7 @@ def run_batch(
         if root is None:
             raise InputError("run_batch needs a root folder or a list of tasks. Potential fix: pass root=ARCHIVE.")
         found: dict = {}
-        tasks, excluded = plan_batch(root, policy=policy, summary=found)
+        tasks, excluded = plan_batch(root, policy=policy, summary=found, pseudonymize=params.pseudonymize)
         # nothing to score: say so before a store is created (an empty store would look like success)
         if not tasks and not excluded:
             raise InputError(nothing_found_message(root, found))
@@ -820,10 +846,15 @@ def run_batch(
                 + f"; e.g. {excluded[0]['source'] or excluded[0]['series_uid']}: {excluded[0]['reason']}). Potential fix: `lungdamage index` lists each series and why; relax the selection "
                 "(--min-extent-mm, --allow-derived, ...)."
             )
+    elif params.pseudonymize is not None:
+        tasks = [params.pseudonymize.task(t) for t in tasks]
+        excluded = [params.pseudonymize.row(r) for r in excluded]
     tasks = list(tasks)
     owns_store = not isinstance(store, ResultStore)
     db = ResultStore(store) if owns_store else store
     summary = BatchSummary(root=os.fspath(root) if root is not None else "", store=str(db.path), run_hash=run_hash)
+    if params.pseudonymize is not None:
+        summary.root = params.pseudonymize.token(summary.root)
     try:
         seen: set[str] = set()
         unique_tasks = []

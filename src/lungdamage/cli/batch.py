@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._privacy import add_pseudonymize_option, pseudonymizer
 from ._selection import add_selection_options, selection_policy
 from .score import add_analysis_options
 
@@ -45,6 +46,7 @@ def register(sub) -> None:
         help="write review outputs of every scan to DIR (QC PNG, masks, DICOM SEG, HTML report) and an "
         "index page DIR/index.html listing every scan with its numbers, thumbnail and any failure",
     )
+    add_pseudonymize_option(p)
     p.add_argument("--retry-failed", action="store_true", help="score again series that failed in an earlier run")
     p.add_argument("--force", action="store_true", help="score everything again, replacing stored results")
     p.add_argument(
@@ -109,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         smooth_sigma_mm=args.smooth_sigma_mm,
         partial_lobes=args.partial_lobes,
         css_approx_lobes=args.css_approx_lobes,
+        pseudonymize=pseudonymizer(args),
     )
     engine = make_engine(jobs=args.jobs, scheduler=args.scheduler, dask_local=args.dask_local)
     progress = make_progress(sys.stderr, interval_s=args.progress_interval, enabled=not args.quiet)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._privacy import add_pseudonymize_option, pseudonymizer
 from .score import write_table
 
 
@@ -22,6 +23,7 @@ def register(sub) -> None:
     p.add_argument("--failures", default=None, metavar="FILE", help="also write the failed series to FILE (.csv, ...)")
     p.add_argument("--run-hash", default=None, help="only results of these analysis options (see `batch` summary)")
     p.add_argument("--version-filter", default=None, metavar="VERSION", help="only results of this lungdamage version")
+    add_pseudonymize_option(p)
     p.set_defaults(func=run)
 
 
@@ -31,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     with ResultStore(args.store, readonly=True) as store:
         df = store.results(run_hash=args.run_hash, version=args.version_filter)
         failures = store.failures(run_hash=args.run_hash, version=args.version_filter)
+    pz = pseudonymizer(args)
+    if pz is not None:  # rows already pseudonymous (batch --pseudonymize) pass unchanged
+        df, failures = pz.frame(df), pz.frame(failures)
     out = write_table(df, args.output)
     n_scans = df["series_uid"].nunique() if len(df) else 0
     print(f"wrote {out}: {len(df)} rows ({n_scans} scans); {len(failures)} failed series in the store", file=sys.stderr)

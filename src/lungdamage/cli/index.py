@@ -23,12 +23,18 @@ def register(subparsers) -> None:
     p.add_argument("root", metavar="ROOT", help="folder, zip archive or file")
     p.add_argument("-o", "--output", metavar="CSV", help="write one row per series (with selection and reason)")
     add_selection_options(p)
+    from ._privacy import add_pseudonymize_option
+
+    add_pseudonymize_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..io.catalog import catalog_frame, scan, select_series
 
+    from ._privacy import pseudonymizer
+
+    pz = pseudonymizer(args)  # first: the catalog's log lines are scrubbed too
     policy = selection_policy(args)
     summary: dict = {}
     series = scan(args.root, summary=summary)
@@ -38,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
         raise InputError(nothing_found_message(args.root, summary))
     selections = select_series(series, policy)
+    if pz is not None:  # list and write pseudonymous values only
+        series, selections, summary = _pseudonymized(pz, series, selections, summary)
     print(
         f"{summary['root']}: {summary['n_files']} files, {summary['n_dicom']} DICOM, "
         f"{summary['n_non_dicom']} non-DICOM skipped, {summary['n_truncated']} truncated, "
@@ -67,3 +75,17 @@ def run(args: argparse.Namespace) -> int:
         frame.to_csv(args.output, index=False)
         print(f"wrote {args.output}")
     return 0
+
+
+def _pseudonymized(pz, series, selections, summary):
+    """Catalog entries, selections (reasons scrubbed) and summary with pseudonymous values."""
+    import dataclasses
+
+    terms: dict[str, str] = {}
+    for s in series:
+        terms.update(pz.terms_for(s))
+    new = {id(s): pz.series_info(s) for s in series}
+    selections = [
+        dataclasses.replace(sel, series=new[id(sel.series)], reason=pz.scrub(sel.reason, terms)) for sel in selections
+    ]
+    return [new[id(s)] for s in series], selections, {**summary, "root": pz.token(summary["root"])}

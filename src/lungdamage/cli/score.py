@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._privacy import add_pseudonymize_option, pseudonymizer
+
 
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``score`` and ``batch`` (same names, same meaning)."""
@@ -87,6 +89,7 @@ def register(sub) -> None:
         "with segments named RUL..LLL or right/left) instead of segmenting")
     p.add_argument("--label-codes", default=None, help="label convention of a --regions-from label map: lungmask, totalsegmentator, cip or FILE.json "
         "(not needed for a DICOM SEG)")
+    add_pseudonymize_option(p)
     p.set_defaults(func=run)
 
 
@@ -165,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         label_codes=args.label_codes,
         partial_lobes=args.partial_lobes,
         css_approx_lobes=args.css_approx_lobes,
+        pseudonymize=pseudonymizer(args),
     )
     result = analysis.result
     df = result.to_frame(args.form)

@@ -40,13 +40,18 @@ def register(subparsers) -> None:
     p.add_argument("--no-mixed", action="store_true", help="skip the linear mixed model")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    from ._privacy import add_pseudonymize_option
+
+    add_pseudonymize_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..batch.store import load_results
     from ..study import analyze_study, write_report
+    from ._privacy import pseudonymizer
 
+    pz = pseudonymizer(args)  # a bad key fails before anything is read
     results = load_results(args.store, run_hash=args.run_hash)
     if results.empty:
         from ..errors import InputError
@@ -72,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         blind=args.blind,
         blind_key=args.blind_key,
         mixed=False if args.no_mixed else None,
+        pseudonymize=pz,
     )
     files = write_report(study, args.out, plots=not args.no_plots)
     a = study.assignments

@@ -604,6 +604,8 @@ class _SeriesReader:
                 "transfer_syntax": h.transfer_syntax,
                 "image_type": "\\".join(h.image_type),
                 "photometric": h.photometric,
+                # in memory only: lets pseudonymization find the name in free text (lungdamage.privacy)
+                "patient_name": h.patient_name,
             },
         )
 

@@ -188,7 +188,7 @@ def write_review(
             def _seg() -> None:
                 try:
                     out["seg"] = write_seg(ct, regions, result.scheme, out_dir / f"{stem}_seg.dcm",
-                                           source_files=source_files)
+                                           source_files=source_files, pseudonymize=analysis.pseudonymize)
                 except LungDamageError as exc:  # expected for resampled / multi-frame sources: a note
                     log.warning("DICOM SEG of %s not written: %s", ct.meta.key, exc)
                     notes.append(f"DICOM SEG not written: {exc}")

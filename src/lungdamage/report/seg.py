@@ -80,6 +80,7 @@ def source_datasets(
     source_files: Sequence[str | os.PathLike] | None = None,
     *,
     tolerance_mm: float | None = None,
+    pseudonymize=None,
 ) -> list:
     """Source CT datasets (headers, no pixels) in the CT's slice order.
 
@@ -92,6 +93,10 @@ def source_datasets(
     tolerance_mm : float, optional
         Largest distance between a CT slice and its source image along the
         slice normal (default: 10 % of the slice spacing).
+    pseudonymize : Pseudonymizer, optional
+        ``ct.meta`` is pseudonymous: source files match when the keyed hash of
+        their series UID is ``ct.meta.series_uid``, and the returned datasets
+        are de-identified (:func:`lungdamage.privacy.deidentify_dataset`).
 
     Returns
     -------
@@ -132,7 +137,10 @@ def source_datasets(
             h = pydicom.dcmread(open_source(f), stop_before_pixels=True, specific_tags=tags)
         except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError):
             continue
-        if str(h.get("SeriesInstanceUID", "")) != uid or "ImagePositionPatient" not in h:
+        file_uid = str(h.get("SeriesInstanceUID", ""))
+        if pseudonymize is not None and file_uid != uid:  # equal: the files are a de-identified copy already
+            file_uid = pseudonymize.uid(file_uid)
+        if file_uid != uid or "ImagePositionPatient" not in h:
             continue
         if int(h.get("NumberOfFrames", 1) or 1) > 1:
             raise InputError(
@@ -166,7 +174,13 @@ def source_datasets(
             "tilt), so DICOM SEG frames cannot reference source images. "
             "Potential fix: use the NIfTI / .seg.nrrd masks, which are on the CT grid."
         )
-    return [pydicom.dcmread(open_source(chosen[s]), stop_before_pixels=True) for s in range(ct.shape[0])]
+    datasets = [pydicom.dcmread(open_source(chosen[s]), stop_before_pixels=True) for s in range(ct.shape[0])]
+    if pseudonymize is not None:
+        from ..privacy import deidentify_dataset
+
+        for ds in datasets:
+            deidentify_dataset(ds, pseudonymize)
+    return datasets
 
 
 def write_seg(
@@ -180,6 +194,7 @@ def write_seg(
     include_bands: bool = True,
     series_number: int = 990,
     method: str | None = None,
+    pseudonymize=None,
 ) -> Path:
     """Write a DICOM SEG with one segment per region and per non-empty HU band.
 
@@ -197,6 +212,12 @@ def write_seg(
         SeriesNumber of the new SEG series.
     method : str, optional
         Segmentation method recorded as the algorithm (default ``regions.method``).
+    pseudonymize : Pseudonymizer, optional
+        Write a de-identified SEG (PS3.15 Basic Application Level
+        Confidentiality Profile, modified dates option): the source headers are
+        de-identified before the SEG copies them, so it references the
+        pseudonymous UIDs and carries the pseudonymous patient id and shifted
+        dates (see :mod:`lungdamage.privacy`).
 
     Returns
     -------
@@ -215,7 +236,7 @@ def write_seg(
     from .._version import __version__
 
     regions.check_grid(ct.shape, where=ct.meta.key)
-    sources = _fit_for_seg(source_datasets(ct, source_files))
+    sources = _fit_for_seg(source_datasets(ct, source_files, pseudonymize=pseudonymize))
     rows, cols = int(sources[0].Rows), int(sources[0].Columns)
     if (rows, cols) != ct.shape[1:]:
         raise InputError(
@@ -301,6 +322,8 @@ def write_seg(
         # anonymised archive uses a one-component name ("P001"): a property of the input, not an error.
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name", category=UserWarning)
         seg = _build_seg(hd, sources, pixel_array, descriptions, series_number, regions, scheme, generate_uid)
+    if pseudonymize is not None:
+        _mark_deidentified(seg, sources[0])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
@@ -360,3 +383,25 @@ def _build_seg(hd, sources, pixel_array, descriptions, series_number, regions, s
         content_label="LUNGDAMAGE",
         series_description=f"lungdamage {regions.region_set} + {scheme.name} bands"[:64],
     )
+
+
+def _mark_deidentified(seg, source) -> None:
+    """Profile attributes of a de-identified SEG; its own dates are the (shifted) study date, not today."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from ..privacy import DEID_CODES, DEID_METHOD
+
+    study_date = str(source.get("StudyDate", "") or "")
+    for kw in ("SeriesDate", "ContentDate", "InstanceCreationDate", "AcquisitionDate"):
+        if kw in seg:
+            setattr(seg, kw, study_date)
+    seg.PatientIdentityRemoved = "YES"
+    seg.DeidentificationMethod = list(DEID_METHOD)
+    seq = Sequence()
+    for value, meaning in DEID_CODES:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+        seq.append(item)
+    seg.DeidentificationMethodCodeSequence = seq
+    seg.LongitudinalTemporalInformationModified = "MODIFIED"

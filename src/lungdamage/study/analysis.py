@@ -148,6 +148,7 @@ def analyze_study(
     blind: bool = False,
     blind_key: str = "",
     mixed: bool | None = None,
+    pseudonymize=None,
 ) -> StudyResult:
     """Visits, per-arm summaries and the between-arm comparison of a trial.
 
@@ -186,6 +187,13 @@ def analyze_study(
     mixed : bool or None
         Fit the linear mixed model: True requires statsmodels, False never,
         None when statsmodels is installed (tri-state as in highdicom).
+    pseudonymize : Pseudonymizer or str, optional
+        Pseudonymize results and manifest before any computation
+        (:mod:`lungdamage.privacy`): patient ids and series UIDs become keyed
+        hashes, every date of a patient moves by the same keyed offset, so
+        visit assignment and every statistic are unchanged.  Rows already
+        pseudonymous (a store written with ``batch --pseudonymize``) pass
+        unchanged; the manifest keeps the original ids and is mapped with the key.
 
     Returns
     -------
@@ -198,6 +206,11 @@ def analyze_study(
     protocol = read_protocol(protocol)
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
+    if pseudonymize is not None:
+        from ..pipeline import _pseudonymizer
+
+        pz = _pseudonymizer(pseudonymize)
+        results, manifest = pz.frame(results), pz.manifest(manifest)
     if blind:
         manifest = blind_arms(manifest, key=blind_key)
         control = None
