@@ -62,6 +62,9 @@ _CROSS2D[1] = ndimage.generate_binary_structure(2, 1)
 _SQUARE2D = np.zeros((3, 3, 3), bool)
 _SQUARE2D[1] = True
 _CROSS3D = ndimage.generate_binary_structure(3, 1)
+# Outside air is pure gas: most of it lies below this even with low-dose noise;
+# emphysematous lung (CIP 10002K: 1-5 % of its sections) and blurred skin do not.
+_OUTSIDE_AIR_HU = -980.0
 
 
 def _pipeline_axes(ct: CTVolume) -> tuple[tuple[int, int, int], int, float]:
@@ -279,21 +282,13 @@ def segment_threshold(
     vox_ml = sp[0] * pix_mm2 / 1000.0
     n_sl = lo.shape[0]
 
-    # -- 1. air inside the body (per slice: not connected to the image border)
-    air = lo < air_threshold_hu
-    lab2, n2 = ndimage.label(air, structure=_CROSS2D)
-    border = np.zeros(n2 + 1, bool)
-    for edge in (lab2[:, 0, :], lab2[:, -1, :], lab2[:, :, 0], lab2[:, :, -1]):
-        border[np.unique(edge)] = True
-    border[0] = False  # label 0 = tissue: inside the body unless proven otherwise
-    inner_lut = ~border
-    inner_lut[0] = False
-
-    body = ~border[lab2]  # tissue + enclosed air (per slice)
-    # body midline (LR-axis index) per slice
-    prof = body.sum(axis=3 - lr_axis)  # (slices, len(lr axis))
-    pos = np.arange(prof.shape[1], dtype=np.float64)
-    mid = (prof * pos).sum(axis=1) / np.maximum(prof.sum(axis=1), 1)
+    # -- 1. air inside the body (per slice: pure gas connected to the image border
+    # or to the outside-field padding is outside air; a lung cut by the field keeps
+    # its parenchyma statistics and stays inside)
+    pad = _outside_field(lo)
+    body, inner_lut, lab2 = _inside_air(lo, pad, air_threshold_hu, _OUTSIDE_AIR_HU, 3 - lr_axis,
+                                        min_lung_area_mm2 / pix_mm2)
+    mid, cut_lr = _body_midline(ct, perm, lr_axis, f, body & ~pad, pad)
 
     # -- 2. trachea and main bronchi: a vertical chain of small 2-D components of
     # pure air (lumen < airway_hu: the partial-volume wall separates it from lung)
@@ -443,6 +438,156 @@ def segment_threshold(
     labels = np.ascontiguousarray(labels.transpose(inv))
     info = {"downsample": f, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm, "airway_voxels_lowres": int(airway.sum())}
     return RegionMap(labels, dict(LUNG_CODES), method="threshold", region_set="lungs", info=info)
+
+
+def _outside_field(lo: np.ndarray) -> np.ndarray:
+    """Pixels outside the reconstructed field of view (low-res grid).
+
+    Padding is far below air (-2048, -3024; linear interpolation of such
+    padding undershoots -1024) or, when the scanner pads with an air value
+    (-1024, -1000), exactly constant over a 3×3 neighbourhood, which noisy
+    air and lung never are.
+    """
+    pad = lo < -1100.0
+    low = lo <= -1000.0
+    if low.any():
+        # constant 3x3 patches: in-plane max == min (computed only where it can hold)
+        mx = ndimage.maximum_filter(lo, footprint=_SQUARE2D, mode="nearest")
+        mn = ndimage.minimum_filter(lo, footprint=_SQUARE2D, mode="nearest")
+        pad |= low & (mx == mn)
+    return pad
+
+
+def _inside_air(lo: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, ap_axis: int,
+                min_section_px: float):
+    """Split air-like pixels into outside air and air inside the body, per slice.
+
+    A 2-D air component touching the image border or the outside-field
+    padding is outside air when it is gas (more than 45 % of it below
+    ``gas_hu``), touches three or four image edges (air around the body,
+    with mattress and blankets, which are not pure gas) or does not lie
+    inside the body along the anterior-posterior axis (mattress, table
+    foam) unless it continues in 3-D a lung section that is wholly inside
+    the field in another slice; otherwise it is lung cut by the field of
+    view and stays inside.  Returns ``(body, inner_lut, lab2)``: ``body`` (tissue, inside
+    air and padding), the look-up table of inside air components and the
+    2-D labels.
+    """
+    air = (lo < air_hu) & ~pad
+    lab2, n2 = ndimage.label(air, structure=_CROSS2D)
+    sides = np.zeros(n2 + 1, np.int8)  # number of image edges each component touches
+    for e in (lab2[:, 0, :], lab2[:, -1, :], lab2[:, :, 0], lab2[:, :, -1]):
+        t = np.zeros(n2 + 1, bool)
+        t[np.unique(e)] = True
+        sides += t
+    edge = sides > 0
+    if pad.any():
+        edge[np.unique(lab2[ndimage.binary_dilation(pad, structure=_SQUARE2D)])] = True
+    flat = lab2.ravel()
+    npx = np.bincount(flat, minlength=n2 + 1)
+    gas = np.bincount(flat, weights=(lo < gas_hu).ravel(), minlength=n2 + 1)
+    # outside air is mostly gas, or surrounds the body (touches three or four
+    # image edges, with the mattress and blankets); a lung cut by the field
+    # is parenchyma and meets the field's edge on one or two sides
+    outside = edge & ((gas > 0.45 * npx) | (sides >= 3))
+    outside[0] = False
+    maybe = edge & ~outside
+    maybe[0] = False
+    open_ = maybe.copy()
+    if maybe.any():
+        open_ &= ~_enclosed_by_body(lab2, maybe, lo >= air_hu, pad, ap_axis)
+    if open_.any():
+        # not enclosed in its own slice (a small reconstruction circle cuts the
+        # lung laterally): lung when it continues, in 3-D, a lung section that
+        # lies wholly inside the field (apex or base), or an enclosed one, in
+        # other slices
+        sure = (~edge & (gas <= 0.45 * npx) & (npx >= min_section_px)) | (maybe & ~open_)
+        sure[0] = False
+        lab3, n3 = ndimage.label((sure | open_)[lab2], structure=_CROSS3D)
+        good3 = np.zeros(n3 + 1, bool)
+        good3[np.unique(lab3[sure[lab2]])] = True
+        good3[0] = False
+        joined = np.zeros(n2 + 1, bool)
+        joined[np.unique(lab2[good3[lab3]])] = True
+        outside |= open_ & ~joined
+    outside[0] = False  # label 0 = tissue: inside the body unless proven otherwise
+    kept = edge & ~outside
+    kept[0] = False
+    if kept.any():
+        log.debug("%d air section(s) on the field's edge kept as lung (not pure gas)", int(kept.sum()))
+    inner_lut = ~outside
+    inner_lut[0] = False
+    return ~outside[lab2], inner_lut, lab2
+
+
+def _enclosed_by_body(lab2: np.ndarray, which: np.ndarray, tissue: np.ndarray, pad: np.ndarray,
+                      ap_axis: int) -> np.ndarray:
+    """For the 2-D components ``which`` (a look-up table over ``lab2``): does
+    the body lie both in front of and behind most (>= 60 %) of each one?
+
+    The body is the largest tissue section of each slice (chest wall and
+    everything joined to it).  A lung cut by the field of view has the
+    chest wall in front of and behind it; the mattress and the table's
+    foam core lie behind the body, with only the table beyond them.
+    """
+    tissue = tissue & ~pad
+    labt, nt = ndimage.label(tissue, structure=_CROSS2D)
+    if nt == 0:
+        return np.zeros_like(which)
+    size = np.bincount(labt.ravel(), minlength=nt + 1)
+    objs = ndimage.find_objects(labt)
+    sl = np.array([o[0].start for o in objs])  # slice of each tissue section (labels 1..nt)
+    biggest = np.zeros(int(sl.max()) + 1)
+    np.maximum.at(biggest, sl, size[1:])
+    main = np.zeros(nt + 1, bool)
+    main[1:] = size[1:] >= biggest[sl]
+    body = main[labt]
+    before = np.maximum.accumulate(body, axis=ap_axis)
+    after = np.flip(np.maximum.accumulate(np.flip(body, axis=ap_axis), axis=ap_axis), axis=ap_axis)
+    flat = lab2.ravel()
+    n = np.bincount(flat, minlength=which.size)
+    n_in = np.bincount(flat, weights=(before & after).ravel(), minlength=which.size)
+    return which & (n_in >= 0.6 * np.maximum(n, 1))
+
+
+def _body_midline(ct: CTVolume, perm, lr_axis: int, f: int, vis: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Body midline (index along the left-right axis, low-res grid) per slice.
+
+    The centre of the visible body when its outline is complete from side
+    to side; when the body is cut by the image border or the field of view
+    at a side in many slices (a one-sided or small-field reconstruction) the
+    patient's centre line is taken from patient coordinates: LPS x = 0, the
+    scanner's isocentre, on which patients are centred.
+    Returns ``(mid, cut)``.
+    """
+    prof = vis.sum(axis=3 - lr_axis)  # (slices, len(lr axis))
+    n_lr = prof.shape[1]
+    pos = np.arange(n_lr, dtype=np.float64)
+    mid = (prof * pos).sum(axis=1) / np.maximum(prof.sum(axis=1), 1)
+    has = prof.sum(axis=1) > 0
+    if not has.any():
+        return mid, False
+    # the body's outermost positions along the lr axis, per slice
+    first = np.argmax(prof > 0, axis=1)
+    last = n_lr - 1 - np.argmax(prof[:, ::-1] > 0, axis=1)
+    # ... cut when they lie on the array's end or next to the padding
+    padp = pad.any(axis=3 - lr_axis)
+    k = np.arange(prof.shape[0])
+    cut_lo = (first == 0) | padp[k, np.maximum(first - 1, 0)]
+    cut_hi = (last == n_lr - 1) | padp[k, np.minimum(last + 1, n_lr - 1)]
+    cut = bool((cut_lo | cut_hi)[has].mean() >= 0.3)
+    if cut:
+        # LPS x along the lr axis (at the centre of the other axes); low-res
+        # pixel j covers full-res indices j*f .. j*f+f-1
+        centre = np.array([(n - 1) / 2.0 for n in ct.shape])
+        idx1 = centre.copy()
+        ax = perm[lr_axis]
+        centre[ax], idx1[ax] = 0.0, float(f)
+        x0, x1 = ct.index_to_lps(centre)[0], ct.index_to_lps(idx1)[0]
+        if abs(x1 - x0) > 1e-6:
+            mid = np.full(prof.shape[0], -x0 / (x1 - x0) - (f - 1) / (2.0 * f))
+            log.debug("body cut by the field of view: midline at LPS x = 0 (low-res index %.1f)", mid[0])
+    return mid, cut
 
 
 def _dilate2d_local(mask: np.ndarray, iterations: int) -> np.ndarray:
