@@ -65,6 +65,8 @@ _CROSS3D = ndimage.generate_binary_structure(3, 1)
 # Outside air is pure gas: most of it lies below this even with low-dose noise;
 # emphysematous lung (CIP 10002K: 1-5 % of its sections) and blurred skin do not.
 _OUTSIDE_AIR_HU = -980.0
+# Fat (about -100 HU): no lung tissue, even consolidated, has this local mean.
+_FAT_HU = (-190.0, -70.0)
 
 
 def _pipeline_axes(ct: CTVolume) -> tuple[tuple[int, int, int], int, float]:
@@ -288,7 +290,7 @@ def segment_threshold(
     pad = _outside_field(lo)
     body, inner_lut, lab2 = _inside_air(lo, pad, air_threshold_hu, _OUTSIDE_AIR_HU, 3 - lr_axis,
                                         min_lung_area_mm2 / pix_mm2)
-    mid, cut_lr = _body_midline(ct, perm, lr_axis, f, body & ~pad, pad)
+    mid, cut_body = _body_midline(ct, perm, lr_axis, f, body & ~pad, pad)
 
     # -- 2. trachea and main bronchi: a vertical chain of small 2-D components of
     # pure air (lumen < airway_hu: the partial-volume wall separates it from lung)
@@ -356,6 +358,9 @@ def segment_threshold(
         )
     # keep fragments of at least 2 % of the largest lung component
     ok &= vol3 >= 0.02 * vol3[big].max()
+    # gas below the diaphragm (bowel, stomach) is never lung
+    sup_sign = 1.0 if ct.direction[2, perm[0]] >= 0 else -1.0
+    ok &= ~_below_diaphragm(lab3, ok, vol3, sp[0], sup_sign)
     lung = ok[lab3]
     if n_sl < 3:
         # no vertical chain to follow: a small section near the midline, apart
@@ -391,6 +396,10 @@ def segment_threshold(
     # Juxtapleural consolidation lies near the chest wall; the hilum (whose
     # concavity a closing would also fill) lies deep in the thorax.
     near_wall = depth <= max_fill_depth_mm
+    # nothing dense is added within 10 mm of the field's edge (padding or an
+    # image border the lungs reach): what lies beyond is unknown, and the strip
+    # of chest wall and blurred air a small field cuts off is not lung
+    dense_ok &= _away_from_field_edge(side > 0, pad, psp, 10.0)
     out = side.copy()
     # no addition medial to the lung's own aerated part in the same row
     # (mediastinum, heart, liver dome stay out)
@@ -412,6 +421,12 @@ def segment_threshold(
             medial_edge = np.where(mb, pb, np.inf).min(axis=lr_axis, keepdims=True)
             lateral_ok = pb >= medial_edge
         big_close = _coarse_closing2d(mb, fill_radius_mm, psp) & near_wall[bb] & lateral_ok & (lo[bb] < fill_max_hu)
+        # fat is never lung: extrapleural and subdiaphragmatic fat sit inside
+        # the hull of the bases' thin arcs (local mean over about 6 mm)
+        if big_close.any():
+            loc = ndimage.uniform_filter(lo[bb], size=(1, 3, 3))
+            big_close &= ~((loc >= _FAT_HU[0]) & (loc < _FAT_HU[1]))
+            del loc
         small_close = _octagon_closing2d(mb, max(1, int(round(5.0 / min(psp)))))
         clo = (big_close | small_close) & body[bb] & dense_ok[bb]
         # holes enclosed by the lung (vessels, even with contrast) are lung
@@ -438,6 +453,66 @@ def segment_threshold(
     labels = np.ascontiguousarray(labels.transpose(inv))
     info = {"downsample": f, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm, "airway_voxels_lowres": int(airway.sum())}
     return RegionMap(labels, dict(LUNG_CODES), method="threshold", region_set="lungs", info=info)
+
+
+def _away_from_field_edge(lung: np.ndarray, pad: np.ndarray, psp: tuple[float, float], mm: float) -> np.ndarray:
+    """False within ``mm`` (in-plane) of the padding or of an image border
+    that the lungs touch; all True when neither occurs (the usual scan)."""
+    edge = pad.copy()
+    frame = np.zeros(lung.shape[1:], bool)
+    frame[0, :] = frame[-1, :] = frame[:, 0] = frame[:, -1] = True
+    touched = lung[:, frame].any(axis=1)  # slices where a lung reaches the border
+    if touched.any():
+        edge |= frame[None] & touched.any()
+    if not edge.any():
+        return np.ones(lung.shape, bool)
+    return _dist_from2d(edge, psp) > mm
+
+
+def _below_diaphragm(lab3: np.ndarray, ok: np.ndarray, vol3: np.ndarray, slice_mm: float, sup_sign: float,
+                     gap_mm: float = 8.0) -> np.ndarray:
+    """Look-up table of the air components ``ok`` that lie below the diaphragm.
+
+    The main lungs are the components of at least a quarter of the largest
+    one's volume.  Any other component is bowel or stomach gas (whatever its
+    gas share: stool mixes gas and soft tissue) when it lies wholly below the
+    main lungs' lowest slice or above their top, or when most of its voxels
+    lie under a main lung, in the same column, with at least ``gap_mm`` of
+    tissue between (the diaphragm and the organ wall).  A lung piece cut off
+    by partial volume at the base lies directly against the lung above it.
+    """
+    out = np.zeros_like(ok)
+    main = ok & (vol3 >= 0.25 * vol3[ok].max())
+    frag = ok & ~main
+    if not frag.any():
+        return out
+    n_sl = lab3.shape[0]
+    m = main[lab3]
+    ks = np.flatnonzero(m.any(axis=(1, 2)))
+    # "up" = towards the head; lowest main-lung slice in each (row, column)
+    k_up = np.arange(n_sl) if sup_sign > 0 else np.arange(n_sl)[::-1]
+    has = m.any(axis=0)
+    m_up = m[k_up]
+    low_rank = np.argmax(m_up, axis=0)  # rank (from the feet) of the lowest main voxel per column
+    rank_of = np.empty(n_sl, np.int64)
+    rank_of[k_up] = np.arange(n_sl)
+    lo_rank, hi_rank = rank_of[ks].min(), rank_of[ks].max()
+    fr = frag[lab3]
+    kk, rr, cc = np.nonzero(fr)
+    labs = lab3[kk, rr, cc]
+    rk = rank_of[kk]
+    under = has[rr, cc] & ((low_rank[rr, cc] - rk - 1) * slice_mm >= gap_mm)
+    n = np.bincount(labs, minlength=ok.size)
+    n_under = np.bincount(labs, weights=under, minlength=ok.size)
+    r_min = np.full(ok.size, np.iinfo(np.int64).max)
+    r_max = np.full(ok.size, -1)
+    np.minimum.at(r_min, labs, rk)
+    np.maximum.at(r_max, labs, rk)
+    outside_range = (r_max < lo_rank) | (r_min > hi_rank)
+    out = frag & ((n_under >= 0.5 * np.maximum(n, 1)) | outside_range)
+    if out.any():
+        log.debug("%d air component(s) below the diaphragm (bowel, stomach) left out", int(out.sum()))
+    return out
 
 
 def _outside_field(lo: np.ndarray) -> np.ndarray:
@@ -553,12 +628,16 @@ def _enclosed_by_body(lab2: np.ndarray, which: np.ndarray, tissue: np.ndarray, p
 def _body_midline(ct: CTVolume, perm, lr_axis: int, f: int, vis: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, bool]:
     """Body midline (index along the left-right axis, low-res grid) per slice.
 
-    The centre of the visible body when its outline is complete from side
-    to side; when the body is cut by the image border or the field of view
-    at a side in many slices (a one-sided or small-field reconstruction) the
-    patient's centre line is taken from patient coordinates: LPS x = 0, the
-    scanner's isocentre, on which patients are centred.
-    Returns ``(mid, cut)``.
+    The centre of the visible body, unless the body is cut by the image
+    border or the field of view at one side only (in most of its rows, on
+    average over the slices: a one-sided reconstruction): the patient's
+    midline then lies towards the cut side.
+    It is taken at LPS x = 0 (the scanner's isocentre, on which patients are
+    centred) when that line lies inside the image at least 30 mm from the
+    body's free side, else just beyond the cut border (the image shows one
+    side of the chest).  Cut at both sides (a small field), the midline is
+    LPS x = 0 when that lies within 30 mm of the image, else the centre of
+    the visible body.  Returns ``(mid, cut)``.
     """
     prof = vis.sum(axis=3 - lr_axis)  # (slices, len(lr axis))
     n_lr = prof.shape[1]
@@ -567,27 +646,45 @@ def _body_midline(ct: CTVolume, perm, lr_axis: int, f: int, vis: np.ndarray, pad
     has = prof.sum(axis=1) > 0
     if not has.any():
         return mid, False
-    # the body's outermost positions along the lr axis, per slice
-    first = np.argmax(prof > 0, axis=1)
-    last = n_lr - 1 - np.argmax(prof[:, ::-1] > 0, axis=1)
-    # ... cut when they lie on the array's end or next to the padding
-    padp = pad.any(axis=3 - lr_axis)
-    k = np.arange(prof.shape[0])
-    cut_lo = (first == 0) | padp[k, np.maximum(first - 1, 0)]
-    cut_hi = (last == n_lr - 1) | padp[k, np.minimum(last + 1, n_lr - 1)]
-    cut = bool((cut_lo | cut_hi)[has].mean() >= 0.3)
-    if cut:
-        # LPS x along the lr axis (at the centre of the other axes); low-res
-        # pixel j covers full-res indices j*f .. j*f+f-1
-        centre = np.array([(n - 1) / 2.0 for n in ct.shape])
-        idx1 = centre.copy()
-        ax = perm[lr_axis]
-        centre[ax], idx1[ax] = 0.0, float(f)
-        x0, x1 = ct.index_to_lps(centre)[0], ct.index_to_lps(idx1)[0]
-        if abs(x1 - x0) > 1e-6:
-            mid = np.full(prof.shape[0], -x0 / (x1 - x0) - (f - 1) / (2.0 * f))
-            log.debug("body cut by the field of view: midline at LPS x = 0 (low-res index %.1f)", mid[0])
-    return mid, cut
+    # the body is cut at an end of the lr axis when, in most of its rows, it
+    # reaches the array's end or the padding there (a grazing contact, such
+    # as the table's edge or a shoulder, is not a cut)
+    first = np.argmax(vis, axis=lr_axis)  # (slices, rows)
+    last = n_lr - 1 - np.argmax(np.flip(vis, axis=lr_axis), axis=lr_axis)
+    rows = vis.any(axis=lr_axis)
+    pad_t = np.moveaxis(pad, lr_axis, 2)  # (slices, rows, lr)
+    at_lo = (first == 0) | np.take_along_axis(pad_t, np.maximum(first - 1, 0)[..., None], axis=2)[..., 0]
+    at_hi = (last == n_lr - 1) | np.take_along_axis(pad_t, np.minimum(last + 1, n_lr - 1)[..., None], axis=2)[..., 0]
+    n_rows = np.maximum(rows.sum(axis=1), 1)
+    cut_lo = float(((at_lo & rows).sum(axis=1) / n_rows)[has].mean()) >= 0.5
+    cut_hi = float(((at_hi & rows).sum(axis=1) / n_rows)[has].mean()) >= 0.5
+    if not (cut_lo or cut_hi):
+        return mid, False  # complete outline: its centre is the midline
+    first = np.where(rows, first, n_lr).min(axis=1)
+    last = np.where(rows, last, -1).max(axis=1)
+    # LPS x along the lr axis (at the centre of the other axes); low-res pixel j
+    # covers full-res indices j*f .. j*f+f-1
+    centre = np.array([(n - 1) / 2.0 for n in ct.shape])
+    idx1 = centre.copy()
+    ax = perm[lr_axis]
+    centre[ax], idx1[ax] = 0.0, float(f)
+    x0, x1 = ct.index_to_lps(centre)[0], ct.index_to_lps(idx1)[0]
+    j0 = -x0 / (x1 - x0) - (f - 1) / (2.0 * f) if abs(x1 - x0) > 1e-6 else np.nan
+    px_mm = abs(x1 - x0) / f
+    if cut_lo and cut_hi:
+        # cut at both sides (a small field): x = 0 when it lies in (or within
+        # 30 mm of) the image, else the centre of what is visible
+        if not (np.isfinite(j0) and -0.5 - 30.0 / px_mm <= j0 <= n_lr - 0.5 + 30.0 / px_mm):
+            return mid, False
+        log.debug("body cut at both sides of the field: midline at LPS x = 0 (low-res index %.1f)", j0)
+        return np.full(prof.shape[0], float(j0)), True
+    free = first[has].min() if cut_hi else last[has].max()  # the body's skin side
+    cut_end = n_lr - 0.5 if cut_hi else -0.5
+    inside = np.isfinite(j0) and -0.5 <= j0 <= n_lr - 0.5 and abs(j0 - free) * px_mm >= 30.0
+    line = float(j0) if inside else cut_end
+    log.debug("body cut at one side of the field: midline at low-res index %.1f (%s)", line,
+              "LPS x = 0" if inside else "beyond the cut border")
+    return np.full(prof.shape[0], line), True
 
 
 def _dilate2d_local(mask: np.ndarray, iterations: int) -> np.ndarray:
