@@ -451,7 +451,12 @@ def segment_threshold(
     labels = _to_full(out, air_lung, hu, f, full_shape, edge_hu, ~not_airway)
     inv = np.argsort(perm)
     labels = np.ascontiguousarray(labels.transpose(inv))
-    info = {"downsample": f, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm, "airway_voxels_lowres": int(airway.sum())}
+    info = {"downsample": f, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm, "airway_voxels_lowres": int(airway.sum()),
+            "field_cut": bool(cut_body)}
+    one = _one_lung_warning(labels, cut_body)
+    if one:
+        log.warning("%s: %s", ct.meta.key, one)
+        info["warnings"] = (one,)
     return RegionMap(labels, dict(LUNG_CODES), method="threshold", region_set="lungs", info=info)
 
 
@@ -467,6 +472,18 @@ def _away_from_field_edge(lung: np.ndarray, pad: np.ndarray, psp: tuple[float, f
     if not edge.any():
         return np.ones(lung.shape, bool)
     return _dist_from2d(edge, psp) > mm
+
+
+def _one_lung_warning(labels: np.ndarray, cut: bool) -> str:
+    """A warning when the mask holds one lung only (less than 2 % of it on the other side)."""
+    n_right, n_left = int((labels == 1).sum()), int((labels == 2).sum())
+    if min(n_right, n_left) >= 0.02 * max(n_right, n_left, 1):
+        return ""
+    side = "right" if n_right > n_left else "left"
+    why = ("the body is cut by the field of view: side from patient coordinates (LPS x and the visible "
+           "body midline)" if cut else "side from the body midline")
+    return (f"one lung only: the {side} lung is in the mask and the other is absent ({why}); "
+            "whole-lung and right/left totals describe that lung alone")
 
 
 def _below_diaphragm(lab3: np.ndarray, ok: np.ndarray, vol3: np.ndarray, slice_mm: float, sup_sign: float,
