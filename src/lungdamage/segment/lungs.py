@@ -421,9 +421,13 @@ def segment_threshold(
             medial_edge = np.where(mb, pb, np.inf).min(axis=lr_axis, keepdims=True)
             lateral_ok = pb >= medial_edge
         big_close = _coarse_closing2d(mb, fill_radius_mm, psp) & near_wall[bb] & lateral_ok & (lo[bb] < fill_max_hu)
-        # fat is never lung: extrapleural and subdiaphragmatic fat sit inside
-        # the hull of the bases' thin arcs (local mean over about 6 mm)
+        # the hull of the bases' thin arcs holds the diaphragm dome (pieces
+        # lying mostly right under the lung, with no lung below them) and fat,
+        # which is never lung (extrapleural, subdiaphragmatic; local mean over
+        # about 6 mm)
         if big_close.any():
+            aer = mb & air_lung[bb]
+            big_close &= ~_dome_pieces(big_close & ~mb, _under_lung(aer, sp[0], sup_sign), aer.sum(axis=(1, 2)))
             loc = ndimage.uniform_filter(lo[bb], size=(1, 3, 3))
             big_close &= ~((loc >= _FAT_HU[0]) & (loc < _FAT_HU[1]))
             del loc
@@ -484,6 +488,42 @@ def _one_lung_warning(labels: np.ndarray, cut: bool) -> str:
            "body midline)" if cut else "side from the body midline")
     return (f"one lung only: the {side} lung is in the mask and the other is absent ({why}); "
             "whole-lung and right/left totals describe that lung alone")
+
+
+def _dome_pieces(add: np.ndarray, under: np.ndarray, aerated_px: np.ndarray) -> np.ndarray:
+    """The 2-D pieces of ``add`` that are the diaphragm dome seen inside a
+    basal lung arc: at least half of the piece lies right under the lung
+    (``under``) and the piece holds at least a tenth as many pixels as the
+    aerated lung of its slice (a thin arc around a wide dome; TotalSegmentator
+    example: 0.1-0.6).  The upper slices of a consolidation resting on the
+    diaphragm lie beside far more aerated lung (phantom: under 0.07).
+    """
+    lab, n = ndimage.label(add, structure=_CROSS2D)
+    if n == 0:
+        return np.zeros_like(add)
+    flat = lab.ravel()
+    tot = np.bincount(flat, minlength=n + 1)
+    hit = np.bincount(flat, weights=under.ravel(), minlength=n + 1)
+    k_of = np.zeros(n + 1, np.int64)
+    k_of[flat] = np.repeat(np.arange(add.shape[0]), add.shape[1] * add.shape[2])
+    lut = (hit >= 0.5 * np.maximum(tot, 1)) & (tot >= 0.1 * aerated_px[k_of])
+    lut[0] = False
+    return lut[lab]
+
+
+def _under_lung(aer: np.ndarray, slice_mm: float, sup_sign: float, within_mm: float = 10.0) -> np.ndarray:
+    """Voxels right under the aerated lung ``aer`` (within ``within_mm`` below it
+    in the same column) with no aerated lung anywhere below them: the top of
+    the diaphragm dome and what lies on it, seen inside a basal lung arc."""
+    a = aer if sup_sign > 0 else aer[::-1]  # index grows towards the head
+    n = max(1, int(math.ceil(within_mm / slice_mm)))
+    above = np.zeros_like(a)
+    for d in range(1, min(n, a.shape[0] - 1) + 1):  # a few whole-volume shifts
+        above[:-d] |= a[d:]
+    below = np.zeros_like(a)
+    below[1:] = np.maximum.accumulate(a, axis=0)[:-1]
+    out = above & ~below & ~a
+    return out if sup_sign > 0 else out[::-1]
 
 
 def _below_diaphragm(lab3: np.ndarray, ok: np.ndarray, vol3: np.ndarray, slice_mm: float, sup_sign: float,
