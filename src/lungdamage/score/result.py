@@ -78,6 +78,9 @@ class ScanResult:
         Voxels excluded as vessels per region (None when suppression is off).
     model : str
         Segmentation model (lungmask model name), empty for classical methods.
+    qc_flags : tuple of str
+        Failed plausibility checks of the lung mask
+        (:data:`lungdamage.segment.plausibility.QC_FLAGS`); empty when clean.
     """
 
     meta: ScanMeta
@@ -95,6 +98,7 @@ class ScanResult:
     parts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     vessel_voxels: np.ndarray | None = None
     model: str = ""
+    qc_flags: tuple[str, ...] = ()
 
     # -- core numbers ----------------------------------------------------------
     @property
@@ -264,7 +268,8 @@ class ScanResult:
         volume_ml``, ``<band>_ml`` and ``<band>_pct`` for every band of the
         scheme, ``damage_pct, opacity_pct, high_opacity_pct, mean_hu,
         perc15_hu, laa950_pct, vessel_ml, vessel_pct, css_pan, css_chung,
-        css_region_set``, then provenance (:meth:`provenance`).  Percentages
+        css_region_set, qc_flags`` (failed mask checks, ``;``-separated,
+        empty when clean), then provenance (:meth:`provenance`).  Percentages
         are of the region's scored voxels (0–100; NaN for an empty region);
         ``volume_ml`` excludes suppressed vessels, which are ``vessel_ml``.
         Definitions: ``docs/metrics.md``.
@@ -299,6 +304,7 @@ class ScanResult:
             cols["vessel_pct"] = np.where(lung_ml > 0, 100.0 * vessel_ml / np.where(lung_ml > 0, lung_ml, 1.0), np.nan)
         cols["css_pan"], cols["css_chung"] = self.severity_scores()
         cols["css_region_set"] = "none" if self.region_set == "lungs" else self.region_set
+        cols["qc_flags"] = ";".join(self.qc_flags)
         cols.update(self.provenance())
         return pd.DataFrame(cols)
 
