@@ -586,7 +586,9 @@ def _outside_field(lo: np.ndarray) -> np.ndarray:
         # constant 3x3 patches: in-plane max == min (computed only where it can hold)
         mx = ndimage.maximum_filter(lo, footprint=_SQUARE2D, mode="nearest")
         mn = ndimage.minimum_filter(lo, footprint=_SQUARE2D, mode="nearest")
-        pad |= low & (mx == mn)
+        const = low & (mx == mn)
+        # the padding's rim (not constant over 3x3) holds the same air value
+        pad |= ndimage.binary_dilation(const, structure=_SQUARE2D, iterations=2, mask=low) if const.any() else const
     return pad
 
 
