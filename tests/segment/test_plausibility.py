@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _segdata import REALDATA
+
 from lungdamage.pipeline import analyze_scan
 from lungdamage.regions import LUNG_CODES, RegionMap
 from lungdamage.segment import segment_lungs

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _segdata import REALDATA, dice, read_labels
+
 from lungdamage.segment import segment_lungs
 from lungdamage.volume import CTVolume
 
@@ -190,4 +190,4 @@ def test_totalsegmentator_bases_without_bowel_gas():
     near_lung = np.convolve(lung.any(axis=(1, 2)), np.ones(3), mode="same") > 0
     assert not (m.any(axis=(1, 2)) & ~near_lung).any()
     assert (m & np.isin(ref, [6, 18, 19, 20])).sum() == 0  # stomach, small bowel, duodenum, colon
-    assert dice(m, lung) >= 0.90  # measured 0.914 (before: 0.832); the 0.95 is not reached
+    assert dice(m, lung) >= 0.90  # measured 0.912 (before: 0.832); the 0.95 is not reached

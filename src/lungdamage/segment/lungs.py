@@ -7,13 +7,24 @@ Outline (all steps vectorized over the whole volume; no loop over slices):
 2. Air-like voxels (< ``air_threshold_hu``) not connected, within their
    axial slice, to the image border are *inside the body*: this drops the air
    around the patient, the outside-field padding and gaps under the table.
+   Padding (far below -1024 HU, or a constant air value) is its own class.
+   An air section on the image border or the padding is still inside when
+   it is not pure gas (outside air is mostly below -980 HU), touches at most
+   two image edges, and lies between body tissue in front and behind, or
+   continues in 3-D a section wholly inside the field: a lung cut by a
+   one-sided crop or a small reconstruction circle.  When the body is cut at
+   one side, the midline is LPS x = 0 (or beyond the cut border) and a
+   lone lung is labelled by its side of it, with a warning.
 3. The trachea and main bronchi are found as a vertical chain of small, dark
    (pure-air) 2-D components near the body midline, and removed with a margin.
    With fewer than 3 slices there is no chain: a separate air section of at
    most 4 cm² within 30 mm of the midline is taken as an airway.
 4. The remaining 3-D components of lung size that are not pure gas (bowel,
    stomach, air in the table or clothing have nearly every voxel < -950 HU)
-   are lung.  Lungs that touch (anterior / posterior junction) are cut, per
+   are lung, except gas below the diaphragm: a component other than the
+   main lungs lying wholly below (or above) their slices, or mostly under a
+   main lung with 8 mm or more of tissue between, is bowel or stomach gas
+   whatever its gas share (stool mixes gas and tissue).  Lungs that touch (anterior / posterior junction) are cut, per
    slice, along the line crossing the fewest lung voxels near the body
    midline.  Right = the smaller LPS x.
 5. Poorly aerated lung next to each lung joins it: heterogeneous tissue
@@ -29,7 +40,9 @@ Outline (all steps vectorized over the whole volume; no loop over slices):
    kept only near the chest wall (<= ``max_fill_depth_mm`` from the skin),
    lateral to the lung (aerated and partly aerated) in each image row (the heart,
    hilum and liver dome stay out) and below ``fill_max_hu`` (muscle stays
-   out); then a short growth into consolidation-like density recovers the rim
+   out), never fat (local mean in [-190, -80) HU), never a piece of the
+   diaphragm dome seen inside a thin basal arc (mostly right under the lung,
+   no lung below it), never within 10 mm of the field's edge; then a short growth into consolidation-like density recovers the rim
    the hull's chord cuts off along a curved wall.  A 5 mm closing and
    per-slice hole filling add vessels and enclosed consolidation.
    Limitation: homogeneous consolidation (no air pockets) denser than
@@ -66,7 +79,7 @@ _CROSS3D = ndimage.generate_binary_structure(3, 1)
 # emphysematous lung (CIP 10002K: 1-5 % of its sections) and blurred skin do not.
 _OUTSIDE_AIR_HU = -980.0
 # Fat (about -100 HU): no lung tissue, even consolidated, has this local mean.
-_FAT_HU = (-190.0, -70.0)
+_FAT_HU = (-190.0, -80.0)
 
 
 def _pipeline_axes(ct: CTVolume) -> tuple[tuple[int, int, int], int, float]:
