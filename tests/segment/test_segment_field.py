@@ -191,3 +191,20 @@ def test_totalsegmentator_bases_without_bowel_gas():
     assert not (m.any(axis=(1, 2)) & ~near_lung).any()
     assert (m & np.isin(ref, [6, 18, 19, 20])).sum() == 0  # stomach, small bowel, duodenum, colon
     assert dice(m, lung) >= 0.90  # measured 0.912 (before: 0.832); the issue's 0.95 is not reached
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata not present")
+def test_real_chest_crop_with_lungs_on_the_border():
+    """TotalSegmentator's ``ct_cropped``: a real contrast chest CT cropped through both lungs
+    (no labels).  Before: SegmentationError (every lung section touched the border)."""
+    from lungdamage.io.images import read_image
+
+    ct = read_image(REALDATA / "totalsegmentator" / "pulmonary_report" / "ct_cropped.nii.gz")
+    rm = segment_lungs(ct)
+    vox_ml = ct.voxel_volume_ml
+    right_ml, left_ml = (rm.labels == 1).sum() * vox_ml, (rm.labels == 2).sum() * vox_ml
+    assert right_ml > 500 and left_ml > 500  # measured 827 / 1000 mL
+    # both lungs run through the crop's top slices (index grows superiorly): none dropped on the way
+    top = rm.labels[-20:]
+    assert (top == 1).any(axis=(1, 2)).all() and (top == 2).any(axis=(1, 2)).all()

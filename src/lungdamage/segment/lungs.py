@@ -611,8 +611,9 @@ def _inside_air(lo: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, a
 
     A 2-D air component touching the image border or the outside-field
     padding is outside air when it is gas (more than 45 % of it below
-    ``gas_hu``), touches three or four image edges (air around the body,
-    with mattress and blankets, which are not pure gas) or does not lie
+    ``gas_hu``), touches three or four image edges and holds at least 10 %
+    below -940 HU (air around the body, with mattress and blankets, which are
+    not pure gas) or does not lie
     inside the body along the anterior-posterior axis (mattress, table
     foam) unless it continues in 3-D a lung section that is wholly inside
     the field in another slice; otherwise it is lung cut by the field of
@@ -634,9 +635,11 @@ def _inside_air(lo: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, a
     npx = np.bincount(flat, minlength=n2 + 1)
     gas = np.bincount(flat, weights=(lo < gas_hu).ravel(), minlength=n2 + 1)
     # outside air is mostly gas, or surrounds the body (touches three or four
-    # image edges, with the mattress and blankets); a lung cut by the field
-    # is parenchyma and meets the field's edge on one or two sides
-    outside = edge & ((gas > 0.45 * npx) | (sides >= 3))
+    # image edges, with the mattress and blankets, and still holds some pure
+    # gas); a lung cut by the field is parenchyma and meets the field's edge
+    # on one or two sides (both lungs joined in a tight crop: three, no gas)
+    some_gas = np.bincount(flat, weights=(lo < -940.0).ravel(), minlength=n2 + 1) >= 0.10 * npx
+    outside = edge & ((gas > 0.45 * npx) | ((sides >= 3) & some_gas))
     outside[0] = False
     maybe = edge & ~outside
     maybe[0] = False
