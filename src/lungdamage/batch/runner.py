@@ -47,6 +47,7 @@ or thinner-sliced series need proportionally more (a 512×512×800 series about
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -196,7 +197,7 @@ class SeriesTask:
     @classmethod
     def from_info(cls, info: Any) -> SeriesTask:
         files = getattr(info, "files", ())
-        source = os.path.dirname(files[0]) if files else ""
+        source = getattr(info, "source_url", "") or (os.path.dirname(files[0]) if files else "")
         uid = info.series_uid or f"path:{source}"
         return cls(uid, info, source, info.patient_id, info.study_date)
 
@@ -274,18 +275,26 @@ def score_series(
 
     t0 = time.perf_counter()
     stage = "read"
+    # a remote series (DICOMweb) is retrieved into a local cache first, kept until the hook is done
+    fetch = getattr(task.series, "fetch", None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ct = load_ct(task.series)
-            read_s = time.perf_counter() - t0
-            stage = "analyze"
-            analysis = analyze_scan(ct, **params.analysis_kwargs())
-            result = _with_read_time(analysis.result, read_s)
-            hook_value = None
-            if hook is not None:
-                stage = "hook"
-                hook_value = hook(dataclasses.replace(analysis, result=result))
+            if callable(fetch):
+                stage = "retrieve"
+            with fetch() if callable(fetch) else contextlib.nullcontext(task.series) as series:
+                stage = "read"
+                ct = load_ct(series)
+                if series is not task.series and task.source:
+                    ct = ct.with_meta(source=task.source)
+                read_s = time.perf_counter() - t0
+                stage = "analyze"
+                analysis = analyze_scan(ct, **params.analysis_kwargs())
+                result = _with_read_time(analysis.result, read_s)
+                hook_value = None
+                if hook is not None:
+                    stage = "hook"
+                    hook_value = hook(dataclasses.replace(analysis, result=result))
         except Exception as exc:  # one bad series must never stop the batch
             if stage == "analyze":
                 stage = _stage_of(exc, "analyze")
@@ -698,7 +707,10 @@ def run_batch(
     tasks = list(tasks)
     owns_store = not isinstance(store, ResultStore)
     db = ResultStore(store) if owns_store else store
-    summary = BatchSummary(root=os.fspath(root) if root is not None else "", store=str(db.path), run_hash=run_hash)
+    root_name = getattr(root, "name", None) if type(root).__name__ == "DicomwebSource" else None
+    summary = BatchSummary(
+        root=root_name or (os.fspath(root) if root is not None else ""), store=str(db.path), run_hash=run_hash
+    )
     try:
         seen: set[str] = set()
         unique_tasks = []
