@@ -27,7 +27,9 @@ def register(sub) -> None:
             "with the same options and lungdamage version.  Exit code 1 when any series failed.  " + note
         ),
     )
-    p.add_argument("root", help="archive folder (walked recursively, .zip included)")
+    p.add_argument(
+        "root", help="archive folder (walked recursively, .zip included), or dicomweb+http(s)://HOST:PORT/PATH"
+    )
     p.add_argument("--store", required=True, help="SQLite result store (created if missing)")
     p.add_argument(
         "--jobs", "-j", type=int, default=None,
@@ -49,6 +51,10 @@ def register(sub) -> None:
         "--progress-interval", type=float, default=30.0, metavar="S",
         help="seconds between progress lines when stderr is not a terminal (default 30)",
     )
+    from ._dicomweb import add_send_option, add_source_options
+
+    add_send_option(p)
+    add_source_options(p, batch=True)
     p.set_defaults(func=run)
 
 
@@ -108,8 +114,10 @@ def run(args: argparse.Namespace) -> int:
     )
     engine = make_engine(jobs=args.jobs, scheduler=args.scheduler, dask_local=args.dask_local)
     progress = make_progress(sys.stderr, interval_s=args.progress_interval, enabled=not args.quiet)
+    from ._dicomweb import root_from_args
+
     summary = run_batch(
-        args.root,
+        root_from_args(args),
         args.store,
         params=params,
         engine=engine,

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
             "policy would score and why, and what was rejected and why."
         ),
     )
-    p.add_argument("root", metavar="ROOT", help="folder, zip archive or file")
+    p.add_argument("root", metavar="ROOT", help="folder, zip archive or file, or dicomweb+http(s)://HOST:PORT/PATH")
     p.add_argument("-o", "--output", metavar="CSV", help="write one row per series (with selection and reason)")
     p.add_argument(
         "--prefer-kernel", choices=("soft", "lung"), default="soft",
@@ -25,14 +25,19 @@ def register(subparsers) -> None:
     )
     p.add_argument("--min-extent-mm", type=float, default=150.0, help="minimum z-extent of a scorable series")
     p.add_argument("--allow-derived", action="store_true", help="accept DERIVED/SECONDARY (reformatted) series")
+    from ._dicomweb import add_source_options
+
+    add_source_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..io.catalog import SelectionPolicy, catalog_frame, scan, select_series
 
+    from ._dicomweb import root_from_args
+
     summary: dict = {}
-    series = scan(args.root, summary=summary)
+    series = scan(root_from_args(args), summary=summary)
     policy = SelectionPolicy(
         prefer_kernel=args.prefer_kernel, min_extent_mm=args.min_extent_mm, allow_derived=args.allow_derived
     )
