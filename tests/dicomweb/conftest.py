@@ -28,6 +28,7 @@ def orthanc(tmp_path_factory):
 @pytest.fixture
 def dicomweb_env(orthanc, monkeypatch):
     """Credentials of the test Orthanc in the environment, as a user would set them."""
+    pytest.importorskip("dicomweb_client", reason="dicomweb-client is not installed (pip install 'lungdamage[dicomweb]')")
     from lungdamage.io.dicomweb import ENV_CONFIG, ENV_PASSWORD, ENV_TOKEN, ENV_USER
 
     monkeypatch.setenv(ENV_USER, orthanc.user)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 from typing import Any
 
-__all__ = ["add_source_options", "add_send_option", "root_from_args"]
+__all__ = ["add_source_options", "add_send_option", "root_from_args", "send_hook", "print_send_summary"]
 
 _FILTERS = ("patient_id", "study_date", "accession", "manifest")
 
@@ -69,3 +71,44 @@ def root_from_args(args: argparse.Namespace) -> Any:
         args.root, query=query, timeout_s=args.dicomweb_timeout, retries=args.dicomweb_retries,
         config=args.dicomweb_config, **options,
     )
+
+
+def outbox_dir(store: str) -> str:
+    """Folder of SEG/SR files written for ``--send-results`` without ``--qc`` (unsent ones stay there)."""
+    from pathlib import Path
+
+    p = Path(store)
+    return str(p.with_name(p.name + ".outbox"))
+
+
+def send_hook(args: argparse.Namespace):
+    """The batch hook for ``--send-results URL`` (with the review outputs when ``--qc``)."""
+    from ..io.dicomweb import DicomwebSource, SendResultsHook
+
+    target = DicomwebSource(
+        args.send_results, timeout_s=args.dicomweb_timeout, retries=args.dicomweb_retries, config=args.dicomweb_config
+    )
+    if args.qc:
+        return SendResultsHook(target, str(args.qc), review=True)
+    return SendResultsHook(target, outbox_dir(args.store), review=False)
+
+
+def print_send_summary(store_path: str, run_hash: str) -> int:
+    """One line: results sent / failed (failed files stay in the --qc folder or the outbox); returns failed sends."""
+    from ..batch.store import ResultStore
+    from ..io.dicomweb import send_summary
+
+    with ResultStore(store_path, readonly=True) as store:
+        counts = send_summary(store.hook_values(run_hash=run_hash))
+    line = f"results sent: {counts.get('sent', 0)} series (SEG + SR)"
+    if counts.get("failed"):
+        line += (
+            f"; NOT sent: {counts['failed']} series (the results are stored; the files stay in the --qc folder "
+            "or the store's .outbox folder; see the log)"
+        )
+    if counts.get("nothing to send"):
+        line += f"; {counts['nothing to send']} series had no DICOM SEG/SR (not a DICOM source or resampled)"
+    print(line)
+    with contextlib.suppress(OSError):  # an empty outbox (everything sent) is removed
+        os.rmdir(outbox_dir(store_path))
+    return counts.get("failed", 0)

@@ -64,6 +64,10 @@ def make_hook(args: argparse.Namespace):
     ``--qc DIR`` writes each scan's review outputs in the worker; the hook's
     return value (the scan's index row) is kept in the store for the index page.
     """
+    if getattr(args, "send_results", None):
+        from ._dicomweb import send_hook
+
+        return send_hook(args)
     if not getattr(args, "qc", None):
         return None
     from ..report import ReviewHook
@@ -127,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
     )
     print(summary.text())
+    not_sent = 0
+    if getattr(args, "send_results", None):
+        from ._dicomweb import print_send_summary
+
+        not_sent = print_send_summary(args.store, summary.run_hash)
     if args.qc:
         print(f"review index: {write_qc_index(args.store, summary.run_hash, args.qc)}")
-    return summary.exit_code
+    return max(summary.exit_code, 1) if not_sent else summary.exit_code

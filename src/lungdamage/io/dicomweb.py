@@ -78,6 +78,8 @@ __all__ = [
     "as_source",
     "scan",
     "store_instances",
+    "SendResultsHook",
+    "send_summary",
 ]
 
 log = logging.getLogger(__name__)
@@ -774,3 +776,70 @@ def store_instances(target: str | DicomwebSource, paths: Sequence[str | os.PathL
     datasets = [pydicom.dcmread(os.fspath(p)) for p in paths]
     src.call(f"STOW-RS of {len(datasets)} instance(s)", lambda: client.store_instances(datasets))
     return [str(ds.SOPInstanceUID) for ds in datasets]
+
+
+# ------------------------------------------------------------------------- send results
+@dataclass(frozen=True)
+class SendResultsHook:
+    """Batch hook (runs in the worker): write the series' DICOM SEG and SR, then STOW them.
+
+    Parameters
+    ----------
+    target : DicomwebSource
+        Server to store the results on (``--send-results``).
+    out_dir : str
+        Where the SEG and SR are written: the ``--qc`` folder (with every other
+        review output when ``review``), else an outbox folder from which sent
+        files are removed again.
+    review : bool
+        Also write the review outputs (``--qc``); the return value is then the
+        index-page row.
+
+    A failed send (after the target's retries) never fails the series: the
+    local result is stored as usual, the files stay in ``out_dir``, and the
+    hook's value (``scans.hook_json``) records ``send = {"status": "failed",
+    "error": ..., "files": [...]}``; a successful one records the SOP
+    Instance UIDs sent.
+    """
+
+    target: DicomwebSource
+    out_dir: str
+    review: bool = False
+
+    def __call__(self, analysis) -> dict:
+        from ..report import index_row, write_review
+
+        if self.review:
+            files = write_review(analysis, self.out_dir)
+            row = {k: (str(v) if isinstance(v, Path) else v) for k, v in index_row(analysis, files).items()}
+        else:
+            files = write_review(analysis, self.out_dir, qc=False, masks=False, html=False)
+            row = {"series_uid": analysis.ct.meta.series_uid}
+        paths = [files[k] for k in ("seg", "sr") if k in files]
+        if not paths:
+            row["send"] = {"status": "nothing to send", "target": self.target.name}
+            return row
+        try:
+            uids = store_instances(self.target, paths)
+        except DicomwebError as exc:
+            log.warning("results of %s not sent: %s (kept in %s)", analysis.ct.meta.key, exc, self.out_dir)
+            row["send"] = {"status": "failed", "target": self.target.name, "error": str(exc),
+                           "files": [str(p) for p in paths]}
+            return row
+        row["send"] = {"status": "sent", "target": self.target.name, "sop_instance_uids": uids,
+                       "kinds": [k for k in ("seg", "sr") if k in files]}
+        if not self.review:
+            for p in paths:
+                with contextlib.suppress(OSError):
+                    os.remove(p)
+        return row
+
+
+def send_summary(hook_values: Sequence[Any]) -> dict[str, int]:
+    """Counts of ``send`` statuses among stored hook values (``sent``, ``failed``, ``nothing to send``)."""
+    counts: dict[str, int] = {}
+    for v in hook_values:
+        if isinstance(v, dict) and isinstance(v.get("send"), dict):
+            status = str(v["send"].get("status", ""))
+            counts[status] = counts.get(status, 0) + 1
+    return counts
