@@ -176,3 +176,36 @@ def test_missing_client_names_the_extra(monkeypatch, orthanc):
     monkeypatch.setitem(sys.modules, "dicomweb_client", None)
     with pytest.raises(MissingDependencyError, match=r"lungdamage\[dicomweb\]"):
         scan(orthanc.url)
+
+
+@pytest.mark.slow
+def test_server_stopped_mid_run(tmp_path, sample_root, monkeypatch):
+    """A second, private Orthanc is stopped after the first series is stored: the next is a failure row."""
+    from _orthanc import OrthancServer
+
+    pytest.importorskip("dicomweb_client")
+    server = OrthancServer(tmp_path / "orthanc2")
+    server.start()
+    try:
+        server.upload(sample_root / "P001")
+        monkeypatch.setenv("LUNGDAMAGE_DICOMWEB_USER", server.user)
+        monkeypatch.setenv("LUNGDAMAGE_DICOMWEB_PASSWORD", server.password)
+
+        class StopAfterFirst:
+            def start(self, total, *, skipped=0):
+                pass
+
+            def advance(self, outcome):
+                server.stop()
+
+            def close(self):
+                pass
+
+        src = DicomwebSource(server.url, retries=1, backoff_s=0.01, timeout_s=5, cache_dir=str(tmp_path / "c"))
+        summary = run_batch(src, tmp_path / "s.sqlite", engine=InlineEngine(), progress=StopAfterFirst())
+    finally:
+        server.stop()
+    assert (summary.stored, summary.n_failed) == (1, 1)
+    (msg,) = load_failures(tmp_path / "s.sqlite")["message"]
+    assert "ConnectionError" in msg and "after 2 attempts" in msg
+    assert len(load_results(tmp_path / "s.sqlite")["series_uid"].unique()) == 1
