@@ -235,6 +235,20 @@ def bench_dicomweb() -> None:
                     )
                     best = min(best, time.perf_counter() - t0)
                 results[(name, jobs)] = best
+        # the DICOMweb part alone, in this process: catalog (QIDO-RS + metadata) and WADO-RS retrieval
+        os.environ.update({k: env[k] for k in ("LUNGDAMAGE_DICOMWEB_USER", "LUNGDAMAGE_DICOMWEB_PASSWORD")})
+        from lungdamage.io.catalog import scan, select_series
+        from lungdamage.io.dicomweb import DicomwebSource
+
+        src = DicomwebSource(server.url, cache_dir=str(work / "cache2"))
+        t_scan, infos = best_of(lambda: scan(src), repeat=3)
+        chosen = [sel.series for sel in select_series(infos) if sel.selected]
+        t0 = time.perf_counter()
+        n_bytes = 0
+        for info in chosen:
+            with info.fetch() as files:
+                n_bytes += sum(os.path.getsize(f) for f in files)
+        t_fetch = time.perf_counter() - t0
     finally:
         server.stop()
     n = 4
@@ -242,6 +256,11 @@ def bench_dicomweb() -> None:
     print("| source | workers | seconds (whole command, best of 2) | series/min |\n|---|---:|---:|---:|")
     for (name, jobs), t in results.items():
         print(f"| {name} | {jobs} | {t:.1f} | {60 * n / t:.1f} |")
+    print(
+        f"\nDICOMweb alone: catalog (QIDO-RS + WADO-RS metadata of {len(chosen)} series) {t_scan:.2f} s; "
+        f"WADO-RS retrieval of {len(chosen)} series ({n_bytes / 2**20:.1f} MiB) {t_fetch:.2f} s "
+        f"({n_bytes / 2**20 / t_fetch:.0f} MiB/s)"
+    )
 
 
 def main() -> None:
