@@ -101,7 +101,7 @@ class OrthancServer:
         }
         cfg = self.workdir / "orthanc.json"
         cfg.write_text(json.dumps(config, indent=1))
-        self.log = open(self.workdir / "orthanc.log", "ab")
+        self.log = open(self.workdir / "orthanc.log", "ab")  # noqa: SIM115 (open while the server runs)
         self.proc = subprocess.Popen([orthanc_binary(), str(cfg)], stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

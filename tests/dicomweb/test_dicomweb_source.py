@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from _orthanc import FaultProxy
 
-from lungdamage.batch import InlineEngine, ResultStore, load_failures, load_results, run_batch
+from lungdamage.batch import (
+    InlineEngine,
+    ResultStore,
+    load_failures,
+    load_results,
+    run_batch,
+)
 from lungdamage.cli import main
 from lungdamage.errors import InputError, MissingDependencyError
 from lungdamage.io.catalog import scan, select_series
-from lungdamage.io.dicomweb import DicomwebError, DicomwebQuery, DicomwebSource, RemoteSeriesInfo
+from lungdamage.io.dicomweb import (
+    DicomwebError,
+    DicomwebQuery,
+    DicomwebSource,
+    RemoteSeriesInfo,
+)
 
 
 class MustNotScore(InlineEngine):

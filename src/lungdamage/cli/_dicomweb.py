@@ -7,7 +7,7 @@ import contextlib
 import os
 from typing import Any
 
-__all__ = ["add_source_options", "add_send_option", "root_from_args", "send_hook", "print_send_summary"]
+__all__ = ["add_send_option", "add_source_options", "print_send_summary", "root_from_args", "send_hook"]
 
 _FILTERS = ("patient_id", "study_date", "accession", "manifest")
 

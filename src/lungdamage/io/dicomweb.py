@@ -65,21 +65,21 @@ from ..errors import InputError, LungDamageError, MissingDependencyError
 from .catalog import SeriesInfo
 
 __all__ = [
-    "PREFIX",
-    "ENV_USER",
+    "ENV_CONFIG",
     "ENV_PASSWORD",
     "ENV_TOKEN",
-    "ENV_CONFIG",
+    "ENV_USER",
+    "PREFIX",
     "DicomwebError",
     "DicomwebQuery",
     "DicomwebSource",
     "RemoteSeriesInfo",
-    "is_dicomweb_url",
-    "as_source",
-    "scan",
-    "store_instances",
     "SendResultsHook",
+    "as_source",
+    "is_dicomweb_url",
+    "scan",
     "send_summary",
+    "store_instances",
 ]
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class DicomwebQuery:
         """Patients (and their study dates, where given) of a trial manifest CSV."""
         from ..study.visits import read_manifest
 
-        m = read_manifest(path)
+        m = read_manifest(Path(path))
         pairs: list[tuple[str, str]] = []
         dated = set()
         for row in m.overrides.itertuples():
@@ -242,7 +242,7 @@ class DicomwebQuery:
 class _Credentials:
     """User/password or token; repr and str never show them."""
 
-    __slots__ = ("user", "password", "token", "origin")
+    __slots__ = ("origin", "password", "token", "user")
 
     def __init__(self, user: str = "", password: str = "", token: str = "", origin: str = "none"):
         self.user, self.password, self.token, self.origin = user, password, token, origin
@@ -524,8 +524,8 @@ def _header_dataset(item: dict, pydicom):
     instance); sequences (enhanced CT functional groups) go through
     ``from_json``.  Bulk data is never fetched.
     """
-    from pydicom.dataelem import DataElement
     from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import DataElement
 
     if not _HEADER_TAGS:
         _HEADER_TAGS.update({f"{tag_for_keyword(k):08X}": tag_for_keyword(k) for k in _HEADER_KEYWORDS})
@@ -754,7 +754,7 @@ def _paged(src: DicomwebSource, what: str, uid_tag: str, get: Callable[[int], li
     seen: set[str] = set()
     offset = 0
     while True:
-        page = src.call(what, lambda: get(offset))
+        page = src.call(what, lambda off=offset: get(off))
         new = [r for r in page if _first(r, uid_tag) not in seen]
         seen.update(_first(r, uid_tag) for r in new)
         out.extend(new)

@@ -40,7 +40,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["write_sr", "read_sr", "read_srs", "SR_SCHEME_DESIGNATOR", "OPTIONAL_COLUMNS"]
+__all__ = ["OPTIONAL_COLUMNS", "SR_SCHEME_DESIGNATOR", "read_sr", "read_srs", "write_sr"]
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def write_sr(
     seg_ds = pydicom.dcmread(os.fspath(seg), stop_before_pixels=True) if isinstance(seg, (str, os.PathLike)) else seg
     seg_numbers = _segment_numbers(seg_ds) if seg_ds is not None else {}
     source_series = hd.sr.SourceSeriesForSegmentation(ct.meta.series_uid)
-    groups = []
+    groups: list[Any] = []
     for res in results:
         scheme = res.scheme
         params = [
@@ -161,14 +161,14 @@ def write_sr(
         frame = res.to_frame()
         for row in frame.to_dict("records"):
             region = str(row["region"])
-            measurements = []
+            measurements: list = []
 
-            def add(column: str, unit: str, name=None, description: str = "", _row=row, _m=measurements):
+            def add(column: str, unit: str, name=None, description: str = "", _row=row, _m=measurements, _a=algo):
                 value = _row.get(column)
                 if value is None or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
                     return
                 concept = name or _column_concept(hd, column, description or column)
-                _m.append(hd.sr.Measurement(name=concept, value=float(value), unit=_unit(hd, unit), algorithm_id=algo))
+                _m.append(hd.sr.Measurement(name=concept, value=float(value), unit=_unit(hd, unit), algorithm_id=_a))
 
             add("volume_ml", "ml", name=codes.SCT.Volume)
             for band in scheme.band_names:
@@ -177,15 +177,15 @@ def write_sr(
             for column, unit in OPTIONAL_COLUMNS.items():
                 add(column, unit, description=column.replace("_", " "))
             tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=region)
-            common = dict(
-                tracking_identifier=tracking,
-                finding_type=codes.SCT.Lung,
-                method=method,
-                algorithm_id=algo,
-                finding_sites=[_finding_site(hd, region)],
-                measurements=measurements,
-            )
-            if region in seg_numbers:
+            common = {
+                "tracking_identifier": tracking,
+                "finding_type": codes.SCT.Lung,
+                "method": method,
+                "algorithm_id": algo,
+                "finding_sites": [_finding_site(hd, region)],
+                "measurements": measurements,
+            }
+            if region in seg_numbers and seg_ds is not None:
                 ref = hd.sr.ReferencedSegment(
                     sop_class_uid=seg_ds.SOPClassUID,
                     sop_instance_uid=seg_ds.SOPInstanceUID,
