@@ -163,7 +163,7 @@ def test_credentials_appear_in_no_output_log_or_store(dicomweb_env, tmp_path, ca
     codes = [
         main(["-vv", "index", url, "-o", str(tmp_path / "index.csv")]),
         main(["-vv", "batch", url, "--store", str(store), "--jobs", "0", "--qc", str(qc), "--keep-cache",
-              "--cache-dir", str(tmp_path / "cache")]),
+              "--cache-dir", str(tmp_path / "cache"), "--send-results", dicomweb_env.url]),
         main(["-vv", "export", "--store", str(store), "-o", str(tmp_path / "out.csv")]),
     ]
     assert codes == [0, 0, 0]
@@ -173,7 +173,8 @@ def test_credentials_appear_in_no_output_log_or_store(dicomweb_env, tmp_path, ca
     for path in [store, *tmp_path.rglob("*")]:
         if Path(path).is_file() and "cache" not in Path(path).parts:
             texts[str(path)] = Path(path).read_bytes().decode("latin-1")
-    assert len(texts) > 10
+    assert len(texts) > 10 and any(name.endswith("_sr.dcm") for name in texts)
+    assert "results sent: 2 series" in out.out and (qc / "index.html").is_file()
     leaks = [name for name, text in texts.items() if secret in text or f"{dicomweb_env.user}:" in text]
     assert leaks == []
     with ResultStore(store, readonly=True) as s:

@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 #: Private coding scheme of the measurement concepts without a standard code (shared with the SEG bands).
 SR_SCHEME_DESIGNATOR = "99LUNGDMG"
 
-#: Table columns written when present and finite (another analysis may add them), with their UCUM unit.
+#: Lesion columns written when present and finite (another analysis adds them), with their UCUM unit; any
+#: other ``lesion*_pct`` / ``lesion*_ml`` column of the table is written too (``%`` / ``ml``).
 OPTIONAL_COLUMNS: dict[str, str] = {
     "lesion_pct": "%",
     "lesion_ml": "ml",
@@ -58,6 +59,12 @@ OPTIONAL_COLUMNS: dict[str, str] = {
 
 _UNITS = {"ml": ("ml", "milliliter"), "%": ("%", "percent")}
 _LOINC_CT_CHEST = ("24627-2", "LN", "CT Chest")
+
+
+def _lesion_columns(row: dict) -> list[str]:
+    """Lesion columns of a table row (``lesion*_pct`` in %, ``lesion*_ml`` in ml), known ones first."""
+    found = [c for c in row if c.startswith("lesion") and c.endswith(("_pct", "_ml"))]
+    return [c for c in OPTIONAL_COLUMNS if c in found] + sorted(c for c in found if c not in OPTIONAL_COLUMNS)
 
 
 def _unit(hd, unit: str):
@@ -174,8 +181,9 @@ def write_sr(
             for band in scheme.band_names:
                 add(f"{band}_pct", "%", description=f"percent of region volume, HU band {edges.get(band, 'other')}")
             add("damage_pct", "%", description=f"percent of region volume in {'+'.join(scheme.damage)}")
-            for column, unit in OPTIONAL_COLUMNS.items():
-                add(column, unit, description=column.replace("_", " "))
+            for column in _lesion_columns(row):
+                add(column, OPTIONAL_COLUMNS.get(column, "%" if column.endswith("_pct") else "ml"),
+                    description=column.replace("_", " "))
             tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=region)
             common = {
                 "tracking_identifier": tracking,
