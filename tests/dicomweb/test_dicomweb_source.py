@@ -220,3 +220,21 @@ def test_server_stopped_mid_run(tmp_path, sample_root, monkeypatch):
     (msg,) = load_failures(tmp_path / "s.sqlite")["message"]
     assert "ConnectionError" in msg and "after 2 attempts" in msg
     assert len(load_results(tmp_path / "s.sqlite")["series_uid"].unique()) == 1
+
+
+@pytest.mark.slow
+def test_keep_cache_reuses_complete_series(dicomweb_env, tmp_path):
+    cache = tmp_path / "cache"
+    url = f"{dicomweb_env.url}?PatientID=P001"
+    first = run_batch(DicomwebSource(url, cache_dir=str(cache), keep_cache=True), tmp_path / "s.sqlite", engine=InlineEngine())
+    kept = sorted(p.name for p in cache.iterdir())
+    assert first.stored == 2 and len(kept) == 2 and all(len(list((cache / k).glob("*.dcm"))) == 64 for k in kept)
+
+    def fail(method, path):  # any pixel retrieval now fails: a rescore must come from the cache
+        return method == "GET" and "/series/" in path and not path.endswith("/metadata")
+
+    with FaultProxy(dicomweb_env.port, fail) as proxy:
+        src = DicomwebSource(proxy.url + "?PatientID=P001", cache_dir=str(cache), keep_cache=True, retries=0)
+        again = run_batch(src, tmp_path / "s.sqlite", engine=InlineEngine(), force=True)
+        assert proxy.hits == []
+    assert (again.stored, again.n_failed) == (2, 0)
