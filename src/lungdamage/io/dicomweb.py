@@ -823,7 +823,15 @@ def store_instances(target: str | DicomwebSource, paths: Sequence[str | os.PathL
     src = as_source(target)
     client = src.client()
     datasets = [pydicom.dcmread(os.fspath(p)) for p in paths]
-    src.call(f"STOW-RS of {len(datasets)} instance(s)", lambda: client.store_instances(datasets))
+    what = f"STOW-RS of {len(datasets)} instance(s)"
+    answer = src.call(what, lambda: client.store_instances(datasets))
+    failed = list(getattr(answer, "FailedSOPSequence", None) or [])
+    if failed:  # HTTP 200/202 with a Failed SOP Sequence: the server refused some instances
+        reasons = sorted({str(item.get("FailureReason", "?")) for item in failed})
+        raise DicomwebError(
+            f"{what} to {src.http_url}: the server refused {len(failed)} instance(s) (failure reason(s) "
+            f"{', '.join(reasons)}). Potential fix: check the server's log and that it accepts SEG and SR objects."
+        )
     return [str(ds.SOPInstanceUID) for ds in datasets]
 
 
