@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -238,3 +239,22 @@ def test_keep_cache_reuses_complete_series(dicomweb_env, tmp_path):
         again = run_batch(src, tmp_path / "s.sqlite", engine=InlineEngine(), force=True)
         assert proxy.hits == []
     assert (again.stored, again.n_failed) == (2, 0)
+
+
+@pytest.mark.slow
+def test_worker_processes_get_the_credentials(dicomweb_env, tmp_path, monkeypatch):
+    """A forkserver started before the credentials were set must not leave the workers without them."""
+    import multiprocessing
+
+    from lungdamage.batch import ProcessEngine
+
+    for k in ("LUNGDAMAGE_DICOMWEB_USER", "LUNGDAMAGE_DICOMWEB_PASSWORD"):
+        monkeypatch.delenv(k)
+    p = multiprocessing.get_context("forkserver").Process(target=os.getpid)  # the forkserver starts now, without them
+    p.start()
+    p.join()
+    monkeypatch.setenv("LUNGDAMAGE_DICOMWEB_USER", dicomweb_env.user)
+    monkeypatch.setenv("LUNGDAMAGE_DICOMWEB_PASSWORD", dicomweb_env.password)
+    src = DicomwebSource(f"{dicomweb_env.url}?PatientID=P001&StudyDate=20200401", retries=0, cache_dir=str(tmp_path / "c"))
+    summary = run_batch(src, tmp_path / "s.sqlite", engine=ProcessEngine(1))
+    assert (summary.stored, summary.n_failed) == (1, 0), load_failures(tmp_path / "s.sqlite").to_dict("records")

@@ -359,8 +359,14 @@ class InlineEngine:
 _PRELOAD = ["lungdamage.batch.runner", "lungdamage.pipeline", "lungdamage.segment", "lungdamage.io.dicom", "lungdamage.score"]
 
 
-def _init_worker(n_threads: int) -> None:
-    """Worker start-up: share the cores between workers (SimpleITK filters are multi-threaded)."""
+def _init_worker(n_threads: int, env: Mapping[str, str] | None = None) -> None:
+    """Worker start-up: share the cores between workers (SimpleITK filters are multi-threaded).
+
+    ``env``: the caller's ``LUNGDAMAGE_DICOMWEB_*`` variables (DICOMweb credentials), which a
+    forkserver started earlier in this session would not have; passed through the pool's pipe only.
+    """
+    if env:
+        os.environ.update(env)
     try:
         import SimpleITK as sitk
 
@@ -394,7 +400,8 @@ class ProcessEngine:
         ctx.set_forkserver_preload(_PRELOAD)
         threads = max(1, usable_cores() // self.workers)
         return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+            max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
+            initargs=(threads, {k: v for k, v in os.environ.items() if k.startswith("LUNGDAMAGE_DICOMWEB_")}),
         )
 
     def __enter__(self) -> ProcessEngine:
