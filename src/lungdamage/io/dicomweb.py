@@ -739,7 +739,7 @@ def scan(source: str | DicomwebSource, *, summary: dict | None = None) -> list[R
         n_instances = sum(s.n_files for s in out)
         summary.update(
             root=src.name, n_files=n_instances, n_dicom=n_instances, n_non_dicom=0, n_dicomdir=0, n_unreadable=0,
-            n_truncated=0, n_studies=len(studies), n_series=len(out), n_metadata=n_meta,
+            n_truncated=0, n_studies=len(studies), n_series=len(out), n_metadata=n_meta, query=src.query.describe(),
         )
     return out
 
@@ -864,14 +864,23 @@ class SendResultsHook:
     review: bool = False
 
     def __call__(self, analysis) -> dict:
+        from ..errors import ReviewError
         from ..report import index_row, write_review
 
+        error = ""
+        try:
+            if self.review:
+                files = write_review(analysis, self.out_dir)
+            else:
+                files = write_review(analysis, self.out_dir, qc=False, masks=False, html=False)
+        except ReviewError as exc:  # the scan is scored; send what was written, say what is missing
+            files, error = exc.files, " ".join(str(exc).split())
         if self.review:
-            files = write_review(analysis, self.out_dir)
             row = {k: (str(v) if isinstance(v, Path) else v) for k, v in index_row(analysis, files).items()}
         else:
-            files = write_review(analysis, self.out_dir, qc=False, masks=False, html=False)
             row = {"series_uid": analysis.ct.meta.series_uid}
+        if error:
+            row["review_error"] = error
         paths = [files[k] for k in ("seg", "sr") if k in files]
         if not paths:
             row["send"] = {"status": "nothing to send", "target": self.target.name}
