@@ -258,3 +258,13 @@ def test_worker_processes_get_the_credentials(dicomweb_env, tmp_path, monkeypatc
     src = DicomwebSource(f"{dicomweb_env.url}?PatientID=P001&StudyDate=20200401", retries=0, cache_dir=str(tmp_path / "c"))
     summary = run_batch(src, tmp_path / "s.sqlite", engine=ProcessEngine(1))
     assert (summary.stored, summary.n_failed) == (1, 0), load_failures(tmp_path / "s.sqlite").to_dict("records")
+
+
+def test_query_matching_nothing_is_one_clear_line_and_no_store(dicomweb_env, tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    code = main(["batch", dicomweb_env.url, "--patient-id", "NOBODY", "--store", str(store), "--jobs", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and not store.exists()
+    assert "No study with a CT series on the DICOMweb server" in err and "patients NOBODY" in err
+    assert main(["index", str(tmp_path), "--patient-id", "P001"]) == 2  # a filter with a folder is refused
+    assert "--patient-id filter a DICOMweb query" in capsys.readouterr().err

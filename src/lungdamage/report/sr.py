@@ -145,10 +145,10 @@ def write_sr(
     from pydicom.uid import generate_uid
 
     from .._version import __version__
-    from .seg import source_datasets
+    from .seg import _fit_for_seg, source_datasets
 
     results = list(result) if isinstance(result, tuple) else [result]
-    sources = source_datasets(ct, source_files)
+    sources = _fit_for_seg(source_datasets(ct, source_files))  # as for the SEG: empty Type 2 patient/study attributes
     seg_ds = pydicom.dcmread(os.fspath(seg), stop_before_pixels=True) if isinstance(seg, (str, os.PathLike)) else seg
     seg_numbers = _segment_numbers(seg_ds) if seg_ds is not None else {}
     source_series = hd.sr.SourceSeriesForSegmentation(ct.meta.series_uid)
