@@ -232,7 +232,8 @@ def test_pseudonymized_outputs_hold_no_identifier(archive, runs):
     pz_dir, pz_console = runs["pz"]
     # the search is real: without --pseudonymize it finds the identifiers in every kind of output
     plain_leaks = _leaks(plain_dir, needles, plain_console)
-    for kind in ("score.csv", "store.sqlite", "index.csv", "export.parquet", "_seg.dcm", "_qc.png", "report.html",
+    for kind in ("score.csv", "store.sqlite", "index.csv", "export.parquet", "_seg.dcm", "_sr.dcm", "_qc.png",
+                 "report.html",
                  "visits.csv", "failures.csv", "index.html", "console", "Fitzgerald", "19480315",
                  "Kowalczyk_Theodora_1939"):
         assert any(kind in leak for leak in plain_leaks), f"unpseudonymized outputs should show {kind}"
@@ -290,14 +291,16 @@ def _check_seg(pz_dir: Path) -> None:
     """The SEG is a de-identified object (PS3.15 Basic Profile) referencing the pseudonymous series."""
     segs = sorted(pz_dir.rglob("*_seg.dcm"))
     assert len(segs) == 1 + 4
-    for path in segs:
+    srs = sorted(pz_dir.rglob("*_sr.dcm"))  # the measurement report is de-identified the same way
+    assert len(srs) == len(segs)
+    for path in segs + srs:
         ds = pydicom.dcmread(path)
         assert ds.PatientIdentityRemoved == "YES"
         assert {c.CodeValue for c in ds.DeidentificationMethodCodeSequence} == {"113100", "113107"}
         assert ds.PatientName == "" and ds.PatientBirthDate == "" and ds.AccessionNumber == ""
         assert is_pseudonym(ds.PatientID)
-        ref = ds.ReferencedSeriesSequence[0]
-        assert ref.SeriesInstanceUID.startswith("2.25.") and ds.StudyInstanceUID.startswith("2.25.")
+        refs = ds.ReferencedSeriesSequence if ds.Modality == "SEG" else ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+        assert refs[0].SeriesInstanceUID.startswith("2.25.") and ds.StudyInstanceUID.startswith("2.25.")
         assert ds.ContentDate == ds.StudyDate
         # the file name carries the pseudonymous key, and the SEG's study date is the row's
         assert path.name.startswith(ds.PatientID + "_" + ds.StudyDate)

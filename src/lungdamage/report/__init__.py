@@ -207,7 +207,7 @@ def write_review(
 
             try:
                 out["sr"] = write_sr(ct, all_results, out_dir / f"{stem}_sr.dcm", seg=out["seg"],
-                                     source_files=source_files)
+                                     source_files=source_files, pseudonymize=analysis.pseudonymize)
             except LungDamageError as exc:  # as for the SEG: a note, not a failure
                 log.warning("DICOM SR of %s not written: %s", ct.meta.key, exc)
                 notes.append(f"DICOM SR not written: {exc}")

@@ -110,6 +110,7 @@ def write_sr(
     seg: str | os.PathLike | Any | None = None,
     source_files: Sequence[str | os.PathLike] | None = None,
     series_number: int = 991,
+    pseudonymize=None,
 ) -> Path:
     """Write the TID 1500 Measurement Report of one scored DICOM series.
 
@@ -129,6 +130,10 @@ def write_sr(
         The series' files (default: as recorded by the reader).
     series_number : int
         SeriesNumber of the SR series.
+    pseudonymize : Pseudonymizer, optional
+        Write a de-identified SR, as :func:`~lungdamage.report.seg.write_seg`
+        does: the evidence is the de-identified source headers, and the SR
+        carries the PS3.15 profile attributes.
 
     Returns
     -------
@@ -145,10 +150,10 @@ def write_sr(
     from pydicom.uid import generate_uid
 
     from .._version import __version__
-    from .seg import _fit_for_seg, source_datasets
+    from .seg import _fit_for_seg, _mark_deidentified, source_datasets
 
     results = list(result) if isinstance(result, tuple) else [result]
-    sources = _fit_for_seg(source_datasets(ct, source_files))  # as for the SEG: empty Type 2 patient/study attributes
+    sources = _fit_for_seg(source_datasets(ct, source_files, pseudonymize=pseudonymize))  # as for the SEG: empty Type 2 patient/study attributes
     seg_ds = pydicom.dcmread(os.fspath(seg), stop_before_pixels=True) if isinstance(seg, (str, os.PathLike)) else seg
     seg_numbers = _segment_numbers(seg_ds) if seg_ds is not None else {}
     source_series = hd.sr.SourceSeriesForSegmentation(ct.meta.series_uid)
@@ -231,6 +236,8 @@ def write_sr(
             is_complete=True,
             series_description=f"lungdamage measurements ({', '.join(r.scheme.name for r in results)})"[:64],
         )
+    if pseudonymize is not None:
+        _mark_deidentified(sr, sources[0])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sr.save_as(path)
