@@ -350,8 +350,13 @@ class InlineEngine:
 _PRELOAD = ["lungdamage.batch.runner", "lungdamage.pipeline", "lungdamage.segment", "lungdamage.io.dicom", "lungdamage.score"]
 
 
-def _init_worker(n_threads: int) -> None:
-    """Worker start-up: share the cores between workers (SimpleITK filters are multi-threaded)."""
+def _init_worker(n_threads: int, owner_pid: int | None = None) -> None:
+    """Worker start-up: share the cores between workers (SimpleITK filters are multi-threaded),
+    and exit when the batch process dies (:func:`lungdamage._procs.exit_with_parent`)."""
+    if owner_pid is not None:
+        from .._procs import exit_with_parent
+
+        exit_with_parent(owner_pid)
     try:
         import SimpleITK as sitk
 
@@ -385,7 +390,7 @@ class ProcessEngine:
         ctx.set_forkserver_preload(_PRELOAD)
         threads = max(1, usable_cores() // self.workers)
         return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+            max_workers=self.workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, os.getpid())
         )
 
     def __enter__(self) -> ProcessEngine:
