@@ -532,8 +532,13 @@ def make_engine(*, jobs: int | None = None, scheduler: str | None = None, dask_l
 
 
 # ---------------------------------------------------------------------------------- planning
-def plan_batch(root: str | os.PathLike, *, policy: Any = None) -> tuple[list[SeriesTask], list[dict[str, Any]]]:
+def plan_batch(
+    root: str | os.PathLike, *, policy: Any = None, problems: list | None = None
+) -> tuple[list[SeriesTask], list[dict[str, Any]]]:
     """Catalog ``root`` and select the series to score.
+
+    ``problems`` (a list, if given) receives ``(source, reason)`` of every input
+    the catalog could not read (see :class:`lungdamage.io.catalog.ScanSummary`).
 
     Returns
     -------
@@ -545,7 +550,10 @@ def plan_batch(root: str | os.PathLike, *, policy: Any = None) -> tuple[list[Ser
     """
     from ..io.catalog import scan, select_series
 
-    infos = scan(root)
+    summary: dict = {}
+    infos = scan(root, summary=summary)
+    if problems is not None:
+        problems.extend(summary.get("problems", ()))
     tasks, excluded = [], []
     for sel in select_series(infos, policy):
         if sel.selected:
@@ -591,6 +599,9 @@ class BatchSummary:
     stored: int = 0
     failed: Counter = field(default_factory=Counter)
     elapsed_s: float = 0.0
+    #: Inputs under the root that could not be read at all (also counted in ``failed`` as
+    #: ``catalog: UnreadableInput``, with one failure row each).
+    unreadable: int = 0
 
     @property
     def n_failed(self) -> int:
@@ -598,7 +609,8 @@ class BatchSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 when every selected series is stored, 1 when any failed (now or in an earlier run)."""
+        """0 when every selected series is stored, 1 when any failed (now or in an earlier run) or an
+        input could not be read."""
         return 1 if (self.n_failed or self.skipped_failed) else 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -620,6 +632,11 @@ class BatchSummary:
         ]
         for reason, n in sorted(self.failed.items()):
             lines.append(f"  failed {n}: {reason}")
+        if self.unreadable:
+            lines.append(
+                f"  {self.unreadable} input(s) could not be read (FIFOs/devices, unreadable folders, damaged or "
+                "nested zips, damaged or truncated files): see the failures table (stage 'catalog')"
+            )
         if self.skipped_failed:
             lines.append(f"  {self.skipped_failed} series failed in an earlier run; rerun with --retry-failed to retry")
         for reason, n in sorted(self.excluded.items()):
@@ -692,6 +709,7 @@ def run_batch(
         ``exit_code`` is 1 when any series failed.
     """
     t_start = time.perf_counter()
+    problems: list[tuple[str, str]] = []
     params = params or BatchParams()
     progress = progress or _NullProgress()
     run_hash = params.run_hash
@@ -699,7 +717,7 @@ def run_batch(
     if tasks is None:
         if root is None:
             raise InputError("run_batch needs a root folder or a list of tasks. Potential fix: pass root=ARCHIVE.")
-        tasks, excluded = plan_batch(root, policy=policy)
+        tasks, excluded = plan_batch(root, policy=policy, problems=problems)
     tasks = list(tasks)
     owns_store = not isinstance(store, ResultStore)
     db = ResultStore(store) if owns_store else store
@@ -731,6 +749,7 @@ def run_batch(
             root=summary.root, run_hash=run_hash, version=version, params=params.identity(), engine=engine.name
         )
         db.save_excluded(excluded, run_id=run_id)
+        _store_unreadable(db, problems, summary, run_hash, version, run_id)
         by_uid = {t.series_uid: t for t in todo}
         progress.start(len(todo), skipped=summary.skipped_done + summary.skipped_failed)
         try:
@@ -752,6 +771,24 @@ def run_batch(
             db.close()
     log.info("batch finished: %s", summary.text().replace("\n", " | "))
     return summary
+
+
+#: Failure stage of inputs the catalog could not read (no series to name: keyed ``file:<source>``).
+UNREADABLE_STAGE = "catalog"
+
+
+def _store_unreadable(
+    db: ResultStore, problems: Sequence[tuple[str, str]], summary: BatchSummary, run_hash: str, version: str,
+    run_id: int,
+) -> None:
+    """One failure row per input the catalog could not read; they make the exit code 1."""
+    for source, reason in problems:
+        failure = Failure(UNREADABLE_STAGE, "UnreadableInput", f"{source}: {reason}")
+        db.save_failure(
+            f"file:{source}", failure, run_hash=run_hash, version=version, source=source, run_id=run_id
+        )
+        summary.failed[failure.reason] += 1
+        summary.unreadable += 1
 
 
 def _store_outcome(

@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         frame["selected"] = [sel.selected for sel in selections]
         frame["reason"] = [sel.reason for sel in selections]
         frame["n_files"] = [len(s.files) for s in series]
-        frame.to_csv(args.output, index=False)
+        from ..io.safe import escape_formulas
+
+        escape_formulas(frame).to_csv(args.output, index=False)
         print(f"wrote {args.output}")
     return 0

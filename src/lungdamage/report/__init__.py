@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -119,10 +120,23 @@ def write_review(
     """
     if isinstance(analysis.result, tuple):  # a ResultSet (several schemes): review the first
         analysis = dataclasses.replace(analysis, result=analysis.result[0])
+    final_dir = Path(out_dir)
+    final_dir.mkdir(parents=True, exist_ok=True)
+    # the names below are predictable: write them into a fresh private folder, then rename each
+    # file into place, so a symbolic link planted at one of the names is replaced, never followed
+    with tempfile.TemporaryDirectory(prefix=".lungdamage-review-", dir=final_dir) as tmp:
+        out = _write_review_into(analysis, Path(tmp), qc=qc, masks=masks, seg=seg, html=html,
+                                 source_files=source_files, stem=stem or default_stem(analysis), panel_px=panel_px)
+        for key, path in out.items():
+            target = final_dir / path.name
+            os.replace(path, target)
+            out[key] = target
+    return out
+
+
+def _write_review_into(analysis, out_dir: Path, *, qc, masks, seg, html, source_files, stem, panel_px):
+    """:func:`write_review`'s work, into ``out_dir`` (a private temporary folder)."""
     ct, regions, result = analysis.ct, analysis.regions, analysis.result
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = stem or default_stem(analysis)
     out: dict[str, Path] = {}
     notes: list[str] = []
     if qc:

@@ -380,9 +380,11 @@ def _numbers_text(result: ScanResult) -> str:
 
 def _title_lines(ct: CTVolume, regions: RegionMap, result: ScanResult) -> list[str]:
     m = ct.meta
-    who = f"patient {m.patient_id or '-'}  ·  study date {m.study_date or '-'}"
+    from ..io._dicom_headers import shorten
+
+    who = f"patient {shorten(m.patient_id or '-', 64)}  ·  study date {m.study_date or '-'}"
     if m.series_description:
-        who += f"  ·  {m.series_description}"
+        who += f"  ·  {shorten(m.series_description, 120)}"
     series = f"series {m.series_uid or m.source or '<in-memory volume>'}"
     method = (
         f"method {result.method}  ·  regions: {result.region_set} ({', '.join(regions.names.values())})"
