@@ -255,6 +255,10 @@ def _series_info(hs: list[DicomHeader], truncated: list[str]) -> SeriesInfo:
     orientation = "unknown"
     if n_slices and np.isfinite(ori[0]).all():
         normal = np.cross(ori[0, :3], ori[0, 3:])
+        # a damaged (not orthonormal) orientation is refused by read_series: classify by its
+        # direction so that the series fails there (a failure row) instead of looking oblique
+        norm = float(np.linalg.norm(normal))
+        normal = normal / norm if norm > 1e-6 else normal
         orientation = _orientation_name(normal)
         if np.abs(ori - ori[0]).max() > 1e-3:
             issues.append("mixed orientations")

@@ -30,6 +30,8 @@ import logging
 import os
 import re
 import warnings
+import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,12 +44,15 @@ from ..errors import DicomSeriesError, InputError, MultipleSeriesError
 from ..volume import AIR_HU, CTVolume, ScanMeta
 from ._dicom_headers import (
     IMPLICIT_LE,
+    MAX_TEXT_CHARS,
     UNCOMPRESSED_LE,
     DicomHeader,
     iter_sources,
     read_headers,
+    open_member,
     read_source_bytes,
     split_zip_source,
+    zip_member,
 )
 
 __all__ = ["read_series", "DicomReadWarning", "OUTSIDE_FIELD_HU", "MAX_VOXELS", "max_voxels"]
@@ -93,7 +98,7 @@ class DicomReadWarning(UserWarning):
 # --------------------------------------------------------------------------- sources
 
 
-def _resolve_sources(source: Any) -> tuple[list[tuple[str, int]], str]:
+def _resolve_sources(source: Any, counts: dict | None = None) -> tuple[list[tuple[str, int]], str]:
     """Files (and sizes) named by ``source`` plus a printable name for messages."""
     files = getattr(source, "files", None)
     if files is not None and not isinstance(source, (str, os.PathLike)):
@@ -116,7 +121,7 @@ def _resolve_sources(source: Any) -> tuple[list[tuple[str, int]], str]:
                 f"Input path {path!r} does not exist. Potential fix: check the spelling and that the "
                 "folder with the DICOM series is mounted."
             )
-        return list(iter_sources(path)), path
+        return list(iter_sources(path, counts=counts)), path
     if isinstance(source, Sequence):
         items = [os.fspath(s) for s in source]
         if not items:
@@ -213,8 +218,8 @@ def read_series(
         raise ValueError(f"irregular must be one of {_IRREGULAR_CHOICES}, got {irregular!r}")
     if tilt not in _TILT_CHOICES:
         raise ValueError(f"tilt must be one of {_TILT_CHOICES}, got {tilt!r}")
-    sources, where = _resolve_sources(source)
     counts: dict = {}
+    sources, where = _resolve_sources(source, counts)
     headers = read_headers(sources, counts=counts)
     n_other = counts.get("non_dicom", 0) + counts.get("unreadable", 0)
     if n_other:
@@ -244,7 +249,7 @@ def read_series(
     if problems:
         src, why = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        reader.warn(f"{where}: {len(problems)} input(s) could not be read and were skipped: {src}: {why}{more}.")
+        reader.warn(f"{where}: {len(problems)} input(s) could not be read and were skipped: {src}: {why}{more}")
     return reader.read()
 
 
@@ -535,11 +540,24 @@ class _SeriesReader:
         hdr = 8 if h.transfer_syntax == IMPLICIT_LE else 12
         z = split_zip_source(h.source)
         if z is not None:
-            data = read_source_bytes(h.source)
-            if len(data) < nbytes + hdr or not _pixel_header_ok(data[len(data) - nbytes - hdr: len(data) - nbytes], nbytes):
+            # streamed: seek to the pixel data (decompressing, not keeping, what comes before)
+            zf, info = zip_member(h.source)
+            start = info.file_size - nbytes - hdr
+            if start < 0:
                 return False
-            out.reshape(-1)[:] = np.frombuffer(data, dtype=out.dtype, count=out.size, offset=len(data) - nbytes)
-            return True
+            try:
+                with open_member(h.source) as fh:
+                    fh.seek(start)
+                    if not _pixel_header_ok(fh.read(hdr), nbytes):
+                        return False
+                    got = fh.readinto(memoryview(out).cast("B"))
+                    fh.read(1)  # reach the end of the member: its CRC is checked there
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as exc:
+                raise DicomSeriesError(
+                    f"Cannot read zip member {h.source}: {type(exc).__name__}: {exc}. Potential fix: the archive "
+                    "is damaged; copy it again or unpack what can be read."
+                ) from None
+            return got == nbytes
         try:
             with open(h.source, "rb", buffering=0) as fh:
                 size = os.fstat(fh.fileno()).st_size
@@ -564,7 +582,9 @@ class _SeriesReader:
             if z is None:
                 ds = pydicom.dcmread(h.source)
             else:
-                ds = pydicom.dcmread(io.BytesIO(read_source_bytes(h.source)))
+                # a compressed image is never larger than its pixels uncompressed: bound what is read
+                expected = h.rows * h.columns * h.samples_per_pixel * max(h.bits_allocated, 8) // 8 * h.n_frames
+                ds = pydicom.dcmread(io.BytesIO(read_source_bytes(h.source, max_bytes=2 * expected + (64 << 20))))
             if h.transfer_syntax in _J2K_SYNTAXES:
                 _check_j2k_size(ds, h, self.name)
             arr = ds.pixel_array
@@ -680,6 +700,13 @@ class _SeriesReader:
             self.warn(
                 f"Series {self.name} is MONOCHROME1: that only inverts the display; HU were taken from "
                 "the rescale unchanged."
+            )
+        cut = [k for k in ("patient_id", "series_description", "study_description", "kernel", "manufacturer")
+               if "chars cut]" in getattr(h, k)]
+        if cut:
+            self.warn(
+                f"Series {self.name}: header text longer than {MAX_TEXT_CHARS} characters was cut ({', '.join(cut)}); "
+                "DICOM allows 64 characters there."
             )
         hsh = hashlib.sha256()
         for u in sorted(used, key=lambda u: (u.sop_instance_uid, u.source)):
