@@ -142,7 +142,9 @@ def cli(args: list[str], *, cwd: Path, timeout_s: float = 180.0, env: dict | Non
     batch's work in it).
     """
     full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # LUNGDAMAGE_HOSTILE_SRC: run the table against another source tree (e.g. the code before the fix)
+    src = os.environ.get("LUNGDAMAGE_HOSTILE_SRC") or str(REPO / "src")
+    full_env["PYTHONPATH"] = os.pathsep.join([src, full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     full_env.update(env or {})
     out_path, err_path = cwd / f".out-{time.time_ns()}", cwd / f".err-{time.time_ns()}"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:

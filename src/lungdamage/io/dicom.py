@@ -346,7 +346,7 @@ class _SeriesReader:
             k = int(np.argmax(bad))
             raise DicomSeriesError(
                 f"Series {self.name}: {int(bad.sum())} slice(s) have an unusable rescale (e.g. {labels[k]}: "
-                f"RescaleSlope {slope[k]!r}, RescaleIntercept {inter[k]!r}); HU cannot be computed. "
+                f"RescaleSlope {float(slope[k])}, RescaleIntercept {float(inter[k])}); HU cannot be computed. "
                 "Potential fix: the header is damaged; re-export the series or remove the slice."
             )
         if not np.isfinite(ori).all():
