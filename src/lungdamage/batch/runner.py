@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import os
 import socket
 import time
@@ -146,6 +147,12 @@ class BatchParams:
             object.__setattr__(self, "weights", os.fspath(self.weights))
         if self.smooth_sigma_mm is not None:
             object.__setattr__(self, "smooth_sigma_mm", float(self.smooth_sigma_mm))
+            if not (math.isfinite(self.smooth_sigma_mm) and self.smooth_sigma_mm >= 0):
+                # checked here, before anything is scored: a bad option is a usage error, not N failure rows
+                raise InputError(
+                    f"smooth_sigma_mm must be a finite number >= 0 (mm), got {self.smooth_sigma_mm!r}. "
+                    "Potential fix: e.g. 1.0 for a sharp kernel, or leave it out."
+                )
 
     def identity(self) -> dict[str, Any]:
         """Plain-data form hashed by :meth:`run_hash` (weight files by name and size)."""

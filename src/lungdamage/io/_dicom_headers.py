@@ -371,6 +371,10 @@ def _raw_value(ds, keyword: str):
 
 
 def _text(ds, keyword: str) -> list[str] | None:
+    e = ds._dict.get(_tag(keyword))
+    if type(e) is _RawDataElement and e.value is None and e.length:
+        # a value longer than HEADER_DEFER_BYTES was skipped, not read: say so in the text
+        return [f"[{e.length} bytes not read: {e.length} chars cut]"]
     v = _raw_value(ds, keyword)
     if v is None:
         return None
@@ -679,6 +683,8 @@ def _read_chunk(chunk: list[tuple[str, int]]) -> list[DicomHeader | None | str]:
             out.append(read_header(src, size))
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop a catalog
             text = " ".join(str(exc).split())[:300] or repr(exc)
+            if text.startswith(f"{src}: "):  # the caller names the source
+                text = text[len(src) + 2 :]
             if isinstance(exc, MemberError):
                 out.append(text)
             else:

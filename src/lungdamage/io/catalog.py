@@ -453,8 +453,9 @@ def _reject_reason(s: SeriesInfo, p: SelectionPolicy) -> str | None:
             f"covers {s.z_extent_mm:.1f} mm in z ({s.n_slices} slices), less than the {p.min_extent_mm:g} mm "
             "needed to cover the lungs"
         )
-    # a skipped broken file or a second copy of an instance is only noted
-    blocking = [i for i in s.issues if "truncated" not in i and "same instance" not in i]
+    # a skipped broken file or a second copy of an instance is only noted; mixed matrix sizes within
+    # one series are damage, not a choice: the series is read (and fails there, as a failure row)
+    blocking = [i for i in s.issues if "truncated" not in i and "same instance" not in i and "matrix sizes" not in i]
     if p.require_regular and (not s.regular_spacing or blocking):
         why = "; ".join(blocking) or "irregular slice spacing"
         return f"irregular series: {why}"

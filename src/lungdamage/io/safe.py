@@ -29,13 +29,15 @@ def escape_formulas(df):
     Only object/string columns are touched, and in them only ``str`` values;
     numbers, booleans and missing values stay as they are.
     """
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
     out = df.copy(deep=False)
     for col in out.columns:
         series = out[col]
-        if series.dtype == object or str(series.dtype).startswith("string"):
-            mask = series.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES))
+        if is_object_dtype(series.dtype) or is_string_dtype(series.dtype):
+            mask = series.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES)).astype(bool)
             if bool(mask.any()):
-                out[col] = series.map(escape_formula)
+                out[col] = series.mask(mask, series[mask].map(lambda v: "'" + v))
     if out.columns.dtype == object:
         out.columns = [escape_formula(c) for c in out.columns]
     return out
