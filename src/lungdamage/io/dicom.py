@@ -48,8 +48,8 @@ from ._dicom_headers import (
     UNCOMPRESSED_LE,
     DicomHeader,
     iter_sources,
-    read_headers,
     open_member,
+    read_headers,
     read_source_bytes,
     split_zip_source,
     zip_member,
@@ -541,7 +541,7 @@ class _SeriesReader:
         z = split_zip_source(h.source)
         if z is not None:
             # streamed: seek to the pixel data (decompressing, not keeping, what comes before)
-            zf, info = zip_member(h.source)
+            _, info = zip_member(h.source)
             start = info.file_size - nbytes - hdr
             if start < 0:
                 return False
