@@ -51,7 +51,10 @@ def png_data_uri(path: str | Path) -> str:
 def _e(v: Any) -> str:
     from ..io._dicom_headers import shorten
 
-    return html.escape(shorten("" if v is None else str(v), 1000))
+    text = "" if v is None else str(v)
+    if not text.startswith("data:image/"):  # embedded images are long by nature; any other text is cut
+        text = shorten(text, 1000)
+    return html.escape(text)
 
 
 def _write_text_replacing(path: Path, text: str) -> None:
