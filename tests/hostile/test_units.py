@@ -116,7 +116,8 @@ def test_batch_workers_exit_when_batch_is_killed(tmp_path, good_series, sig):
     root = tmp_path / "root"
     for k in range(6):
         copy_series(good_series, root / f"s{k}")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    src = os.environ.get("LUNGDAMAGE_HOSTILE_SRC") or str(REPO / "src")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "lungdamage", "batch", str(root), "--store", str(tmp_path / "s.sqlite"), "--jobs", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
