@@ -38,6 +38,9 @@ def escape_formulas(df):
             mask = series.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES)).astype(bool)
             if bool(mask.any()):
                 out[col] = series.mask(mask, series[mask].map(lambda v: "'" + v))
-    if out.columns.dtype == object:
-        out.columns = [escape_formula(c) for c in out.columns]
+    import pandas as pd
+
+    names = out.columns
+    if not isinstance(names, pd.MultiIndex) and any(isinstance(c, str) and c.startswith(FORMULA_PREFIXES) for c in names):
+        out.columns = [escape_formula(c) for c in names]
     return out
