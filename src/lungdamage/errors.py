@@ -19,6 +19,7 @@ __all__ = [
     "MissingDependencyError",
     "StoreError",
     "ManifestError",
+    "ReviewError",
 ]
 
 
@@ -76,3 +77,17 @@ class StoreError(LungDamageError):
 
 class ManifestError(InputError):
     """A trial manifest or visit protocol file is malformed."""
+
+
+class ReviewError(LungDamageError):
+    """Some review outputs (QC image, masks, DICOM SEG, HTML) could not be written.
+
+    The scan's scores are unaffected.  ``files`` maps each output kind that
+    *was* written to its path; ``failures`` maps each kind that failed to a
+    one-line reason.
+    """
+
+    def __init__(self, message: str, files: dict | None = None, failures: dict[str, str] | None = None):
+        super().__init__(message)
+        self.files = dict(files or {})
+        self.failures = dict(failures or {})

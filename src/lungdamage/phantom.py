@@ -395,9 +395,12 @@ class _Anatomy:
     APEX_Z0, APEX_H = 0.0, 140.0
     CARINA = (0.0, 2.0, 20.0)
 
-    def __init__(self, lesions: Sequence[Lesion], *, vessels: bool, seed: int, fissures: bool = False):
+    def __init__(self, lesions: Sequence[Lesion], *, vessels: bool, seed: int, fissures: bool = False,
+                 adult_lobes: bool = False):
         self.side_sign = {"right": -1.0, "left": 1.0}
         self.fissures = fissures
+        # fissure heights (mm at y = -15, x = lung centre): oblique right, oblique left, horizontal
+        self.fissure_z0 = (32.0, 36.0, 41.0) if adult_lobes else (-30.0, -20.0, 5.0)
         # mediastinal solids the lungs wrap around (with a pleural margin)
         heart_c, heart_r, heart_a = (15.0, -30.0, -60.0), (60.0, 48.0, 52.0), 25.0
         self.heart = _ellipsoid(heart_c, heart_r, heart_a)
@@ -500,11 +503,12 @@ class _Anatomy:
         return f, (xlo, xhi, by - cb, by + cb, -160.0, z0 + h)
 
     @staticmethod
-    def _fissure_surfaces(side):
+    def _fissure_surfaces(side, z0s=(-30.0, -20.0, 5.0)):
         """``(g, grad)`` of the fissure height fields z = g(x, y) of one lung: the
         oblique fissure, then (right lung) the horizontal one."""
         cx = -64.0 if side == "right" else 64.0
-        z0 = -30.0 if side == "right" else -20.0
+        z0 = z0s[0] if side == "right" else z0s[1]
+        h0 = z0s[2]
 
         def obl(x, y):
             return z0 + 1.1 * (y + 15.0) - 0.002 * (x - cx) ** 2
@@ -515,7 +519,7 @@ class _Anatomy:
         out = [(obl, obl_grad)]
         if side == "right":
             def hor(x, y):
-                return 5.0 - 0.15 * (y + 15.0) + 0.001 * (x - cx) ** 2
+                return h0 - 0.15 * (y + 15.0) + 0.001 * (x - cx) ** 2
 
             def hor_grad(x, y):
                 return 0.002 * (x - cx), -0.15
@@ -529,7 +533,7 @@ class _Anatomy:
         half = 0.5 * thickness_mm
         for side in ("right", "left"):
             bbox = self.lung[side][1]
-            surfs = self._fissure_surfaces(side)
+            surfs = self._fissure_surfaces(side, self.fissure_z0)
             (og, ograd) = surfs[0]
 
             def d_obl(x, y, z, og=og, ograd=ograd):
@@ -548,7 +552,7 @@ class _Anatomy:
 
     def lobe_of(self, side, x, y, z):
         """Lobe code at points (broadcastable arrays) of one lung."""
-        surfs = self._fissure_surfaces(side)
+        surfs = self._fissure_surfaces(side, self.fissure_z0)
         upper = z > surfs[0][0](x, y)
         if side == "right":
             return np.where(upper, np.where(z > surfs[1][0](x, y), np.uint8(1), np.uint8(2)), np.uint8(3))
@@ -660,6 +664,7 @@ def make_phantom(
     lung_partial_volume: bool = False,
     truth_samples: int = 2**19,
     fissures: bool = False,
+    adult_lobes: bool = False,
 ) -> Phantom:
     """Render the synthetic thorax and its ground truth.
 
@@ -710,6 +715,12 @@ def make_phantom(
         Off by default: by partial volume the fissure voxels fall in the GGO
         HU band, so phantoms used to check damage percentages leave it off
         (``truth.fractions`` does not count them).
+    adult_lobes : bool
+        Place the fissures (``truth.lobes`` and the drawn sheets) so the lobes
+        have adult volume shares: each lobe's share of the total lung volume
+        within 1 point of the supine means of Yamada et al. 2020 (RUL 17.9,
+        RML 9.3, RLL 26.5, LUL 23.1, LLL 23.2 %).  Off by default, which keeps
+        the original fissures (small lower lobes: RLL about 10 %, LLL 12 %).
 
     Returns
     -------
@@ -744,7 +755,7 @@ def make_phantom(
     ys = xs.copy()
     zs_all = (z0 + sz * np.arange(nz)).astype(np.float32)
     planted = _resolve_lesions(lesions, damage_scale)
-    anat = _Anatomy(planted, vessels=vessels, seed=seed, fissures=fissures)
+    anat = _Anatomy(planted, vessels=vessels, seed=seed, fissures=fissures, adult_lobes=adult_lobes)
 
     shape3 = (nz, matrix, matrix)
     hu16 = np.empty(shape3, np.int16)

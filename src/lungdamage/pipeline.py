@@ -80,6 +80,8 @@ def analyze_scan(
     label_codes: str | None = None,
     suppress_vessels: bool = False,
     smooth_sigma_mm: float | None = None,
+    partial_lobes: bool = False,
+    css_approx_lobes: bool = False,
 ) -> Analysis:
     """Read, segment and score one scan, keeping the CT and region map.
 
@@ -109,6 +111,14 @@ def analyze_scan(
         ``vessel_ml``); see :func:`lungdamage.score.score`.
     smooth_sigma_mm : float, optional
         Gaussian noise pre-filter inside the lungs (sharp kernels, low dose).
+    partial_lobes : bool
+        Accept approximate lobes (``lobes-approx``) on a scan that does not
+        cover each lung from apex to base (refused by default); every row then
+        carries a warning.
+    css_approx_lobes : bool
+        Compute ``css_pan`` / ``css_chung`` on approximate lobes too (by
+        default they are empty there: CT severity scores are defined on true
+        lobes).
 
     Returns
     -------
@@ -132,6 +142,7 @@ def analyze_scan(
         weights=weights,
         regions_from=regions_from,
         label_codes=label_codes,
+        partial_lobes=partial_lobes,
     )
     timings["segment_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -141,6 +152,9 @@ def analyze_scan(
         # name and content hash: two different label files with one name are different runs
         "regions_from": f"{Path(regions_from).name}:{_file_hash(regions_from)}" if regions_from else None,
         "label_codes": label_codes,
+        # only when set: default runs keep their parameter hash
+        **({"partial_lobes": True} if partial_lobes else {}),
+        **({"css_approx_lobes": True} if css_approx_lobes else {}),
     }
     result = score(
         ct,

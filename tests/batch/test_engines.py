@@ -40,7 +40,7 @@ def test_process_workers_cli(archive, reference_store, tmp_path):
     store = tmp_path / "p.sqlite"
     proc = run_cli("batch", str(root), "--store", str(store), "--jobs", "2", "--progress-interval", "0")
     assert proc.returncode == 1, proc.stderr  # the two broken series
-    assert f"done {N_CT_GOOD}, skipped 0" in proc.stdout and "with 2 processes worker(s)" in proc.stdout
+    assert f"done {N_CT_GOOD}, skipped 0" in proc.stdout and "analysed in this run by 2 worker processes in" in proc.stdout
     assert "failed 1: read: DicomSeriesError" in proc.stdout
     # plain progress lines (stderr is not a terminal): count, rate and ETA
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("batch: ")]
@@ -183,7 +183,7 @@ def test_dask_scheduler_same_results(archive, reference_store, dask_cluster, tmp
     store = tmp_path / "d.sqlite"
     proc = run_cli("batch", str(root), "--store", str(store), "--scheduler", dask_cluster, "--progress-interval", "0")
     assert proc.returncode == 1, proc.stderr
-    assert f"done {N_CT_GOOD}, skipped 0" in proc.stdout and "with 2 dask worker(s)" in proc.stdout
+    assert f"done {N_CT_GOOD}, skipped 0" in proc.stdout and "analysed in this run by 2 Dask workers in" in proc.stdout
     same_results(load_results(store), load_results(reference_store))
     same_failures(load_failures(store), load_failures(reference_store))
     workers = {r[0] for r in sqlite3.connect(store).execute("SELECT worker FROM scans")}

@@ -50,7 +50,7 @@ def test_resume_cli_reports_skipped(archive, reference_store, tmp_path, capsys):
     code = main(["-q", "batch", str(root), "--store", str(store), "--jobs", "0"])
     out = capsys.readouterr().out
     assert code == 1
-    assert f"done 0, skipped {N_CT_GOOD + 2} (already stored {N_CT_GOOD}, failed before 2), failed 0; scored=0" in out
+    assert f"done 0, skipped {N_CT_GOOD + 2} (already stored {N_CT_GOOD}, failed before 2), failed 0; 0 series analysed in this run in" in out
     assert "--retry-failed" in out
 
 

@@ -76,3 +76,24 @@ def test_pages_render_in_headless_chromium(review, tmp_path, page):
     # the GGO overlay colour (yellow over grey) is visible: the embedded image was drawn
     r, g, b = px[..., 0], px[..., 1], px[..., 2]
     assert ((r - b > 60) & (g - b > 50) & (abs(r - g) < 40)).sum() > (50 if page == "html" else 5)
+
+
+@pytest.mark.slow
+def test_scan_report_and_index_fit_1400px(tmp_path, synth_analysis, page_width):
+    """Long unbroken text (a deep archive path, a long error) must not widen the page past 1400 px."""
+    import dataclasses
+
+    deep = "/archive/" + "/".join(f"level{i:02d}_of_a_very_deep_folder_tree" for i in range(8))
+    ct = synth_analysis.ct.with_meta(source=deep)
+    analysis = dataclasses.replace(synth_analysis, ct=ct)
+    files = write_review(analysis, tmp_path / "qc", seg=False)
+    rows = [index_row(analysis, files)] * 3 + [
+        {"source": deep, "stage": "read", "error": "DicomSeriesError: slices missing in " + deep + "/IM0001.dcm"},
+    ]
+    index = write_index(rows, tmp_path / "qc")
+    for page in (files["html"], index):
+        doc_w, view_w, shot = page_width(page)
+        assert doc_w <= view_w, (page.name, doc_w, view_w)
+        with Image.open(shot) as im:
+            px = np.asarray(im.convert("RGB")).astype(int)
+        assert im.size[0] == 1400 and px.std() > 5

@@ -8,6 +8,7 @@ import pytest
 from _segdata import dice
 from lungdamage import CTVolume, InputError, LungDamageError, ScanMeta, SegmentationError
 from lungdamage.segment import approx_lobes, segment_lungs, zones_from_lungs
+from lungdamage.segment.lobes import LobeCoverageError
 
 
 def _thorax(n_slices: int = 1, spacing=(5.0, 1.0, 1.0), seed: int = 0):
@@ -86,14 +87,21 @@ def test_zones_thirds_by_height_and_orientation():
 
 
 def test_approx_lobes_are_labelled_approx_and_partition_lungs():
+    # cylinders through every slice: neither apex nor base is in the scan
     ct, truth = _thorax(12, (10.0, 1.0, 1.0))
     lungs = segment_lungs(ct)
-    lobes = approx_lobes(ct, lungs)
+    with pytest.raises(LobeCoverageError, match="right lung: apex and base not in the scan") as info:
+        approx_lobes(ct, lungs)
+    assert "--partial-lobes" in str(info.value) and "lungdamage models download" in str(info.value)
+    with pytest.raises(LobeCoverageError):
+        segment_lungs(ct, regions="lobes")
+    lobes = approx_lobes(ct, lungs, allow_partial=True)
     assert lobes.region_set == "lobes-approx" and lobes.method == "threshold"
+    assert "partial scan" in lobes.info["warnings"][0]
     np.testing.assert_array_equal(lobes.to_lungs().labels, lungs.labels)
     counts = lobes.voxel_counts()
     assert all(counts[n] > 0 for n in ("RUL", "RML", "RLL", "LUL", "LLL"))
-    assert segment_lungs(ct, regions="lobes").region_set == "lobes-approx"
+    assert segment_lungs(ct, regions="lobes", partial_lobes=True).region_set == "lobes-approx"
 
 
 def test_lungmask_dispatch_is_lazy():

@@ -55,9 +55,10 @@ def test_thick_slices(ph125):
 
 
 def test_lobes_approx_dice_on_phantom(ph125, seg125):
+    """The original phantom's lobes (small lower lobes) against the original fixed-height model."""
     from lungdamage.segment import approx_lobes
 
-    lobes = approx_lobes(ph125.ct, seg125)
+    lobes = approx_lobes(ph125.ct, seg125, lobe_shares=None)
     t = ph125.truth.lobes
     ds = {c: dice(lobes.labels == c, t == c) for c in range(1, 6)}
     assert min(ds.values()) >= 0.7, ds  # measured 0.77 (RML) .. 0.94 (LUL)
@@ -104,7 +105,7 @@ def test_patchy_dependent_consolidation_kept(ph192):
 
 @pytest.fixture(scope="module")
 def ph_fissures():
-    return phantom.make_phantom(slice_thickness_mm=1.25, vessels=False, seed=0, fissures=True)
+    return phantom.make_phantom(slice_thickness_mm=1.25, vessels=False, seed=0, fissures=True, adult_lobes=True)
 
 
 def test_lobes_approx_refined_onto_visible_fissures(ph_fissures):
@@ -117,8 +118,11 @@ def test_lobes_approx_refined_onto_visible_fissures(ph_fissures):
     lobes = approx_lobes(ph_fissures.ct, regions)
     before = [dice(model.labels == c, t == c) for c in range(1, 6)]
     after = [dice(lobes.labels == c, t == c) for c in range(1, 6)]
-    assert min(before) < 0.8  # the plane model alone (measured 0.77 RML, 0.75 LLL)
-    assert min(after) >= 0.95, after  # measured 0.988 (RML) .. 0.997 (RUL)
+    assert min(before) < 0.95  # the plane model alone (measured 0.933 RML .. 0.984 RLL)
+    # measured 0.9872 (RML) .. 0.9973 (RUL); the original phantom's fissures, found by the original
+    # model, gave 0.988 .. 0.997
+    assert min(after) >= 0.98, after
+    assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
     assert lobes.region_set == "lobes-approx"
     assert "refined onto the visible right oblique, right horizontal, left oblique" in lobes.info["lobes"]
 
@@ -139,13 +143,13 @@ def test_lobes_approx_thin_slab_keeps_the_model(ph_fissures, monkeypatch):
 
     ct = ph_fissures.ct
     n = lobes_mod.MIN_REFINE_SLICES - 1
-    k = ct.shape[0] // 2
+    k = ct.shape[0] // 2 + int(35.0 / ct.spacing_mm[0])  # where both right fissures cross (z 35-54 mm)
     slab = type(ct)(ct.hu[k:k + n], ct.spacing_mm, tuple(ct.index_to_lps([k, 0, 0])), ct.direction, ct.meta)
     regions = segment_lungs(slab)
-    model = approx_lobes(slab, regions, refine=False).labels
-    assert np.array_equal(approx_lobes(slab, regions).labels, model)
+    model = approx_lobes(slab, regions, refine=False, allow_partial=True).labels
+    assert np.array_equal(approx_lobes(slab, regions, allow_partial=True).labels, model)
     monkeypatch.setattr(lobes_mod, "MIN_REFINE_SLICES", 1)  # the guard is what keeps it
-    assert not np.array_equal(approx_lobes(slab, regions).labels, model)
+    assert not np.array_equal(approx_lobes(slab, regions, allow_partial=True).labels, model)
 
 
 def test_single_slices_keep_lung_pieces_by_the_midline():

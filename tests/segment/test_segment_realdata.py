@@ -177,13 +177,18 @@ def test_cip_imported_right_left(ct64):
 def test_lobes_approx_on_cip_crop():
     """Two slices only: a weak check of the fissure model against expert lobes (slices 60-61)."""
     ct = read_image(CIP / "crop_ct_2slices.nrrd")
-    rm = segment_lungs(ct, regions="lobes")
+    with pytest.raises(SegmentationError, match="apex and base not in the scan"):
+        segment_lungs(ct, regions="lobes")  # two slices: lobes cannot be placed by anatomy
+    rm = segment_lungs(ct, regions="lobes", partial_lobes=True)
     assert rm.region_set == "lobes-approx"
     ref = read_labels(CIP / "crop_ct_interactiveLobeSegmentation.nrrd")[60:62] & 255
     lungs = read_labels(CIP / "crop_ct_2slices_dcnnLungSegmentationLabelmap.nrrd") & 255
-    assert dice(rm.labels == 1, ref == 4) >= 0.4  # measured 0.50
+    assert dice(rm.labels == 1, ref == 4) >= 0.4  # measured 0.52
     # a crop without the body outline: the chest-wall logic has no skin to measure from
     # (measured 0.943 / 0.958)
     assert dice(rm.to_lungs().labels == 1, lungs == 2) >= 0.93
     assert dice(rm.to_lungs().labels == 2, lungs == 3) >= 0.93
-    assert dice(rm.labels == 4, ref == 7) >= 0.7  # LUL dominates these slices
+    # two slices can only be guessed (flagged on every row): measured LUL 0.66 (0.81 with the
+    # fixed-height model of before issue 16, which also called lung bases upper lobes)
+    assert dice(rm.labels == 4, ref == 7) >= 0.6
+    assert "partial scan" in rm.info["warnings"][0]

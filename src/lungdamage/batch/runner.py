@@ -138,6 +138,8 @@ class BatchParams:
     weights: str | None = None
     suppress_vessels: bool = False
     smooth_sigma_mm: float | None = None
+    partial_lobes: bool = False
+    css_approx_lobes: bool = False
 
     def __post_init__(self) -> None:
         from ..score import get_schemes
@@ -168,6 +170,9 @@ class BatchParams:
             "weights": weights,
             "suppress_vessels": bool(self.suppress_vessels),
             "smooth_sigma_mm": self.smooth_sigma_mm,
+            # only when set: default runs keep their hash
+            **({"partial_lobes": True} if self.partial_lobes else {}),
+            **({"css_approx_lobes": True} if self.css_approx_lobes else {}),
         }
 
     @property
@@ -187,6 +192,8 @@ class BatchParams:
             "weights": self.weights,
             "suppress_vessels": self.suppress_vessels,
             "smooth_sigma_mm": self.smooth_sigma_mm,
+            "partial_lobes": self.partial_lobes,
+            "css_approx_lobes": self.css_approx_lobes,
         }
 
 
@@ -261,7 +268,7 @@ def score_series(
     """Read, segment and score one series; never raises for a bad series.
 
     Runs in a worker.  Any exception becomes ``Outcome.failure`` with the
-    stage (``read``, ``segment``, ``score``, ``analyze``, ``hook``), the
+    stage (``read``, ``segment``, ``score``, ``analyze``), the
     exception type and its message.  Python warnings raised during the
     analysis are collected into ``Outcome.notes`` (reader warnings are also
     in the result's ``warnings``), so workers print nothing.
@@ -274,8 +281,10 @@ def score_series(
         Called as ``hook(analysis)`` with the :class:`~lungdamage.pipeline.Analysis`
         (CT, regions, result) after a successful analysis, in the worker --
         e.g. to write QC images next to the archive.  Its return value (JSON-able)
-        is stored in ``scans.hook_json``; an exception in it fails the series
-        with stage ``hook``.
+        is stored in ``scans.hook_json``.  An exception in it does not fail the
+        series: the result is kept and the hook value becomes
+        ``{"series_uid", "source", "patient_id", "study_date", "review_error"}``
+        (a hook may also return a dict with ``review_error`` itself).
     """
     from ..pipeline import analyze_scan, load_ct
 
@@ -291,8 +300,13 @@ def score_series(
             result = _with_read_time(analysis.result, read_s)
             hook_value = None
             if hook is not None:
-                stage = "hook"
-                hook_value = hook(dataclasses.replace(analysis, result=result))
+                try:
+                    hook_value = hook(dataclasses.replace(analysis, result=result))
+                except Exception as exc:  # a review output must never discard a valid score
+                    hook_value = {
+                        "series_uid": task.series_uid, "source": task.source, "patient_id": task.patient_id,
+                        "study_date": task.study_date, "review_error": f"{type(exc).__name__}: {_one_line(exc)}",
+                    }
         except Exception as exc:  # one bad series must never stop the batch
             if stage == "analyze":
                 stage = _stage_of(exc, "analyze")
@@ -538,9 +552,71 @@ def make_engine(*, jobs: int | None = None, scheduler: str | None = None, dask_l
     return ProcessEngine(jobs or default_jobs())
 
 
+def _is_main_test(test: Any) -> bool:
+    """``__name__ == "__main__"`` (either order) as an AST node."""
+    import ast
+
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [n.id for n in sides if isinstance(n, ast.Name)]
+    consts = [n.value for n in sides if isinstance(n, ast.Constant)]
+    return names == ["__name__"] and consts == ["__main__"]
+
+
+def unguarded_main_call() -> tuple[str, int] | None:
+    """``(script, line)`` when the caller runs in a script's top-level code outside ``if __name__ == "__main__":``.
+
+    Worker processes (``spawn`` / ``forkserver``, also Dask's local cluster)
+    import the main script again; top-level code that starts a batch would
+    start it once more in every worker.  Scripts run with ``python -m pkg``
+    (``pkg.__main__``), interactive sessions and notebooks are not re-imported
+    and give None.
+    """
+    import ast
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if not path or spec_name == "__main__" or spec_name.endswith(".__main__"):
+        return None
+    line = None
+    frame = sys._getframe(1)
+    while frame is not None:  # the outermost top-level frame of the main script
+        if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
+            line = frame.f_lineno
+        frame = frame.f_back
+    if line is None:
+        return None
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_test(node.test) and node.lineno <= line <= (node.end_lineno or line):
+            return None
+    return str(path), int(line)
+
+
 # ---------------------------------------------------------------------------------- planning
+def nothing_found_message(root: str | os.PathLike, summary: Mapping[str, Any]) -> str:
+    """One line for an archive with no DICOM series: what was found instead and what to do."""
+    n_files = int(summary.get("n_files", 0))
+    seen = "it is empty" if not n_files else (
+        f"{n_files} file(s), none a readable DICOM image ({summary.get('n_non_dicom', 0)} not DICOM, "
+        f"{summary.get('n_truncated', 0)} truncated)"
+    )
+    problems = summary.get("problems") or ()
+    unread = f" {len(problems)} input(s) could not be read, e.g. {problems[0][0]}: {problems[0][1]}." if problems else ""
+    return (
+        f"No DICOM series under {os.fspath(root)!r}: {seen}.{unread} Potential fix: point at the folder (or .zip) "
+        "holding the CT's DICOM files; score a NIfTI / NRRD / MHA file with `lungdamage score FILE`."
+    )
+
+
 def plan_batch(
-    root: str | os.PathLike, *, policy: Any = None, problems: list | None = None
+    root: str | os.PathLike, *, policy: Any = None, summary: dict | None = None, problems: list | None = None
 ) -> tuple[list[SeriesTask], list[dict[str, Any]]]:
     """Catalog ``root`` and select the series to score.
 
@@ -554,10 +630,13 @@ def plan_batch(
     excluded : list of dict
         ``series_uid, reason, source, patient_id, study_date, modality`` of
         every series the selection policy left out.
+
+    ``summary`` (optional dict) receives the catalog's file counts
+    (see :func:`lungdamage.io.catalog.scan`).
     """
     from ..io.catalog import scan, select_series
 
-    summary: dict = {}
+    summary = {} if summary is None else summary
     infos = scan(root, summary=summary)
     if problems is not None:
         problems.extend(summary.get("problems", ()))
@@ -605,6 +684,7 @@ class BatchSummary:
     scored: int = 0
     stored: int = 0
     failed: Counter = field(default_factory=Counter)
+    review_failed: int = 0
     elapsed_s: float = 0.0
     #: Inputs under the root that could not be read at all (also counted in ``failed`` as
     #: ``catalog: UnreadableInput``, with one failure row each).
@@ -626,6 +706,17 @@ class BatchSummary:
         d["failed"] = dict(self.failed)
         return d
 
+    def _by_whom(self) -> str:
+        """`` by 2 worker processes`` / `` in this process`` / `` by 3 Dask workers`` (empty if none ran)."""
+        if not self.scored or not self.engine:
+            return ""
+        if self.engine == "inline":
+            return " in this process"
+        n, plural = self.workers, "" if self.workers == 1 else "es"
+        if self.engine == "processes":
+            return f" by {n} worker process{plural}"
+        return f" by {n} {'Dask' if self.engine == 'dask' else self.engine} worker{'' if n == 1 else 's'}"
+
     def text(self) -> str:
         """Human-readable summary (several lines)."""
         rate = 60.0 * self.scored / self.elapsed_s if self.elapsed_s > 0 else 0.0
@@ -634,7 +725,7 @@ class BatchSummary:
             f"series found {self.series_found}, selected {self.selected}, excluded {sum(self.excluded.values())}",
             f"done {self.stored}, skipped {self.skipped_done + self.skipped_failed} "
             f"(already stored {self.skipped_done}, failed before {self.skipped_failed}), "
-            f"failed {self.n_failed}; scored={self.scored} with {self.workers} {self.engine} worker(s) "
+            f"failed {self.n_failed}; {self.scored} series analysed in this run{self._by_whom()} "
             f"in {self.elapsed_s:.1f} s ({rate:.1f} series/min)",
         ]
         for reason, n in sorted(self.failed.items()):
@@ -643,6 +734,11 @@ class BatchSummary:
             lines.append(
                 f"  {self.unreadable} input(s) could not be read (FIFOs/devices, unreadable folders, damaged or "
                 "nested zips, damaged or truncated files): see the failures table (stage 'catalog')"
+            )
+        if self.review_failed:
+            lines.append(
+                f"  review outputs incomplete for {self.review_failed} series (their scores are stored; "
+                "the index page says what is missing)"
             )
         if self.skipped_failed:
             lines.append(f"  {self.skipped_failed} series failed in an earlier run; rerun with --retry-failed to retry")
@@ -714,9 +810,26 @@ def run_batch(
     -------
     BatchSummary
         ``exit_code`` is 1 when any series failed.
+
+    Raises
+    ------
+    InputError
+        ``root`` holds no DICOM series, or none the selection policy accepts
+        (raised before the store is created); or worker processes were asked
+        for from a script's top-level code outside ``if __name__ == "__main__":``
+        (see :func:`unguarded_main_call`).
     """
     t_start = time.perf_counter()
     problems: list[tuple[str, str]] = []
+    if not isinstance(engine, InlineEngine) and not (isinstance(engine, DaskEngine) and engine.address):
+        where = unguarded_main_call()
+        if where is not None:
+            raise InputError(
+                f"run_batch was called at the top level of {where[0]} (line {where[1]}) without an "
+                "`if __name__ == \"__main__\":` guard: each worker process imports that script again and would "
+                "start the batch once more. Potential fix: put the call under `if __name__ == \"__main__\":`, "
+                "or pass engine=InlineEngine() to score in this process."
+            )
     params = params or BatchParams()
     progress = progress or _NullProgress()
     run_hash = params.run_hash
@@ -724,7 +837,19 @@ def run_batch(
     if tasks is None:
         if root is None:
             raise InputError("run_batch needs a root folder or a list of tasks. Potential fix: pass root=ARCHIVE.")
-        tasks, excluded = plan_batch(root, policy=policy, problems=problems)
+        found: dict = {}
+        tasks, excluded = plan_batch(root, policy=policy, summary=found, problems=problems)
+        # nothing to score: say so before a store is created (an empty store would look like success)
+        if not tasks and not excluded:
+            raise InputError(nothing_found_message(root, found))
+        if not tasks:
+            reasons = Counter(_exclusion_group(r["reason"]) for r in excluded)
+            raise InputError(
+                f"Nothing to score under {os.fspath(root)!r}: {len(excluded)} series found, none selected ("
+                + "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common())
+                + f"; e.g. {excluded[0]['source'] or excluded[0]['series_uid']}: {excluded[0]['reason']}). Potential fix: `lungdamage index` lists each series and why; relax the selection "
+                "(--min-extent-mm, --allow-derived, ...)."
+            )
     tasks = list(tasks)
     owns_store = not isinstance(store, ResultStore)
     db = ResultStore(store) if owns_store else store
@@ -764,7 +889,8 @@ def run_batch(
                 fn = functools.partial(score_series, params=params, hook=hook)
                 with engine:
                     summary.workers = engine.workers
-                    log.info("scoring %d series with %d %s worker(s)", len(todo), engine.workers, engine.name)
+                    log.info("scoring %d series (%s engine, %d worker%s)", len(todo), engine.name, engine.workers,
+                             "" if engine.workers == 1 else "s")
                     for outcome in engine.run(todo, fn):
                         summary.scored += 1
                         _store_outcome(db, outcome, by_uid[outcome.series_uid], summary, run_hash, version, run_id)
@@ -803,6 +929,10 @@ def _store_outcome(
 ) -> None:
     for note in outcome.notes:
         log.info("%s: %s", task.series_uid, note)
+    review_error = outcome.hook_value.get("review_error") if isinstance(outcome.hook_value, dict) else None
+    if outcome.result is not None and review_error:
+        log.warning("%s: scored and stored, but review outputs failed: %s", task.series_uid, review_error)
+        summary.review_failed += 1
     if outcome.result is not None:
         try:
             db.save_result(

@@ -22,7 +22,7 @@ from ..errors import LungDamageError
 __all__ = ["main"]
 
 #: Subcommand modules, in the order shown by ``--help``.
-COMMANDS = ("score", "index", "batch", "export", "study")
+COMMANDS = ("score", "index", "batch", "export", "study", "models")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -55,6 +55,9 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    from ._messages import install
+
+    install(handler)  # each message once: no raw Python-warning lines, no repeats
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except LungDamageError as exc:
         # one line, no traceback: what failed, where, what to do
-        msg = " ".join(str(exc).split())
+        from ._flags import to_cli
+
+        msg = to_cli(" ".join(str(exc).split()))  # name the flags, not the Python arguments
         print(f"lungdamage {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # unwritable output, full disk, permission denied

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._selection import add_selection_options, selection_policy
 from .score import add_analysis_options
 
 _MEMORY_NOTE = (
@@ -36,6 +37,7 @@ def register(sub) -> None:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run on a Dask cluster, e.g. tcp://host:8786")
     p.add_argument("--dask-local", type=int, default=None, metavar="N", help="start a local Dask cluster of N workers")
     add_analysis_options(p)
+    add_selection_options(p)
     p.add_argument(
         "--qc",
         default=None,
@@ -105,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         suppress_vessels=args.suppress_vessels,
         smooth_sigma_mm=args.smooth_sigma_mm,
+        partial_lobes=args.partial_lobes,
+        css_approx_lobes=args.css_approx_lobes,
     )
     engine = make_engine(jobs=args.jobs, scheduler=args.scheduler, dask_local=args.dask_local)
     progress = make_progress(sys.stderr, interval_s=args.progress_interval, enabled=not args.quiet)
@@ -113,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         args.store,
         params=params,
         engine=engine,
+        policy=selection_policy(args),
         retry_failed=args.retry_failed,
         force=args.force,
         hook=make_hook(args),

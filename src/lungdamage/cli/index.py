@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ._flags import to_cli
+from ._selection import add_selection_options, selection_policy
+
 __all__ = ["register", "run"]
 
 
@@ -19,23 +22,21 @@ def register(subparsers) -> None:
     )
     p.add_argument("root", metavar="ROOT", help="folder, zip archive or file")
     p.add_argument("-o", "--output", metavar="CSV", help="write one row per series (with selection and reason)")
-    p.add_argument(
-        "--prefer-kernel", choices=("soft", "lung"), default="soft",
-        help="preferred reconstruction kernel family among equally thin series (default: soft)",
-    )
-    p.add_argument("--min-extent-mm", type=float, default=150.0, help="minimum z-extent of a scorable series")
-    p.add_argument("--allow-derived", action="store_true", help="accept DERIVED/SECONDARY (reformatted) series")
+    add_selection_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.catalog import SelectionPolicy, catalog_frame, scan, select_series
+    from ..io.catalog import catalog_frame, scan, select_series
 
+    policy = selection_policy(args)
     summary: dict = {}
     series = scan(args.root, summary=summary)
-    policy = SelectionPolicy(
-        prefer_kernel=args.prefer_kernel, min_extent_mm=args.min_extent_mm, allow_derived=args.allow_derived
-    )
+    if not series:
+        from ..batch.runner import nothing_found_message
+        from ..errors import InputError
+
+        raise InputError(nothing_found_message(args.root, summary))
     selections = select_series(series, policy)
     print(
         f"{summary['root']}: {summary['n_files']} files, {summary['n_dicom']} DICOM, "
@@ -62,13 +63,13 @@ def run(args: argparse.Namespace) -> int:
         mark = "SCORE" if sel.selected else "  -  "
         n_selected += sel.selected
         print(f"  [{mark}] {s.series_uid}  {s.series_description!r}  {s.n_slices} slices")
-        print(f"          {sel.reason}")
+        print(f"          {to_cli(sel.reason)}")
     studies_without = len(studies) - n_selected
     print(f"\n{n_selected} series would be scored; {studies_without} study(ies) have no scorable series")
     if args.output:
         frame = catalog_frame(series)
         frame["selected"] = [sel.selected for sel in selections]
-        frame["reason"] = [sel.reason for sel in selections]
+        frame["reason"] = [to_cli(sel.reason) for sel in selections]
         frame["n_files"] = [len(s.files) for s in series]
         from ..io.safe import escape_formulas
 

@@ -36,7 +36,20 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
         "--weights",
         default=None,
         help="local lungmask weight file (.pth), or a folder holding lungmask's weight files (needed for the "
-        "LTRCLobes_R231 fusion); default: the torch hub cache. Nothing is downloaded",
+        "LTRCLobes_R231 fusion); default: the torch hub cache (fill it once with `lungdamage models download`). "
+        "Nothing is downloaded while scoring",
+    )
+    p.add_argument(
+        "--partial-lobes",
+        action="store_true",
+        help="accept approximate lobes (--regions lobes without a lobe model) on a scan that does not cover each "
+        "lung from apex to base (refused by default); every row then carries a warning",
+    )
+    p.add_argument(
+        "--css-approx-lobes",
+        action="store_true",
+        help="compute css_pan / css_chung on approximate lobes too (empty there by default: the scores are "
+        "defined on true lobes)",
     )
 
 
@@ -153,20 +166,33 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         regions_from=args.regions_from,
         label_codes=args.label_codes,
+        partial_lobes=args.partial_lobes,
+        css_approx_lobes=args.css_approx_lobes,
     )
     result = analysis.result
     df = result.to_frame(args.form)
-    if args.qc:
-        from ..report import write_review
+    from ._messages import without_shown
 
-        files = write_review(analysis, args.qc)
-        print(f"review outputs in {args.qc}: {', '.join(sorted(p.name for p in files.values()))}", file=sys.stderr)
+    # the scores first: a failing review output (below) must never cost the table or the -o file
     if args.output:
-        print(result.summary())
+        print(without_shown(result.summary()))
         out = write_table(df, args.output, fmt=fmt)
         print(f"wrote {out}", file=sys.stderr)
     elif fmt:
         print(format_table(df, fmt), end="" if fmt == "csv" else "\n")
     else:
-        print(result.summary())
+        print(without_shown(result.summary()))
+    if args.qc:
+        from ..errors import ReviewError
+        from ..report import write_review
+
+        try:
+            files = write_review(analysis, args.qc)
+        except ReviewError as exc:
+            from ._flags import to_cli
+
+            msg = to_cli(" ".join(str(exc).split()))
+            print(f"lungdamage score: error: {msg}", file=sys.stderr)
+            return 1
+        print(f"review outputs in {args.qc}: {', '.join(sorted(p.name for p in files.values()))}", file=sys.stderr)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 __all__ = ["register", "run"]
@@ -79,11 +80,20 @@ def run(args: argparse.Namespace) -> int:
     if study.comparison is not None:
         c = study.comparison.set_index("quantity")
         hl, mw, fe = c.loc["hodges_lehmann"], c.loc["mann_whitney_u"], c.loc["fisher_exact"]
+        if math.isfinite(hl["ci_low"]) and math.isfinite(hl["ci_high"]):
+            ci = f"[{hl['ci_low']:.2f}, {hl['ci_high']:.2f}]"
+        else:
+            ci = f"({study.comparison.attrs['n_treated']} vs {study.comparison.attrs['n_control']} patients: " \
+                 f"{args.confidence:.0%} CI not estimable at this sample size)"
         print(
             f"{study.compare_visit}: {study.metric} {study.treated} - {study.control} (Hodges-Lehmann) "
-            f"{hl['value']:.2f} [{hl['ci_low']:.2f}, {hl['ci_high']:.2f}]; Mann-Whitney U {mw['value']:g}, "
+            f"{hl['value']:.2f} {ci}; Mann-Whitney U {mw['value']:g}, "
             f"p = {mw['p_value']:.4f}; above {study.threshold:g}: Fisher p = {fe['p_value']:.4f}"
         )
+        off = study.off_window_at_compare
+        if off:
+            print(f"{study.compare_visit}: {off} of {int((study.visits['visit'] == study.compare_visit).sum())} "
+                  "scans are off-window manifest overrides (see the report's visit assignment)")
     else:
         print(study.comparison_note)
     if len(study.warnings):

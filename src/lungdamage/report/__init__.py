@@ -31,11 +31,12 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import LungDamageError
+from ..errors import LungDamageError, ReviewError
 from ..pipeline import Analysis
 from .html import index_row, write_html_report, write_index
 from .masks import band_map, write_masks
@@ -48,6 +49,7 @@ __all__ = [
     "write_index",
     "index_row",
     "default_stem",
+    "safe_stem",
     "render_qc",
     "voxel_to_pixel",
     "write_masks",
@@ -71,7 +73,28 @@ def default_stem(analysis: Analysis) -> str:
                 break
         parts = [name]
     stem = "_".join(p for p in parts if p)
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "scan"
+    return safe_stem(stem)
+
+
+#: Longest file-name prefix: the longest suffix added (``_regions_itksnap.txt``, 20) stays far below
+#: the 255-byte limit of common file systems.
+MAX_STEM_CHARS = 96
+
+
+def safe_stem(text: str, *, max_chars: int = MAX_STEM_CHARS) -> str:
+    """``text`` as a file-name prefix: safe characters only, at most ``max_chars`` long.
+
+    Characters other than ``A-Za-z0-9._-`` become ``-``.  A longer prefix (a
+    250-character PatientID) is cut and ends in 8 hex digits of the SHA-1 of the
+    full text, so distinct long names stay distinct.
+    """
+    import hashlib
+
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.") or "scan"
+    if len(stem) > max_chars:
+        digest = hashlib.sha1(str(text).encode("utf-8")).hexdigest()[:8]
+        stem = stem[: max_chars - 9].rstrip("-.") + "-" + digest
+    return stem
 
 
 def write_review(
@@ -117,48 +140,100 @@ def write_review(
         Keys present for what was written: ``qc_png, qc_json, thumbnail,
         regions_nifti, regions_ctbl, regions_itksnap, regions_nrrd, bands_nifti,
         bands_ctbl, bands_itksnap, bands_nrrd, seg, html``.
+
+    Raises
+    ------
+    ReviewError
+        After writing every output it could: one or more outputs failed (any
+        exception: unreadable header, unwritable folder, ...).  ``exc.files``
+        holds what was written; the HTML report (if written) lists the failures.
+        Review outputs never affect the scores.
     """
     if isinstance(analysis.result, tuple):  # a ResultSet (several schemes): review the first
         analysis = dataclasses.replace(analysis, result=analysis.result[0])
-    final_dir = Path(out_dir)
-    final_dir.mkdir(parents=True, exist_ok=True)
-    # the names below are predictable: write them into a fresh private folder, then rename each
-    # file into place, so a symbolic link planted at one of the names is replaced, never followed
-    with tempfile.TemporaryDirectory(prefix=".lungdamage-review-", dir=final_dir) as tmp:
-        out = _write_review_into(analysis, Path(tmp), qc=qc, masks=masks, seg=seg, html=html,
-                                 source_files=source_files, stem=stem or default_stem(analysis), panel_px=panel_px)
-        for key, path in out.items():
-            target = final_dir / path.name
-            os.replace(path, target)
-            out[key] = target
-    return out
+    ct, regions, result = analysis.ct, analysis.regions, analysis.result
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReviewError(
+            f"Review outputs of {ct.meta.key} not written (the scores are unaffected): cannot create the folder {out_dir} "
+            f"({exc.strerror or exc}). Potential fix: pass a writable folder to --qc.",
+            failures={"folder": str(exc)},
+        ) from exc
+    stem = safe_stem(stem) if stem else default_stem(analysis)
+    # the names are predictable: write into a fresh private folder, then rename each file into place,
+    # so a symbolic link planted at one of the names is replaced, never followed
+    work_dir = Path(tempfile.mkdtemp(prefix=".lungdamage-review-", dir=out_dir))
+    try:
+        return _write_review_into(analysis, out_dir, work_dir, qc=qc, masks=masks, seg=seg, html=html,
+                                  source_files=source_files, stem=stem, panel_px=panel_px)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _write_review_into(analysis, out_dir: Path, *, qc, masks, seg, html, source_files, stem, panel_px):
-    """:func:`write_review`'s work, into ``out_dir`` (a private temporary folder)."""
+def _write_review_into(analysis, out_dir: Path, work_dir: Path, *, qc, masks, seg, html, source_files, stem,
+                       panel_px) -> dict[str, Path]:
+    """:func:`write_review`'s work: written into ``work_dir``, then renamed into ``out_dir``."""
     ct, regions, result = analysis.ct, analysis.regions, analysis.result
     out: dict[str, Path] = {}
     notes: list[str] = []
+    failures: dict[str, str] = {}
+
+    def attempt(kind: str, write) -> None:
+        # one failing review output (a header it cannot use, a full disk) must not stop the others
+        try:
+            write()
+        except Exception as exc:  # noqa: BLE001 - reported, never swallowed
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            log.info("%s of %s not written: %s", kind, ct.meta.key, reason)  # the ReviewError says it once
+            failures[kind] = reason
+            notes.append(f"{kind} not written: {reason}")
+
     if qc:
-        out.update(
-            render_qc(ct, regions, result, out_dir / f"{stem}_qc.png", thumbnail=out_dir / f"{stem}_thumb.png",
+        attempt("QC montage", lambda: out.update(
+            render_qc(ct, regions, result, work_dir / f"{stem}_qc.png", thumbnail=work_dir / f"{stem}_thumb.png",
                       panel_px=panel_px)
-        )
+        ))
     if masks:
-        out.update(write_masks(ct, regions, result.scheme, out_dir, stem=stem))
+        attempt("label maps", lambda: out.update(write_masks(ct, regions, result.scheme, work_dir, stem=stem)))
     if seg:
         if not ct.meta.series_uid:
             notes.append("DICOM SEG not written: the input was not a DICOM series.")
         else:
-            try:
-                out["seg"] = write_seg(ct, regions, result.scheme, out_dir / f"{stem}_seg.dcm",
-                                       source_files=source_files)
-            except LungDamageError as exc:
-                log.warning("DICOM SEG of %s not written: %s", ct.meta.key, exc)
-                notes.append(f"DICOM SEG not written: {exc}")
+            def _seg() -> None:
+                try:
+                    out["seg"] = write_seg(ct, regions, result.scheme, work_dir / f"{stem}_seg.dcm",
+                                           source_files=source_files)
+                except LungDamageError as exc:  # expected for resampled / multi-frame sources: a note
+                    log.warning("DICOM SEG of %s not written: %s", ct.meta.key, exc)
+                    notes.append(f"DICOM SEG not written: {exc}")
+
+            attempt("DICOM SEG", _seg)
     if html:
-        out["html"] = out_dir / f"{stem}_report.html"
-        write_html_report(analysis, out["html"], qc_png=out.get("qc_png"), outputs=out, notes=notes)
+        html_path = work_dir / f"{stem}_report.html"
+
+        def _html() -> None:
+            write_html_report(analysis, html_path, qc_png=out.get("qc_png"), outputs=out, notes=notes)
+            out["html"] = html_path
+
+        attempt("HTML report", _html)
+    for key, path in list(out.items()):
+        target = out_dir / path.name
+        try:
+            os.replace(path, target)
+            out[key] = target
+        except OSError as exc:
+            del out[key]
+            failures[key] = f"{type(exc).__name__}: {exc}"
+    if failures:
+        raise ReviewError(
+            f"Review outputs of {ct.meta.key} incomplete (the scores are unaffected): "
+            + "; ".join(f"{k} not written ({v})" for k, v in failures.items())
+            + f". Written: {', '.join(sorted(out)) or 'nothing'} in {out_dir}.",
+            files=out,
+            failures=failures,
+        )
     return out
 
 
@@ -175,6 +250,12 @@ class ReviewHook:
     seg: bool = True
 
     def __call__(self, analysis: Analysis) -> dict:
-        files = write_review(analysis, self.out_dir, seg=self.seg)
+        try:
+            files = write_review(analysis, self.out_dir, seg=self.seg)
+            error = ""
+        except ReviewError as exc:  # the scan is scored: keep its row, say what is missing
+            files, error = exc.files, " ".join(str(exc).split())
         row = index_row(analysis, files)
+        if error:
+            row["review_error"] = error
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in row.items()}

@@ -3,8 +3,9 @@
 One table so that a region or band has the same colour in the QC PNG, in 3D
 Slicer (colour table / ``.seg.nrrd``) and in the DICOM SEG display colour.
 Damage bands get warm, saturated colours (first damage band yellow -- GGO in
-the ``covid`` scheme -- then red); the outlines of regions use cool colours so
-that they never look like damage.
+the ``covid`` scheme -- then red); the outlines of regions use a qualitative
+palette kept far (in CIEDE2000) from those colours so that they never look
+like damage.
 """
 
 from __future__ import annotations
@@ -15,21 +16,23 @@ __all__ = ["REGION_COLORS", "region_color", "band_colors", "DAMAGE_COLORS"]
 
 RGB = tuple[int, int, int]
 
-#: Outline / label colour of every canonical region name (RGB 0-255).
+#: Outline / label colour of every canonical region name (RGB 0-255).  A qualitative palette chosen
+#: so that the lobes (or zones) of one lung differ by CIEDE2000 >= 30, any two by >= 24, and every
+#: region colour is >= 25 from the damage colours (yellow, red, orange): an outline never looks like damage.
 REGION_COLORS: dict[str, RGB] = {
     "right": (0, 170, 255),
     "left": (0, 230, 120),
-    "RUL": (0, 191, 255),
-    "RML": (200, 110, 255),
-    "RLL": (40, 90, 255),
-    "LUL": (0, 230, 118),
-    "LLL": (0, 150, 90),
-    "RUZ": (0, 191, 255),
-    "RMZ": (200, 110, 255),
-    "RLZ": (40, 90, 255),
-    "LUZ": (0, 230, 118),
-    "LMZ": (0, 200, 200),
-    "LLZ": (0, 150, 90),
+    "RUL": (0, 220, 255),  # cyan
+    "RML": (255, 120, 220),  # pink
+    "RLL": (60, 110, 255),  # blue
+    "LUL": (0, 220, 80),  # green
+    "LLL": (240, 240, 240),  # white
+    "RUZ": (0, 220, 255),
+    "RMZ": (255, 120, 220),
+    "RLZ": (60, 110, 255),
+    "LUZ": (0, 220, 80),
+    "LMZ": (170, 90, 255),  # violet
+    "LLZ": (240, 240, 240),
     "lung": (0, 191, 255),
 }
 

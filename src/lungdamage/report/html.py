@@ -18,7 +18,7 @@ from typing import Any
 
 from ..pipeline import Analysis
 
-__all__ = ["write_html_report", "write_index", "index_row", "png_data_uri"]
+__all__ = ["write_html_report", "write_index", "index_row", "png_data_uri", "iso_date"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;margin:24px;color:#1b1b1b;background:#fafafa}
@@ -31,6 +31,7 @@ img.qc{max-width:100%;height:auto;border:1px solid #999;background:#111}
 img.thumb{width:120px;height:auto;background:#111}
 tr.fail td{background:#fdeaea}
 code{font-size:.9em}
+.tw{max-width:100%;overflow-x:auto} td.l,.meta td,code{overflow-wrap:anywhere}
 """
 
 
@@ -46,6 +47,14 @@ _SCRIPT = (
 def png_data_uri(path: str | Path) -> str:
     """``data:image/png;base64,...`` of a PNG file."""
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def iso_date(value: Any) -> str:
+    """A DICOM date ``YYYYMMDD`` as ``YYYY-MM-DD`` (the format of the study report); other text unchanged."""
+    text = "" if value is None else str(value).strip()
+    if len(text) == 8 and text.isdigit():
+        return f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    return text
 
 
 def _e(v: Any) -> str:
@@ -84,6 +93,8 @@ def _num(v: Any, digits: int = 1) -> str:
 
 
 def _page(title: str, body: str) -> str:
+    # every table in a box of its own that scrolls sideways if it must: the page never does
+    body = body.replace("<table", '<div class="tw"><table').replace("</table>", "</table></div>")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n{body}\n{_SCRIPT}</body></html>\n"
@@ -119,11 +130,11 @@ def write_html_report(
     df = result.to_frame()
     scheme = result.scheme
     bands = list(scheme.band_names)
-    title = f"lungdamage report · {m.patient_id or '-'} · {m.study_date or '-'}"
+    title = f"lungdamage report · {m.patient_id or '-'} · {iso_date(m.study_date) or '-'}"
     parts = [f"<h1>{_e(title)}</h1>", f"<div class=\"muted\">series <code>{_e(m.key)}</code></div>"]
 
     ident = [
-        ("patient", m.patient_id), ("study date", m.study_date), ("study time", m.study_time),
+        ("patient", m.patient_id), ("study date", iso_date(m.study_date)), ("study time", m.study_time),
         ("series UID", m.series_uid), ("study UID", m.study_uid), ("series description", m.series_description),
         ("source", m.source), ("manufacturer", m.manufacturer), ("kernel", m.kernel),
         ("slice thickness (mm)", m.slice_thickness_mm),
@@ -244,7 +255,8 @@ def write_index(
     rows : iterable of mappings
         Scored scans: :func:`index_row` output (keys ``patient_id, study_date,
         series_uid, source, report, thumbnail, numbers`` (label -> value),
-        optional ``warnings``).  Failed scans: ``{"series_uid" or "source",
+        optional ``warnings``, and ``review_error`` when some review outputs of a
+        scored scan failed).  Failed scans: ``{"series_uid" or "source",
         "stage", "error"}`` (any row with a non-empty ``error`` is a failure).
     out_dir : path
         Folder of the index; report links are relative to it.
@@ -280,7 +292,7 @@ def write_index(
         if report:
             series = f"<a href=\"{_e(_rel(report, out_dir))}\">{series}</a>"
         cells = [f"<td>{i}</td>", f"<td>{img}</td>", f"<td class=\"l\">{_e(r.get('patient_id') or '–')}</td>",
-                 f"<td class=\"l\">{_e(r.get('study_date') or '–')}</td>", f"<td class=\"l\"><code>{series}</code></td>"]
+                 f"<td class=\"l\">{_e(iso_date(r.get('study_date')) or '–')}</td>", f"<td class=\"l\"><code>{series}</code></td>"]
         nums = r.get("numbers") or {}
         cells += [f"<td>{_num(nums[k]) if k in nums else ''}</td>" for k in number_cols]
         if failed:
@@ -288,6 +300,8 @@ def write_index(
         else:
             w = int(r.get("warnings") or 0)
             status = "ok" + (f" ({w} warning{'s' if w != 1 else ''})" if w else "")
+            if r.get("review_error"):
+                status += f"; <span class=\"warn\">review outputs incomplete</span>: {_e(r.get('review_error'))}"
         cells.append(f"<td class=\"l\">{status}</td>")
         body.append(f"<tr class=\"{'fail' if failed else 'ok'}\">" + "".join(cells) + "</tr>")
     summary = f"{len(rows)} scan(s), {len(rows) - n_fail} scored, {n_fail} failed"

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 LUNG_WINDOW_HU = (-1350, 150)
 #: Axial slices at these fractions of the lungs' cranio-caudal extent (0 = apex, 1 = base).
 DEFAULT_FRACTIONS = (0.2, 0.35, 0.5, 0.65, 0.8)
+#: The coronal panel is drawn only when it is at least this many pixels high (not for thin slabs).
+MIN_CORONAL_PX = 24
 
 _BG = (18, 18, 18)
 _TEXT = "#f0f0f0"
@@ -168,9 +170,11 @@ def plan_panels(
         The CT and its region map (same grid).
     fractions : sequence of float
         Axial planes at these fractions of the lungs' cranio-caudal extent,
-        0 = most superior lung slice (apex), 1 = most inferior (base).
+        0 = most superior lung slice (apex), 1 = most inferior (base).  A
+        slice reached by several fractions (few slices) is shown once.
     coronal : bool
-        Add one coronal plane through the lungs' antero-posterior centre.
+        Add one coronal plane through the lungs' antero-posterior centre (not
+        for a slab whose coronal plane would be under ``MIN_CORONAL_PX`` high).
     panel_px : int
         Each panel fits in a ``panel_px`` square, keeping the mm aspect ratio.
     margin_mm : float
@@ -227,9 +231,13 @@ def plan_panels(
     k_ax = panel_px / max(extent_mm(0), extent_mm(1))
     rows_ax = axis_index(1, k_ax)  # anterior (low y) at top
     cols_ax = axis_index(0, k_ax)  # patient right (low x) at left
+    seen_slices: set[int] = set()
     for f in fractions:
         c = int(round(apex - float(f) * (apex - base)))
         index = c if zsign > 0 else shape[za] - 1 - c
+        if index in seen_slices:  # few slices: show each once, never the same slice twice
+            continue
+        seen_slices.add(index)
         z_mm = float(ct.index_to_lps(np.array([index if a == za else 0 for a in range(3)]))[2])
         panels.append(
             Panel(
@@ -239,7 +247,9 @@ def plan_panels(
                 orientation=("A", "P", "R", "L"),
             )
         )
-    if coronal:
+    # a coronal plane of a thin slab is a strip a few pixels high: left out (the axial panels show it all)
+    k_co = panel_px / max(extent_mm(0), extent_mm(2))
+    if coronal and extent_mm(2) * k_co >= MIN_CORONAL_PX:
         ya, ysign = axes[1]
         ys = np.flatnonzero(lung.any(axis=tuple(i for i in range(3) if i != ya)))
         if ys.size:
@@ -248,7 +258,6 @@ def plan_panels(
             centre = int(round(np.average(np.arange(shape[ya]), weights=per_plane)))
         else:
             centre = shape[ya] // 2
-        k_co = panel_px / max(extent_mm(0), extent_mm(2))
         panels.append(
             Panel(
                 "coronal",
@@ -273,8 +282,9 @@ def _render_panel(
     *,
     window_hu: tuple[float, float],
     alpha: float,
+    outline_px: int = 2,
 ) -> np.ndarray:
-    """RGB uint8 image (rows, cols, 3) of one panel."""
+    """RGB uint8 image (rows, cols, 3) of one panel; region outlines ``outline_px`` wide."""
     hu = panel.take(ct.hu)
     lab = panel.take(regions.labels)
     lo, hi = window_hu
@@ -285,15 +295,27 @@ def _render_panel(
     for k, color in overlays:
         m = inside & (band == k)
         rgb[m] = (1.0 - alpha) * rgb[m] + alpha * np.asarray(color, np.float32)
-    # 1-pixel outlines on the display grid, drawn on the inner side of each region border
-    edge = np.zeros(lab.shape, bool)
-    edge[:-1] |= lab[:-1] != lab[1:]
-    edge[1:] |= lab[1:] != lab[:-1]
-    edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
-    edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
-    edge &= inside
+    # outlines on the display grid: 1 px on the inner side of every region border (a 2-px line in the
+    # two regions' colours between regions) plus ``outline_px - 1`` px just outside the lungs' outer
+    # contour, so the contour is ``outline_px`` wide yet no lung pixel is hidden that was visible before
+    from scipy import ndimage
+
+    cross = ndimage.generate_binary_structure(2, 1)  # 4-neighbours
+    near_other = (ndimage.maximum_filter(lab, footprint=cross, mode="nearest") != lab) | (
+        ndimage.minimum_filter(lab, footprint=cross, mode="nearest") != lab
+    )
+    edge = inside & near_other
     rgb[edge] = region_lut[lab[edge]]
+    if outline_px > 1:
+        ring_lab = ndimage.maximum_filter(lab, size=2 * (int(outline_px) - 1) + 1, mode="nearest")
+        ring = ~inside & (ring_lab > 0)
+        rgb[ring] = region_lut[ring_lab[ring]]
     return np.rint(rgb).astype(np.uint8)
+
+
+def outline_width_px(panel_px: int) -> int:
+    """Width of the lungs' outer contour: 3 px on 320 px panels, growing with the panel (640 px: 5 px)."""
+    return max(2, int(round(panel_px / 120)))
 
 
 @dataclass(frozen=True)
@@ -345,7 +367,8 @@ def render_montage(
         top = lay.title_h + r * (lay.header_h + panel_px + lay.gap) + lay.header_h
         left = lay.margin + c * (panel_px + lay.gap)
         canvas[top: top + panel_px, left: left + panel_px] = 0
-        img = _render_panel(ct, regions, scheme, overlays, region_lut, p, window_hu=window_hu, alpha=alpha)
+        img = _render_panel(ct, regions, scheme, overlays, region_lut, p, window_hu=window_hu, alpha=alpha,
+                            outline_px=outline_width_px(panel_px))
         h, w = img.shape[:2]
         y0, x0 = top + (panel_px - h) // 2, left + (panel_px - w) // 2
         canvas[y0: y0 + h, x0: x0 + w] = img
@@ -380,9 +403,12 @@ def _numbers_text(result: ScanResult) -> str:
 
 def _title_lines(ct: CTVolume, regions: RegionMap, result: ScanResult) -> list[str]:
     m = ct.meta
+    date = m.study_date or "-"
+    if len(date) == 8 and date.isdigit():  # DICOM YYYYMMDD as ISO, as in every report
+        date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
     from ..io._dicom_headers import shorten
 
-    who = f"patient {shorten(m.patient_id or '-', 64)}  ·  study date {m.study_date or '-'}"
+    who = f"patient {shorten(m.patient_id or '-', 64)}  ·  study date {date}"
     if m.series_description:
         who += f"  ·  {shorten(m.series_description, 120)}"
     series = f"series {m.series_uid or m.source or '<in-memory volume>'}"
@@ -391,6 +417,11 @@ def _title_lines(ct: CTVolume, regions: RegionMap, result: ScanResult) -> list[s
         f"  ·  scheme {result.scheme.name}: damage = {' + '.join(result.scheme.damage) or '-'}"
     )
     return [who, series, method]
+
+
+def _text(fig, x: float, y: float, text: str, **kw):
+    """``fig.text`` of literal text: ``$`` in a patient ID or series description is not TeX math."""
+    return fig.text(x, y, text, parse_math=False, usetex=False, **kw)
 
 
 def render_qc(
@@ -440,6 +471,9 @@ def render_qc(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     panels = plan_panels(ct, regions, fractions=fractions, coronal=coronal, panel_px=panel_px)
+    if len(panels) == 1:  # a single slice (or a thin slab): one large panel instead of copies of it
+        panel_px *= 2
+        panels = plan_panels(ct, regions, fractions=fractions, coronal=coronal, panel_px=panel_px)
     canvas, panels, lay = render_montage(
         ct, regions, result, panels, panel_px=panel_px, window_hu=window_hu, alpha=alpha
     )
@@ -456,27 +490,27 @@ def render_qc(
 
     outline = [patheffects.withStroke(linewidth=2, foreground="black")]
     title = _title_lines(ct, regions, result)
-    fig.text(*at(lay.margin, 8), title[0], color=_TEXT, fontsize=12, fontweight="bold", va="top", ha="left")
-    fig.text(*at(lay.margin, 32), title[1], color=_TEXT, fontsize=9.5, va="top", ha="left", family="monospace")
-    fig.text(*at(lay.margin, 52), title[2], color=_TEXT, fontsize=9.5, va="top", ha="left")
+    _text(fig, *at(lay.margin, 8), title[0], color=_TEXT, fontsize=12, fontweight="bold", va="top", ha="left")
+    _text(fig, *at(lay.margin, 32), title[1], color=_TEXT, fontsize=9.5, va="top", ha="left", family="monospace")
+    _text(fig, *at(lay.margin, 52), title[2], color=_TEXT, fontsize=9.5, va="top", ha="left")
     for i, p in enumerate(panels):
         r, c = divmod(i, lay.ncols)
         top = lay.title_h + r * (lay.header_h + panel_px + lay.gap)
         left = lay.margin + c * (panel_px + lay.gap)
-        fig.text(*at(left + 2, top + 4), p.label, color=_TEXT, fontsize=8.5, va="top", ha="left")
+        _text(fig, *at(left + 2, top + 4), p.label, color=_TEXT, fontsize=8.5, va="top", ha="left")
         y0, x0, h, w = p.box
         t, b, lft, rgt = p.orientation
         kw = dict(color="white", fontsize=9, fontweight="bold", path_effects=outline)
-        fig.text(*at(x0 + w / 2, y0 + 2), t, va="top", ha="center", **kw)
-        fig.text(*at(x0 + w / 2, y0 + h - 2), b, va="bottom", ha="center", **kw)
-        fig.text(*at(x0 + 3, y0 + h / 2), lft, va="center", ha="left", **kw)
-        fig.text(*at(x0 + w - 3, y0 + h / 2), rgt, va="center", ha="right", **kw)
+        _text(fig, *at(x0 + w / 2, y0 + 2), t, va="top", ha="center", **kw)
+        _text(fig, *at(x0 + w / 2, y0 + h - 2), b, va="bottom", ha="center", **kw)
+        _text(fig, *at(x0 + 3, y0 + h / 2), lft, va="center", ha="left", **kw)
+        _text(fig, *at(x0 + w - 3, y0 + h / 2), rgt, va="center", ha="right", **kw)
 
     side_x = lay.margin + lay.ncols * (panel_px + lay.gap) + 4
     y = lay.title_h
-    fig.text(*at(side_x, y), "% of region volume", color=_TEXT, fontsize=9.5, fontweight="bold", va="top")
+    _text(fig, *at(side_x, y), "% of region volume", color=_TEXT, fontsize=9.5, fontweight="bold", va="top")
     numbers = _numbers_text(result)
-    fig.text(*at(side_x, y + 20), numbers, color=_TEXT, fontsize=8.5, family="monospace", va="top", linespacing=1.25)
+    _text(fig, *at(side_x, y + 20), numbers, color=_TEXT, fontsize=8.5, family="monospace", va="top", linespacing=1.25)
     n_lines = numbers.count("\n") + 1
     y += 20 + int(n_lines * 8.5 * 1.25 * _DPI / 72) + 14
     m = ct.meta
@@ -488,7 +522,7 @@ def render_qc(
     ]
     if result.warnings:
         facts.append(f"WARNINGS: {len(result.warnings)} (see report)")
-    fig.text(*at(side_x, y), "\n".join(facts), color=_TEXT, fontsize=8.5, va="top", linespacing=1.3)
+    _text(fig, *at(side_x, y), "\n".join(facts), color=_TEXT, fontsize=8.5, va="top", linespacing=1.3)
     y += int(len(facts) * 8.5 * 1.3 * _DPI / 72) + 14
 
     colors = band_colors(result.scheme)
@@ -498,7 +532,7 @@ def render_qc(
         for d in result.scheme.damage
     ]
     handles += [
-        Line2D([0], [0], color=np.asarray(region_color(n)) / 255, lw=2, label=f"{n} outline")
+        Line2D([0], [0], color=np.asarray(region_color(n)) / 255, lw=3, label=f"{n} outline")
         for _, n in sorted(regions.names.items())
     ]
     leg = fig.legend(

@@ -215,12 +215,17 @@ def write_seg(
     from .._version import __version__
 
     regions.check_grid(ct.shape, where=ct.meta.key)
-    sources = source_datasets(ct, source_files)
+    sources = _fit_for_seg(source_datasets(ct, source_files))
     rows, cols = int(sources[0].Rows), int(sources[0].Columns)
     if (rows, cols) != ct.shape[1:]:
         raise InputError(
             f"Series {ct.meta.series_uid}: source images are {rows}x{cols} but the CT slices are "
             f"{ct.shape[1]}x{ct.shape[2]}. Potential fix: use the NIfTI / .seg.nrrd masks."
+        )
+    if any(not ds.get("FrameOfReferenceUID") for ds in sources):
+        raise InputError(
+            f"Series {ct.meta.series_uid}: the source images have no FrameOfReferenceUID, which a DICOM SEG "
+            "must reference. Potential fix: use the NIfTI / .seg.nrrd masks, which are on the CT grid."
         )
     method = method or regions.method
     family = codes.cid7162.ArtificialIntelligence if method.startswith("lungmask") else codes.cid7162.MorphologicalOperations
@@ -247,7 +252,8 @@ def write_seg(
             side = "right" if name.startswith("R") or name == "right" else "left"
             anatomic = None
             if name.endswith("Z") and len(name) == 3:
-                anatomic = [hd.sr.CodedConcept(*REGION_CODES_SCT[side], scheme_designator="SCT")]
+                side_value, side_meaning = REGION_CODES_SCT[side]
+                anatomic = [hd.sr.CodedConcept(value=side_value, scheme_designator="SCT", meaning=side_meaning)]
             masks.append(m)
             descriptions.append(
                 hd.seg.SegmentDescription(
@@ -300,6 +306,38 @@ def write_seg(
     seg.save_as(path)
     log.debug("wrote DICOM SEG %s (%d segments)", path, len(descriptions))
     return path
+
+
+#: Type 2 attributes highdicom copies from the source images into the SEG (must be present, may be empty).
+_TYPE2_COPIED = (
+    "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber",
+    "ReferringPhysicianName", "StudyDate", "StudyTime",
+)
+
+
+def _fit_for_seg(sources: list) -> list:
+    """The source headers with what highdicom needs from them made valid.
+
+    Anonymised archives drop Type 2 patient/study attributes (e.g. no
+    PatientID); they are added empty, as the standard allows.  An unknown
+    SpecificCharacterSet (pydicom already decoded the text with its default)
+    is replaced by UTF-8 (``ISO_IR 192``) so the SEG is written in a
+    character set every reader knows.  Only these in-memory copies change.
+    """
+    import pydicom.charset
+
+    for ds in sources:
+        for keyword in _TYPE2_COPIED:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+        charset = ds.get("SpecificCharacterSet")
+        if charset:
+            values = [charset] if isinstance(charset, str) else list(charset)
+            known = all(not v or v.strip() in pydicom.charset.python_encoding for v in values)
+            if not known:
+                log.info("SEG: unknown SpecificCharacterSet %r in the source; the SEG is written as UTF-8", charset)
+                ds.SpecificCharacterSet = "ISO_IR 192"
+    return sources
 
 
 def _build_seg(hd, sources, pixel_array, descriptions, series_number, regions, scheme, generate_uid):

@@ -20,6 +20,7 @@ import numpy as np
 from ..regions import RegionMap
 from ..volume import CTVolume
 from .kernels import HU_OFFSET, region_histograms
+from .metrics import slice_spacing_warnings
 from .prefilter import find_vessels, smooth_lungs
 from .result import ResultSet, ScanResult, dependency_versions, params_hash
 from .schemes import PRESETS, Band, Scheme, get_scheme, get_schemes, is_scheme_list
@@ -144,6 +145,9 @@ def score(
     histograms = np.ascontiguousarray(per_region[:, lo:hi])
     histograms.setflags(write=False)
     model = str(regions.info.get("model", "") or (params or {}).get("model") or "")
+    # segmentation warnings (e.g. lobes-approx on a partial scan) go on every row
+    info_warnings = regions.info.get("warnings")
+    region_warnings = tuple(str(w) for w in info_warnings) if isinstance(info_warnings, (list, tuple)) else ()
     results = []
     for sch in schemes:
         run_params = {
@@ -166,7 +170,11 @@ def score(
                 hist_lo_hu=lo - HU_OFFSET,
                 voxel_volume_ml=ct.voxel_volume_ml,
                 params=run_params,
-                warnings=tuple(ct.meta.warnings),
+                warnings=(
+                    *ct.meta.warnings,
+                    *slice_spacing_warnings(ct.meta.slice_thickness_mm, float(ct.spacing_mm[0])),
+                    *region_warnings,
+                ),
                 parts=parts,
                 vessel_voxels=vessel_voxels,
                 model=model,

@@ -106,6 +106,22 @@ def is_sharp_kernel(kernel: str | None) -> bool:
     return any(SHARP_KERNEL_PATTERN.match(p) for p in parts if p)
 
 
+def slice_spacing_warnings(slice_thickness_mm: float | None, slice_spacing_mm: float) -> list[str]:
+    """The thick-slice rule from the voxel spacing when no slice thickness is recorded (NIfTI, NRRD, MHA).
+
+    A DICOM SliceThickness decides when present (see :func:`comparability_warnings`); without it the
+    spacing between slices is the best estimate of the reconstructed thickness (contiguous slices).
+    """
+    if slice_thickness_mm is not None and math.isfinite(slice_thickness_mm):
+        return []
+    if math.isfinite(slice_spacing_mm) and slice_spacing_mm > THICK_SLICE_MM:
+        return [
+            f"thick slices (slice spacing {slice_spacing_mm:.3g} mm > {THICK_SLICE_MM:g} mm; no slice thickness "
+            "recorded): partial volume inflates GGO"
+        ]
+    return []
+
+
 def comparability_warnings(
     *,
     slice_thickness_mm: float | None,

@@ -190,10 +190,12 @@ class ScanResult:
         Finest regions (lobes, lobes-approx or zones) are scored from their own
         damage %; aggregates (``right``, ``left``, ``total``) are the sum of
         their parts' scores (NaN if any part is NaN).  With the ``lungs``
-        region set no lobe-level score exists: all NaN.
+        region set no lobe-level score exists: all NaN.  Approximate lobes
+        (``lobes-approx``) are not lobes: all NaN unless the run asked for
+        them (``params["css_approx_lobes"]``, ``--css-approx-lobes``).
         """
         nan = np.full(len(self.regions), np.nan)
-        if self.region_set == "lungs":
+        if self.css_region_set().startswith("none"):
             return nan, nan.copy()
         dmg = self.damage_pct()
         pan, chung = css_pan(dmg), css_chung(dmg)
@@ -203,6 +205,14 @@ class ScanResult:
             pan[index[agg]] = pan[rows].sum() if rows else np.nan
             chung[index[agg]] = chung[rows].sum() if rows else np.nan
         return pan, chung
+
+    def css_region_set(self) -> str:
+        """Regions the CT severity scores were computed on, or ``none...`` saying why there are none."""
+        if self.region_set == "lungs":
+            return "none"
+        if self.region_set == "lobes-approx" and not self.params.get("css_approx_lobes"):
+            return "none: lobes-approx are not true lobes (opt in with --css-approx-lobes)"
+        return self.region_set
 
     def vessel_ml(self) -> np.ndarray:
         """Volume (mL) excluded as vessels per region (0 when vessel suppression is off)."""
@@ -298,7 +308,7 @@ class ScanResult:
         with np.errstate(invalid="ignore", divide="ignore"):
             cols["vessel_pct"] = np.where(lung_ml > 0, 100.0 * vessel_ml / np.where(lung_ml > 0, lung_ml, 1.0), np.nan)
         cols["css_pan"], cols["css_chung"] = self.severity_scores()
-        cols["css_region_set"] = "none" if self.region_set == "lungs" else self.region_set
+        cols["css_region_set"] = self.css_region_set()
         cols.update(self.provenance())
         return pd.DataFrame(cols)
 
@@ -330,7 +340,7 @@ class ScanResult:
         show = ["region", "volume_ml"] + [f"{b}_pct" for b in self.scheme.band_names] + ["damage_pct"]
         if self.vessel_voxels is not None:
             show.append("vessel_ml")
-        if self.region_set != "lungs":
+        if not self.css_region_set().startswith("none"):
             show += ["css_pan", "css_chung"]
         table = df[show].rename(
             columns=lambda c: c.replace("_pct", " %").replace("volume_ml", "volume mL").replace("vessel_ml", "vessels mL")
@@ -342,6 +352,8 @@ class ScanResult:
         )
         body = table.to_string(index=False, float_format=lambda v: f"{v:.1f}")
         tail = "".join(f"\nwarning: {w}" for w in self.comparability_warnings())
+        if self.region_set == "lobes-approx" and self.css_region_set().startswith("none"):
+            tail += "\nnote: no CT severity scores on approximate lobes (opt in with --css-approx-lobes)"
         return head + body + tail
 
     def with_meta(self, **changes: Any) -> ScanResult:

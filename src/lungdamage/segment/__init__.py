@@ -56,6 +56,7 @@ def segment_lungs(
     model: str | None = None,
     regions_from: str | Path | None = None,
     label_codes: str | Mapping[int, str] | Path | None = None,
+    partial_lobes: bool = False,
 ) -> RegionMap:
     """Segment the lungs of ``ct`` into a region set.
 
@@ -77,6 +78,9 @@ def segment_lungs(
     label_codes : str, mapping or path
         Code convention of ``regions_from``: ``'lungmask'``, ``'lungmask-lungs'``,
         ``'totalsegmentator'``, ``'cip'`` or a JSON file.
+    partial_lobes : bool
+        Accept ``lobes-approx`` on a scan that cuts off a lung's apex or base
+        (refused by default; see :func:`~lungdamage.segment.lobes.approx_lobes`).
 
     Returns
     -------
@@ -87,6 +91,9 @@ def segment_lungs(
     ------
     SegmentationError
         No lung found (e.g. an abdominal scan).
+    LobeCoverageError
+        ``lobes-approx`` on a scan not covering apex and base of each lung
+        (without ``partial_lobes``).
     GeometryError
         ``regions_from`` is not on the CT grid.
     InputError
@@ -118,4 +125,4 @@ def segment_lungs(
     if rm.region_set in ("lobes", "lobes-approx"):
         return rm
     log.info("%s: no lobe model or lobe labels; using approximate lobes (fissure-plane model)", ct.meta.key)
-    return approx_lobes(ct, rm)
+    return approx_lobes(ct, rm, allow_partial=partial_lobes)

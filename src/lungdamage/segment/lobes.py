@@ -12,35 +12,56 @@ Zones
     middle third).
 
 Approximate lobes (``region_set='lobes-approx'``)
-    A fissure-plane model fitted to each lung's own extent: the oblique
-    fissure is a plane tilted from posterior-superior (at
-    :data:`OBLIQUE_POSTERIOR_HEIGHT` of the lung height) to anterior-inferior
-    (reaching the base at :data:`OBLIQUE_ANTERIOR_DEPTH` of the lung's
-    anterior-posterior depth); on the right, the horizontal fissure at
-    :data:`HORIZONTAL_HEIGHT` separates the middle from the upper lobe in front
-    of the oblique fissure.  Where fissures are visible (volumes of at least
-    :data:`MIN_REFINE_SLICES` slices), each model surface is then refined: a
-    Hessian sheet filter finds bright plate-like voxels near the model
-    surface whose normal agrees with it, and a smooth (quadratic) offset
-    surface fitted to them by robust weighted least squares moves the model
-    onto the visible fissure; without enough support the model stays.
-    Either way this is an approximation: it is labelled ``lobes-approx`` and
-    never presented as true lobes.
+    A fissure-plane model of each lung.  The oblique fissure is a plane
+    rising from anterior-inferior to posterior-superior (its tilt from the
+    lung's own extent: :data:`OBLIQUE_POSTERIOR_HEIGHT` of the height at the
+    back, the base at :data:`OBLIQUE_ANTERIOR_DEPTH` of the depth); on the
+    right a horizontal plane separates the middle lobe (below, in front of
+    the oblique fissure) from the upper lobe.  The planes are placed by
+    volume: each lobe gets its adult share of its own lung,
+    :data:`LOBE_SHARES` (supine inspiratory CT of healthy adults, Yamada et
+    al. 2020, Respiration 99(7):598, Table 3: RUL 17.9, RML 9.3, RLL 26.5,
+    LUL 23.1, LLL 23.2 % of the total lung volume).  Where fissures are
+    visible (volumes of at least :data:`MIN_REFINE_SLICES` slices), each
+    plane is then refined: a Hessian sheet filter finds bright plate-like
+    voxels near the plane whose normal agrees with it, and a smooth
+    (quadratic) offset surface fitted to them by robust weighted least
+    squares moves the plane onto the visible fissure; without enough support
+    the plane stays.  Placing planes by volume needs the whole lung: a scan
+    that cuts off a lung's apex or base (:func:`lobe_coverage`) is refused
+    with :class:`LobeCoverageError` unless ``allow_partial=True``, which
+    fits the model to the covered part and flags every result row.  Either
+    way this is an approximation: it is labelled ``lobes-approx`` and never
+    presented as true lobes (CT severity scores are not computed on it by
+    default).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 
+from ..errors import SegmentationError
 from ..regions import LOBE_CODES, ZONE_CODES, RegionMap
 from ..volume import CTVolume
 
 log = logging.getLogger(__name__)
 
-__all__ = ["zones_from_lungs", "approx_lobes", "OBLIQUE_POSTERIOR_HEIGHT", "OBLIQUE_ANTERIOR_DEPTH",
-           "HORIZONTAL_HEIGHT", "MIN_REFINE_SLICES"]
+__all__ = [
+    "HORIZONTAL_HEIGHT",
+    "LOBE_RANGES_PCT",
+    "LOBE_SHARES",
+    "MAX_EDGE_FRACTION",
+    "MIN_REFINE_SLICES",
+    "OBLIQUE_ANTERIOR_DEPTH",
+    "OBLIQUE_POSTERIOR_HEIGHT",
+    "LobeCoverageError",
+    "approx_lobes",
+    "lobe_coverage",
+    "zones_from_lungs",
+]
 
 #: Height (fraction of the lung's S/I extent, 0 = base) where the oblique fissure meets the posterior surface.
 OBLIQUE_POSTERIOR_HEIGHT = 0.62
@@ -50,6 +71,21 @@ OBLIQUE_ANTERIOR_DEPTH = 0.15
 HORIZONTAL_HEIGHT = 0.55
 #: Fissure refinement needs a volume: at least this many slices.
 MIN_REFINE_SLICES = 16
+#: Lobar volumes, percent of the total lung volume: supine inspiratory CT of 32 healthy
+#: adults, mean (Yamada et al. 2020, Respiration 99(7):598, PMC7490509, Table 3).  The
+#: model places the fissures so each lobe gets this share of its own lung.
+LOBE_SHARES: dict[str, float] = {"RUL": 17.9, "RML": 9.3, "RLL": 26.5, "LUL": 23.1, "LLL": 23.2}
+#: Observed range (min, max) of the same percentages in that study.
+LOBE_RANGES_PCT: dict[str, tuple[float, float]] = {
+    "RUL": (11.8, 22.7), "RML": (6.6, 13.8), "RLL": (22.3, 34.0), "LUL": (18.1, 26.6), "LLL": (19.4, 28.7),
+}
+#: A lung is cut off at an end of the scan when the outermost slice holds at least this
+#: fraction of its largest cross-section (a sliver of apex tip is tolerated).
+MAX_EDGE_FRACTION = 0.10
+
+
+class LobeCoverageError(SegmentationError):
+    """``lobes-approx`` was asked for on a scan that cuts off a lung's apex or base."""
 
 
 def _axis_coords(ct: CTVolume, lps_row: int) -> tuple[int, np.ndarray]:
@@ -114,6 +150,46 @@ def zones_from_lungs(ct: CTVolume, lungs: RegionMap) -> RegionMap:
     return RegionMap(out, dict(ZONE_CODES), method=lungs.method, region_set="zones", info=info)
 
 
+def lobe_coverage(ct: CTVolume, lungs: RegionMap, *, max_edge_fraction: float = MAX_EDGE_FRACTION) -> dict[str, list[str]]:
+    """Which ends (``apex``, ``base``) of each lung the scan cuts off.
+
+    A lung is cut at an end when the scan's outermost slice at that end holds
+    at least ``max_edge_fraction`` of the lung's largest cross-section (a
+    lung that ends inside the scan has none there; a sliver of apex tip is
+    tolerated).
+
+    Returns
+    -------
+    dict
+        ``{"right": [...], "left": [...]}``: the ends cut off (empty when the
+        lung is covered from apex to base, or absent).
+    """
+    lungs = lungs.to_lungs() if lungs.region_set != "lungs" else lungs
+    zax, z = _axis_coords(ct, 2)
+    other = tuple(k for k in range(3) if k != zax)
+    top, bottom = int(np.argmax(z)), int(np.argmin(z))
+    out: dict[str, list[str]] = {}
+    for side, name in ((1, "right"), (2, "left")):
+        area = (lungs.labels == side).sum(axis=other)
+        peak = int(area.max()) if area.size else 0
+        cut = []
+        if peak:
+            if area[top] >= max_edge_fraction * peak:
+                cut.append("apex")
+            if area[bottom] >= max_edge_fraction * peak:
+                cut.append("base")
+        out[name] = cut
+    return out
+
+
+def _weighted_threshold(values: np.ndarray, weights: np.ndarray, share: float) -> float:
+    """Value below which ``share`` of the total weight lies (weighted quantile)."""
+    order = np.argsort(values, kind="stable")
+    v, cw = values[order], np.cumsum(weights[order], dtype=np.float64)
+    i = int(np.searchsorted(cw, share * cw[-1], side="left"))
+    return float(v[min(i, v.size - 1)])
+
+
 def approx_lobes(
     ct: CTVolume,
     lungs: RegionMap,
@@ -121,33 +197,73 @@ def approx_lobes(
     oblique_posterior_height: float = OBLIQUE_POSTERIOR_HEIGHT,
     oblique_anterior_depth: float = OBLIQUE_ANTERIOR_DEPTH,
     horizontal_height: float = HORIZONTAL_HEIGHT,
+    lobe_shares: Mapping[str, float] | None = LOBE_SHARES,
     refine: bool = True,
     band_mm: float = 45.0,
+    allow_partial: bool = False,
 ) -> RegionMap:
-    """Approximate lobes from a fissure-plane model of each lung's shape,
-    refined onto visible fissures.
+    """Approximate lobes: fissure planes placed by published lobar volume
+    shares, refined onto visible fissures.
 
     Parameters
     ----------
     ct : CTVolume
     lungs : RegionMap
         Right/left lungs (other sided maps are collapsed first).
-    oblique_posterior_height, oblique_anterior_depth, horizontal_height : float
-        Fissure model (fractions of each lung's own extent; see module doc).
+    oblique_posterior_height, oblique_anterior_depth : float
+        Tilt of the oblique fissure plane (fractions of each lung's own
+        extent; see module doc): it rises from anterior-inferior to
+        posterior-superior.
+    horizontal_height : float
+        Height (fraction of the lung height) of the right horizontal fissure;
+        used only with ``lobe_shares=None``.
+    lobe_shares : mapping or None
+        Relative volume of each lobe (normalised within each lung); the
+        fissure planes are placed so the lobes have these shares of their
+        lung (default :data:`LOBE_SHARES`, the supine means of Yamada et al.
+        2020).  ``None`` places them at fixed fractions of the lung's extent
+        instead (the model before issue 16: lower lobes far too small).
     refine : bool
         Move each model surface onto the visible fissure (volumes of at least
         :data:`MIN_REFINE_SLICES` slices; see module doc).
     band_mm : float
         How far (along the cranio-caudal axis) from the model surface a
         visible fissure is looked for.
+    allow_partial : bool
+        Accept a scan that cuts off the apex or base of a lung
+        (:func:`lobe_coverage`): the model is then fitted to the covered part
+        only, and ``info["warnings"]`` says so (copied onto every result row).
 
     Returns
     -------
     RegionMap
         Codes :data:`~lungdamage.regions.LOBE_CODES`, ``region_set='lobes-approx'``.
+
+    Raises
+    ------
+    LobeCoverageError
+        A lung's apex or base is not in the scan and ``allow_partial`` is False.
     """
     lungs = lungs.to_lungs() if lungs.region_set != "lungs" else lungs
     lungs.check_grid(ct.shape)
+    cut = lobe_coverage(ct, lungs)
+    warnings_ = []
+    if any(cut.values()):
+        where = "; ".join(f"{side} lung: {' and '.join(ends)} not in the scan" for side, ends in cut.items() if ends)
+        if not allow_partial:
+            raise LobeCoverageError(
+                f"Approximate lobes (lobes-approx) need each lung from apex to base, but in {ct.meta.key} "
+                f"({ct.shape[0]} slices) the {where} (lung cross-section on the outermost slice >= "
+                f"{MAX_EDGE_FRACTION:.0%} of its largest). Lobe boundaries cannot be placed from anatomy there. "
+                "Potential fix: use true lobes (--method lungmask --model LTRCLobes_R231 after "
+                "`lungdamage models download LTRCLobes_R231`, or --regions-from a lobe label file / DICOM SEG), "
+                "report --regions zones or lungs, or pass --partial-lobes (partial_lobes=True) to accept "
+                "guessed lobes flagged on every row."
+            )
+        warnings_.append(
+            f"lobes-approx on a partial scan ({where}): lobe boundaries are guesses fitted to the covered "
+            "part only; per-lobe numbers are not comparable between scans"
+        )
     zax, z = _axis_coords(ct, 2)
     yax, y = _axis_coords(ct, 1)  # LPS y: + posterior
     if yax == zax:  # degenerate direction matrix; pick the other in-plane axis
@@ -164,33 +280,68 @@ def approx_lobes(
         if ez is None or ey is None:
             continue
         hz, hy = max(ez[1] - ez[0], 1e-6), max(ey[1] - ey[0], 1e-6)
-        zn = _along(zax, (z - ez[0]) / hz)  # 0 base .. 1 apex
-        yn = _along(yax, (y - ey[0]) / hy)  # 0 anterior .. 1 posterior
-        # fissure heights (fractions of the lung height) at each position
-        oblique = oblique_posterior_height * (yn - oblique_anterior_depth) / (1.0 - oblique_anterior_depth)
-        horizontal = np.full((1, 1, 1), horizontal_height)
+        # oblique fissure plane z = slope * y + c (mm; y posterior): the level
+        # z - slope * y is above c in the upper lobe (front of / above the fissure)
+        slope = oblique_posterior_height / (1.0 - oblique_anterior_depth) * hz / hy
+        if lobe_shares is None:
+            c_obl = ez[0] + oblique_posterior_height * hz - slope * ey[1]
+        else:
+            # voxel counts per (z, y) pair: the plane's level depends on z and y only
+            counts = m.sum(axis=xax)  # 2-D, axes in (zax, yax) order
+            zz = z[:, None] if zax < yax else z[None, :]
+            yy = y[None, :] if zax < yax else y[:, None]
+            level = zz - slope * yy
+            w = counts.ravel().astype(np.float64)
+            keep = w > 0
+            lower = _lobe_share(lobe_shares, ("RLL",) if side == 1 else ("LLL",), side)
+            c_obl = _weighted_threshold(level.ravel()[keep], w[keep], lower)
+        obl_dist = _along(zax, z) - slope * _along(yax, y) - c_obl  # mm, + superior of the plane
+        obl_off: np.ndarray | float = 0.0  # cranio-caudal offset (mm) onto the visible fissure
         if do_refine:
-            slope = oblique_posterior_height / (1.0 - oblique_anterior_depth) * hz / hy  # dz/dy of the plane (mm/mm)
-            off = _refine_offset(ct, m, (zax, yax, xax), (zn - oblique) * hz, (1.0, -slope), band_mm)
+            off = _refine_offset(ct, m, (zax, yax, xax), obl_dist, (1.0, -slope), band_mm)
             if off is not None:
-                oblique = oblique + off / hz
+                obl_off = off
                 refined.append(f"{'right' if side == 1 else 'left'} oblique")
-        upper_side = zn > oblique  # in front of / above the oblique fissure
+        upper_side = obl_dist > obl_off  # in front of / above the oblique fissure
         if side == 1:
+            if lobe_shares is None:
+                h_z = ez[0] + horizontal_height * hz
+            else:
+                mu = m & upper_side
+                per_z = mu.sum(axis=tuple(k for k in range(3) if k != zax)).astype(np.float64)
+                # RML share of the right lung, taken from the lowest part of the upper side
+                rml = _lobe_share(lobe_shares, ("RML",), side) * m.sum() / max(per_z.sum(), 1.0)
+                h_z = _weighted_threshold(z[per_z > 0], per_z[per_z > 0], min(rml, 0.9)) if per_z.any() else ez[0]
+            hor_dist = _along(zax, z) - h_z
+            hor_off: np.ndarray | float = 0.0
             if do_refine:
-                off = _refine_offset(ct, m & upper_side, (zax, yax, xax), (zn - horizontal) * hz, (1.0, 0.0), band_mm)
+                off = _refine_offset(ct, m & upper_side, (zax, yax, xax), hor_dist, (1.0, 0.0), band_mm)
                 if off is not None:
-                    horizontal = horizontal + off / hz
+                    hor_off = off
                     refined.append("right horizontal")
-            lobe = np.where(upper_side, np.where(zn >= horizontal, np.uint8(1), np.uint8(2)), np.uint8(3))  # RUL RML RLL
+            lobe = np.where(upper_side, np.where(hor_dist >= hor_off, np.uint8(1), np.uint8(2)), np.uint8(3))  # RUL RML RLL
         else:
             lobe = np.where(upper_side, np.uint8(4), np.uint8(5))  # LUL LLL
         out = np.where(m, lobe, out)
     info = dict(lungs.info)
-    info["lobes"] = "approximate: fissure-plane model of each lung's shape (not true lobes)"
+    if lobe_shares is None:
+        info["lobes"] = "approximate: fissure-plane model of each lung's shape (not true lobes)"
+    else:
+        info["lobes"] = ("approximate: fissure planes placed by adult lobar volume shares (Yamada et al. 2020), "
+                         "not true lobes")
     if refined:
         info["lobes"] += "; refined onto the visible " + ", ".join(refined) + " fissure(s)"
+    if warnings_:
+        prior = info.get("warnings")
+        info["warnings"] = [*(prior if isinstance(prior, (list, tuple)) else ()), *warnings_]
     return RegionMap(out, dict(LOBE_CODES), method=lungs.method, region_set="lobes-approx", info=info)
+
+
+def _lobe_share(shares: Mapping[str, float], lobes: tuple[str, ...], side: int) -> float:
+    """Share (0-1) of ``lobes`` in their lung, normalised over that lung's lobes."""
+    own = ("RUL", "RML", "RLL") if side == 1 else ("LUL", "LLL")
+    total = sum(float(shares[k]) for k in own)
+    return sum(float(shares[k]) for k in lobes) / total
 
 
 def _refine_offset(ct: CTVolume, mask: np.ndarray, axes: tuple[int, int, int], dist_mm, normal_zy, band_mm: float,

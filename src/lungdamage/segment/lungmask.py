@@ -9,7 +9,8 @@ This adapter runs lungmask's own code (preprocessing, U-Net, post-processing,
 fusion) but keeps its habits out of the caller's process:
 
 - nothing is downloaded: weights come from a local file, a folder, or the
-  torch hub cache where ``lungmask`` itself would have stored them, and are
+  torch hub cache where ``lungmask`` itself would have stored them (fetched
+  once with ``lungdamage models download``, :mod:`lungdamage.models`), and are
   read with ``torch.load(weights_only=True)``;
 - ``SystemExit`` raised inside lungmask becomes :class:`SegmentationError`;
 - the process-wide warnings filter lungmask installs at import, and the stdout
@@ -242,9 +243,9 @@ def _resolve_weights(
             if not path.is_file():
                 raise MissingWeightsError(
                     f"lungmask model {model!r} needs the weight file {expected!r} of network "
-                    f"{network!r}, which is not in the torch hub cache {hub}. lungdamage never "
-                    f"downloads weights. Potential fix: download {url} and put it as {expected} "
-                    f"in {hub} (or set TORCH_HOME), or pass its path with --weights "
+                    f"{network!r}, which is not in the torch hub cache {hub}. Scoring never "
+                    f"downloads weights. Potential fix: run `lungdamage models download {model}` "
+                    f"once (fetches {url} into {hub}, verified), or pass a local copy with --weights "
                     f"(weights= in Python).",
                     network=network, expected=expected, directory=hub, url=url,
                 )

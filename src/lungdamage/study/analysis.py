@@ -81,6 +81,14 @@ class StudyResult:
     def blinded(self) -> bool:
         return self.manifest.blinded
 
+    @property
+    def off_window_at_compare(self) -> int:
+        """Scans at the comparison visit that a manifest override placed outside that visit's window."""
+        t = self.visits
+        if "off_window" not in t.columns:
+            return 0
+        return int((t["off_window"].fillna(False).astype(bool) & (t["visit"] == self.compare_visit)).sum())
+
     def tables(self) -> dict[str, pd.DataFrame]:
         """Name → DataFrame of every table present (the CSV files of the report)."""
         out = {
@@ -233,7 +241,7 @@ def analyze_study(
         treated=treated,
         control=ctrl,
         provenance=_provenance(used),
-        notes=list(assignments.attrs.get("notes", [])),
+        notes=list(table.attrs.get("notes", assignments.attrs.get("notes", []))),
         mixed_note=mixed_note,
         comparison_note=comparison_note,
     )

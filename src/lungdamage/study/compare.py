@@ -207,6 +207,14 @@ def hodges_lehmann(x, y, *, confidence: float = 0.95) -> HodgesLehmann:
     return HodgesLehmann(float(np.median(d)), lo, hi, confidence, achieved, k, method)
 
 
+def ci_not_estimable(n_treated: int, n_control: int, confidence: float = 0.95) -> str:
+    """Plain words for a Hodges–Lehmann interval that no sample of this size can give."""
+    return (
+        f"{confidence:.0%} CI not estimable at this sample size ({n_treated} vs {n_control} patients): even the most "
+        f"extreme split of the ranks is not rare enough for a distribution-free {confidence:.0%} interval"
+    )
+
+
 def mann_whitney(x, y) -> tuple[float, float, str]:
     """Two-sided Mann–Whitney U test of ``x`` against ``y``.
 
@@ -365,8 +373,9 @@ def compare_arms(
     rows.append(dict(
         quantity="hodges_lehmann", arm=f"{treated} − {ctrl}", n=x.size + y.size, value=hl.estimate,
         ci_low=hl.ci_low, ci_high=hl.ci_high, p_value=np.nan,
-        method=f"{hl.method} distribution-free {confidence:.0%} CI"
-        + (f" (achieved {hl.achieved_confidence:.1%}, k = {hl.k})" if np.isfinite(hl.achieved_confidence) else ""),
+        method=(f"{hl.method} distribution-free {confidence:.0%} CI"
+                + (f" (achieved {hl.achieved_confidence:.1%}, k = {hl.k})" if np.isfinite(hl.achieved_confidence) else ""))
+        if hl.k else ci_not_estimable(x.size, y.size, confidence),
         definition=f"Median of the {x.size * y.size} pairwise differences {treated} − {ctrl} of {metric} at {visit}"
         f"{unit}; negative = lower in {treated}. The interval [D(k), D(N+1−k)] of the sorted differences inverts "
         "the exact Mann–Whitney test (Bauer 1972; Hollander & Wolfe).",

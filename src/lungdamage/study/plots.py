@@ -57,10 +57,21 @@ def _visit_axis(ax, table: pd.DataFrame) -> None:
     ax.set_xlabel("visit (at its nominal day after baseline; square-root scale)")
 
 
+def _zero_based(ax, metric: str) -> None:
+    """Start the y-axis at 0 for percentages and severity scores (never negative), so heights compare."""
+    if metric.endswith("_change"):
+        return
+    if metric.endswith("_pct") or metric.startswith("css"):
+        top = max(ax.get_ylim()[1], 1.0)
+        ax.set_ylim(0.0, top)
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI)
+    # the y-range of each panel as PNG text metadata ("ylim": "lo,hi;..."): checkable without reading pixels
+    ylim = ";".join(f"{lo:g},{hi:g}" for lo, hi in (ax.get_ylim() for ax in fig.axes))
+    fig.savefig(path, format="png", dpi=DPI, metadata={"ylim": ylim})
     return path
 
 
@@ -89,6 +100,7 @@ def plot_trajectories(table: pd.DataFrame, path: str | Path, *, metric: str = "d
                 label=None if arm in seen else f"{arm} (n = {table.loc[table['arm'] == arm, 'patient_id'].nunique()})")
         seen.add(arm)
     ax.set_ylabel(_label(metric))
+    _zero_based(ax, metric)
     ticks = table[["visit", "visit_day"]].drop_duplicates().sort_values("visit_day")
     days = ticks["visit_day"].astype(float).to_numpy()
     _sqrt_days(ax)
@@ -129,6 +141,7 @@ def plot_arm_medians(summary: pd.DataFrame, table: pd.DataFrame, path: str | Pat
                         color=colours[arm])
     _visit_axis(ax, table)
     ax.set_ylabel("median " + _label(summary["metric"].iloc[0]) + " (bars: IQR)")
+    _zero_based(ax, str(summary["metric"].iloc[0]))
     ax.legend(title="arm", fontsize=8)
     ax.grid(alpha=0.3)
     ax.set_title(title or "Per-arm median and interquartile range by visit", fontsize=10)
@@ -156,6 +169,7 @@ def plot_distribution(table: pd.DataFrame, path: str | Path, *, metric: str = "d
         ax.annotate(f"threshold {threshold:g}", (len(arms) - 0.5, threshold), xytext=(0, 3), textcoords="offset points",
                     ha="right", fontsize=8, color="grey")
     ax.set_ylabel(_label(metric))
+    _zero_based(ax, metric)
     ax.grid(alpha=0.3, axis="y")
     ax.set_title(title or f"{_label(metric)} at {visit} by arm", fontsize=10)
     fig.tight_layout()

@@ -71,6 +71,9 @@ COLUMN_DEFINITIONS: dict[str, str] = {
     "ci_high": "upper limit of the confidence interval",
     "p_value": "two-sided p-value",
     "definition": "what the statistic is",
+    "statistical_method": "how the value and its interval or p-value were computed (test, estimator, interval)",
+    "off_window": "true when a manifest override placed the scan at a visit whose window does not hold its day",
+    "warning_ref": "reference to the scoring warnings listed under the table (W1, W2, ...)",
     "term": "fixed effect of the mixed model (arm[X]: difference X − reference arm at the baseline visit; "
     "visit[V]: change from baseline in the reference arm; arm[X]:visit[V]: additional change in arm X)",
     "coef": "estimated coefficient (units of the metric)",
@@ -164,7 +167,9 @@ def _md(blocks: list[_Block]) -> str:
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
-table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}
+.tw{max-width:100%;overflow-x:auto;margin:0.5em 0 1.5em}
+table{border-collapse:collapse;font-size:0.85em}
+
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f0f0f0} tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;border:1px solid #ddd} h2{border-bottom:1px solid #ddd;padding-bottom:0.2em;margin-top:1.6em}
@@ -185,7 +190,8 @@ def _html(blocks: list[_Block], title: str) -> str:
             df = b.content
             head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
             body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in _cells(df))
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            # wide tables scroll inside their own box; the page itself never scrolls sideways
+            out.append(f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
         elif b.kind == "img":
             data = base64.b64encode(Path(b.content).read_bytes()).decode("ascii")
             out.append(f'<figure><img alt="{html.escape(str(b.extra))}" src="data:image/png;base64,{data}">'
@@ -312,8 +318,16 @@ def _blocks(study: StudyResult, figures: list[tuple[Path, str]]) -> list[_Block]
                     + f"; not used: {int((~a['used']).sum())}."))
     flagged = a[a["flag"] != ""][["patient_id", "series_uid", "study_date", "day", "visit", "assigned_by", "used",
                                   "flag"]]
+    off = a[a["off_window"]] if "off_window" in a.columns else a.iloc[:0]
+    if len(off):
+        where = ", ".join(f"{p} {v} (day {d})" for p, v, d in zip(off["patient_id"], off["visit"], off["day"]))
+        blocks.append(B("p", (
+            f"OFF WINDOW: {len(off)} scan(s) were placed by a manifest override at a visit whose window does not "
+            f"hold their day, and are used as the manifest says: {where}. Check the manifest rows."
+        )))
     if len(flagged):
-        blocks.append(B("p", "Flagged scans (out of window, several in one window, or no date):"))
+        blocks.append(B("p", "Flagged scans (out of window, placed off-window by a manifest override, several in "
+                        "one window, or no date):"))
         blocks.append(B("table", flagged))
     else:
         blocks.append(B("p", "No scan was out of window or competing with another for the same visit."))
@@ -347,13 +361,24 @@ def _blocks(study: StudyResult, figures: list[tuple[Path, str]]) -> list[_Block]
             f"{study.control}. " + ("" if study.blinded else
                                      f"Reference (control) arm: {study.control}. ")
         )))
-        blocks.append(B("table", c))
+        n_off = study.off_window_at_compare
+        n_at = int((t["visit"] == study.compare_visit).sum())
+        if n_off:
+            blocks.append(B("p", (
+                f"{n_off} of the {n_at} scans at {study.compare_visit} are off-window manifest overrides (see Visit "
+                "assignment): their day is outside the visit's window, so they measure a different time point."
+            )))
+        # "method" here is the statistical method, not the segmentation method of the provenance
+        blocks.append(B("table", c.rename(columns={"method": "statistical_method"})))
         hl = c[c["quantity"] == "hodges_lehmann"].iloc[0]
         mw = c[c["quantity"] == "mann_whitney_u"].iloc[0]
+        if np.isfinite(hl["ci_low"]) and np.isfinite(hl["ci_high"]):
+            interval = f"({_fmt(hl['ci_low'])} to {_fmt(hl['ci_high'])}, {hl['method']})"
+        else:
+            interval = f"(the {hl['method']})"
         blocks.append(B("p", (
             f"In words: the Hodges–Lehmann estimate of the difference in {m} is {_fmt(hl['value'])} "
-            f"({_fmt(hl['ci_low'])} to {_fmt(hl['ci_high'])}, {hl['method']}); Mann–Whitney U = {_fmt(mw['value'])}, "
-            f"p = {mw['p_value']:.4f} ({mw['method']})."
+            f"{interval}; Mann–Whitney U = {_fmt(mw['value'])}, p = {mw['p_value']:.4f} ({mw['method']})."
         )))
         blocks.append(B("p", "Power: " + c.attrs["power_note"]))
     else:
@@ -383,8 +408,7 @@ def _blocks(study: StudyResult, figures: list[tuple[Path, str]]) -> list[_Block]
 
     # --- per-patient table ----------------------------------------------------
     blocks.append(B("h2", "Per-patient values by visit"))
-    show = [c for c in t.columns if c not in ("scheme", "region_set", "method", "params_hash", "version")]
-    blocks.append(B("table", t[show]))
+    blocks += _per_patient_blocks(t)
 
     # --- definitions ----------------------------------------------------------
     blocks.append(B("h2", "Definitions"))
@@ -402,3 +426,27 @@ def _blocks(study: StudyResult, figures: list[tuple[Path, str]]) -> list[_Block]
         f"{study.compare_visit} is the pre-specified one, everything else is descriptive."
     )))
     return blocks
+
+
+def _per_patient_blocks(t: pd.DataFrame) -> list[_Block]:
+    """The per-patient table as shown: values first, the series UID last, warnings by reference.
+
+    Provenance columns (the same on every row, listed under "What the numbers are") and
+    ``off_window`` (its ``flag`` says it) are left out; each distinct scoring warning is
+    listed once below the table and referenced as W1, W2, ... (the CSV keeps the full text).
+    """
+    show = [c for c in t.columns
+            if c not in ("scheme", "region_set", "method", "params_hash", "version", "off_window", "series_uid")]
+    shown = t[show + (["series_uid"] if "series_uid" in t.columns else [])].copy()
+    legend: dict[str, str] = {}
+    if "scan_warnings" in shown.columns:
+        def refs(text: str) -> str:
+            msgs = [m.strip() for m in str(text).split(";") if m.strip()]
+            return ", ".join(legend.setdefault(m, f"W{len(legend) + 1}") for m in msgs)
+
+        shown["scan_warnings"] = shown["scan_warnings"].fillna("").map(refs)
+        shown = shown.rename(columns={"scan_warnings": "warning_ref"})
+    out = [_Block("table", shown)]
+    if legend:
+        out.append(_Block("ul", [f"{ref}: {msg}" for msg, ref in legend.items()]))
+    return out

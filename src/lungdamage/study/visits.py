@@ -496,8 +496,10 @@ def assign_visits(
     DataFrame
         One row per scan of a manifest patient, sorted by patient and date:
         ``patient_id, arm, series_uid, study_date, baseline_date, day,
-        visit, visit_day, assigned_by, used, flag, slice_thickness_mm,
+        visit, visit_day, assigned_by, used, off_window, flag, slice_thickness_mm,
         kernel``.  ``day`` = study date − baseline date (days).
+        ``off_window`` is True for a scan a manifest override places at a
+        visit whose window does not hold its day (used, and flagged).
         ``assigned_by`` is ``override:series_uid``, ``override:study_date``,
         ``window`` or ``none``; ``used`` is False for scans outside every
         window, without a date, or not chosen among several in one window
@@ -565,6 +567,19 @@ def assign_visits(
     scans["baseline_date"] = scans["patient_id"].map(base)
     scans["day"] = (scans["study_date"] - scans["baseline_date"]).dt.days.astype("Int64")
 
+    # a manifest override decides the visit, but one outside that visit's window is flagged, never silent
+    scans["off_window"] = False
+    spec = {v.name: v for v in protocol.visits}
+    pinned_rows = scans.index[scans["assigned_by"].str.startswith("override") & scans["day"].notna()]
+    for i in pinned_rows:
+        v, d = spec[scans.at[i, "visit"]], int(scans.at[i, "day"])
+        if abs(d - v.day) > v.window_days:
+            scans.at[i, "off_window"] = True
+            scans.at[i, "flag"] = (
+                f"off window: the manifest places day {d} at visit {v.name!r}, whose window is days "
+                f"{v.day - v.window_days}–{v.day + v.window_days}; used as the manifest says"
+            )
+
     # date windows for the rest (vectorised over scans x visits)
     free = (scans["assigned_by"] == "none") & scans["day"].notna()
     nominal = np.array([v.day for v in protocol.visits])
@@ -604,15 +619,14 @@ def assign_visits(
     for i in ranked.index[(n_in > 1).to_numpy()]:
         k, n, visit = int(rank[i]), int(n_in[i]), scans.at[i, "visit"]
         if k == 0:
-            scans.at[i, "flag"] = f"chosen among {n} scans at visit {visit!r} (rule: {SELECTION_RULE})"
+            why = f"chosen among {n} scans at visit {visit!r} (rule: {SELECTION_RULE})"
         else:
             scans.at[i, "used"] = False
-            scans.at[i, "flag"] = (
-                f"not used: another of {n} scans at visit {visit!r} was chosen (rule: {SELECTION_RULE})"
-            )
+            why = f"not used: another of {n} scans at visit {visit!r} was chosen (rule: {SELECTION_RULE})"
+        scans.at[i, "flag"] = "; ".join(f for f in (scans.at[i, "flag"], why) if f)
 
     order = ["patient_id", "arm", "series_uid", "study_date", "baseline_date", "day", "visit", "visit_day",
-             "assigned_by", "used", "flag", "slice_thickness_mm", "kernel"]
+             "assigned_by", "used", "off_window", "flag", "slice_thickness_mm", "kernel"]
     if "kernel" not in scans:
         scans["kernel"] = ""
     out = scans[order].sort_values(["patient_id", "study_date", "series_uid"]).reset_index(drop=True)
@@ -720,7 +734,7 @@ def visit_table(
         baseline-visit value; NaN without a baseline scan), then
         ``slice_thickness_mm, kernel`` and the provenance columns present
         (``scheme, region_set, method, params_hash, version``),
-        ``scan_warnings`` and ``flag``.
+        ``scan_warnings``, ``flag`` and ``off_window``.
 
     Raises
     ------
@@ -747,16 +761,51 @@ def visit_table(
     base = table[table["visit"] == protocol.baseline.name].set_index("patient_id")[measures]
     for m in measures:
         table[f"{m}_change"] = table[m] - table["patient_id"].map(base[m])
+    notes = list(assignments.attrs.get("notes", []))
+    if region in _LOBES:
+        notes += _same_lobe_method(table, measures, region)
     table["study_date"] = table["study_date"].dt.strftime("%Y-%m-%d")
     if "scan_warnings" not in table:
         table["scan_warnings"] = ""
     table["scan_warnings"] = table["scan_warnings"].fillna("")
     cols = ["patient_id", "arm", "visit", "visit_day", "day", "study_date", "series_uid", *measures,
-            *[f"{m}_change" for m in measures], "slice_thickness_mm", "kernel", *extra, "scan_warnings", "flag"]
+            *[f"{m}_change" for m in measures], "slice_thickness_mm", "kernel", *extra, "scan_warnings", "flag",
+            "off_window"]
     table = table[cols].sort_values(["patient_id", "visit_day"]).reset_index(drop=True)
-    table.attrs["notes"] = list(assignments.attrs.get("notes", []))
+    table.attrs["notes"] = notes
     table.attrs["measures"] = measures
     return table
+
+
+_LOBES = ("RUL", "RML", "RLL", "LUL", "LLL")
+
+
+def _lobe_method(table: pd.DataFrame) -> pd.Series:
+    """``region_set by method`` of each row (``lobes by lungmask:LTRCLobes_R231``, ``lobes-approx by threshold``)."""
+    rs = table["region_set"].fillna("?").astype(str) if "region_set" in table else pd.Series("?", table.index)
+    me = table["method"].fillna("?").astype(str) if "method" in table else pd.Series("?", table.index)
+    return rs + " by " + me
+
+
+def _same_lobe_method(table: pd.DataFrame, measures: list[str], region: str) -> list[str]:
+    """Blank the per-lobe changes of patients whose visits used different lobe methods; notes saying so.
+
+    A lobe boundary that moves between visits because the method changed
+    (true lobes at one visit, ``lobes-approx`` at another) is not a change of
+    the lung.
+    """
+    kind = _lobe_method(table)
+    n_kinds = kind.groupby(table["patient_id"]).transform("nunique")
+    mixed = n_kinds > 1
+    notes = [f"Per-lobe change ({region}) is reported only for patients whose visits all used the same lobe "
+             "method (region set and segmentation method)."]
+    if mixed.any():
+        for m in measures:
+            table.loc[mixed, f"{m}_change"] = np.nan
+        for pid, g in table[mixed].groupby("patient_id", sort=True):
+            detail = ", ".join(f"{v}: {k}" for v, k in zip(g["visit"], kind[g.index], strict=True))
+            notes.append(f"{pid}: {region} change not reported, the lobe method differs between visits ({detail}).")
+    return notes
 
 
 def comparability_warnings(table: pd.DataFrame) -> pd.DataFrame:
@@ -781,6 +830,10 @@ def comparability_warnings(table: pd.DataFrame) -> pd.DataFrame:
             if len(vals) > 1:
                 rows.append(("*", f"{what} differs between scans", ", ".join(vals)))
     for pid, g in table.groupby("patient_id", sort=True):
+        kind = _lobe_method(g)
+        if kind.nunique() > 1:
+            detail = ", ".join(f"{v}: {k}" for v, k in zip(g["visit"], kind, strict=True))
+            rows.append((pid, "regions segmented differently between visits", detail))
         thick = g["slice_thickness_mm"].astype(float)
         if thick.dropna().round(2).nunique() > 1:
             detail = ", ".join(f"{v}: {t:g} mm" for v, t in zip(g["visit"], thick) if np.isfinite(t))
