@@ -210,14 +210,7 @@ def _write_review_into(analysis, out_dir: Path, work_dir: Path, *, qc, masks, se
                     notes.append(f"DICOM SEG not written: {exc}")
 
             attempt("DICOM SEG", _seg)
-    if html:
-        html_path = work_dir / f"{stem}_report.html"
-
-        def _html() -> None:
-            write_html_report(analysis, html_path, qc_png=out.get("qc_png"), outputs=out, notes=notes)
-            out["html"] = html_path
-
-        attempt("HTML report", _html)
+    # rename what was written into place before the HTML report, so that it can list any failure
     for key, path in list(out.items()):
         target = out_dir / path.name
         try:
@@ -225,7 +218,20 @@ def _write_review_into(analysis, out_dir: Path, work_dir: Path, *, qc, masks, se
             out[key] = target
         except OSError as exc:
             del out[key]
-            failures[key] = f"{type(exc).__name__}: {exc}"
+            kind = "DICOM SEG" if key == "seg" else ("QC montage" if key.startswith(("qc_", "thumb")) else "label maps")
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            log.info("%s of %s not written: %s", kind, ct.meta.key, reason)
+            failures[kind] = reason
+            notes.append(f"{kind} not written: {reason}")
+    if html:
+        # written in place through a temporary file and a rename (never through a planted link)
+        html_path = out_dir / f"{stem}_report.html"
+
+        def _html() -> None:
+            write_html_report(analysis, html_path, qc_png=out.get("qc_png"), outputs=out, notes=notes)
+            out["html"] = html_path
+
+        attempt("HTML report", _html)
     if failures:
         raise ReviewError(
             f"Review outputs of {ct.meta.key} incomplete (the scores are unaffected): "
