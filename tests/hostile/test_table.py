@@ -31,13 +31,17 @@ TIMEOUT_S = float(os.environ.get("LUNGDAMAGE_HOSTILE_TIMEOUT", "150"))
 MEMORY_LIMIT_MIB = 1024.0
 
 
-def _run_case(case: Case, base: Path, good: Path) -> dict:
+def _build_case(case: Case, base: Path, good: Path) -> tuple[Path, Path]:
     root = base / case.name / "root"
     shutil.copytree(good, root / "good")
-    work = root.parent
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # not thread-safe: cases are built one by one, in this thread
         warnings.simplefilter("ignore")  # pydicom warns about the invalid values these builders write on purpose
         score_input = case.build(root)
+    return root, score_input
+
+
+def _run_case(case: Case, root: Path, score_input: Path) -> dict:
+    work = root.parent
     env = dict(case.env)
     score = cli(["score", str(score_input), "-o", "score.csv", *case.score_args], cwd=work, timeout_s=TIMEOUT_S, env=env)
     batch = cli(
@@ -53,8 +57,9 @@ def table(tmp_path_factory, good_series) -> dict[str, dict]:
     base = tmp_path_factory.mktemp("hostile-table")
     only = set(filter(None, os.environ.get("LUNGDAMAGE_HOSTILE_ONLY", "").split(",")))  # debugging aid
     runnable = [c for c in CASES if not (c.skip_if_root and os.geteuid() == 0) and (not only or c.name in only)]
-    with ThreadPoolExecutor(3) as pool:
-        futures = {c.name: pool.submit(_run_case, c, base, good_series) for c in runnable}
+    built = {c.name: _build_case(c, base, good_series) for c in runnable}
+    with ThreadPoolExecutor(3) as pool:  # the subprocesses run three at a time
+        futures = {c.name: pool.submit(_run_case, c, *built[c.name]) for c in runnable}
         return {name: f.result() for name, f in futures.items()}
 
 
