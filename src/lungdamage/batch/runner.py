@@ -51,6 +51,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import socket
 import time
@@ -153,6 +154,12 @@ class BatchParams:
             object.__setattr__(self, "weights", os.fspath(self.weights))
         if self.smooth_sigma_mm is not None:
             object.__setattr__(self, "smooth_sigma_mm", float(self.smooth_sigma_mm))
+            if not (math.isfinite(self.smooth_sigma_mm) and self.smooth_sigma_mm >= 0):
+                # checked here, before anything is scored: a bad option is a usage error, not N failure rows
+                raise InputError(
+                    f"smooth_sigma_mm must be a finite number >= 0 (mm), got {self.smooth_sigma_mm!r}. "
+                    "Potential fix: e.g. 1.0 for a sharp kernel, or leave it out."
+                )
         if self.pseudonymize is not None:
             from ..pipeline import _pseudonymizer
 
@@ -391,14 +398,19 @@ class InlineEngine:
 _PRELOAD = ["lungdamage.batch.runner", "lungdamage.pipeline", "lungdamage.segment", "lungdamage.io.dicom", "lungdamage.score"]
 
 
-def _init_worker(n_threads: int, env: Mapping[str, str] | None = None) -> None:
-    """Worker start-up: share the cores between workers (SimpleITK filters are multi-threaded).
+def _init_worker(n_threads: int, owner_pid: int | None = None, env: Mapping[str, str] | None = None) -> None:
+    """Worker start-up: share the cores between workers (SimpleITK filters are multi-threaded),
+    and exit when the batch process dies (:func:`lungdamage._procs.exit_with_parent`).
 
     ``env``: the caller's ``LUNGDAMAGE_DICOMWEB_*`` variables (DICOMweb credentials), which a
     forkserver started earlier in this session would not have; passed through the pool's pipe only.
     """
     if env:
         os.environ.update(env)
+    if owner_pid is not None:
+        from .._procs import exit_with_parent
+
+        exit_with_parent(owner_pid)
     try:
         import SimpleITK as sitk
 
@@ -433,7 +445,7 @@ class ProcessEngine:
         threads = max(1, usable_cores() // self.workers)
         return ProcessPoolExecutor(
             max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
-            initargs=(threads, {k: v for k, v in os.environ.items() if k.startswith("LUNGDAMAGE_DICOMWEB_")}),
+            initargs=(threads, os.getpid(), {k: v for k, v in os.environ.items() if k.startswith("LUNGDAMAGE_DICOMWEB_")}),
         )
 
     def __enter__(self) -> ProcessEngine:
@@ -643,17 +655,26 @@ def nothing_found_message(root: str | os.PathLike, summary: Mapping[str, Any]) -
         f"{n_files} file(s), none a readable DICOM image ({summary.get('n_non_dicom', 0)} not DICOM, "
         f"{summary.get('n_truncated', 0)} truncated)"
     )
+    problems = summary.get("problems") or ()
+    unread = f" {len(problems)} input(s) could not be read, e.g. {problems[0][0]}: {problems[0][1]}." if problems else ""
     return (
-        f"No DICOM series under {_root_name(root)!r}: {seen}. Potential fix: point at the folder (or .zip) holding "
-        "the CT's DICOM files; score a NIfTI / NRRD / MHA file with `lungdamage score FILE`."
+        f"No DICOM series under {_root_name(root)!r}: {seen}.{unread} Potential fix: point at the folder (or .zip) "
+        "holding the CT's DICOM files; score a NIfTI / NRRD / MHA file with `lungdamage score FILE`."
     )
 
 
 def plan_batch(
-    root: str | os.PathLike, *, policy: Any = None, summary: dict | None = None, pseudonymize: Any = None
+    root: str | os.PathLike,
+    *,
+    policy: Any = None,
+    summary: dict | None = None,
+    problems: list | None = None,
+    pseudonymize: Any = None,
 ) -> tuple[list[SeriesTask], list[dict[str, Any]]]:
     """Catalog ``root`` and select the series to score.
 
+    ``problems`` (a list, if given) receives ``(source, reason)`` of every input
+    the catalog could not read (see :class:`lungdamage.io.catalog.ScanSummary`).
     With ``pseudonymize`` (a :class:`~lungdamage.privacy.Pseudonymizer`) the
     tasks' keys, sources, patients and dates and every exclusion row are
     pseudonymous (the tasks still read the original files).
@@ -671,7 +692,10 @@ def plan_batch(
     """
     from ..io.catalog import scan, select_series
 
+    summary = {} if summary is None else summary
     infos = scan(root, summary=summary)
+    if problems is not None:
+        problems.extend(summary.get("problems", ()))
     tasks, excluded = [], []
     for sel in select_series(infos, policy):
         if sel.selected:
@@ -722,6 +746,9 @@ class BatchSummary:
     failed: Counter = field(default_factory=Counter)
     review_failed: int = 0
     elapsed_s: float = 0.0
+    #: Inputs under the root that could not be read at all (also counted in ``failed`` as
+    #: ``catalog: UnreadableInput``, with one failure row each).
+    unreadable: int = 0
 
     @property
     def n_failed(self) -> int:
@@ -729,7 +756,8 @@ class BatchSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 when every selected series is stored, 1 when any failed (now or in an earlier run)."""
+        """0 when every selected series is stored, 1 when any failed (now or in an earlier run) or an
+        input could not be read."""
         return 1 if (self.n_failed or self.skipped_failed) else 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -762,6 +790,11 @@ class BatchSummary:
         ]
         for reason, n in sorted(self.failed.items()):
             lines.append(f"  failed {n}: {reason}")
+        if self.unreadable:
+            lines.append(
+                f"  {self.unreadable} input(s) could not be read (FIFOs/devices, unreadable folders, damaged or "
+                "nested zips, damaged or truncated files): see the failures table (stage 'catalog')"
+            )
         if self.review_failed:
             lines.append(
                 f"  review outputs incomplete for {self.review_failed} series (their scores are stored; "
@@ -847,6 +880,7 @@ def run_batch(
         (see :func:`unguarded_main_call`).
     """
     t_start = time.perf_counter()
+    problems: list[tuple[str, str]] = []
     if not isinstance(engine, InlineEngine) and not (isinstance(engine, DaskEngine) and engine.address):
         where = unguarded_main_call()
         if where is not None:
@@ -864,7 +898,8 @@ def run_batch(
         if root is None:
             raise InputError("run_batch needs a root folder or a list of tasks. Potential fix: pass root=ARCHIVE.")
         found: dict = {}
-        tasks, excluded = plan_batch(root, policy=policy, summary=found, pseudonymize=params.pseudonymize)
+        tasks, excluded = plan_batch(root, policy=policy, summary=found, problems=problems,
+                                     pseudonymize=params.pseudonymize)
         # nothing to score: say so before a store is created (an empty store would look like success)
         if not tasks and not excluded:
             raise InputError(nothing_found_message(root, found))
@@ -915,6 +950,10 @@ def run_batch(
             root=summary.root, run_hash=run_hash, version=version, params=params.identity(), engine=engine.name
         )
         db.save_excluded(excluded, run_id=run_id)
+        if params.pseudonymize is not None:  # paths and reasons hold folder names: keyed tokens only
+            pz = params.pseudonymize
+            problems = [(pz.token(source), pz.scrub(reason, {os.fspath(source): pz.token(source)})) for source, reason in problems]
+        _store_unreadable(db, problems, summary, run_hash, version, run_id)
         by_uid = {t.series_uid: t for t in todo}
         progress.start(len(todo), skipped=summary.skipped_done + summary.skipped_failed)
         try:
@@ -937,6 +976,24 @@ def run_batch(
             db.close()
     log.info("batch finished: %s", summary.text().replace("\n", " | "))
     return summary
+
+
+#: Failure stage of inputs the catalog could not read (no series to name: keyed ``file:<source>``).
+UNREADABLE_STAGE = "catalog"
+
+
+def _store_unreadable(
+    db: ResultStore, problems: Sequence[tuple[str, str]], summary: BatchSummary, run_hash: str, version: str,
+    run_id: int,
+) -> None:
+    """One failure row per input the catalog could not read; they make the exit code 1."""
+    for source, reason in problems:
+        failure = Failure(UNREADABLE_STAGE, "UnreadableInput", f"{source}: {reason}")
+        db.save_failure(
+            f"file:{source}", failure, run_hash=run_hash, version=version, source=source, run_id=run_id
+        )
+        summary.failed[failure.reason] += 1
+        summary.unreadable += 1
 
 
 def _store_outcome(

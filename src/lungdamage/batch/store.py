@@ -47,12 +47,14 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`)
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
 import math
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -238,7 +240,23 @@ class _WriterLock:
     def acquire(self) -> None:
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a symbolic link planted at the lock's name is refused, never followed (the
+        # truncate below would otherwise empty its target); only a regular file is used as a lock
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK) or os.path.islink(self.path):
+                raise StoreError(
+                    f"Lock file {self.path} is a symbolic link; refusing to follow it. "
+                    "Potential fix: remove the link, or give this run another --store."
+                ) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StoreError(
+                f"Lock file {self.path} exists and is not a regular file. "
+                "Potential fix: remove it, or give this run another --store."
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

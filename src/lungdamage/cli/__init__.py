@@ -5,7 +5,8 @@ A thin layer: each subcommand module (``cli/<name>.py``) defines
 ``run(args) -> int`` parses nothing more, calls one library function and
 prints.  Heavy imports happen inside ``run``.
 
-Exit codes: 0 success, 1 some inputs failed (batch), 2 usage or input error.
+Exit codes: 0 success, 1 some inputs failed or could not be read (batch), 2 usage or input
+error, and any other failure (one line on stderr, never a traceback; ``-vv`` logs the traceback).
 """
 
 from __future__ import annotations
@@ -87,3 +88,39 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lungdamage: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every failure gets one line and exit code 2, never a traceback
+        logging.getLogger("lungdamage").debug("unexpected error", exc_info=True)
+        print(f"lungdamage {args.command}: error: {unexpected_error_text(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def unexpected_error_text(exc: BaseException) -> str:
+    """One line for an exception that is not a :class:`LungDamageError`: what, the values, what to do."""
+    import sqlite3
+    import zlib
+
+    what = " ".join(str(exc).split())[:500] or "(no message)"
+    if isinstance(exc, MemoryError):
+        return (
+            f"out of memory ({type(exc).__name__} {what}). Potential fix: lower --jobs, score the series alone, "
+            "or check that its header declares a plausible size (LUNGDAMAGE_MAX_VOXELS sets the voxel budget)."
+        )
+    if isinstance(exc, sqlite3.Error):
+        return (
+            f"the result store cannot be used ({type(exc).__name__}: {what}). Potential fix: check that the "
+            "store file and its folder are writable, the disk has free space, and the file is a lungdamage store."
+        )
+    if isinstance(exc, RecursionError):
+        return (
+            f"an input is nested too deeply to read ({type(exc).__name__}: {what}). Potential fix: the file is "
+            "damaged or hostile; remove it."
+        )
+    if isinstance(exc, (zlib.error, EOFError)):
+        return f"compressed or truncated input cannot be read ({type(exc).__name__}: {what}). Potential fix: " \
+            "copy the file again or remove it."
+    if isinstance(exc, (ValueError, OverflowError, TypeError, NotImplementedError, KeyError, IndexError)):
+        return (
+            f"input or option could not be used ({type(exc).__name__}: {what}). Potential fix: check the "
+            "input files and options; rerun with -vv for details."
+        )
+    return f"unexpected {type(exc).__name__}: {what}. Potential fix: rerun with -vv for details and report it."

@@ -57,6 +57,13 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['n_non_dicom']} non-DICOM skipped, {summary['n_truncated']} truncated, "
         f"{summary['n_dicomdir']} DICOMDIR"
     )
+    problems = summary.get("problems", ())
+    if problems:
+        print(f"{len(problems)} input(s) could not be read (skipped):")
+        for source, reason in problems[:20]:
+            print(f"  {source}: {reason}")
+        if len(problems) > 20:
+            print(f"  ... and {len(problems) - 20} more (run with -v to log every one)")
     patients = sorted({s.patient_id for s in series})
     studies = {(s.patient_id, s.study_uid) for s in series}
     print(f"{len(patients)} patient(s), {len(studies)} study(ies), {len(series)} series")
@@ -78,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
         frame["selected"] = [sel.selected for sel in selections]
         frame["reason"] = [to_cli(sel.reason) for sel in selections]
         frame["n_files"] = [len(s.files) for s in series]
-        frame.to_csv(args.output, index=False)
+        from ..io.safe import escape_formulas
+
+        escape_formulas(frame).to_csv(args.output, index=False)
         print(f"wrote {args.output}")
     return 0
 

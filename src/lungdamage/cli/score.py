@@ -119,7 +119,9 @@ def write_table(df, path: str | Path, *, fmt: str | None = None) -> Path:
     fmt = table_format(path, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
-        df.to_csv(path, index=False)
+        from ..io.safe import escape_formulas
+
+        escape_formulas(df).to_csv(path, index=False)
     elif fmt == "parquet":
         df.to_parquet(path, index=False)
     else:
@@ -132,7 +134,9 @@ def format_table(df, fmt: str) -> str:
     from ..errors import InputError
 
     if fmt == "csv":
-        return df.to_csv(index=False)
+        from ..io.safe import escape_formulas
+
+        return escape_formulas(df).to_csv(index=False)
     if fmt == "json":
         return df.to_json(orient="records", indent=1, double_precision=15)
     raise InputError(f"Format {fmt!r} cannot be printed. Potential fix: pass -o FILE.{fmt}.")

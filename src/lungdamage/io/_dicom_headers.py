@@ -12,12 +12,17 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
+import stat
 import zipfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +49,138 @@ def split_zip_source(source: str) -> tuple[str, str] | None:
     return None
 
 
-def read_source_bytes(source: str) -> bytes:
-    """Whole content of a file or zip member."""
+#: Largest zip member (uncompressed bytes, as declared in the archive) read into memory
+#: for pixel decoding; ``LUNGDAMAGE_MAX_MEMBER_BYTES`` overrides it.  Headers are always
+#: parsed from a stream, whatever the member's size.
+MAX_MEMBER_BYTES = int(os.environ.get("LUNGDAMAGE_MAX_MEMBER_BYTES", str(2 * 2**30)))
+
+#: Header values longer than this (bytes) are not read (pydicom defers them): a header
+#: claiming a huge text or private element costs no memory.
+HEADER_DEFER_BYTES = 1 << 20
+
+#: Text attributes longer than this are cut (DICOM LO/SH/CS values are at most 64 characters).
+MAX_TEXT_CHARS = 256
+
+#: Zip compression methods :mod:`zipfile` can decompress here.
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+
+#: Suffix naming the k-th copy (k >= 2) of a member name that occurs several times in one archive.
+_DUP_RE = re.compile(r"(.*)::#(\d+)")
+
+_ZIP_CACHE: dict[tuple[int, str], tuple[tuple[int, int], zipfile.ZipFile]] = {}
+
+
+def _zipfile(archive: str) -> zipfile.ZipFile:
+    """An open :class:`zipfile.ZipFile` of ``archive``, cached per process.
+
+    Opening an archive parses its whole central directory; reading thousands of
+    members one by one through a fresh ``ZipFile`` each is quadratic in the
+    member count.  The cache is keyed by process id (a forked worker never
+    shares a file offset with its parent) and by size and mtime (a rewritten
+    archive is reopened).
+    """
+    st = os.stat(archive)
+    stamp = (st.st_mtime_ns, st.st_size)
+    key = (os.getpid(), os.path.abspath(archive))
+    hit = _ZIP_CACHE.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    zf = zipfile.ZipFile(archive)
+    if len(_ZIP_CACHE) >= 8:
+        for k, (_, old) in list(_ZIP_CACHE.items()):
+            if k[0] == os.getpid():
+                old.close()
+        _ZIP_CACHE.clear()
+    index: dict[str, list[zipfile.ZipInfo]] = {}
+    for info in zf.infolist():
+        index.setdefault(info.filename, []).append(info)
+    zf._lungdamage_index = index  # type: ignore[attr-defined]
+    _ZIP_CACHE[key] = (stamp, zf)
+    return zf
+
+
+def member_names(infos: list[zipfile.ZipInfo]) -> list[tuple[str, zipfile.ZipInfo]]:
+    """``(member source name, info)`` per member; the k-th copy of a repeated name is ``name::#k``."""
+    seen: Counter = Counter()
+    out = []
+    for info in infos:
+        seen[info.filename] += 1
+        k = seen[info.filename]
+        out.append((info.filename if k == 1 else f"{info.filename}{ZIP_SEP}#{k}", info))
+    return out
+
+
+def zip_member(source: str) -> tuple[zipfile.ZipFile, zipfile.ZipInfo]:
+    """The open archive and the member info of an ``archive.zip::member`` source.
+
+    Raises
+    ------
+    OSError, KeyError, zipfile.BadZipFile
+        Missing archive, missing member, damaged archive.
+    """
     z = split_zip_source(source)
     if z is None:
+        raise KeyError(source)
+    zf = _zipfile(z[0])
+    index = zf._lungdamage_index  # type: ignore[attr-defined]
+    copies = index.get(z[1])
+    k = 1
+    if copies is None:
+        m = _DUP_RE.fullmatch(z[1])
+        if m is None or m.group(1) not in index:
+            raise KeyError(f"there is no member {z[1]!r} in zip archive {z[0]}")
+        copies, k = index[m.group(1)], int(m.group(2))
+        if not 1 <= k <= len(copies):
+            raise KeyError(f"there is no member {z[1]!r} in zip archive {z[0]}")
+    return zf, copies[k - 1]
+
+
+def _check_member(source: str, info: zipfile.ZipInfo) -> None:
+    if info.flag_bits & 0x1:
+        raise MemberError(f"zip member {source} is encrypted; it cannot be read. Potential fix: unpack it first.")
+    if info.compress_type not in _ZIP_METHODS:
+        raise MemberError(
+            f"zip member {source} uses compression method {info.compress_type}, which cannot be decompressed "
+            "here. Potential fix: re-zip the archive with deflate, or unpack it first."
+        )
+
+
+def open_member(source: str):
+    """A readable stream of a zip member (decompressed on the fly)."""
+    zf, info = zip_member(source)
+    _check_member(source, info)
+    return zf.open(info)
+
+
+def read_source_bytes(source: str, *, max_bytes: int | None = None) -> bytes:
+    """Whole content of a file or zip member.
+
+    Raises
+    ------
+    MemberError
+        The member is larger than ``max_bytes`` (default :data:`MAX_MEMBER_BYTES`),
+        encrypted or compressed with an unsupported method.
+    """
+    z = split_zip_source(source)
+    limit = MAX_MEMBER_BYTES if max_bytes is None else max_bytes
+    if z is None:
         with open(source, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > limit:
+                raise MemberError(
+                    f"{source} holds {size} bytes, more than the {limit} bytes allowed in memory "
+                    "(LUNGDAMAGE_MAX_MEMBER_BYTES). Potential fix: raise the limit if the file is genuine."
+                )
             return fh.read()
-    with zipfile.ZipFile(z[0]) as zf:
-        return zf.read(z[1])
+    zf, info = zip_member(source)
+    _check_member(source, info)
+    if info.file_size > limit:
+        raise MemberError(
+            f"zip member {source} declares {info.file_size} bytes, more than the {limit} bytes allowed in "
+            "memory (LUNGDAMAGE_MAX_MEMBER_BYTES). Potential fix: unpack the archive, or raise the limit if "
+            "the member is genuine."
+        )
+    return zf.read(info)
 
 
 def open_source(source: str | os.PathLike):
@@ -61,42 +190,92 @@ def open_source(source: str | os.PathLike):
     return source
 
 
+class MemberError(InputError):
+    """A file or zip member cannot be read (encrypted, unsupported compression, too large)."""
+
+
+def _problem(counts: dict | None, source: str, reason: str, kind: str = "unreadable") -> None:
+    """Record an input that could not be read: logged, counted and listed in ``counts['problems']``."""
+    logger.warning("%s: %s", source, reason)
+    if counts is not None:
+        counts[kind] = counts.get(kind, 0) + 1
+        counts.setdefault("problems", []).append((source, reason))
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "not a regular file"
+
+
 def iter_sources(root: str | os.PathLike, *, counts: dict | None = None) -> Iterator[tuple[str, int]]:
-    """Yield ``(source, size_bytes)`` for every file under ``root``.
+    """Yield ``(source, size_bytes)`` for every regular file under ``root``.
 
     Walks sub-folders recursively (sorted, deterministic) and expands ``.zip``
     archives into ``archive.zip::member`` sources.  ``root`` may also be a
-    single file or a single zip archive.
+    single file or a single zip archive.  Only regular files are opened:
+    named pipes, devices and sockets (which would block or never end), folders
+    that cannot be listed, damaged or truncated zip archives, zip archives
+    inside zip archives, encrypted members and members with an unsupported
+    compression are skipped and recorded in ``counts['problems']`` as
+    ``(source, reason)`` (with ``counts['special']`` / ``counts['unreadable']``).
+    A member name that occurs several times in one archive is read once per
+    copy: the k-th copy is ``archive.zip::name::#k``.
     """
     root = os.fspath(root)
-    if os.path.isfile(root):
+
+    def _walk_error(exc: OSError) -> None:
+        _problem(counts, exc.filename or root, f"folder cannot be read ({exc.strerror or exc}); skipped")
+
+    if not os.path.isdir(root):
         paths: Iterable[str] = [root]
     else:
         def _walk() -> Iterator[str]:
-            for dirpath, dirnames, filenames in os.walk(root):
+            for dirpath, dirnames, filenames in os.walk(root, onerror=_walk_error):
                 dirnames.sort()
                 for name in sorted(filenames):
                     yield os.path.join(dirpath, name)
 
         paths = _walk()
     for path in paths:
-        if path.lower().endswith(".zip") and zipfile.is_zipfile(path):
-            try:
-                with zipfile.ZipFile(path) as zf:
-                    infos = [i for i in zf.infolist() if not i.is_dir()]
-            except (zipfile.BadZipFile, OSError) as exc:
-                logger.warning("cannot open zip archive %s: %s", path, exc)
-                if counts is not None:
-                    counts["unreadable"] = counts.get("unreadable", 0) + 1
-                continue
-            for info in sorted(infos, key=lambda i: i.filename):
-                yield f"{path}{ZIP_SEP}{info.filename}", info.file_size
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            _problem(counts, path, f"cannot be read ({exc.strerror or exc}); skipped")
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            _problem(counts, path, f"is {_file_kind(st.st_mode)}, not a regular file; skipped", "special")
+            continue
+        if path.lower().endswith(".zip"):
+            yield from _iter_zip(path, counts)
         else:
-            try:
-                size = os.path.getsize(path)
-            except OSError:
-                continue
-            yield path, size
+            yield path, st.st_size
+
+
+def _iter_zip(path: str, counts: dict | None) -> Iterator[tuple[str, int]]:
+    try:
+        zf = _zipfile(path)
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        _problem(counts, path, f"damaged or truncated zip archive ({exc}); skipped")
+        return
+    for name, info in sorted(member_names(infos), key=lambda t: t[0]):
+        src = f"{path}{ZIP_SEP}{name}"
+        if info.filename.lower().endswith(".zip"):
+            _problem(counts, src, "zip archive inside a zip archive is not read; unpack the outer archive first")
+            continue
+        try:
+            _check_member(src, info)
+        except MemberError as exc:
+            _problem(counts, src, str(exc))
+            continue
+        yield src, info.file_size
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,11 +371,18 @@ def _raw_value(ds, keyword: str):
 
 
 def _text(ds, keyword: str) -> list[str] | None:
+    e = ds._dict.get(_tag(keyword))
+    if type(e) is _RawDataElement and e.value is None and e.length:
+        # a value longer than HEADER_DEFER_BYTES was skipped, not read: say so in the text
+        return [f"[{e.length} bytes not read: {e.length} chars cut]"]
     v = _raw_value(ds, keyword)
     if v is None:
         return None
     if type(v) is _RawDataElement:
-        txt = v.value.decode("latin-1")
+        raw = v.value
+        if len(raw) > 4 * MAX_TEXT_CHARS:  # far beyond any DICOM text limit: cut before decoding
+            raw = raw[: 4 * MAX_TEXT_CHARS]
+        txt = raw.decode("latin-1")
         if not txt.isascii():  # leave character-set handling to pydicom
             v = ds.get(keyword, None)
         else:
@@ -212,7 +398,15 @@ def _s(ds, keyword: str) -> str:
     parts = _text(ds, keyword)
     if not parts:
         return ""
-    return "\\".join(parts).strip()
+    return shorten("\\".join(parts).strip())
+
+
+def shorten(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (marked with ``...[N chars cut]``) so that no header
+    text can blow up a table, a page or an image."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} chars cut]"
 
 
 def _f(ds, keyword: str) -> float | None:
@@ -344,6 +538,13 @@ def header_from_dataset(
     ts = _s(fm, "TransferSyntaxUID") if fm is not None else ""
     sop_class = _s(ds, "SOPClassUID") or (_s(fm, "MediaStorageSOPClassUID") if fm is not None else "")
     n_frames = _i(ds, "NumberOfFrames") or 1
+    if n_frames < 1 or (size_bytes >= 0 and n_frames > max(1, size_bytes // 8)):
+        # every frame needs at least its 8-byte item header: a count the file cannot hold is a
+        # damaged header, and must not size per-frame arrays
+        raise MemberError(
+            f"{source}: NumberOfFrames is {n_frames} but the file holds only {size_bytes} bytes. "
+            "Potential fix: the header is damaged; remove the file."
+        )
     pos, ori, ps, slope, inter, multi = _frame_arrays(ds, n_frames)
     rows = _i(ds, "Rows") or 0
     cols = _i(ds, "Columns") or 0
@@ -432,10 +633,16 @@ def _f_val(v) -> float | None:
 def read_header(source: str, size_bytes: int | None = None) -> DicomHeader | None:
     """Parse the header of one file or zip member; None when it is not DICOM.
 
+    Zip members are parsed from a decompressing stream (never read whole), and
+    header values longer than :data:`HEADER_DEFER_BYTES` are skipped, so a
+    header's claims cost no memory.
+
     Raises
     ------
-    OSError
-        When the file cannot be read at all.
+    Exception
+        Anything else that goes wrong reading a DICOM file (OSError, a damaged
+        zip member, a damaged header, RecursionError from absurdly nested
+        sequences, ...): the caller records the file as unreadable.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -443,40 +650,45 @@ def read_header(source: str, size_bytes: int | None = None) -> DicomHeader | Non
     z = split_zip_source(source)
     try:
         if z is None:
-            if size_bytes is None or size_bytes < 0:
-                size_bytes = os.path.getsize(source)
             with open(source, "rb") as fh:
-                ds = pydicom.dcmread(fh, stop_before_pixels=True)
+                st = os.fstat(fh.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise MemberError(f"{source} is {_file_kind(st.st_mode)}, not a regular file")
+                size_bytes = st.st_size
+                ds = pydicom.dcmread(fh, stop_before_pixels=True, defer_size=HEADER_DEFER_BYTES)
                 at_end = fh.tell() >= size_bytes
         else:
-            data = read_source_bytes(source)
-            size_bytes = len(data)
-            fh = io.BytesIO(data)
-            ds = pydicom.dcmread(fh, stop_before_pixels=True)
-            at_end = fh.tell() >= size_bytes
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        logger.debug("not a readable DICOM file: %s (%s)", source, exc)
+            zf, info = zip_member(source)
+            _check_member(source, info)
+            size_bytes = info.file_size
+            with zf.open(info) as fh:
+                ds = pydicom.dcmread(fh, stop_before_pixels=True, defer_size=HEADER_DEFER_BYTES)
+                at_end = fh.tell() >= size_bytes
+    except InvalidDicomError as exc:
+        logger.debug("not a DICOM file: %s (%s)", source, exc)
         return None
     if _tag("SOPClassUID") not in ds._dict and getattr(ds, "file_meta", None) is None:
         return None
     # pydicom stops quietly at a premature end of file: a header that ran to the end of
     # the file without the identifiers every DICOM object has is a truncated file
     truncated = at_end and (_tag("SOPInstanceUID") not in ds._dict or _tag("SeriesInstanceUID") not in ds._dict)
-    try:
-        return header_from_dataset(ds, source, size_bytes, truncated=truncated)
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-        logger.debug("unusable DICOM header in %s (%s)", source, exc)
-        return None
+    return header_from_dataset(ds, source, size_bytes, truncated=truncated)
 
 
 def _read_chunk(chunk: list[tuple[str, int]]) -> list[DicomHeader | None | str]:
-    """Headers of a chunk of sources (worker side); an OSError becomes its message."""
+    """Headers of a chunk of sources (worker side); any failure becomes its one-line message."""
     out: list[DicomHeader | None | str] = []
     for src, size in chunk:
         try:
             out.append(read_header(src, size))
-        except OSError as exc:
-            out.append(f"cannot read {src}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one bad file must never stop a catalog
+            text = " ".join(str(exc).split())[:300] or repr(exc)
+            if text.startswith(f"{src}: "):  # the caller names the source
+                text = text[len(src) + 2 :]
+            if isinstance(exc, MemberError):
+                out.append(text)
+            else:
+                out.append(f"cannot read the DICOM header ({type(exc).__name__}: {text})")
     return out
 
 
@@ -500,7 +712,9 @@ def _parsed(sources: list[tuple[str, int]], workers: int | None) -> Iterator[tup
     # (safe with threads in the caller, and much cheaper to start than "spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    from .._procs import exit_with_parent
+
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         for chunk, results in zip(chunks, pool.map(_read_chunk, chunks)):
             for item, res in zip(chunk, results):
                 yield item[0], res
@@ -511,7 +725,8 @@ def read_headers(
 ) -> list[DicomHeader]:
     """Headers of every DICOM source; non-DICOM sources are skipped and counted.
 
-    ``counts`` (if given) receives ``dicom``, ``non_dicom`` and ``dicomdir`` totals.
+    ``counts`` (if given) receives ``dicom``, ``non_dicom`` and ``dicomdir`` totals, and
+    ``problems``: ``(source, reason)`` of every file that could not be read.
     ``workers`` > 1 (``None`` = all cores) parses large archives (at least
     :data:`PARALLEL_MIN_FILES` files) in that many processes; order is kept.
     """
@@ -519,15 +734,14 @@ def read_headers(
     c = counts if counts is not None else {}
     for src, h in _parsed(list(sources), workers):
         if isinstance(h, str):
-            logger.warning("%s", h)
-            c["unreadable"] = c.get("unreadable", 0) + 1
+            _problem(c, src, h)
             continue
         if h is None:
             c["non_dicom"] = c.get("non_dicom", 0) + 1
             continue
         if h.truncated:
-            logger.warning("truncated DICOM file skipped: %s (%d bytes)", src, h.size_bytes)
-            c["truncated"] = c.get("truncated", 0) + 1
+            _problem(c, src, f"truncated DICOM file ({h.size_bytes} bytes, ends inside its header); skipped",
+                     "truncated")
             continue
         if h.sop_class_uid == DICOMDIR_SOP_CLASS:
             c["dicomdir"] = c.get("dicomdir", 0) + 1

@@ -127,6 +127,10 @@ class ScanSummary:
     n_dicomdir: int
     n_unreadable: int
     n_truncated: int
+    n_special: int = 0
+    #: ``(source, reason)`` of every input that could not be read (unreadable folders, FIFOs and
+    #: devices, damaged or nested zip archives, damaged headers, truncated files).
+    problems: tuple[tuple[str, str], ...] = ()
 
 
 def scan(root: str | os.PathLike, *, summary: dict | None = None, workers: int | None = None) -> list[SeriesInfo]:
@@ -166,7 +170,9 @@ def scan(root: str | os.PathLike, *, summary: dict | None = None, workers: int |
     truncated = [h for h in headers if _is_truncated(h)]
     n_truncated_headers = counts.get("truncated", 0)
     for h in truncated:
-        logger.warning("truncated DICOM file skipped: %s (%d bytes, pixel data needs more)", h.source, h.size_bytes)
+        reason = f"truncated DICOM file ({h.size_bytes} bytes, its pixel data needs more); skipped"
+        logger.warning("%s: %s", h.source, reason)
+        counts.setdefault("problems", []).append((h.source, reason))
     bad = {id(h) for h in truncated}
     groups: dict[tuple[str, str], list[DicomHeader]] = {}
     for h in headers:
@@ -196,6 +202,8 @@ def scan(root: str | os.PathLike, *, summary: dict | None = None, workers: int |
                     n_dicomdir=counts.get("dicomdir", 0),
                     n_unreadable=counts.get("unreadable", 0),
                     n_truncated=len(truncated) + n_truncated_headers,
+                    n_special=counts.get("special", 0),
+                    problems=tuple(counts.get("problems", ())),
                 )
             )
         )
@@ -230,7 +238,16 @@ def _series_info(hs: list[DicomHeader], truncated: list[str]) -> SeriesInfo:
     # dropped by read_series with a warning: count each instance once here too
     unique: dict[str, DicomHeader] = {}
     for h in images:
-        unique.setdefault(h.sop_instance_uid or h.source, h)
+        # one SOP Instance UID at two different positions is not a copy: both stay, and
+        # read_series refuses the series (as `score` does), so batch and score agree
+        key = h.sop_instance_uid or h.source
+        first = unique.get(key)
+        if first is not None and (
+            first.positions.shape != h.positions.shape
+            or not np.allclose(first.positions, h.positions, equal_nan=True, atol=1e-3)
+        ):
+            key = f"{key}|{h.source}"
+        unique.setdefault(key, h)
     if len(unique) < len(images):
         issues.append(f"{len(images) - len(unique)} duplicate copy(ies) of the same instance, read once")
         images = list(unique.values())
@@ -243,6 +260,10 @@ def _series_info(hs: list[DicomHeader], truncated: list[str]) -> SeriesInfo:
     orientation = "unknown"
     if n_slices and np.isfinite(ori[0]).all():
         normal = np.cross(ori[0, :3], ori[0, 3:])
+        # a damaged (not orthonormal) orientation is refused by read_series: classify by its
+        # direction so that the series fails there (a failure row) instead of looking oblique
+        norm = float(np.linalg.norm(normal))
+        normal = normal / norm if norm > 1e-6 else normal
         orientation = _orientation_name(normal)
         if np.abs(ori - ori[0]).max() > 1e-3:
             issues.append("mixed orientations")
@@ -440,8 +461,9 @@ def _reject_reason(s: SeriesInfo, p: SelectionPolicy) -> str | None:
             f"covers {s.z_extent_mm:.1f} mm in z ({s.n_slices} slices), less than the {p.min_extent_mm:g} mm "
             "needed to cover the lungs"
         )
-    # a skipped broken file or a second copy of an instance is only noted
-    blocking = [i for i in s.issues if "truncated" not in i and "same instance" not in i]
+    # a skipped broken file or a second copy of an instance is only noted; mixed matrix sizes within
+    # one series are damage, not a choice: the series is read (and fails there, as a failure row)
+    blocking = [i for i in s.issues if "truncated" not in i and "same instance" not in i and "matrix sizes" not in i]
     if p.require_regular and (not s.regular_spacing or blocking):
         why = "; ".join(blocking) or "irregular slice spacing"
         return f"irregular series: {why}"

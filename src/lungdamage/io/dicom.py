@@ -28,7 +28,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import warnings
+import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,20 +44,45 @@ from ..errors import DicomSeriesError, InputError, MultipleSeriesError
 from ..volume import AIR_HU, CTVolume, ScanMeta
 from ._dicom_headers import (
     IMPLICIT_LE,
+    MAX_TEXT_CHARS,
     UNCOMPRESSED_LE,
     DicomHeader,
     iter_sources,
+    open_member,
     read_headers,
     read_source_bytes,
     split_zip_source,
+    zip_member,
 )
 
-__all__ = ["read_series", "DicomReadWarning", "OUTSIDE_FIELD_HU"]
+__all__ = ["read_series", "DicomReadWarning", "OUTSIDE_FIELD_HU", "MAX_VOXELS", "max_voxels"]
 
 logger = logging.getLogger(__name__)
 
 #: HU at or below this value are outside the reconstruction field and become air.
 OUTSIDE_FIELD_HU = -2000
+
+#: Default voxel budget of one volume (2**30 voxels: 2 GiB as int16, about 21 GiB of peak
+#: analysis memory); ``LUNGDAMAGE_MAX_VOXELS`` overrides it.  Headers declaring more are
+#: refused before any pixel array is allocated.
+MAX_VOXELS = 2**30
+
+#: JPEG 2000 transfer syntaxes (checked against the codestream's SIZ header before decoding).
+_J2K_SYNTAXES = frozenset(
+    {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93",
+     "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
+)
+
+
+def max_voxels() -> int:
+    """The voxel budget: ``LUNGDAMAGE_MAX_VOXELS`` from the environment, else :data:`MAX_VOXELS`."""
+    value = os.environ.get("LUNGDAMAGE_MAX_VOXELS", "")
+    try:
+        return int(float(value)) if value.strip() else MAX_VOXELS
+    except ValueError:
+        raise InputError(
+            f"LUNGDAMAGE_MAX_VOXELS={value!r} is not a number. Potential fix: e.g. LUNGDAMAGE_MAX_VOXELS=2e9."
+        ) from None
 
 _TILT_CHOICES = ("correct", "error")
 _IRREGULAR_CHOICES = ("resample", "error")
@@ -70,7 +98,7 @@ class DicomReadWarning(UserWarning):
 # --------------------------------------------------------------------------- sources
 
 
-def _resolve_sources(source: Any) -> tuple[list[tuple[str, int]], str]:
+def _resolve_sources(source: Any, counts: dict | None = None) -> tuple[list[tuple[str, int]], str]:
     """Files (and sizes) named by ``source`` plus a printable name for messages."""
     files = getattr(source, "files", None)
     if files is not None and not isinstance(source, (str, os.PathLike)):
@@ -93,7 +121,7 @@ def _resolve_sources(source: Any) -> tuple[list[tuple[str, int]], str]:
                 f"Input path {path!r} does not exist. Potential fix: check the spelling and that the "
                 "folder with the DICOM series is mounted."
             )
-        return list(iter_sources(path)), path
+        return list(iter_sources(path, counts=counts)), path
     if isinstance(source, Sequence):
         items = [os.fspath(s) for s in source]
         if not items:
@@ -190,12 +218,13 @@ def read_series(
         raise ValueError(f"irregular must be one of {_IRREGULAR_CHOICES}, got {irregular!r}")
     if tilt not in _TILT_CHOICES:
         raise ValueError(f"tilt must be one of {_TILT_CHOICES}, got {tilt!r}")
-    sources, where = _resolve_sources(source)
     counts: dict = {}
+    sources, where = _resolve_sources(source, counts)
     headers = read_headers(sources, counts=counts)
     n_other = counts.get("non_dicom", 0) + counts.get("unreadable", 0)
     if n_other:
         logger.info("%s: ignored %d non-DICOM or unreadable file(s)", where, n_other)
+    problems = counts.get("problems", [])
     images = [h for h in headers if h.is_image]
     if not images:
         raise DicomSeriesError(
@@ -203,9 +232,10 @@ def read_series(
             f"{len(headers)} DICOM without image data, {n_other} non-DICOM). "
             "Potential fix: point to the folder holding the CT slices; run `lungdamage index ROOT` "
             "to list the series under a folder tree."
+            + (f" {len(problems)} input(s) could not be read, e.g. {problems[0][0]}: {problems[0][1]}." if problems else "")
         )
     series = _pick_series(images, series_uid, where)
-    return _SeriesReader(
+    reader = _SeriesReader(
         series,
         where=where,
         allow_gaps=allow_gaps,
@@ -215,7 +245,12 @@ def read_series(
         tilt=tilt,
         orientation_tolerance=orientation_tolerance,
         thin_slab_mm=thin_slab_mm,
-    ).read()
+    )
+    if problems:
+        src, why = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        reader.warn(f"{where}: {len(problems)} input(s) could not be read and were skipped: {src}: {why}{more}")
+    return reader.read()
 
 
 def _pick_series(images: list[DicomHeader], series_uid: str | None, where: str) -> list[DicomHeader]:
@@ -304,6 +339,53 @@ class _SeriesReader:
                 "Potential fix: pass the files of one reconstruction as a list."
             )
 
+    def _check_values(self, ori: np.ndarray, slope: np.ndarray, inter: np.ndarray, labels: list[str]) -> None:
+        """Refuse rescale values and orientations that would give silently wrong HU or geometry."""
+        bad = ~np.isfinite(slope) | ~np.isfinite(inter) | (slope == 0)
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise DicomSeriesError(
+                f"Series {self.name}: {int(bad.sum())} slice(s) have an unusable rescale (e.g. {labels[k]}: "
+                f"RescaleSlope {float(slope[k])}, RescaleIntercept {float(inter[k])}); HU cannot be computed. "
+                "Potential fix: the header is damaged; re-export the series or remove the slice."
+            )
+        if not np.isfinite(ori).all():
+            k = int(np.argmax(~np.isfinite(ori).all(axis=1)))
+            raise DicomSeriesError(
+                f"Series {self.name}: ImageOrientationPatient of {labels[k]} is not finite ({ori[k].tolist()}). "
+                "Potential fix: the header is damaged; re-export the series."
+            )
+        r, c = ori[:, :3], ori[:, 3:]
+        nr, nc = np.linalg.norm(r, axis=1), np.linalg.norm(c, axis=1)
+        dot = np.abs(np.einsum("ij,ij->i", r, c)) / np.maximum(nr * nc, 1e-12)
+        # direction cosines are written with 6 or more decimals: 1e-3 is far above rounding
+        bad = (np.abs(nr - 1) > 1e-2) | (np.abs(nc - 1) > 1e-2) | (dot > 1e-3)
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise DicomSeriesError(
+                f"Series {self.name}: ImageOrientationPatient of {labels[k]} is not a pair of orthonormal "
+                f"direction cosines (row {np.round(r[k], 4).tolist()}, column {np.round(c[k], 4).tolist()}: "
+                f"lengths {nr[k]:.4f} and {nc[k]:.4f}, dot product {dot[k]:.4f}); the geometry is undefined. "
+                "Potential fix: the header is damaged; re-export the series."
+            )
+
+    def _check_instances(self, fi: np.ndarray, pos: np.ndarray) -> None:
+        """One SOP Instance UID must not stand for two different slices."""
+        hs = self.headers
+        first: dict[str, int] = {}
+        for k, i in enumerate(fi):
+            uid = hs[i].sop_instance_uid
+            if not uid or hs[i].is_multiframe:
+                continue
+            j = first.setdefault(uid, k)
+            if j != k and np.abs(pos[j] - pos[k]).max() > 1e-3:
+                raise DicomSeriesError(
+                    f"Series {self.name}: SOP Instance UID {uid} is used by two files at different positions "
+                    f"({hs[fi[j]].source} at {np.round(pos[j], 3).tolist()} and {hs[i].source} at "
+                    f"{np.round(pos[k], 3).tolist()}); which slice is the instance is ambiguous. "
+                    "Potential fix: remove the wrong copy, or re-export the series."
+                )
+
     # -- main ---------------------------------------------------------------
     def read(self) -> CTVolume:
         hs = self.headers
@@ -320,6 +402,8 @@ class _SeriesReader:
 
         self._check_consistency(fi)
         self._check_orientation(ori, ps, labels)
+        self._check_values(ori, slope, inter, labels)
+        self._check_instances(fi, pos)
         if np.isnan(pos).any():
             k = int(np.argmax(np.isnan(pos).any(axis=1)))
             raise DicomSeriesError(
@@ -394,6 +478,7 @@ class _SeriesReader:
             dtype = np.dtype("<i2" if 1 in signed else "<u2")
         else:
             dtype = np.dtype(np.int32)
+        self._check_size(fi, rows, cols)
         raw = np.empty((len(fi), rows, cols), dtype=dtype)
         multi_cache: dict[int, np.ndarray] = {}
         for k in range(len(fi)):
@@ -419,6 +504,29 @@ class _SeriesReader:
                         raw[sel] &= (1 << int(b)) - 1
         return raw
 
+    def _check_size(self, fi: np.ndarray, rows: int, cols: int) -> None:
+        """Refuse declared sizes beyond the voxel budget or the files' bytes, before allocating."""
+        n_vox = len(fi) * rows * cols
+        budget = max_voxels()
+        if n_vox > budget:
+            raise DicomSeriesError(
+                f"Series {self.name}: the headers declare {len(fi)} slices of {rows} x {cols} pixels = {n_vox:.3g} "
+                f"voxels, more than the budget of {budget:.3g} voxels (about {21 * budget / 2**30:.0f} GiB of "
+                "analysis memory). Potential fix: if the series is genuine, raise LUNGDAMAGE_MAX_VOXELS; "
+                "otherwise the header is damaged."
+            )
+        hs = self.headers
+        for i in np.unique(fi):
+            h = hs[i]
+            if h.transfer_syntax in UNCOMPRESSED_LE and h.size_bytes >= 0:
+                need = h.rows * h.columns * h.samples_per_pixel * max(h.bits_allocated, 8) // 8 * h.n_frames
+                if need > h.size_bytes:
+                    raise DicomSeriesError(
+                        f"Series {self.name}: {h.source} declares {h.n_frames} x {h.rows} x {h.columns} pixels "
+                        f"({need} bytes) but holds only {h.size_bytes} bytes. Potential fix: the file is "
+                        "truncated or its header is damaged; remove it or copy it again."
+                    )
+
     @staticmethod
     def _read_fast(h: DicomHeader, out: np.ndarray) -> bool:
         """Read uncompressed little-endian pixel bytes straight into ``out``.
@@ -432,11 +540,24 @@ class _SeriesReader:
         hdr = 8 if h.transfer_syntax == IMPLICIT_LE else 12
         z = split_zip_source(h.source)
         if z is not None:
-            data = read_source_bytes(h.source)
-            if len(data) < nbytes + hdr or not _pixel_header_ok(data[len(data) - nbytes - hdr: len(data) - nbytes], nbytes):
+            # streamed: seek to the pixel data (decompressing, not keeping, what comes before)
+            _, info = zip_member(h.source)
+            start = info.file_size - nbytes - hdr
+            if start < 0:
                 return False
-            out.reshape(-1)[:] = np.frombuffer(data, dtype=out.dtype, count=out.size, offset=len(data) - nbytes)
-            return True
+            try:
+                with open_member(h.source) as fh:
+                    fh.seek(start)
+                    if not _pixel_header_ok(fh.read(hdr), nbytes):
+                        return False
+                    got = fh.readinto(memoryview(out).cast("B"))
+                    fh.read(1)  # reach the end of the member: its CRC is checked there
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as exc:
+                raise DicomSeriesError(
+                    f"Cannot read zip member {h.source}: {type(exc).__name__}: {exc}. Potential fix: the archive "
+                    "is damaged; copy it again or unpack what can be read."
+                ) from None
+            return got == nbytes
         try:
             with open(h.source, "rb", buffering=0) as fh:
                 size = os.fstat(fh.fileno()).st_size
@@ -461,8 +582,14 @@ class _SeriesReader:
             if z is None:
                 ds = pydicom.dcmread(h.source)
             else:
-                ds = pydicom.dcmread(io.BytesIO(read_source_bytes(h.source)))
+                # a compressed image is never larger than its pixels uncompressed: bound what is read
+                expected = h.rows * h.columns * h.samples_per_pixel * max(h.bits_allocated, 8) // 8 * h.n_frames
+                ds = pydicom.dcmread(io.BytesIO(read_source_bytes(h.source, max_bytes=2 * expected + (64 << 20))))
+            if h.transfer_syntax in _J2K_SYNTAXES:
+                _check_j2k_size(ds, h, self.name)
             arr = ds.pixel_array
+        except DicomSeriesError:
+            raise
         except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
             raise DicomSeriesError(
                 f"Series {self.name}: cannot decode pixel data of {h.source!r} "
@@ -574,6 +701,13 @@ class _SeriesReader:
                 f"Series {self.name} is MONOCHROME1: that only inverts the display; HU were taken from "
                 "the rescale unchanged."
             )
+        cut = [k for k in ("patient_id", "series_description", "study_description", "kernel", "manufacturer")
+               if "chars cut]" in getattr(h, k)]
+        if cut:
+            self.warn(
+                f"Series {self.name}: header text longer than {MAX_TEXT_CHARS} characters was cut ({', '.join(cut)}); "
+                "DICOM allows 64 characters there."
+            )
         hsh = hashlib.sha256()
         for u in sorted(used, key=lambda u: (u.sop_instance_uid, u.source)):
             hsh.update(f"{u.sop_instance_uid}|{u.size_bytes}\n".encode())
@@ -607,6 +741,36 @@ class _SeriesReader:
                 # in memory only: lets pseudonymization find the name in free text (lungdamage.privacy)
                 "patient_name": h.patient_name,
             },
+        )
+
+
+def _check_j2k_size(ds: Any, h: DicomHeader, name: str) -> None:
+    """Compare every JPEG 2000 codestream's image size (SIZ marker) with Rows x Columns.
+
+    The decoder allocates what the codestream claims; a codestream claiming
+    60000 x 60000 aborts the interpreter inside the decoder.  ``Xsiz - XOsiz``
+    and ``Ysiz - YOsiz`` of each SIZ segment (ISO/IEC 15444-1 A.5.1) must equal
+    Columns and Rows.
+    """
+    data = bytes(ds.get("PixelData", b"") or b"")
+    found = 0
+    for m in re.finditer(rb"\xff\x4f\xff\x51", data):
+        seg = data[m.end() : m.end() + 20]
+        if len(seg) < 20:
+            break
+        xsiz, ysiz, xo, yo = (int.from_bytes(seg[4 + 4 * j : 8 + 4 * j], "big") for j in range(4))
+        width, height = xsiz - xo, ysiz - yo
+        if (height, width) != (h.rows, h.columns):
+            raise DicomSeriesError(
+                f"Series {name}: the JPEG 2000 codestream of {h.source} claims {width} x {height} pixels "
+                f"but the header says Columns {h.columns}, Rows {h.rows}; decoding it would allocate "
+                f"{width * height:.3g} pixels. Potential fix: the file is damaged; remove it."
+            )
+        found += 1
+    if not found:
+        raise DicomSeriesError(
+            f"Series {name}: {h.source} says JPEG 2000 (transfer syntax {h.transfer_syntax}) but its pixel data "
+            "holds no JPEG 2000 codestream header. Potential fix: the file is damaged; remove it."
         )
 
 

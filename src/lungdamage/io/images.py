@@ -37,6 +37,7 @@ def _read_sitk(path: Path, what: str):
         raise InputError(f"{what} {path} does not exist. Potential fix: check the path.")
     if not path.is_file():
         raise InputError(f"{what} {path} is not a file. Potential fix: pass a .nii.gz, .nrrd or .mha file.")
+    _check_declared_size(path, what)
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -53,6 +54,122 @@ def _read_sitk(path: Path, what: str):
     if img.GetDimension() not in (2, 3):
         raise InputError(f"{what} {path} is {img.GetDimension()}-D; expected a 2-D or 3-D image.")
     return img
+
+
+def _check_declared_size(path: Path, what: str) -> None:
+    """Refuse, before reading voxels, an image whose header declares more voxels than the budget
+    (:func:`lungdamage.io.dicom.max_voxels`) or whose NIfTI file is shorter than its header says
+    (ITK reads a truncated NIfTI with zeros for the missing voxels, without a word)."""
+    import SimpleITK as sitk
+
+    from .dicom import max_voxels
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return  # unreadable: ReadImage reports it
+    size = reader.GetSize()
+    n_vox = int(np.prod(size, dtype=np.int64)) * max(1, reader.GetNumberOfComponents())
+    budget = max_voxels()
+    if n_vox > budget:
+        raise InputError(
+            f"{what} {path} declares {' x '.join(map(str, size))} = {n_vox:.3g} voxels, more than the budget of "
+            f"{budget:.3g} voxels. Potential fix: if the image is genuine, raise LUNGDAMAGE_MAX_VOXELS; "
+            "otherwise its header is damaged."
+        )
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return
+    itemsize = sitk.GetArrayViewFromImage(sitk.Image([1] * len(size), reader.GetPixelID())).itemsize
+    need = n_vox * itemsize
+    offset, have, nonfinite = _scan_nifti(path)
+    if offset is not None and have < offset + need:
+        raise InputError(
+            f"{what} {path} is truncated: its header declares {' x '.join(map(str, size))} voxels "
+            f"({need} bytes from offset {offset}) but the {'decompressed ' if name.endswith('.gz') else ''}file "
+            f"holds only {have} bytes. Potential fix: copy or export the file again."
+        )
+    if nonfinite:
+        raise InputError(
+            f"{what} {path} holds {nonfinite} non-finite voxel value(s) (NaN or infinity); their HU are unknown "
+            "(the NIfTI reader would turn them into 0). Potential fix: re-export the image, or replace the "
+            "non-finite values (e.g. by -1024 HU outside the body) before scoring."
+        )
+
+
+def _nifti_chunks(path: Path):
+    """Decompressed bytes of a NIfTI file in chunks of at most 1 MiB; a cut gzip stream yields
+    what it holds and stops."""
+    import zlib
+
+    with open(path, "rb") as fh:
+        if not str(path).lower().endswith(".gz"):
+            yield from iter(lambda: fh.read(1 << 20), b"")
+            return
+        d = zlib.decompressobj(wbits=47)
+        for comp in iter(lambda: fh.read(1 << 16), b""):
+            try:
+                out = d.decompress(comp, 1 << 20)
+                while out:
+                    yield out
+                    out = d.decompress(d.unconsumed_tail, 1 << 20) if d.unconsumed_tail else b""
+            except zlib.error:
+                return
+            if d.eof:
+                return
+
+
+#: NIfTI datatype codes of floating-point voxels (float32, float64).
+_NIFTI_FLOAT = {16: "f4", 64: "f8"}
+
+
+def _scan_nifti(path: Path) -> tuple[int | None, int, int]:
+    """``(vox_offset, decompressed length, non-finite float voxels)`` of a NIfTI file, streamed.
+
+    ITK's NIfTI reader turns NaN and infinite voxels into 0 (soft tissue in HU)
+    and a truncated file into zeros, both silently; this reads the file once in
+    chunks (memory stays at a few MiB) to find out.
+    """
+    head = b""
+    total = nonfinite = 0
+    offset: int | None = None
+    dtype: str | None = None
+    carry = b""
+    for chunk in _nifti_chunks(path):
+        start = total
+        total += len(chunk)
+        if offset is None:
+            head += chunk[: 560 - len(head)]
+            if len(head) < 348:
+                continue
+            offset, dtype = _nifti_layout(head)
+            if offset is None:
+                offset = -1
+        if offset < 0 or dtype is None or total <= offset:
+            continue
+        buf = carry + chunk[max(offset - start, 0):]
+        size = np.dtype(dtype).itemsize
+        n = len(buf) // size * size
+        nonfinite += int(np.count_nonzero(~np.isfinite(np.frombuffer(buf, dtype=dtype, count=n // size))))
+        carry = buf[n:]
+    return (None if offset is None or offset < 0 else offset), total, nonfinite
+
+
+def _nifti_layout(head: bytes) -> tuple[int | None, str | None]:
+    """``vox_offset`` and float dtype (None for integer voxels) of a NIfTI-1/-2 header, either byte order."""
+    for order, name in (("<", "little"), (">", "big")):
+        size = int.from_bytes(head[:4], name)
+        if size == 348 and len(head) >= 112:
+            code = int.from_bytes(head[70:72], name)
+            f = _NIFTI_FLOAT.get(code)
+            return int(np.frombuffer(head[108:112], dtype=f"{order}f4")[0]), (order + f) if f else None
+        if size == 540 and len(head) >= 176:
+            code = int.from_bytes(head[12:14], name)
+            f = _NIFTI_FLOAT.get(code)
+            return int(np.frombuffer(head[168:176], dtype=f"{order}i8")[0]), (order + f) if f else None
+    return None, None
 
 
 def read_image(path: str | Path) -> CTVolume:
@@ -86,6 +203,15 @@ def read_image(path: str | Path) -> CTVolume:
         img = sitk.JoinSeries(img)
     arr = sitk.GetArrayFromImage(img)
     if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            k = np.unravel_index(int(np.argmax(bad)), arr.shape)
+            raise InputError(
+                f"Image {path} holds {int(bad.sum())} non-finite voxel value(s) (NaN or infinity), e.g. "
+                f"{arr[k]} at (slice, row, column) {tuple(int(i) for i in k)}; HU there are unknown. "
+                "Potential fix: re-export the image, or replace the non-finite values (e.g. by -1024 HU "
+                "outside the body) before scoring."
+            )
         arr = np.rint(arr)
     hu = np.clip(arr, -32768, 32767).astype(np.int16, copy=False)
     hu[hu <= -2000] = AIR_HU

@@ -32,6 +32,8 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -166,6 +168,20 @@ def write_review(
             failures={"folder": str(exc)},
         ) from exc
     stem = safe_stem(stem) if stem else default_stem(analysis)
+    # the names are predictable: write into a fresh private folder, then rename each file into place,
+    # so a symbolic link planted at one of the names is replaced, never followed
+    work_dir = Path(tempfile.mkdtemp(prefix=".lungdamage-review-", dir=out_dir))
+    try:
+        return _write_review_into(analysis, out_dir, work_dir, qc=qc, masks=masks, seg=seg, html=html,
+                                  source_files=source_files, stem=stem, panel_px=panel_px)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _write_review_into(analysis, out_dir: Path, work_dir: Path, *, qc, masks, seg, html, source_files, stem,
+                       panel_px) -> dict[str, Path]:
+    """:func:`write_review`'s work: written into ``work_dir``, then renamed into ``out_dir``."""
+    ct, regions, result = analysis.ct, analysis.regions, analysis.result
     out: dict[str, Path] = {}
     notes: list[str] = []
     failures: dict[str, str] = {}
@@ -182,18 +198,18 @@ def write_review(
 
     if qc:
         attempt("QC montage", lambda: out.update(
-            render_qc(ct, regions, result, out_dir / f"{stem}_qc.png", thumbnail=out_dir / f"{stem}_thumb.png",
+            render_qc(ct, regions, result, work_dir / f"{stem}_qc.png", thumbnail=work_dir / f"{stem}_thumb.png",
                       panel_px=panel_px)
         ))
     if masks:
-        attempt("label maps", lambda: out.update(write_masks(ct, regions, result.scheme, out_dir, stem=stem)))
+        attempt("label maps", lambda: out.update(write_masks(ct, regions, result.scheme, work_dir, stem=stem)))
     if seg:
         if not ct.meta.series_uid:
             notes.append("DICOM SEG not written: the input was not a DICOM series.")
         else:
             def _seg() -> None:
                 try:
-                    out["seg"] = write_seg(ct, regions, result.scheme, out_dir / f"{stem}_seg.dcm",
+                    out["seg"] = write_seg(ct, regions, result.scheme, work_dir / f"{stem}_seg.dcm",
                                            source_files=source_files, pseudonymize=analysis.pseudonymize)
                 except LungDamageError as exc:  # expected for resampled / multi-frame sources: a note
                     log.warning("DICOM SEG of %s not written: %s", ct.meta.key, exc)
@@ -206,14 +222,28 @@ def write_review(
             from .sr import write_sr
 
             try:
-                out["sr"] = write_sr(ct, all_results, out_dir / f"{stem}_sr.dcm", seg=out["seg"],
+                out["sr"] = write_sr(ct, all_results, work_dir / f"{stem}_sr.dcm", seg=out["seg"],
                                      source_files=source_files, pseudonymize=analysis.pseudonymize)
             except LungDamageError as exc:  # as for the SEG: a note, not a failure
                 log.warning("DICOM SR of %s not written: %s", ct.meta.key, exc)
                 notes.append(f"DICOM SR not written: {exc}")
 
         attempt("DICOM SR", _sr)
+    # rename what was written into place before the HTML report, so that it can list any failure
+    for key, path in list(out.items()):
+        target = out_dir / path.name
+        try:
+            os.replace(path, target)
+            out[key] = target
+        except OSError as exc:
+            del out[key]
+            kind = {"seg": "DICOM SEG", "sr": "DICOM SR"}.get(key) or ("QC montage" if key.startswith(("qc_", "thumb")) else "label maps")
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            log.info("%s of %s not written: %s", kind, ct.meta.key, reason)
+            failures[kind] = reason
+            notes.append(f"{kind} not written: {reason}")
     if html:
+        # written in place through a temporary file and a rename (never through a planted link)
         html_path = out_dir / f"{stem}_report.html"
 
         def _html() -> None:

@@ -58,7 +58,30 @@ def iso_date(value: Any) -> str:
 
 
 def _e(v: Any) -> str:
-    return html.escape("" if v is None else str(v))
+    from ..io._dicom_headers import shorten
+
+    text = "" if v is None else str(v)
+    if not text.startswith("data:image/"):  # embedded images are long by nature; any other text is cut
+        text = shorten(text, 1000)
+    return html.escape(text)
+
+
+def _write_text_replacing(path: Path, text: str) -> None:
+    """Write ``text`` to a new temporary file beside ``path`` and rename it onto ``path``
+    (a symbolic link planted at ``path`` is replaced, never followed)."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _num(v: Any, digits: int = 1) -> str:
@@ -175,7 +198,7 @@ def write_html_report(
             "the <code>.nii.gz</code> as a label map. ITK-SNAP: open the <code>.nii.gz</code> as segmentation "
             "and import the <code>_itksnap.txt</code> label descriptions.</div>"
         )
-    path.write_text(_page(title, "\n".join(parts)), encoding="utf-8")
+    _write_text_replacing(path, _page(title, "\n".join(parts)))
     return path
 
 
@@ -287,5 +310,5 @@ def write_index(
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</div>"
         "<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" + "".join(body) + "</table>"
     )
-    path.write_text(_page(title, page), encoding="utf-8")
+    _write_text_replacing(path, _page(title, page))
     return path

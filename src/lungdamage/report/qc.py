@@ -422,9 +422,11 @@ def _title_lines(ct: CTVolume, regions: RegionMap, result: ScanResult) -> list[s
     date = m.study_date or "-"
     if len(date) == 8 and date.isdigit():  # DICOM YYYYMMDD as ISO, as in every report
         date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
-    who = f"patient {m.patient_id or '-'}  ·  study date {date}"
+    from ..io._dicom_headers import shorten
+
+    who = f"patient {shorten(m.patient_id or '-', 64)}  ·  study date {date}"
     if m.series_description:
-        who += f"  ·  {m.series_description}"
+        who += f"  ·  {shorten(m.series_description, 120)}"
     series = f"series {m.series_uid or m.source or '<in-memory volume>'}"
     method = (
         f"method {result.method}  ·  regions: {result.region_set} ({', '.join(regions.names.values())})"

@@ -229,9 +229,11 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
+    from ..io.safe import escape_formulas
+
     for name, df in study.tables().items():
         path = out_dir / f"{name}.csv"
-        df.to_csv(path, index=False)
+        escape_formulas(df).to_csv(path, index=False)  # DICOM text never becomes a spreadsheet formula
         written[f"{name}.csv"] = path
     protocol_csv = out_dir / "protocol.csv"
     study.protocol.to_frame().to_csv(protocol_csv, index=False)
