@@ -101,7 +101,9 @@ def test_lesion_columns_are_written_when_the_table_has_them(tmp_path, synth_anal
     expect = res.to_frame().set_index("region")["lesion_pct"]
     assert back.loc["right", "lesion_pct"] == expect["right"] and back.loc["left", "lesion_pct"] == expect["left"]
     assert np.isnan(back.loc["total", "lesion_pct"])
-    assert "lesion_pct" not in read_sr(write_sr(a.ct, base, tmp_path / "plain.dcm")).columns
+    # a result scored without the lesion measure (lesions=False: NaN lesion columns) reports none
+    plain = dataclasses.replace(base, lesion_voxels=None, lesion_count=None)
+    assert "lesion_pct" not in read_sr(write_sr(a.ct, plain, tmp_path / "plain.dcm")).columns
 
 
 def test_write_review_writes_the_sr_and_export_reads_it_back(tmp_path, synth_analysis, capsys):

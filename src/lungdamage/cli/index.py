@@ -103,4 +103,8 @@ def _pseudonymized(pz, series, selections, summary):
     selections = [
         dataclasses.replace(sel, series=new[id(sel.series)], reason=pz.scrub(sel.reason, terms)) for sel in selections
     ]
-    return [new[id(s)] for s in series], selections, {**summary, "root": pz.token(summary["root"])}
+    problems = [  # unreadable inputs: their paths hold folder names
+        (pz.token(source), pz.scrub(reason, {**terms, str(source): pz.token(source)}))
+        for source, reason in summary.get("problems", ())
+    ]
+    return [new[id(s)] for s in series], selections, {**summary, "root": pz.token(summary["root"]), "problems": problems}

@@ -172,15 +172,18 @@ def write_review(
     # so a symbolic link planted at one of the names is replaced, never followed
     work_dir = Path(tempfile.mkdtemp(prefix=".lungdamage-review-", dir=out_dir))
     try:
-        return _write_review_into(analysis, out_dir, work_dir, qc=qc, masks=masks, seg=seg, html=html,
-                                  source_files=source_files, stem=stem, panel_px=panel_px)
+        return _write_review_into(analysis, all_results, out_dir, work_dir, qc=qc, masks=masks, seg=seg, sr=sr,
+                                  html=html, source_files=source_files, stem=stem, panel_px=panel_px)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _write_review_into(analysis, out_dir: Path, work_dir: Path, *, qc, masks, seg, html, source_files, stem,
-                       panel_px) -> dict[str, Path]:
-    """:func:`write_review`'s work: written into ``work_dir``, then renamed into ``out_dir``."""
+def _write_review_into(analysis, all_results, out_dir: Path, work_dir: Path, *, qc, masks, seg, sr, html,
+                       source_files, stem, panel_px) -> dict[str, Path]:
+    """:func:`write_review`'s work: written into ``work_dir``, then renamed into ``out_dir``.
+
+    ``all_results``: the scan's result (or every scheme's), reported by the DICOM SR.
+    """
     ct, regions, result = analysis.ct, analysis.regions, analysis.result
     out: dict[str, Path] = {}
     notes: list[str] = []
