@@ -18,9 +18,11 @@ from lungdamage import CTVolume, RegionMap
 from lungdamage.phantom import make_phantom
 from lungdamage.score import score
 from lungdamage.score.lesion import (
+    CLASS_CONTEXT,
     CLASS_LESION,
     CLASS_TUBE,
     find_lesions,
+    lesion_classes,
     lesion_params,
 )
 from lungdamage.score.result import LESION_COLUMNS
@@ -324,3 +326,13 @@ def test_vessel_suppression_keeps_real_consolidation():
         hu = ct.hu[0, r0:r1, c0:c1]
         band = rm.lung_mask[0, r0:r1, c0:c1] & (hu >= -700) & (hu < 100)
         assert vessels[0, r0:r1, c0:c1][band].mean() <= 0.02, what
+
+
+def test_classes_later_equal_classes_now(shapes):
+    """``lesion_classes`` of a finished map (the QC overlay's path) equals ``classes=True``."""
+    hu, lung, spacing, _truth, lm = shapes
+    plain = find_lesions(hu, lung, spacing)
+    assert plain.classes is None
+    later = lesion_classes(hu, lung, plain)
+    assert np.array_equal(later, lm.classes)
+    assert (later == CLASS_CONTEXT).any() and (later == CLASS_LESION).any()

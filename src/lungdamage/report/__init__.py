@@ -177,7 +177,7 @@ def write_review(
     if qc:
         attempt("QC montage", lambda: out.update(
             render_qc(ct, regions, result, out_dir / f"{stem}_qc.png", thumbnail=out_dir / f"{stem}_thumb.png",
-                      panel_px=panel_px)
+                      panel_px=panel_px, lesion_map=getattr(analysis, "lesions", None))
         ))
     if masks:
         attempt("label maps", lambda: out.update(write_masks(ct, regions, result.scheme, out_dir, stem=stem)))
