@@ -375,6 +375,19 @@ def _cell_stats(hs: np.ndarray, ms: np.ndarray, fs: tuple[int, int, int], p: Les
     return n_l, n_b, hsum, n_s, h_clip
 
 
+def _around(mask: np.ndarray, sigma_cells) -> tuple[slice, ...]:
+    """Bounding box of ``mask`` widened by the radius of a Gaussian of ``sigma_cells`` (truncate 3):
+    a Gaussian filter (constant mode) of the crop equals the whole array's filter at the mask's cells."""
+    if not mask.any():
+        return tuple(slice(0, 0) for _ in mask.shape)
+    out = []
+    for a, s in enumerate(sigma_cells):
+        proj = np.flatnonzero(mask.any(axis=tuple(b for b in range(mask.ndim) if b != a)))
+        r = int(3.0 * float(s) + 0.5)
+        out.append(slice(max(int(proj[0]) - r, 0), min(int(proj[-1]) + r + 1, mask.shape[a])))
+    return tuple(out)
+
+
 def _upsample(c: np.ndarray, f: tuple[int, int, int], shape) -> np.ndarray:
     """Nearest-cell upsampling of a coarse array to ``shape`` (a whole number of cells)."""
     n0, n1, n2 = c.shape
@@ -613,12 +626,15 @@ def find_lesions(
         c_lo = p.consolidation_hu[0]
         # sum of min(HU, c_lo) over lung voxels = sum over soft voxels + c_lo * dense voxels
         h_s = (h_clip - c_lo * (n_l - n_s)).astype(np.float32)
-        g_s = ndimage.gaussian_filter(n_s, sig_ctx, mode="constant", truncate=3.0)
-        g_hs = ndimage.gaussian_filter(h_s, sig_ctx, mode="constant", truncate=3.0)
-        ctx_hu = np.where(g_s > 1e-3, g_hs / np.maximum(g_s, 1e-6), 0.0)
-        dense_ctx = (g_l - g_s) / np.maximum(g_l, 1e-6) >= p.min_fraction
         ref = _depth_reference(hsum, n_l, fs, cell_mm, ap_axis, p)
-        cand &= (ctx_hu >= np.minimum(ref, p.ref_cap_hu) + p.ref_margin_hu) | dense_ctx
+        # (the context is needed at candidates only: smoothed on their bounding box + the kernel radius)
+        cb = _around(cand, sig_ctx)
+        g_s = ndimage.gaussian_filter(n_s[cb], sig_ctx, mode="constant", truncate=3.0)
+        g_hs = ndimage.gaussian_filter(h_s[cb], sig_ctx, mode="constant", truncate=3.0)
+        ctx_hu = np.where(g_s > 1e-3, g_hs / np.maximum(g_s, 1e-6), 0.0)
+        dense_ctx = (g_l[cb] - g_s) / np.maximum(g_l[cb], 1e-6) >= p.min_fraction
+        ref_c = ref[tuple(c if n > 1 else slice(None) for c, n in zip(cb, ref.shape))]
+        cand[cb] &= (ctx_hu >= np.minimum(ref_c, p.ref_cap_hu) + p.ref_margin_hu) | dense_ctx
     del n_s, h_clip
     if sub > 1:  # sample counts and sums -> voxel counts and sums
         n_l *= scale
@@ -635,9 +651,11 @@ def find_lesions(
         mean_hu[~inside] = fill
         # only candidates in open lung can be removed as tubes: the Hessian is evaluated there alone
         sig_w = [0.0 if (planar and a == 0) else p.tube_context_sigma_mm / cell_mm[a] for a in range(3)]
-        w_l = ndimage.gaussian_filter(n_l, sig_w, mode="constant", truncate=3.0)
-        w_b = ndimage.gaussian_filter(n_b, sig_w, mode="constant", truncate=3.0)
-        open_lung = cand & (w_b < p.tube_context_max * w_l)
+        cw = _around(cand, sig_w)
+        w_l = ndimage.gaussian_filter(n_l[cw], sig_w, mode="constant", truncate=3.0)
+        w_b = ndimage.gaussian_filter(n_b[cw], sig_w, mode="constant", truncate=3.0)
+        open_lung = np.zeros_like(cand)
+        open_lung[cw] = cand[cw] & (w_b < p.tube_context_max * w_l)
         pts = np.nonzero(open_lung)
         in_plane = [a for a in range(3) if not (planar and a == 0)]
         dense_cell = mean_hu >= p.consolidation_hu[0]
@@ -669,9 +687,10 @@ def find_lesions(
         if tube.any():
             # the context again, with the tubes' voxels as not-opacity: the partial-volume sleeve of a
             # vessel falls below min_fraction, ground glass that a vessel runs through does not
-            n_bt = np.where(tube, 0.0, n_b).astype(np.float32)
+            co = _around(open_lung, sig_ctx)
+            n_bt = np.where(tube[co], 0.0, n_b[co]).astype(np.float32)
             g_bt = ndimage.gaussian_filter(n_bt, sig_ctx, mode="constant", truncate=3.0)
-            cand &= (g_bt >= p.min_fraction * g_l) | ~open_lung
+            cand[co] &= (g_bt >= p.min_fraction * g_l[co]) | ~open_lung[co]
     keep = cand & ~tube
 
     # -- step 4: whole lesions (grow into the lesion's own edge), on the cell grid
