@@ -7,6 +7,7 @@ Usage::
     python scripts/bench.py io         # header indexing files/s; read vs SimpleITK ImageSeriesReader
     python scripts/bench.py lungmask   # lungmask R231 with random weights, seconds per slice
     python scripts/bench.py batch      # batch throughput, 1 vs 2 workers
+    python scripts/bench.py dicomweb   # sample trial from disk vs over DICOMweb (needs Orthanc + DICOMweb plugin)
 
 Each prints a Markdown table.  The phantom series is written once to
 ``$LUNGDAMAGE_BENCH_DIR`` (default: the system temp folder) and reused.
@@ -207,11 +208,75 @@ def bench_batch() -> None:
     print(f"\nSpeed-up with 2 workers: {results[1] / results[2]:.2f}x (target >= 1.7x)")
 
 
+def bench_dicomweb() -> None:
+    """Sample trial (``sample_dicom/``, 4 series 128x128x64) scored from disk and over DICOMweb from a local Orthanc."""
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "tests" / "dicomweb"))
+    from _orthanc import OrthancServer, missing_reason
+
+    why = missing_reason()
+    if why:
+        sys.exit(f"bench dicomweb: {why}")
+    sample = root / "sample_dicom"
+    work = Path(tempfile.mkdtemp(prefix="lungdamage-bench-dicomweb-"))
+    server = OrthancServer(work / "orthanc")
+    server.start()
+    env = {**os.environ, "LUNGDAMAGE_DICOMWEB_USER": server.user, "LUNGDAMAGE_DICOMWEB_PASSWORD": server.password}
+    try:
+        t0 = time.perf_counter()
+        n_files = server.upload(sample)
+        t_upload = time.perf_counter() - t0
+        sources = {"disk": str(sample), "DICOMweb (WADO-RS, Orthanc on 127.0.0.1)": server.url}
+        results: dict[tuple[str, int], float] = {}
+        for jobs in (1, 2):
+            for name, src in sources.items():
+                best = float("inf")
+                for rep in range(2):
+                    store = work / f"{abs(hash(name))}_{jobs}_{rep}.sqlite"
+                    t0 = time.perf_counter()
+                    subprocess.run(
+                        [sys.executable, "-m", "lungdamage", "-q", "batch", src, "--store", str(store),
+                         "--jobs", str(jobs), "--cache-dir", str(work / "cache")] if src != str(sample) else
+                        [sys.executable, "-m", "lungdamage", "-q", "batch", src, "--store", str(store), "--jobs", str(jobs)],
+                        check=True, env=env, capture_output=True,
+                    )
+                    best = min(best, time.perf_counter() - t0)
+                results[(name, jobs)] = best
+        # the DICOMweb part alone, in this process: catalog (QIDO-RS + metadata) and WADO-RS retrieval
+        os.environ.update({k: env[k] for k in ("LUNGDAMAGE_DICOMWEB_USER", "LUNGDAMAGE_DICOMWEB_PASSWORD")})
+        from lungdamage.io.catalog import scan, select_series
+        from lungdamage.io.dicomweb import DicomwebSource
+
+        src = DicomwebSource(server.url, cache_dir=str(work / "cache2"))
+        t_scan, infos = best_of(lambda: scan(src), repeat=3)
+        chosen = [sel.series for sel in select_series(infos) if sel.selected]
+        t0 = time.perf_counter()
+        n_bytes = 0
+        for info in chosen:
+            with info.fetch() as files:
+                n_bytes += sum(os.path.getsize(f) for f in files)
+        t_fetch = time.perf_counter() - t0
+    finally:
+        server.stop()
+    n = 4
+    print(f"\nMachine: {machine()}\n\nSample trial: {n} series 128x128x64 ({n_files} files, uploaded in {t_upload:.1f} s)\n")
+    print("| source | workers | seconds (whole command, best of 2) | series/min |\n|---|---:|---:|---:|")
+    for (name, jobs), t in results.items():
+        print(f"| {name} | {jobs} | {t:.1f} | {60 * n / t:.1f} |")
+    print(
+        f"\nDICOMweb alone: catalog (QIDO-RS + WADO-RS metadata of {len(chosen)} series) {t_scan:.2f} s; "
+        f"WADO-RS retrieval of {len(chosen)} series ({n_bytes / 2**20:.1f} MiB) {t_fetch:.2f} s "
+        f"({n_bytes / 2**20 / t_fetch:.0f} MiB/s)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="core", choices=("core", "io", "lungmask", "batch"))
+    parser.add_argument("what", nargs="?", default="core", choices=("core", "io", "lungmask", "batch", "dicomweb"))
     args = parser.parse_args()
-    {"core": bench_core, "io": bench_io, "lungmask": bench_lungmask, "batch": bench_batch}[args.what]()
+    {"core": bench_core, "io": bench_io, "lungmask": bench_lungmask, "batch": bench_batch, "dicomweb": bench_dicomweb}[
+        args.what
+    ]()
 
 
 if __name__ == "__main__":

@@ -242,6 +242,77 @@ def lesion_rows(data: Path) -> list[tuple[str, str, str, str]]:
                                ("A072894", "19010103-40.dcm", "left consolidation, right GGO", "> every clear slice")]:
         rows.append((f"COVID-19-NY-SBU {pid} {f}", f"lesion_pct ({what})", lesion(_slice(covid / pid / "axial" / f)),
                      need))
+def field_rows(data: Path) -> list[tuple[str, str, str, str]]:
+    """Fields of view, gas below the diaphragm, coarse grids and qc_flags (issue 12).
+
+    The cases are built as in ``tests/segment/test_segment_field.py``.
+    """
+    sys.path.insert(0, str(REPO / "tests" / "segment"))
+    from test_segment_field import circular_field, crop, resample
+
+    from lungdamage.io.images import read_image
+    from lungdamage.phantom import make_phantom
+    from lungdamage.segment import segment_lungs
+    from lungdamage.segment.plausibility import qc_flags
+
+    rows = []
+
+    def both(L, t):
+        return f"{dice(L == 1, t == 1):.4f} / {dice(L == 2, t == 2):.4f}"
+
+    ph = make_phantom(matrix=160, slice_thickness_mm=2.5, seed=0)
+    c = ph.ct.shape[2]
+    for what, cols in (("right half (one-sided crop)", slice(0, c // 2 - 6)),
+                       ("left half (one-sided crop)", slice(c // 2 + 6, c)),
+                       ("crop at 60 % of the width", slice(0, int(0.6 * c)))):
+        ct = crop(ph.ct, (slice(None), slice(None), cols))
+        rm = segment_lungs(ct)
+        rows.append((f"phantom 160² 2.5 mm, {what}", "lung Dice right / left; qc_flags",
+                     f"{both(rm.labels, ph.truth.lungs[:, :, cols])}; {';'.join(qc_flags(ct, rm)) or '-'}",
+                     "≥ 0.97 per present lung"))
+    for pad in (-2048, -1024):
+        ct, t = circular_field(ph.ct, ph.truth.lungs, 0.36, pad)
+        rm = segment_lungs(ct)
+        rows.append((f"phantom 160², reconstruction circle r = 0.36 FOV, padding {pad}", "lung Dice right / left",
+                     both(rm.labels, t), "≥ 0.97 each"))
+    ph192 = make_phantom(matrix=192, slice_thickness_mm=1.25, seed=0)
+    ct, t = resample(*circular_field(ph192.ct, ph192.truth.lungs, 0.36, -3024))
+    rm = segment_lungs(ct)
+    rows.append(("phantom circle resampled to 3 mm / 5 mm (linear, undershoot < -1024)", "lung Dice right / left",
+                 both(rm.labels, t), "≥ 0.97 each"))
+    g = make_phantom(matrix=128, slice_thickness_mm=5.0, seed=0, stomach_gas=True, colon_gas=True)
+    z = g.ct.index_to_lps(np.c_[np.arange(g.ct.shape[0]), np.zeros((g.ct.shape[0], 2))])[:, 2]
+    sl = (slice(0, int((z < -60.0).sum())), slice(None), slice(None))
+    rm = segment_lungs(crop(g.ct, sl))
+    gas = g.truth.gas_below_diaphragm[sl]
+    rows.append(("phantom 5 mm bases + stomach and colon gas (abdomen-first)", "lung Dice right / left; gas voxels in mask",
+                 f"{both(rm.labels, g.truth.lungs[sl])}; {int((rm.labels[gas] > 0).sum())} of {int(gas.sum())}",
+                 "≥ 0.97 each; 0"))
+
+    ct64 = read_image(data / "cip" / "ct-64.nrrd")
+    ref = _labels(data / "cip" / "leftLungRightLung_on_ct64.nrrd") & 255
+    truth = np.where(ref == 2, 1, np.where(ref == 3, 2, 0)).astype(np.uint8)
+    rm = segment_lungs(ct64)
+    rows.append(("CIP ct-64", "qc_flags", ";".join(qc_flags(ct64, rm)) or "- (none)", "none"))
+    for what, cols in (("right side (columns 0-29)", slice(0, 30)), ("left side (columns 34-63)", slice(34, 64))):
+        ct = crop(ct64, (slice(None), slice(None), cols))
+        rm = segment_lungs(ct)
+        rows.append((f"CIP ct-64 one-sided crop, {what}", "lung Dice right / left vs CIP",
+                     both(rm.labels, truth[:, :, cols]), "≥ 0.95 for the present lung, other absent"))
+    for r in (0.40, 0.36):
+        ct, t = circular_field(ct64, truth, r)
+        rm = segment_lungs(ct)
+        rows.append((f"CIP ct-64, reconstruction circle r = {r:.2f} FOV", "lung Dice right / left vs CIP",
+                     both(rm.labels, t), "≥ 0.95 each" if r == 0.40 else "report"))
+    ts = data / "totalsegmentator"
+    ct = read_image(ts / "example_ct_sm.nii.gz")
+    lab = _labels(ts / "example_seg.nii.gz")
+    lung = (lab >= 10) & (lab <= 14)
+    m = segment_lungs(ct).labels > 0
+    bowel = int((m & np.isin(lab, [6, 18, 19, 20])).sum())
+    rows.append(("TotalSegmentator example_ct_sm (lung bases, upper abdomen)",
+                 "lung Dice vs lobes 10-14; mask voxels in stomach/bowel labels",
+                 f"{dice(m, lung):.4f}; {bowel}", "≥ 0.95 (issue 12; not reached); 0"))
     return rows
 
 
@@ -254,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "validation.md")
     ap.add_argument("--readme", type=Path, default=REPO / "README.md", help="README whose validation section is refreshed")
     args = ap.parse_args(argv)
-    rows = phantom_rows() + real_rows(args.data_dir) + lesion_rows(args.data_dir)
+    rows = phantom_rows() + real_rows(args.data_dir) + lesion_rows(args.data_dir) + field_rows(args.data_dir)
     lines = [
         "# Segmentation validation",
         "",

@@ -187,6 +187,9 @@ class PhantomTruth:
         geometry inside the scanned field; percentages of the lung volume.
     lesions : tuple of Lesion
         The lesions actually planted (after ``damage_scale``).
+    gas_below_diaphragm : ndarray of bool or None
+        Gas voxels (>= 50 %) of the stomach and colon (``stomach_gas`` /
+        ``colon_gas``); None when neither was asked for.
     """
 
     lungs: np.ndarray
@@ -198,6 +201,7 @@ class PhantomTruth:
     vessels: np.ndarray
     fractions: dict
     lesions: tuple[Lesion, ...] = ()
+    gas_below_diaphragm: np.ndarray | None = None
 
     def lung_regions(self) -> RegionMap:
         """The true lungs as a :class:`RegionMap` (``lungs`` set)."""
@@ -665,6 +669,8 @@ def make_phantom(
     truth_samples: int = 2**19,
     fissures: bool = False,
     adult_lobes: bool = False,
+    stomach_gas: bool = False,
+    colon_gas: bool = False,
 ) -> Phantom:
     """Render the synthetic thorax and its ground truth.
 
@@ -721,6 +727,17 @@ def make_phantom(
         within 1 point of the supine means of Yamada et al. 2020 (RUL 17.9,
         RML 9.3, RLL 26.5, LUL 23.1, LLL 23.2 %).  Off by default, which keeps
         the original fissures (small lower lobes: RLL about 10 %, LLL 12 %).
+    stomach_gas : bool
+        Put a stomach under the left hemidiaphragm: fluid (+20 HU) with a gas
+        cap (-1000 HU) above an air-fluid level, at least 10 mm of soft tissue
+        below the lung base.  Off by default.
+    colon_gas : bool
+        Put gas-filled colon loops next to the lung bases, under both
+        hemidiaphragms (hepatic and splenic flexures, 40-44 mm across): gas
+        mottled with stool (+30 HU), about half of the lumen each, at the
+        level of the posterior costophrenic recesses.  Off by default.  The
+        lung truth does not change: neither is lung
+        (``truth.gas_below_diaphragm`` marks the gas).
 
     Returns
     -------
@@ -766,6 +783,7 @@ def make_phantom(
     cw_m = np.zeros(shape3, bool)
     aw_m = np.zeros(shape3, bool)
     ves_m = np.zeros(shape3, bool)
+    bowel_m = np.zeros(shape3, bool) if (stomach_gas or colon_gas) else None
 
     full = _Slab(xs, ys, zs_all, spacing)
     base2d = _render_base2d(anat, _Slab(xs, ys, np.zeros(1, np.float32), spacing))
@@ -779,6 +797,8 @@ def make_phantom(
         hu = np.empty((k1 - k0, matrix, matrix), np.float32)
         hu[...] = base2d
         out = _render_slab(anat, slab, hu, None if ves_u8 is None else ves_u8[k0:k1], lung_partial_volume)
+        if stomach_gas or colon_gas:
+            out["bowel"] = _render_bowel(slab, hu, stomach=stomach_gas, colon=colon_gas, seed=seed)
         if noise_hu > 0:
             n = rng.standard_normal(hu.shape, dtype=np.float32)
             n = _smooth_binomial(_smooth_binomial(n, 1), 2)
@@ -788,6 +808,8 @@ def make_phantom(
         sl = slice(k0, k1)
         lungs[sl], lobes[sl], ggo_m[sl], cons_m[sl] = out["lungs"], out["lobes"], out["ggo"], out["cons"]
         cw_m[sl], aw_m[sl], ves_m[sl] = out["cw"], out["airways"], out["vessels"]
+        if "bowel" in out:
+            bowel_m[sl] = out["bowel"]
 
     bounds = (
         float(xs[0] - px / 2), float(xs[-1] + px / 2),
@@ -806,15 +828,18 @@ def make_phantom(
         manufacturer="lungdamage-phantom",
         contrast=False,
         extra={"phantom": {"seed": seed, "damage_scale": damage_scale, "noise_hu": noise_hu,
-                           "vessels": vessels, "fissures": fissures}},
+                           "vessels": vessels, "fissures": fissures,
+                           **({"stomach_gas": True} if stomach_gas else {}),
+                           **({"colon_gas": True} if colon_gas else {})}},
     )
     ct = CTVolume(hu16, spacing, (float(xs[0]), float(ys[0]), float(zs_all[0])), meta=meta)
     truth = PhantomTruth(
         lungs=lungs, lobes=lobes, ggo=ggo_m, consolidation=cons_m, chest_wall_consolidation=cw_m,
-        airways=aw_m, vessels=ves_m, fractions=fractions, lesions=planted,
+        airways=aw_m, vessels=ves_m, fractions=fractions, lesions=planted, gas_below_diaphragm=bowel_m,
     )
-    for a in (lungs, lobes, ggo_m, cons_m, cw_m, aw_m, ves_m):
-        a.setflags(write=False)
+    for a in (lungs, lobes, ggo_m, cons_m, cw_m, aw_m, ves_m, bowel_m):
+        if a is not None:
+            a.setflags(write=False)
     logger.debug("phantom rendered: %r", ct)
     return Phantom(ct=ct, truth=truth)
 
@@ -1317,3 +1342,70 @@ def write_dicom_series(
         paths.append(path)
     logger.debug("wrote %d slices of series %s to %s", len(paths), series_uid, folder)
     return paths
+
+
+# --------------------------------------------------------------------------
+# Gas below the diaphragm (opt-in: stomach_gas, colon_gas)
+# --------------------------------------------------------------------------
+def _stomach_shapes() -> tuple[Shape, Shape]:
+    """Stomach under the left dome: the whole organ (fluid) and its gas cap."""
+    c, r = (52.0, -28.0, -103.0), (38.0, 32.0, 24.0)
+    organ = _ellipsoid(c, r)
+    f_org, bb = organ
+    level = c[2] - 6.0  # air-fluid level
+
+    def gas(x, y, z):
+        return np.maximum(f_org(x, y, z), level - z)
+
+    return organ, (gas, bb)
+
+
+def _colon_shapes() -> list[Shape]:
+    """Hepatic and splenic flexures: tubes under the domes, beside the posterior recesses."""
+    return [
+        _capsule((-92.0, -45.0, -118.0), (-72.0, -80.0, -128.0), 20.0),
+        _capsule((98.0, -40.0, -114.0), (80.0, -78.0, -126.0), 22.0),
+    ]
+
+
+def _stool_field(seed: int):
+    """Implicit 'stool' solid: negative where a smooth pseudo-random field is
+    above its median (about half the volume), in mm-like units."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 9090]))
+    k = rng.normal(size=(6, 3))
+    k *= (2.0 * np.pi / 16.0) / np.linalg.norm(k, axis=1, keepdims=True)  # 16 mm wavelength
+    ph = rng.uniform(0.0, 2.0 * np.pi, 6)
+    kf = [tuple(float(v) for v in row) for row in k]
+    pf = [float(v) for v in ph]
+
+    def f(x, y, z):
+        acc = 0.0
+        for (a, b, c), p in zip(kf, pf):
+            acc = acc + np.sin(a * x + b * y + c * z + p)
+        return acc * np.float32(16.0 / (2.0 * np.pi * 2.4))  # about mm near the zero crossing
+
+    return f
+
+
+def _render_bowel(slab: _Slab, hu: np.ndarray, *, stomach: bool, colon: bool, seed: int) -> np.ndarray:
+    """Paint stomach and colon gas into one slab; returns its gas mask (>= 50 % gas)."""
+    gas_occ = np.zeros(hu.shape, np.float32)
+    if stomach:
+        organ, cap = _stomach_shapes()
+        _paint(hu, slab.render(organ), 20.0)
+        r = slab.render(cap)
+        _paint(hu, r, TISSUE_HU["air"])
+        _max_into(gas_occ, r)
+    if colon:
+        stool = _stool_field(seed)
+        for tube in _colon_shapes():
+            f_t, bb = tube
+            _paint(hu, slab.render(tube), 30.0)  # stool and wall
+
+            def gas(x, y, z, f_t=f_t):
+                return np.maximum(f_t(x, y, z), -stool(x, y, z))
+
+            r = slab.render((gas, bb))
+            _paint(hu, r, TISSUE_HU["air"])
+            _max_into(gas_occ, r)
+    return gas_occ >= 0.5

@@ -160,6 +160,14 @@ def analyze_scan(
         partial_lobes=partial_lobes,
     )
     timings["segment_s"] = time.perf_counter() - t0
+    from .segment.plausibility import qc_checks
+
+    checks = qc_checks(ct, region_map)
+    qc = {
+        "qc_flags": tuple(c.flag for c in checks),
+        # the segmentation's own warnings (e.g. one lung only) and one sentence per failed check
+        "extra_warnings": tuple(region_map.info.get("warnings", ())) + tuple(f"qc {c.flag}: {c.message}" for c in checks),
+    }
     t0 = time.perf_counter()
     params = {
         "regions": regions,
@@ -194,10 +202,15 @@ def analyze_scan(
         "%s: read %.2fs, segment %.2fs, score %.2fs",
         ct.meta.key, timings["read_s"], timings["segment_s"], timings["score_s"],
     )
+
+    def _finish(r: ScanResult) -> ScanResult:
+        return dataclasses.replace(r, timings_s=timings, qc_flags=qc["qc_flags"],
+                                   warnings=tuple(r.warnings) + qc["extra_warnings"])
+
     if isinstance(result, ResultSet):
-        result = ResultSet(dataclasses.replace(r, timings_s=timings) for r in result)
+        result = ResultSet(_finish(r) for r in result)
     else:
-        result = dataclasses.replace(result, timings_s=timings)
+        result = _finish(result)
     return Analysis(ct, region_map, result, pseudonymize=pz, lesions=lesion_map)
 
 

@@ -47,6 +47,7 @@ or thinner-sliced series need proportionally more (a 512×512×800 series about
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -215,7 +216,7 @@ class SeriesTask:
     @classmethod
     def from_info(cls, info: Any) -> SeriesTask:
         files = getattr(info, "files", ())
-        source = os.path.dirname(files[0]) if files else ""
+        source = getattr(info, "source_url", "") or (os.path.dirname(files[0]) if files else "")
         uid = info.series_uid or f"path:{source}"
         return cls(uid, info, source, info.patient_id, info.study_date)
 
@@ -295,23 +296,31 @@ def score_series(
 
     t0 = time.perf_counter()
     stage = "read"
+    # a remote series (DICOMweb) is retrieved into a local cache first, kept until the hook is done
+    fetch = getattr(task.series, "fetch", None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ct = load_ct(task.series)
-            read_s = time.perf_counter() - t0
-            stage = "analyze"
-            analysis = analyze_scan(ct, **params.analysis_kwargs())
-            result = _with_read_time(analysis.result, read_s)
-            hook_value = None
-            if hook is not None:
-                try:
-                    hook_value = hook(dataclasses.replace(analysis, result=result))
-                except Exception as exc:  # a review output must never discard a valid score
-                    hook_value = {
-                        "series_uid": task.series_uid, "source": task.source, "patient_id": task.patient_id,
-                        "study_date": task.study_date, "review_error": f"{type(exc).__name__}: {_one_line(exc)}",
-                    }
+            if callable(fetch):
+                stage = "retrieve"
+            with fetch() if callable(fetch) else contextlib.nullcontext(task.series) as series:
+                stage = "read"
+                ct = load_ct(series)
+                if series is not task.series and task.source:
+                    ct = ct.with_meta(source=task.source)
+                read_s = time.perf_counter() - t0
+                stage = "analyze"
+                analysis = analyze_scan(ct, **params.analysis_kwargs())
+                result = _with_read_time(analysis.result, read_s)
+                hook_value = None
+                if hook is not None:
+                    try:
+                        hook_value = hook(dataclasses.replace(analysis, result=result))
+                    except Exception as exc:  # a review output must never discard a valid score
+                        hook_value = {
+                            "series_uid": task.series_uid, "source": task.source, "patient_id": task.patient_id,
+                            "study_date": task.study_date, "review_error": f"{type(exc).__name__}: {_one_line(exc)}",
+                        }
         except Exception as exc:  # one bad series must never stop the batch
             if stage == "analyze":
                 stage = _stage_of(exc, "analyze")
@@ -382,8 +391,14 @@ class InlineEngine:
 _PRELOAD = ["lungdamage.batch.runner", "lungdamage.pipeline", "lungdamage.segment", "lungdamage.io.dicom", "lungdamage.score"]
 
 
-def _init_worker(n_threads: int) -> None:
-    """Worker start-up: share the cores between workers (SimpleITK filters are multi-threaded)."""
+def _init_worker(n_threads: int, env: Mapping[str, str] | None = None) -> None:
+    """Worker start-up: share the cores between workers (SimpleITK filters are multi-threaded).
+
+    ``env``: the caller's ``LUNGDAMAGE_DICOMWEB_*`` variables (DICOMweb credentials), which a
+    forkserver started earlier in this session would not have; passed through the pool's pipe only.
+    """
+    if env:
+        os.environ.update(env)
     try:
         import SimpleITK as sitk
 
@@ -417,7 +432,8 @@ class ProcessEngine:
         ctx.set_forkserver_preload(_PRELOAD)
         threads = max(1, usable_cores() // self.workers)
         return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+            max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
+            initargs=(threads, {k: v for k, v in os.environ.items() if k.startswith("LUNGDAMAGE_DICOMWEB_")}),
         )
 
     def __enter__(self) -> ProcessEngine:
@@ -606,15 +622,29 @@ def unguarded_main_call() -> tuple[str, int] | None:
 
 
 # ---------------------------------------------------------------------------------- planning
+def _root_name(root: Any) -> str:
+    """Printable name of a batch root: a path, or a DICOMweb source's URL."""
+    if type(root).__name__ == "DicomwebSource":
+        return str(root.name)
+    return os.fspath(root)
+
+
 def nothing_found_message(root: str | os.PathLike, summary: Mapping[str, Any]) -> str:
     """One line for an archive with no DICOM series: what was found instead and what to do."""
+    if "n_studies" in summary:  # a DICOMweb server (io.dicomweb.scan)
+        return (
+            f"No study with a CT series on the DICOMweb server {summary.get('root') or _root_name(root)} matches "
+            f"the query ({summary.get('query', 'no filters')}). Potential fix: check the filters (--patient-id, "
+            "--study-date, --accession, --manifest), the URL (the DICOMweb root, e.g. .../dicom-web) and that "
+            "the user may see these studies."
+        )
     n_files = int(summary.get("n_files", 0))
     seen = "it is empty" if not n_files else (
         f"{n_files} file(s), none a readable DICOM image ({summary.get('n_non_dicom', 0)} not DICOM, "
         f"{summary.get('n_truncated', 0)} truncated)"
     )
     return (
-        f"No DICOM series under {os.fspath(root)!r}: {seen}. Potential fix: point at the folder (or .zip) holding "
+        f"No DICOM series under {_root_name(root)!r}: {seen}. Potential fix: point at the folder (or .zip) holding "
         "the CT's DICOM files; score a NIfTI / NRRD / MHA file with `lungdamage score FILE`."
     )
 
@@ -841,7 +871,7 @@ def run_batch(
         if not tasks:
             reasons = Counter(_exclusion_group(r["reason"]) for r in excluded)
             raise InputError(
-                f"Nothing to score under {os.fspath(root)!r}: {len(excluded)} series found, none selected ("
+                f"Nothing to score under {_root_name(root)!r}: {len(excluded)} series found, none selected ("
                 + "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common())
                 + f"; e.g. {excluded[0]['source'] or excluded[0]['series_uid']}: {excluded[0]['reason']}). Potential fix: `lungdamage index` lists each series and why; relax the selection "
                 "(--min-extent-mm, --allow-derived, ...)."
@@ -852,7 +882,10 @@ def run_batch(
     tasks = list(tasks)
     owns_store = not isinstance(store, ResultStore)
     db = ResultStore(store) if owns_store else store
-    summary = BatchSummary(root=os.fspath(root) if root is not None else "", store=str(db.path), run_hash=run_hash)
+    root_name = getattr(root, "name", None) if type(root).__name__ == "DicomwebSource" else None
+    summary = BatchSummary(
+        root=root_name or (os.fspath(root) if root is not None else ""), store=str(db.path), run_hash=run_hash
+    )
     if params.pseudonymize is not None:
         summary.root = params.pseudonymize.token(summary.root)
     try:

@@ -29,7 +29,9 @@ def register(sub) -> None:
             "with the same options and lungdamage version.  Exit code 1 when any series failed.  " + note
         ),
     )
-    p.add_argument("root", help="archive folder (walked recursively, .zip included)")
+    p.add_argument(
+        "root", help="archive folder (walked recursively, .zip included), or dicomweb+http(s)://HOST:PORT/PATH"
+    )
     p.add_argument("--store", required=True, help="SQLite result store (created if missing)")
     p.add_argument(
         "--jobs", "-j", type=int, default=None,
@@ -53,6 +55,10 @@ def register(sub) -> None:
         "--progress-interval", type=float, default=30.0, metavar="S",
         help="seconds between progress lines when stderr is not a terminal (default 30)",
     )
+    from ._dicomweb import add_send_option, add_source_options
+
+    add_send_option(p)
+    add_source_options(p, batch=True)
     p.set_defaults(func=run)
 
 
@@ -62,6 +68,10 @@ def make_hook(args: argparse.Namespace):
     ``--qc DIR`` writes each scan's review outputs in the worker; the hook's
     return value (the scan's index row) is kept in the store for the index page.
     """
+    if getattr(args, "send_results", None):
+        from ._dicomweb import send_hook
+
+        return send_hook(args)
     if not getattr(args, "qc", None):
         return None
     from ..report import ReviewHook
@@ -115,8 +125,10 @@ def run(args: argparse.Namespace) -> int:
     )
     engine = make_engine(jobs=args.jobs, scheduler=args.scheduler, dask_local=args.dask_local)
     progress = make_progress(sys.stderr, interval_s=args.progress_interval, enabled=not args.quiet)
+    from ._dicomweb import root_from_args
+
     summary = run_batch(
-        args.root,
+        root_from_args(args),
         args.store,
         params=params,
         engine=engine,
@@ -127,6 +139,11 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
     )
     print(summary.text())
+    not_sent = 0
+    if getattr(args, "send_results", None):
+        from ._dicomweb import print_send_summary
+
+        not_sent = print_send_summary(args.store, summary.run_hash)
     if args.qc:
         print(f"review index: {write_qc_index(args.store, summary.run_hash, args.qc)}")
-    return summary.exit_code
+    return max(summary.exit_code, 1) if not_sent else summary.exit_code

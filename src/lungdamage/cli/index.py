@@ -20,12 +20,16 @@ def register(subparsers) -> None:
             "policy would score and why, and what was rejected and why."
         ),
     )
-    p.add_argument("root", metavar="ROOT", help="folder, zip archive or file")
+    p.add_argument("root", metavar="ROOT", help="folder, zip archive or file, or dicomweb+http(s)://HOST:PORT/PATH")
     p.add_argument("-o", "--output", metavar="CSV", help="write one row per series (with selection and reason)")
     add_selection_options(p)
     from ._privacy import add_pseudonymize_option
 
     add_pseudonymize_option(p)
+
+    from ._dicomweb import add_source_options
+
+    add_source_options(p)
     p.set_defaults(func=run)
 
 
@@ -35,9 +39,11 @@ def run(args: argparse.Namespace) -> int:
     from ._privacy import pseudonymizer
 
     pz = pseudonymizer(args)  # first: the catalog's log lines are scrubbed too
+    from ._dicomweb import root_from_args
+
     policy = selection_policy(args)
     summary: dict = {}
-    series = scan(args.root, summary=summary)
+    series = scan(root_from_args(args), summary=summary)
     if not series:
         from ..batch.runner import nothing_found_message
         from ..errors import InputError

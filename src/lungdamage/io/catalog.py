@@ -135,7 +135,8 @@ def scan(root: str | os.PathLike, *, summary: dict | None = None, workers: int |
     Parameters
     ----------
     root : path
-        Folder (walked recursively, ``.zip`` archives expanded), zip archive or file.
+        Folder (walked recursively, ``.zip`` archives expanded), zip archive or file;
+        or a ``dicomweb+http(s)://`` URL (see :mod:`lungdamage.io.dicomweb`).
     summary : dict, optional
         Receives the :class:`ScanSummary` fields (counts of files, non-DICOM, ...).
     workers : int, optional
@@ -152,6 +153,10 @@ def scan(root: str | os.PathLike, *, summary: dict | None = None, workers: int |
     InputError
         ``root`` does not exist.
     """
+    if isinstance(root, str) and root.lower().startswith("dicomweb+") or type(root).__name__ == "DicomwebSource":
+        from . import dicomweb  # a PACS: QIDO-RS + WADO-RS metadata, no pixels
+
+        return list(dicomweb.scan(root, summary=summary))
     root = os.fspath(root)
     if not os.path.exists(root) and "::" not in root:
         raise InputError(f"Catalog root {root!r} does not exist. Potential fix: check the path.")
@@ -412,6 +417,9 @@ class Selection:
 
 
 def _reject_reason(s: SeriesInfo, p: SelectionPolicy) -> str | None:
+    unavailable = [i for i in s.issues if i.startswith("unavailable:")]  # e.g. DICOMweb metadata failed
+    if unavailable:
+        return unavailable[0]
     if s.modality not in p.modalities:
         return f"modality {s.modality or '<none>'} is not one of {', '.join(p.modalities)}"
     sop_kind = _NON_CT_IMAGE_SOP.get(s.sop_class_uid)

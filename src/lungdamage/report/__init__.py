@@ -20,6 +20,7 @@ Files written by :func:`write_review` (``<stem>`` from :func:`default_stem`):
 ``<stem>_regions.seg.nrrd`` 3D Slicer segmentation (named, coloured segments)
 ``<stem>_bands.seg.nrrd``   same for the bands
 ``<stem>_seg.dcm``          DICOM SEG referencing the source series (DICOM input only)
+``<stem>_sr.dcm``           DICOM SR (TID 1500) of the numbers, referencing the series and the SEG
 ``<stem>_report.html``      self-contained report (images inline)
 ==========================  ===============================================
 """
@@ -103,6 +104,7 @@ def write_review(
     masks: bool = True,
     seg: bool = True,
     html: bool = True,
+    sr: bool = True,
     source_files: Sequence[str | os.PathLike] | None = None,
     stem: str | None = None,
     panel_px: int = 320,
@@ -124,6 +126,9 @@ def write_review(
         the CT (otherwise skipped with a logged warning and a note in the report).
     html : bool
         Self-contained HTML report (embeds the QC PNG when ``qc``).
+    sr : bool
+        DICOM SR (TID 1500 measurement report, :func:`~lungdamage.report.sr.write_sr`)
+        referencing the source series and the SEG, whenever the SEG was written.
     source_files : sequence of paths, optional
         The source series' DICOM files for the SEG (default: found under
         ``analysis.ct.meta.source``).
@@ -137,7 +142,7 @@ def write_review(
     dict of str -> Path
         Keys present for what was written: ``qc_png, qc_json, thumbnail,
         regions_nifti, regions_ctbl, regions_itksnap, regions_nrrd, bands_nifti,
-        bands_ctbl, bands_itksnap, bands_nrrd, seg, html``.
+        bands_ctbl, bands_itksnap, bands_nrrd, seg, sr, html``.
 
     Raises
     ------
@@ -147,6 +152,7 @@ def write_review(
         holds what was written; the HTML report (if written) lists the failures.
         Review outputs never affect the scores.
     """
+    all_results = analysis.result  # the DICOM SR reports every scheme
     if isinstance(analysis.result, tuple):  # a ResultSet (several schemes): review the first
         analysis = dataclasses.replace(analysis, result=analysis.result[0])
     ct, regions, result = analysis.ct, analysis.regions, analysis.result
@@ -194,6 +200,19 @@ def write_review(
                     notes.append(f"DICOM SEG not written: {exc}")
 
             attempt("DICOM SEG", _seg)
+    if sr and "seg" in out:
+
+        def _sr() -> None:
+            from .sr import write_sr
+
+            try:
+                out["sr"] = write_sr(ct, all_results, out_dir / f"{stem}_sr.dcm", seg=out["seg"],
+                                     source_files=source_files)
+            except LungDamageError as exc:  # as for the SEG: a note, not a failure
+                log.warning("DICOM SR of %s not written: %s", ct.meta.key, exc)
+                notes.append(f"DICOM SR not written: {exc}")
+
+        attempt("DICOM SR", _sr)
     if html:
         html_path = out_dir / f"{stem}_report.html"
 

@@ -558,6 +558,8 @@ def render_qc(
     ]
     if result.warnings:
         facts.append(f"WARNINGS: {len(result.warnings)} (see report)")
+    qc_flags = getattr(result, "qc_flags", ())
+    facts.append("QC FLAGS: " + ", ".join(qc_flags) if qc_flags else "QC flags: none")
     _text(fig, *at(side_x, y), "\n".join(facts), color=_TEXT, fontsize=8.5, va="top", linespacing=1.3)
     y += int(len(facts) * 8.5 * 1.3 * _DPI / 72) + 14
 

@@ -88,6 +88,9 @@ class ScanResult:
     lesion_count : ndarray of int64, shape (n_regions,), optional
         Opacities (connected lesions) with voxels in each region; one that
         spans two regions counts in both, once in their aggregate.
+    qc_flags : tuple of str
+        Failed plausibility checks of the lung mask
+        (:data:`lungdamage.segment.plausibility.QC_FLAGS`); empty when clean.
     """
 
     meta: ScanMeta
@@ -107,6 +110,7 @@ class ScanResult:
     model: str = ""
     lesion_voxels: np.ndarray | None = None
     lesion_count: np.ndarray | None = None
+    qc_flags: tuple[str, ...] = ()
 
     # -- core numbers ----------------------------------------------------------
     @property
@@ -306,7 +310,8 @@ class ScanResult:
         scheme, ``damage_pct, opacity_pct, high_opacity_pct, mean_hu,
         perc15_hu, laa950_pct, vessel_ml, vessel_pct, css_pan, css_chung,
         css_region_set``, the lesion measure (``lesion_pct, lesion_ggo_pct,
-        lesion_consolidation_pct, lesion_ml, lesion_count``), then provenance (:meth:`provenance`).  Percentages
+        lesion_consolidation_pct, lesion_ml, lesion_count``), ``qc_flags`` (failed mask checks, ``;``-separated,
+        empty when clean), then provenance (:meth:`provenance`).  Percentages
         are of the region's scored voxels (0–100; NaN for an empty region);
         ``volume_ml`` excludes suppressed vessels, which are ``vessel_ml``.
         Definitions: ``docs/metrics.md``.
@@ -342,6 +347,7 @@ class ScanResult:
         cols["css_pan"], cols["css_chung"] = self.severity_scores()
         cols["css_region_set"] = self.css_region_set()
         cols.update(self.lesion_columns())
+        cols["qc_flags"] = ";".join(self.qc_flags)
         cols.update(self.provenance())
         return pd.DataFrame(cols)
 

@@ -7,13 +7,24 @@ Outline (all steps vectorized over the whole volume; no loop over slices):
 2. Air-like voxels (< ``air_threshold_hu``) not connected, within their
    axial slice, to the image border are *inside the body*: this drops the air
    around the patient, the outside-field padding and gaps under the table.
+   Padding (far below -1024 HU, or a constant air value) is its own class.
+   An air section on the image border or the padding is still inside when
+   it is not pure gas (outside air is mostly below -980 HU), touches at most
+   two image edges, and lies between body tissue in front and behind, or
+   continues in 3-D a section wholly inside the field: a lung cut by a
+   one-sided crop or a small reconstruction circle.  When the body is cut at
+   one side, the midline is LPS x = 0 (or beyond the cut border) and a
+   lone lung is labelled by its side of it, with a warning.
 3. The trachea and main bronchi are found as a vertical chain of small, dark
    (pure-air) 2-D components near the body midline, and removed with a margin.
    With fewer than 3 slices there is no chain: a separate air section of at
    most 4 cm² within 30 mm of the midline is taken as an airway.
 4. The remaining 3-D components of lung size that are not pure gas (bowel,
    stomach, air in the table or clothing have nearly every voxel < -950 HU)
-   are lung.  Lungs that touch (anterior / posterior junction) are cut, per
+   are lung, except gas below the diaphragm: a component other than the
+   main lungs lying wholly below (or above) their slices, or mostly under a
+   main lung with 8 mm or more of tissue between, is bowel or stomach gas
+   whatever its gas share (stool mixes gas and tissue).  Lungs that touch (anterior / posterior junction) are cut, per
    slice, along the line crossing the fewest lung voxels near the body
    midline.  Right = the smaller LPS x.
 5. Poorly aerated lung next to each lung joins it: heterogeneous tissue
@@ -29,7 +40,9 @@ Outline (all steps vectorized over the whole volume; no loop over slices):
    kept only near the chest wall (<= ``max_fill_depth_mm`` from the skin),
    lateral to the lung (aerated and partly aerated) in each image row (the heart,
    hilum and liver dome stay out) and below ``fill_max_hu`` (muscle stays
-   out); then a short growth into consolidation-like density recovers the rim
+   out), never fat (local mean in [-190, -80) HU), never a piece of the
+   diaphragm dome seen inside a thin basal arc (mostly right under the lung,
+   no lung below it), never within 10 mm of the field's edge; then a short growth into consolidation-like density recovers the rim
    the hull's chord cuts off along a curved wall.  A 5 mm closing and
    per-slice hole filling add vessels and enclosed consolidation.
    Limitation: homogeneous consolidation (no air pockets) denser than
@@ -62,6 +75,11 @@ _CROSS2D[1] = ndimage.generate_binary_structure(2, 1)
 _SQUARE2D = np.zeros((3, 3, 3), bool)
 _SQUARE2D[1] = True
 _CROSS3D = ndimage.generate_binary_structure(3, 1)
+# Outside air is pure gas: most of it lies below this even with low-dose noise;
+# emphysematous lung (CIP 10002K: 1-5 % of its sections) and blurred skin do not.
+_OUTSIDE_AIR_HU = -980.0
+# Fat (about -100 HU): no lung tissue, even consolidated, has this local mean.
+_FAT_HU = (-190.0, -80.0)
 
 
 def _pipeline_axes(ct: CTVolume) -> tuple[tuple[int, int, int], int, float]:
@@ -279,21 +297,13 @@ def segment_threshold(
     vox_ml = sp[0] * pix_mm2 / 1000.0
     n_sl = lo.shape[0]
 
-    # -- 1. air inside the body (per slice: not connected to the image border)
-    air = lo < air_threshold_hu
-    lab2, n2 = ndimage.label(air, structure=_CROSS2D)
-    border = np.zeros(n2 + 1, bool)
-    for edge in (lab2[:, 0, :], lab2[:, -1, :], lab2[:, :, 0], lab2[:, :, -1]):
-        border[np.unique(edge)] = True
-    border[0] = False  # label 0 = tissue: inside the body unless proven otherwise
-    inner_lut = ~border
-    inner_lut[0] = False
-
-    body = ~border[lab2]  # tissue + enclosed air (per slice)
-    # body midline (LR-axis index) per slice
-    prof = body.sum(axis=3 - lr_axis)  # (slices, len(lr axis))
-    pos = np.arange(prof.shape[1], dtype=np.float64)
-    mid = (prof * pos).sum(axis=1) / np.maximum(prof.sum(axis=1), 1)
+    # -- 1. air inside the body (per slice: pure gas connected to the image border
+    # or to the outside-field padding is outside air; a lung cut by the field keeps
+    # its parenchyma statistics and stays inside)
+    pad = _outside_field(lo)
+    body, inner_lut, lab2 = _inside_air(lo, pad, air_threshold_hu, _OUTSIDE_AIR_HU, 3 - lr_axis,
+                                        min_lung_area_mm2 / pix_mm2)
+    mid, cut_body = _body_midline(ct, perm, lr_axis, f, body & ~pad, pad)
 
     # -- 2. trachea and main bronchi: a vertical chain of small 2-D components of
     # pure air (lumen < airway_hu: the partial-volume wall separates it from lung)
@@ -361,6 +371,9 @@ def segment_threshold(
         )
     # keep fragments of at least 2 % of the largest lung component
     ok &= vol3 >= 0.02 * vol3[big].max()
+    # gas below the diaphragm (bowel, stomach) is never lung
+    sup_sign = 1.0 if ct.direction[2, perm[0]] >= 0 else -1.0
+    ok &= ~_below_diaphragm(lab3, ok, vol3, sp[0], sup_sign)
     lung = ok[lab3]
     if n_sl < 3:
         # no vertical chain to follow: a small section near the midline, apart
@@ -396,6 +409,10 @@ def segment_threshold(
     # Juxtapleural consolidation lies near the chest wall; the hilum (whose
     # concavity a closing would also fill) lies deep in the thorax.
     near_wall = depth <= max_fill_depth_mm
+    # nothing dense is added within 10 mm of the field's edge (padding or an
+    # image border the lungs reach): what lies beyond is unknown, and the strip
+    # of chest wall and blurred air a small field cuts off is not lung
+    dense_ok &= _away_from_field_edge(side > 0, pad, psp, 10.0)
     out = side.copy()
     # no addition medial to the lung's own aerated part in the same row
     # (mediastinum, heart, liver dome stay out)
@@ -417,6 +434,16 @@ def segment_threshold(
             medial_edge = np.where(mb, pb, np.inf).min(axis=lr_axis, keepdims=True)
             lateral_ok = pb >= medial_edge
         big_close = _coarse_closing2d(mb, fill_radius_mm, psp) & near_wall[bb] & lateral_ok & (lo[bb] < fill_max_hu)
+        # the hull of the bases' thin arcs holds the diaphragm dome (pieces
+        # lying mostly right under the lung, with no lung below them) and fat,
+        # which is never lung (extrapleural, subdiaphragmatic; local mean over
+        # about 6 mm)
+        if big_close.any():
+            aer = mb & air_lung[bb]
+            big_close &= ~_dome_pieces(big_close & ~mb, _under_lung(aer, sp[0], sup_sign), aer.sum(axis=(1, 2)))
+            loc = ndimage.uniform_filter(lo[bb], size=(1, 3, 3))
+            big_close &= ~((loc >= _FAT_HU[0]) & (loc < _FAT_HU[1]))
+            del loc
         small_close = _octagon_closing2d(mb, max(1, int(round(5.0 / min(psp)))))
         clo = (big_close | small_close) & body[bb] & dense_ok[bb]
         # holes enclosed by the lung (vessels, even with contrast) are lung
@@ -441,8 +468,298 @@ def segment_threshold(
     labels = _to_full(out, air_lung, hu, f, full_shape, edge_hu, ~not_airway)
     inv = np.argsort(perm)
     labels = np.ascontiguousarray(labels.transpose(inv))
-    info = {"downsample": f, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm, "airway_voxels_lowres": int(airway.sum())}
+    info = {"downsample": f, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm, "airway_voxels_lowres": int(airway.sum()),
+            "field_cut": bool(cut_body)}
+    one = _one_lung_warning(labels, cut_body)
+    if one:
+        log.warning("%s: %s", ct.meta.key, one)
+        info["warnings"] = (one,)
     return RegionMap(labels, dict(LUNG_CODES), method="threshold", region_set="lungs", info=info)
+
+
+def _away_from_field_edge(lung: np.ndarray, pad: np.ndarray, psp: tuple[float, float], mm: float) -> np.ndarray:
+    """False within ``mm`` (in-plane) of the padding or of an image border
+    that the lungs touch; all True when neither occurs (the usual scan)."""
+    edge = pad.copy()
+    frame = np.zeros(lung.shape[1:], bool)
+    frame[0, :] = frame[-1, :] = frame[:, 0] = frame[:, -1] = True
+    touched = lung[:, frame].any(axis=1)  # slices where a lung reaches the border
+    if touched.any():
+        edge |= frame[None] & touched.any()
+    if not edge.any():
+        return np.ones(lung.shape, bool)
+    return _dist_from2d(edge, psp) > mm
+
+
+def _one_lung_warning(labels: np.ndarray, cut: bool) -> str:
+    """A warning when the mask holds one lung only (less than 2 % of it on the other side)."""
+    n_right, n_left = int((labels == 1).sum()), int((labels == 2).sum())
+    if min(n_right, n_left) >= 0.02 * max(n_right, n_left, 1):
+        return ""
+    side = "right" if n_right > n_left else "left"
+    why = ("the body is cut by the field of view: side from patient coordinates (LPS x and the visible "
+           "body midline)" if cut else "side from the body midline")
+    return (f"one lung only: the {side} lung is in the mask and the other is absent ({why}); "
+            "whole-lung and right/left totals describe that lung alone")
+
+
+def _dome_pieces(add: np.ndarray, under: np.ndarray, aerated_px: np.ndarray) -> np.ndarray:
+    """The 2-D pieces of ``add`` that are the diaphragm dome seen inside a
+    basal lung arc: at least half of the piece lies right under the lung
+    (``under``) and the piece holds at least a tenth as many pixels as the
+    aerated lung of its slice (a thin arc around a wide dome; TotalSegmentator
+    example: 0.1-0.6).  The upper slices of a consolidation resting on the
+    diaphragm lie beside far more aerated lung (phantom: under 0.07).
+    """
+    lab, n = ndimage.label(add, structure=_CROSS2D)
+    if n == 0:
+        return np.zeros_like(add)
+    flat = lab.ravel()
+    tot = np.bincount(flat, minlength=n + 1)
+    hit = np.bincount(flat, weights=under.ravel(), minlength=n + 1)
+    k_of = np.zeros(n + 1, np.int64)
+    k_of[flat] = np.repeat(np.arange(add.shape[0]), add.shape[1] * add.shape[2])
+    lut = (hit >= 0.5 * np.maximum(tot, 1)) & (tot >= 0.1 * aerated_px[k_of])
+    lut[0] = False
+    return lut[lab]
+
+
+def _under_lung(aer: np.ndarray, slice_mm: float, sup_sign: float, within_mm: float = 10.0) -> np.ndarray:
+    """Voxels right under the aerated lung ``aer`` (within ``within_mm`` below it
+    in the same column) with no aerated lung anywhere below them: the top of
+    the diaphragm dome and what lies on it, seen inside a basal lung arc."""
+    a = aer if sup_sign > 0 else aer[::-1]  # index grows towards the head
+    n = max(1, int(math.ceil(within_mm / slice_mm)))
+    above = np.zeros_like(a)
+    for d in range(1, min(n, a.shape[0] - 1) + 1):  # a few whole-volume shifts
+        above[:-d] |= a[d:]
+    below = np.zeros_like(a)
+    below[1:] = np.maximum.accumulate(a, axis=0)[:-1]
+    out = above & ~below & ~a
+    return out if sup_sign > 0 else out[::-1]
+
+
+def _below_diaphragm(lab3: np.ndarray, ok: np.ndarray, vol3: np.ndarray, slice_mm: float, sup_sign: float,
+                     gap_mm: float = 8.0) -> np.ndarray:
+    """Look-up table of the air components ``ok`` that lie below the diaphragm.
+
+    The main lungs are the components of at least a quarter of the largest
+    one's volume.  Any other component is bowel or stomach gas (whatever its
+    gas share: stool mixes gas and soft tissue) when it lies wholly below the
+    main lungs' lowest slice or above their top, or when most of its voxels
+    lie under a main lung, in the same column, with at least ``gap_mm`` of
+    tissue between (the diaphragm and the organ wall).  A lung piece cut off
+    by partial volume at the base lies directly against the lung above it.
+    """
+    out = np.zeros_like(ok)
+    main = ok & (vol3 >= 0.25 * vol3[ok].max())
+    frag = ok & ~main
+    if not frag.any():
+        return out
+    n_sl = lab3.shape[0]
+    m = main[lab3]
+    ks = np.flatnonzero(m.any(axis=(1, 2)))
+    # "up" = towards the head; lowest main-lung slice in each (row, column)
+    k_up = np.arange(n_sl) if sup_sign > 0 else np.arange(n_sl)[::-1]
+    has = m.any(axis=0)
+    m_up = m[k_up]
+    low_rank = np.argmax(m_up, axis=0)  # rank (from the feet) of the lowest main voxel per column
+    rank_of = np.empty(n_sl, np.int64)
+    rank_of[k_up] = np.arange(n_sl)
+    lo_rank, hi_rank = rank_of[ks].min(), rank_of[ks].max()
+    fr = frag[lab3]
+    kk, rr, cc = np.nonzero(fr)
+    labs = lab3[kk, rr, cc]
+    rk = rank_of[kk]
+    under = has[rr, cc] & ((low_rank[rr, cc] - rk - 1) * slice_mm >= gap_mm)
+    n = np.bincount(labs, minlength=ok.size)
+    n_under = np.bincount(labs, weights=under, minlength=ok.size)
+    r_min = np.full(ok.size, np.iinfo(np.int64).max)
+    r_max = np.full(ok.size, -1)
+    np.minimum.at(r_min, labs, rk)
+    np.maximum.at(r_max, labs, rk)
+    outside_range = (r_max < lo_rank) | (r_min > hi_rank)
+    out = frag & ((n_under >= 0.5 * np.maximum(n, 1)) | outside_range)
+    if out.any():
+        log.debug("%d air component(s) below the diaphragm (bowel, stomach) left out", int(out.sum()))
+    return out
+
+
+def _outside_field(lo: np.ndarray) -> np.ndarray:
+    """Pixels outside the reconstructed field of view (low-res grid).
+
+    Padding is far below air (-2048, -3024; linear interpolation of such
+    padding undershoots -1024) or, when the scanner pads with an air value
+    (-1024, -1000), exactly constant over a 3×3 neighbourhood, which noisy
+    air and lung never are.
+    """
+    pad = lo < -1100.0
+    low = lo <= -1000.0
+    if low.any():
+        # constant 3x3 patches: in-plane max == min (computed only where it can hold)
+        mx = ndimage.maximum_filter(lo, footprint=_SQUARE2D, mode="nearest")
+        mn = ndimage.minimum_filter(lo, footprint=_SQUARE2D, mode="nearest")
+        const = low & (mx == mn)
+        # the padding's rim (not constant over 3x3) holds the same air value
+        pad |= ndimage.binary_dilation(const, structure=_SQUARE2D, iterations=2, mask=low) if const.any() else const
+    return pad
+
+
+def _inside_air(lo: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, ap_axis: int,
+                min_section_px: float):
+    """Split air-like pixels into outside air and air inside the body, per slice.
+
+    A 2-D air component touching the image border or the outside-field
+    padding is outside air when it is gas (more than 45 % of it below
+    ``gas_hu``), touches three or four image edges and holds at least 10 %
+    below -940 HU (air around the body, with mattress and blankets, which are
+    not pure gas) or does not lie
+    inside the body along the anterior-posterior axis (mattress, table
+    foam) unless it continues in 3-D a lung section that is wholly inside
+    the field in another slice; otherwise it is lung cut by the field of
+    view and stays inside.  Returns ``(body, inner_lut, lab2)``: ``body`` (tissue, inside
+    air and padding), the look-up table of inside air components and the
+    2-D labels.
+    """
+    air = (lo < air_hu) & ~pad
+    lab2, n2 = ndimage.label(air, structure=_CROSS2D)
+    sides = np.zeros(n2 + 1, np.int8)  # number of image edges each component touches
+    for e in (lab2[:, 0, :], lab2[:, -1, :], lab2[:, :, 0], lab2[:, :, -1]):
+        t = np.zeros(n2 + 1, bool)
+        t[np.unique(e)] = True
+        sides += t
+    edge = sides > 0
+    if pad.any():
+        edge[np.unique(lab2[ndimage.binary_dilation(pad, structure=_SQUARE2D)])] = True
+    flat = lab2.ravel()
+    npx = np.bincount(flat, minlength=n2 + 1)
+    gas = np.bincount(flat, weights=(lo < gas_hu).ravel(), minlength=n2 + 1)
+    # outside air is mostly gas, or surrounds the body (touches three or four
+    # image edges, with the mattress and blankets, and still holds some pure
+    # gas); a lung cut by the field is parenchyma and meets the field's edge
+    # on one or two sides (both lungs joined in a tight crop: three, no gas)
+    some_gas = np.bincount(flat, weights=(lo < -940.0).ravel(), minlength=n2 + 1) >= 0.10 * npx
+    outside = edge & ((gas > 0.45 * npx) | ((sides >= 3) & some_gas))
+    outside[0] = False
+    maybe = edge & ~outside
+    maybe[0] = False
+    open_ = maybe.copy()
+    if maybe.any():
+        open_ &= ~_enclosed_by_body(lab2, maybe, lo >= air_hu, pad, ap_axis)
+    if open_.any():
+        # not enclosed in its own slice (a small reconstruction circle cuts the
+        # lung laterally): lung when it continues, in 3-D, a lung section that
+        # lies wholly inside the field (apex or base), or an enclosed one, in
+        # other slices
+        sure = (~edge & (gas <= 0.45 * npx) & (npx >= min_section_px)) | (maybe & ~open_)
+        sure[0] = False
+        lab3, n3 = ndimage.label((sure | open_)[lab2], structure=_CROSS3D)
+        good3 = np.zeros(n3 + 1, bool)
+        good3[np.unique(lab3[sure[lab2]])] = True
+        good3[0] = False
+        joined = np.zeros(n2 + 1, bool)
+        joined[np.unique(lab2[good3[lab3]])] = True
+        outside |= open_ & ~joined
+    outside[0] = False  # label 0 = tissue: inside the body unless proven otherwise
+    kept = edge & ~outside
+    kept[0] = False
+    if kept.any():
+        log.debug("%d air section(s) on the field's edge kept as lung (not pure gas)", int(kept.sum()))
+    inner_lut = ~outside
+    inner_lut[0] = False
+    return ~outside[lab2], inner_lut, lab2
+
+
+def _enclosed_by_body(lab2: np.ndarray, which: np.ndarray, tissue: np.ndarray, pad: np.ndarray,
+                      ap_axis: int) -> np.ndarray:
+    """For the 2-D components ``which`` (a look-up table over ``lab2``): does
+    the body lie both in front of and behind most (>= 60 %) of each one?
+
+    The body is the largest tissue section of each slice (chest wall and
+    everything joined to it).  A lung cut by the field of view has the
+    chest wall in front of and behind it; the mattress and the table's
+    foam core lie behind the body, with only the table beyond them.
+    """
+    tissue = tissue & ~pad
+    labt, nt = ndimage.label(tissue, structure=_CROSS2D)
+    if nt == 0:
+        return np.zeros_like(which)
+    size = np.bincount(labt.ravel(), minlength=nt + 1)
+    objs = ndimage.find_objects(labt)
+    sl = np.array([o[0].start for o in objs])  # slice of each tissue section (labels 1..nt)
+    biggest = np.zeros(int(sl.max()) + 1)
+    np.maximum.at(biggest, sl, size[1:])
+    main = np.zeros(nt + 1, bool)
+    main[1:] = size[1:] >= biggest[sl]
+    body = main[labt]
+    before = np.maximum.accumulate(body, axis=ap_axis)
+    after = np.flip(np.maximum.accumulate(np.flip(body, axis=ap_axis), axis=ap_axis), axis=ap_axis)
+    flat = lab2.ravel()
+    n = np.bincount(flat, minlength=which.size)
+    n_in = np.bincount(flat, weights=(before & after).ravel(), minlength=which.size)
+    return which & (n_in >= 0.6 * np.maximum(n, 1))
+
+
+def _body_midline(ct: CTVolume, perm, lr_axis: int, f: int, vis: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Body midline (index along the left-right axis, low-res grid) per slice.
+
+    The centre of the visible body, unless the body is cut by the image
+    border or the field of view at one side only (in most of its rows, on
+    average over the slices: a one-sided reconstruction): the patient's
+    midline then lies towards the cut side.
+    It is taken at LPS x = 0 (the scanner's isocentre, on which patients are
+    centred) when that line lies inside the image at least 30 mm from the
+    body's free side, else just beyond the cut border (the image shows one
+    side of the chest).  Cut at both sides (a small field), the midline is
+    LPS x = 0 when that lies within 30 mm of the image, else the centre of
+    the visible body.  Returns ``(mid, cut)``.
+    """
+    prof = vis.sum(axis=3 - lr_axis)  # (slices, len(lr axis))
+    n_lr = prof.shape[1]
+    pos = np.arange(n_lr, dtype=np.float64)
+    mid = (prof * pos).sum(axis=1) / np.maximum(prof.sum(axis=1), 1)
+    has = prof.sum(axis=1) > 0
+    if not has.any():
+        return mid, False
+    # the body is cut at an end of the lr axis when, in most of its rows, it
+    # reaches the array's end or the padding there (a grazing contact, such
+    # as the table's edge or a shoulder, is not a cut)
+    first = np.argmax(vis, axis=lr_axis)  # (slices, rows)
+    last = n_lr - 1 - np.argmax(np.flip(vis, axis=lr_axis), axis=lr_axis)
+    rows = vis.any(axis=lr_axis)
+    pad_t = np.moveaxis(pad, lr_axis, 2)  # (slices, rows, lr)
+    at_lo = (first == 0) | np.take_along_axis(pad_t, np.maximum(first - 1, 0)[..., None], axis=2)[..., 0]
+    at_hi = (last == n_lr - 1) | np.take_along_axis(pad_t, np.minimum(last + 1, n_lr - 1)[..., None], axis=2)[..., 0]
+    n_rows = np.maximum(rows.sum(axis=1), 1)
+    cut_lo = float(((at_lo & rows).sum(axis=1) / n_rows)[has].mean()) >= 0.5
+    cut_hi = float(((at_hi & rows).sum(axis=1) / n_rows)[has].mean()) >= 0.5
+    if not (cut_lo or cut_hi):
+        return mid, False  # complete outline: its centre is the midline
+    first = np.where(rows, first, n_lr).min(axis=1)
+    last = np.where(rows, last, -1).max(axis=1)
+    # LPS x along the lr axis (at the centre of the other axes); low-res pixel j
+    # covers full-res indices j*f .. j*f+f-1
+    centre = np.array([(n - 1) / 2.0 for n in ct.shape])
+    idx1 = centre.copy()
+    ax = perm[lr_axis]
+    centre[ax], idx1[ax] = 0.0, float(f)
+    x0, x1 = ct.index_to_lps(centre)[0], ct.index_to_lps(idx1)[0]
+    j0 = -x0 / (x1 - x0) - (f - 1) / (2.0 * f) if abs(x1 - x0) > 1e-6 else np.nan
+    px_mm = abs(x1 - x0) / f
+    if cut_lo and cut_hi:
+        # cut at both sides (a small field): x = 0 when it lies in (or within
+        # 30 mm of) the image, else the centre of what is visible
+        if not (np.isfinite(j0) and -0.5 - 30.0 / px_mm <= j0 <= n_lr - 0.5 + 30.0 / px_mm):
+            return mid, False
+        log.debug("body cut at both sides of the field: midline at LPS x = 0 (low-res index %.1f)", j0)
+        return np.full(prof.shape[0], float(j0)), True
+    free = first[has].min() if cut_hi else last[has].max()  # the body's skin side
+    cut_end = n_lr - 0.5 if cut_hi else -0.5
+    inside = np.isfinite(j0) and -0.5 <= j0 <= n_lr - 0.5 and abs(j0 - free) * px_mm >= 30.0
+    line = float(j0) if inside else cut_end
+    log.debug("body cut at one side of the field: midline at low-res index %.1f (%s)", line,
+              "LPS x = 0" if inside else "beyond the cut border")
+    return np.full(prof.shape[0], line), True
 
 
 def _dilate2d_local(mask: np.ndarray, iterations: int) -> np.ndarray:

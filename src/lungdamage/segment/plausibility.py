@@ -1,0 +1,238 @@
+"""Plausibility checks on a lung mask: ``qc_flags`` for every result.
+
+Computed after segmentation (any method) from the CT and the lung labels
+alone.  Each check that fails adds a short flag name; an archive's suspicious
+masks are then one filter away (``df[df.qc_flags != ""]``).  Flags:
+
+``lung_volume``
+    Total lung volume implausible for an adult over the covered length:
+    below 1.0 L or above 10 L when apex and base are both covered; with
+    partial coverage, a mean section above 600 cm² (more than the widest
+    adult chest holds) or below 5 cm².
+``right_left_ratio``
+    Right / left volume outside [0.6, 1.8] (one lung missing, a lung taken
+    for the other, outside air in one lung); checked when both apex and base
+    are covered.
+``mask_on_border``
+    More than 5 % of the mask's in-plane outline lies on the image border or
+    next to the outside-field padding: the field of view cuts the lungs.
+``gas_in_mask``
+    A connected piece of the mask (>= 1 mL) whose median HU is below -950:
+    gas (bowel, stomach, outside air), or very severe emphysema.
+``apex_not_covered`` / ``base_not_covered``
+    The lungs reach the first / last slice with at least 10 % of their largest
+    section: the scan stops inside the lung.
+``trachea_air_hu``
+    Mean HU of tracheal air outside -1000 ± 50: a calibration or
+    reconstruction problem that shifts every HU band.  Checked when a
+    trachea is found (an air tube above the lungs' hila, near the midline).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..regions import RegionMap
+from ..volume import CTVolume
+
+__all__ = ["QC_FLAGS", "QCCheck", "qc_checks", "qc_flags"]
+
+log = logging.getLogger(__name__)
+
+#: Every flag name, in report order.
+QC_FLAGS = (
+    "lung_volume",
+    "right_left_ratio",
+    "mask_on_border",
+    "gas_in_mask",
+    "apex_not_covered",
+    "base_not_covered",
+    "trachea_air_hu",
+)
+
+_CROSS2D = np.zeros((3, 3, 3), bool)
+_CROSS2D[1] = ndimage.generate_binary_structure(2, 1)
+
+
+@dataclass(frozen=True)
+class QCCheck:
+    """One failed check: its flag name and a sentence with the values seen."""
+
+    flag: str
+    message: str
+
+
+def qc_flags(ct: CTVolume, regions: RegionMap) -> tuple[str, ...]:
+    """Names of the failed plausibility checks (empty when the mask looks right)."""
+    return tuple(c.flag for c in qc_checks(ct, regions))
+
+
+def qc_checks(ct: CTVolume, regions: RegionMap) -> list[QCCheck]:
+    """Run the plausibility checks on the lung mask of ``regions``.
+
+    Parameters
+    ----------
+    ct : CTVolume
+    regions : RegionMap
+        Any region set on the CT grid; it is reduced to right/left lungs.
+
+    Returns
+    -------
+    list of QCCheck
+        The failed checks, in :data:`QC_FLAGS` order.
+    """
+    lungs = regions if regions.region_set == "lungs" else regions.to_lungs()
+    codes = {name: code for code, name in lungs.names.items()}
+    labels = lungs.labels
+    right = labels == codes.get("right", 1)
+    left = labels == codes.get("left", 2)
+    mask = right | left
+    out: list[QCCheck] = []
+    if not mask.any():
+        return [QCCheck("lung_volume", "the lung mask is empty")]
+    vox_ml = ct.voxel_volume_ml
+    si = int(np.argmax(np.abs(ct.direction[2, :])))  # the cranio-caudal axis
+    up = ct.direction[2, si] > 0  # index grows towards the head
+    other = tuple(k for k in range(3) if k != si)
+    area = mask.sum(axis=other)  # voxels per cranio-caudal position
+    ks = np.flatnonzero(area)
+    n_pos = mask.shape[si]
+    top_k, bottom_k = (ks[-1], ks[0]) if up else (ks[0], ks[-1])
+    end_top, end_bottom = (n_pos - 1, 0) if up else (0, n_pos - 1)
+    big = area.max()
+    no_apex = top_k == end_top and area[top_k] >= 0.1 * big
+    no_base = bottom_k == end_bottom and area[bottom_k] >= 0.1 * big
+
+    # -- volume for the covered length
+    total_ml = float(mask.sum() * vox_ml)
+    length_cm = len(ks) * ct.spacing_mm[si] / 10.0
+    mean_section_cm2 = total_ml / max(length_cm, 1e-6)
+    if not (no_apex or no_base):
+        if not 1000.0 <= total_ml <= 10000.0:
+            out.append(QCCheck("lung_volume", f"total lung volume {total_ml:.0f} mL with apex and base covered "
+                                              "(plausible adult range 1000-10000 mL)"))
+    elif not 5.0 <= mean_section_cm2 <= 600.0:
+        out.append(QCCheck("lung_volume", f"lung volume {total_ml:.0f} mL over {length_cm:.1f} cm covered "
+                                          f"(mean section {mean_section_cm2:.0f} cm²; plausible 5-600 cm²)"))
+    # -- right / left
+    r_ml, l_ml = float(right.sum() * vox_ml), float(left.sum() * vox_ml)
+    if not (no_apex or no_base):
+        ratio = r_ml / l_ml if l_ml > 0 else np.inf
+        if not 0.6 <= ratio <= 1.8:
+            out.append(QCCheck("right_left_ratio", f"right/left volume ratio {ratio:.2f} "
+                                                   f"({r_ml:.0f} / {l_ml:.0f} mL; plausible 0.6-1.8)"))
+    # -- outline on the image border or the padding
+    share = _border_share(ct.hu, mask, si)
+    if share > 0.05:
+        out.append(QCCheck("mask_on_border", f"{100 * share:.0f} % of the mask's outline lies on the image "
+                                             "border or the outside-field padding (the field of view cuts the lungs)"))
+    # -- gas-like pieces
+    gas = _gas_pieces(ct.hu, mask, vox_ml)
+    if gas:
+        out.append(QCCheck("gas_in_mask", "gas-like piece(s) in the mask (median HU, mL): "
+                                          + ", ".join(f"{m:.0f} HU {v:.1f} mL" for m, v in gas)))
+    if no_apex:
+        out.append(QCCheck("apex_not_covered", "the lungs reach the scan's top slice: the apex is not covered"))
+    if no_base:
+        out.append(QCCheck("base_not_covered", "the lungs reach the scan's bottom slice: the base is not covered"))
+    # -- tracheal air
+    trachea_hu = _trachea_mean_hu(ct, mask, si, up)
+    if trachea_hu is not None and abs(trachea_hu + 1000.0) > 50.0:
+        out.append(QCCheck("trachea_air_hu", f"tracheal air reads {trachea_hu:.0f} HU (expected -1000 ± 50): "
+                                             "a calibration or reconstruction problem shifts every HU band"))
+    for c in out:
+        log.info("%s: qc %s: %s", ct.meta.key, c.flag, c.message)
+    return out
+
+
+def _axial(a: np.ndarray, si: int) -> np.ndarray:
+    return np.moveaxis(a, si, 0)
+
+
+def _border_share(hu: np.ndarray, mask: np.ndarray, si: int) -> float:
+    """Share of the in-plane outline of ``mask`` on the image border or next to padding."""
+    m = _axial(mask, si)
+    h = _axial(hu, si)
+    outline = m & ~ndimage.binary_erosion(m, structure=_CROSS2D, border_value=0)
+    n = int(outline.sum())
+    if n == 0:
+        return 0.0
+    frame = np.zeros(m.shape[1:], bool)
+    frame[0, :] = frame[-1, :] = frame[:, 0] = frame[:, -1] = True
+    edge = np.broadcast_to(frame, m.shape) & outline
+    pad = h < -1100  # outside-field padding (and interpolation undershoot)
+    if pad.any():
+        edge = edge | (outline & ndimage.binary_dilation(pad, structure=_CROSS2D))
+    return float(edge.sum()) / n
+
+
+def _gas_pieces(hu: np.ndarray, mask: np.ndarray, vox_ml: float) -> list[tuple[float, float]]:
+    """(median HU, volume mL) of the mask's connected pieces (>= 1 mL) with median below -950 HU."""
+    lab, n = ndimage.label(mask)
+    if n == 0:
+        return []
+    size = np.bincount(lab.ravel(), minlength=n + 1)
+    out = []
+    for k in np.flatnonzero(size * vox_ml >= 1.0):  # a handful of pieces
+        if k == 0:
+            continue
+        med = float(ndimage.median(hu, lab, k))
+        if med < -950.0:
+            out.append((med, float(size[k] * vox_ml)))
+    return out
+
+
+def _trachea_mean_hu(ct: CTVolume, mask: np.ndarray, si: int, up: bool) -> float | None:
+    """Mean HU of the trachea's lumen core, or None when no trachea is seen.
+
+    Above the lungs' upper third, the trachea is a round air section of
+    1-6 cm² near the middle between the lungs, outside the lung mask, not
+    touching the image border, in at least 3 consecutive positions.  The core
+    (1.5 mm away from the wall) is averaged.
+    """
+    hu = _axial(ct.hu, si)
+    m = _axial(mask, si)
+    if not up:
+        hu, m = hu[::-1], m[::-1]
+    sp = [ct.spacing_mm[k] for k in (si, *(k for k in range(3) if k != si))]
+    ks = np.flatnonzero(m.any(axis=(1, 2)))
+    k0 = ks[0] + int(0.6 * (ks[-1] - ks[0]))  # upper 40 % of the lungs and above
+    sub_hu = hu[k0:]
+    sub_m = m[k0:]
+    if sub_hu.shape[0] < 3:
+        return None
+    cols = np.flatnonzero(m.any(axis=(0, 1)))
+    centre_c = 0.5 * (cols[0] + cols[-1])
+    rows = np.flatnonzero(m.any(axis=(0, 2)))
+    centre_r = 0.5 * (rows[0] + rows[-1])
+    cand = (sub_hu < -700) & ~sub_m
+    lab, n = ndimage.label(cand, structure=_CROSS2D)
+    if n == 0:
+        return None
+    flat = lab.ravel()
+    npx = np.bincount(flat, minlength=n + 1)
+    area_cm2 = npx * sp[1] * sp[2] / 100.0
+    edge = np.zeros(n + 1, bool)
+    for e in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1]):
+        edge[np.unique(e)] = True
+    idx = np.arange(n + 1)
+    ok = (area_cm2 >= 1.0) & (area_cm2 <= 6.0) & ~edge
+    ok[0] = False
+    if not ok.any():
+        return None
+    cen = np.zeros((n + 1, 3))
+    cen[1:] = np.asarray(ndimage.center_of_mass(cand, lab, idx[1:]))
+    near = (np.abs(cen[:, 2] - centre_c) * sp[2] <= 30.0) & (np.abs(cen[:, 1] - centre_r) * sp[1] <= 60.0)
+    ok &= near
+    keep = ok[lab]
+    if keep.any(axis=(1, 2)).sum() < 3:
+        return None
+    r = max(1, int(round(1.5 / min(sp[1], sp[2]))))
+    core = ndimage.binary_erosion(keep, structure=_CROSS2D, iterations=r)
+    if core.sum() < 10:
+        return None
+    return float(sub_hu[core].mean())
