@@ -100,3 +100,17 @@ def test_carried_lesion_map_is_drawn_without_recomputing(tmp_path):
     other = dataclasses.replace(emptied, params=dataclasses.replace(lm.params, min_fraction=0.6))
     again = render_qc(ct, regions, result, tmp_path / "again.png", lesion_map=other, **kw)
     assert _ggo_yellow(again, ggo) >= 0.95
+
+
+def test_analysis_keeps_the_lesion_map_it_scored_with():
+    from lungdamage.pipeline import analyze_scan
+
+    ct, _regions, _vessel, ggo = _volume()
+    analysis = analyze_scan(ct)
+    lm = analysis.lesions
+    assert lm is not None and lm.params.to_dict() == analysis.result.params["lesion"]
+    lung = analysis.regions.lung_mask
+    # the map is the one the lesion columns were counted from
+    total = analysis.result.to_frame().set_index("region").loc["total"]
+    assert np.isclose(total["lesion_pct"], 100.0 * lm.lesion.sum() / lung.sum())
+    assert lm.lesion[ggo & lung].mean() >= 0.9
