@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .regions import RegionMap
-from .score import ResultSet, ScanResult, Scheme, get_schemes, score
+from .score import ResultSet, ScanResult, Scheme, get_schemes, scan_lesions, score
 from .score.schemes import is_scheme_list
 from .volume import CTVolume
 
@@ -52,6 +52,9 @@ class Analysis:
     #: The :class:`~lungdamage.privacy.Pseudonymizer` applied to ``ct.meta`` (None: not pseudonymized);
     #: review outputs use it to de-identify the DICOM SEG.
     pseudonymize: Any = None
+    #: The :class:`~lungdamage.score.lesion.LesionMap` the scores were made from (None: not computed);
+    #: the QC overlay draws its classes instead of running the lesion filter again.
+    lesions: Any = None
 
 
 def analyze(source, **options: Any) -> ScanResult | ResultSet:
@@ -184,6 +187,7 @@ def analyze_scan(
             region_map = dataclasses.replace(
                 region_map, method=f"labels:{name}", info={**region_map.info, "source": pz.token(regions_from)}
             )
+    lesion_map = scan_lesions(ct, region_map)  # kept for the review outputs (QC overlay)
     result = score(
         ct,
         region_map,
@@ -191,6 +195,7 @@ def analyze_scan(
         params=params,
         suppress_vessels=suppress_vessels,
         smooth_sigma_mm=smooth_sigma_mm,
+        lesion_map=lesion_map,
     )
     timings["score_s"] = time.perf_counter() - t0
     log.info(
@@ -206,7 +211,7 @@ def analyze_scan(
         result = ResultSet(_finish(r) for r in result)
     else:
         result = _finish(result)
-    return Analysis(ct, region_map, result, pseudonymize=pz)
+    return Analysis(ct, region_map, result, pseudonymize=pz, lesions=lesion_map)
 
 
 def _pseudonymizer(value: Any):

@@ -65,3 +65,52 @@ def test_lesion_and_excluded_voxels_have_distinct_colours(tmp_path):
         png2 = np.asarray(im.convert("RGB")).astype(int)
     red = [png2[voxel_to_pixel(panel, (k, *v))] for v in np.argwhere(vessel[k])[:50]]
     assert np.mean([r[0] - r[2] > 60 for r in red]) >= 0.9
+
+
+def _ggo_yellow(files, ggo) -> float:
+    side = json.loads(files["qc_json"].read_text())
+    panel = side["panels"][0]
+    k = panel["index"]
+    with Image.open(files["qc_png"]) as im:
+        png = np.asarray(im.convert("RGB")).astype(int)
+    px = np.array([png[q] for v in np.argwhere(ggo[k])[:200] if (q := voxel_to_pixel(panel, (k, *v))) is not None])
+    return float(((px[:, 0] - px[:, 2] > 60) & (px[:, 1] - px[:, 2] > 50)).mean())
+
+
+def test_carried_lesion_map_is_drawn_without_recomputing(tmp_path):
+    import dataclasses
+
+    from lungdamage.score import scan_lesions
+
+    ct, regions, _vessel, ggo = _volume()
+    lm = scan_lesions(ct, regions)
+    result = score(ct, regions, lesion_map=lm)
+    assert result.to_frame().set_index("region").loc["total", "lesion_pct"] > 0
+    kw = {"fractions": (0.5,), "coronal": False}
+    carried = render_qc(ct, regions, result, tmp_path / "carried.png", lesion_map=lm, **kw)
+    fallback = render_qc(ct, regions, result, tmp_path / "fallback.png", **kw)
+    with Image.open(carried["qc_png"]) as a, Image.open(fallback["qc_png"]) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))  # the same picture as the recomputed overlay
+    assert _ggo_yellow(carried, ggo) >= 0.95
+    # the carried map is what is drawn: a map with no lesion voxels leaves the GGO uncoloured as lesion
+    emptied = dataclasses.replace(lm, lesion=np.zeros_like(lm.lesion))
+    none = render_qc(ct, regions, result, tmp_path / "none.png", lesion_map=emptied, **kw)
+    assert _ggo_yellow(none, ggo) <= 0.05
+    # ... unless it was made with other parameters than the result's: then it is recomputed
+    other = dataclasses.replace(emptied, params=dataclasses.replace(lm.params, min_fraction=0.6))
+    again = render_qc(ct, regions, result, tmp_path / "again.png", lesion_map=other, **kw)
+    assert _ggo_yellow(again, ggo) >= 0.95
+
+
+def test_analysis_keeps_the_lesion_map_it_scored_with():
+    from lungdamage.pipeline import analyze_scan
+
+    ct, _regions, _vessel, ggo = _volume()
+    analysis = analyze_scan(ct)
+    lm = analysis.lesions
+    assert lm is not None and lm.params.to_dict() == analysis.result.params["lesion"]
+    lung = analysis.regions.lung_mask
+    # the map is the one the lesion columns were counted from
+    total = analysis.result.to_frame().set_index("region").loc["total"]
+    assert np.isclose(total["lesion_pct"], 100.0 * lm.lesion.sum() / lung.sum())
+    assert lm.lesion[ggo & lung].mean() >= 0.9

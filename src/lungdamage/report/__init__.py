@@ -202,7 +202,7 @@ def _write_review_into(analysis, all_results, out_dir: Path, work_dir: Path, *, 
     if qc:
         attempt("QC montage", lambda: out.update(
             render_qc(ct, regions, result, work_dir / f"{stem}_qc.png", thumbnail=work_dir / f"{stem}_thumb.png",
-                      panel_px=panel_px)
+                      panel_px=panel_px, lesion_map=getattr(analysis, "lesions", None))
         ))
     if masks:
         attempt("label maps", lambda: out.update(write_masks(ct, regions, result.scheme, work_dir, stem=stem)))

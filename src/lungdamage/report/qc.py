@@ -454,6 +454,7 @@ def render_qc(
     thumbnail: str | Path | None = None,
     thumbnail_px: int = 160,
     lesions: bool = True,
+    lesion_map: Any = None,
 ) -> dict[str, Path]:
     """Write the QC montage PNG, its JSON sidecar and optionally a thumbnail.
 
@@ -477,6 +478,11 @@ def render_qc(
         draw the damage colours on lesion voxels only and show the band voxels
         that were not counted as lesion in two cool colours (tubular; shell,
         thin or small), recomputed with the result's own lesion parameters.
+    lesion_map : LesionMap, optional
+        The lesion map the result was scored from
+        (:attr:`lungdamage.pipeline.Analysis.lesions`): its classes are drawn
+        without running the lesion filter again.  Ignored (recomputed) when
+        its parameters are not the result's.
 
     Returns
     -------
@@ -499,12 +505,12 @@ def render_qc(
     lesion_classes = None
     lesion_opts = result.params.get("lesion") if lesions else None
     if lesion_opts is not None:
-        from ..score.lesion import find_lesions
+        from ..score import scan_lesions
+        from ..score.lesion import lesion_classes as _classes
 
-        ap_axis = int(np.argmax(np.abs(np.asarray(ct.direction, dtype=float)[1, :])))
-        lesion_classes = find_lesions(
-            ct.hu, regions.lung_mask, ct.spacing_mm, lesion_opts, classes=True, ap_axis=ap_axis
-        ).classes
+        lung = regions.lung_mask
+        lesion_map = scan_lesions(ct, regions, lesion_opts, reuse=lesion_map)
+        lesion_classes = _classes(ct.hu, lung, lesion_map)
     canvas, panels, lay = render_montage(
         ct, regions, result, panels, panel_px=panel_px, window_hu=window_hu, alpha=alpha,
         lesion_classes=lesion_classes,

@@ -21,7 +21,7 @@ from ..regions import RegionMap
 from ..volume import CTVolume
 from .kernels import HU_OFFSET, region_histograms
 from .metrics import slice_spacing_warnings
-from .lesion import LesionParams, find_lesions, lesion_counts, lesion_params
+from .lesion import LesionMap, LesionParams, find_lesions, lesion_counts, lesion_params
 from .prefilter import find_vessels, smooth_lungs
 from .result import ResultSet, ScanResult, dependency_versions, params_hash
 from .schemes import PRESETS, Band, Scheme, get_scheme, get_schemes, is_scheme_list
@@ -40,6 +40,7 @@ __all__ = [
     "find_vessels",
     "smooth_lungs",
     "find_lesions",
+    "scan_lesions",
     "LesionParams",
 ]
 
@@ -55,6 +56,7 @@ def score(
     smooth_sigma_mm: float | None = None,
     lesions: bool = True,
     lesion_options: LesionParams | Mapping[str, Any] | None = None,
+    lesion_map: LesionMap | None = None,
 ) -> ScanResult | ResultSet:
     """Score every region of ``regions`` on ``ct`` with ``scheme``.
 
@@ -91,6 +93,11 @@ def score(
         default; False leaves those columns NaN.
     lesion_options : LesionParams or mapping, optional
         Overrides of the lesion parameters (recorded in the params hash).
+    lesion_map : LesionMap, optional
+        The lesion map of this CT and lung mask with these parameters, already
+        computed (:func:`scan_lesions`; e.g. kept for the QC overlay): used
+        instead of running the filter again.  Ignored (recomputed) when its
+        parameters or shape differ.
 
     Returns
     -------
@@ -119,11 +126,9 @@ def score(
     max_code = int(max(regions.names, default=0))
     vessel_mask = None
     lesion_p = lesion_params(lesion_options) if lesions else None
-    lesion_map = None
     hu_read = ct.hu
     if lesion_p is not None:  # on the CT as read: the lesion measure has its own noise handling
-        ap_axis = int(np.argmax(np.abs(np.asarray(ct.direction, dtype=float)[1, :])))  # array axis along P
-        lesion_map = find_lesions(ct.hu, regions.lung_mask, ct.spacing_mm, lesion_p, ap_axis=ap_axis)
+        lesion_map = scan_lesions(ct, regions, lesion_p, reuse=lesion_map)
     if smooth_sigma_mm is not None and not (np.isfinite(smooth_sigma_mm) and smooth_sigma_mm >= 0):
         from ..errors import InputError
 
@@ -207,6 +212,36 @@ def score(
             )
         )
     return ResultSet(results) if many else results[0]
+
+
+def scan_lesions(
+    ct: CTVolume,
+    regions: RegionMap,
+    lesion_options: LesionParams | Mapping[str, Any] | None = None,
+    *,
+    reuse: LesionMap | None = None,
+) -> LesionMap:
+    """The lesion map of a scan (:func:`~lungdamage.score.lesion.find_lesions` on the CT as read).
+
+    Parameters
+    ----------
+    ct : CTVolume
+    regions : RegionMap
+        On the CT grid (every region together is the lung mask).
+    lesion_options : LesionParams or mapping, optional
+    reuse : LesionMap, optional
+        A map already computed for this scan: returned as it is when it was
+        made with the same parameters on the same grid, else recomputed.
+
+    Returns
+    -------
+    LesionMap
+    """
+    p = lesion_params(lesion_options)
+    if reuse is not None and reuse.params == p and reuse.lesion.shape == ct.shape:
+        return reuse
+    ap_axis = int(np.argmax(np.abs(np.asarray(ct.direction, dtype=float)[1, :])))  # array axis along P
+    return find_lesions(ct.hu, regions.lung_mask, ct.spacing_mm, p, ap_axis=ap_axis)
 
 
 class _CallableModule(types.ModuleType):

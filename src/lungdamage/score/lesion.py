@@ -78,6 +78,7 @@ __all__ = [
     "lesion_params",
     "find_lesions",
     "lesion_counts",
+    "lesion_classes",
     "CLASS_NONE",
     "CLASS_LESION",
     "CLASS_CONTEXT",
@@ -257,6 +258,11 @@ class LesionMap:
         voxels outside the lungs or the bands.
     planar : bool
         The 2-D (per-slice) path was used.
+    params : LesionParams or None
+        The parameters it was made with.
+    cells : object or None
+        The cell-grid decisions (private; :func:`lesion_classes` derives the
+        per-voxel classes from them later, without running the filter again).
     """
 
     lesion: np.ndarray
@@ -264,6 +270,18 @@ class LesionMap:
     n_lesions: int
     classes: np.ndarray | None
     planar: bool
+    params: LesionParams | None = None
+    cells: Any = None
+
+
+@dataclass(frozen=True, eq=False)
+class _Cells:
+    """Cell-grid state of one :func:`find_lesions` run (for :func:`lesion_classes`)."""
+
+    box: tuple[slice, slice, slice]
+    f: tuple[int, int, int]
+    tube: np.ndarray
+    small: np.ndarray
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -297,6 +315,77 @@ def _block_sum(a: np.ndarray, f: tuple[int, int, int], dtype) -> np.ndarray:
             acc += out[tuple(sl)]
         out = acc
     return out.astype(dtype)
+
+
+def _cell_stats(hs: np.ndarray, ms: np.ndarray, fs: tuple[int, int, int], p: LesionParams, outside: int,
+                band_out: np.ndarray | None, chunk_vox: int = 1 << 22):
+    """Per-cell lung count, band count, HU sum, soft (below the consolidation band) count and clipped HU sum.
+
+    One pass over the box in slabs of whole cells along the slice axis (about ``chunk_vox`` voxels each),
+    with preallocated slab buffers: the full-resolution temporaries stay small (in cache, no page faults on
+    fresh 100-MB arrays) and every voxel is read once.  ``band_out`` (optional, box shape) receives the
+    per-voxel band mask.
+
+    Returns
+    -------
+    n_l, n_b, n_s : float32 arrays; hsum, h_clip : float64 arrays (cell grid; sums over lung voxels only)
+    """
+    lo_i = int(min(max(math.ceil(p.opacity_hu[0]), -32768), 32767))
+    hi_i = int(min(max(math.ceil(p.opacity_hu[1]), -32768), 32767))
+    c_lo = p.consolidation_hu[0]
+    c_lt = int(min(max(math.ceil(c_lo), -32768), 32767))  # HU < c_lo  <=>  HU < ceil(c_lo) (integer HU)
+    c_min = np.int16(c_lo)
+    n_cells = tuple(n // k for n, k in zip(hs.shape, fs))
+    n_l = np.empty(n_cells, np.float32)
+    n_b = np.empty(n_cells, np.float32)
+    n_s = np.empty(n_cells, np.float32)
+    hsum = np.empty(n_cells, np.float64)
+    h_clip = np.empty(n_cells, np.float64)
+    plane = hs.shape[1] * hs.shape[2]
+    step = max(1, chunk_vox // max(1, fs[0] * plane))  # cells per slab
+    rows = min(step, n_cells[0]) * fs[0]
+    hm = np.empty((rows,) + hs.shape[1:], np.int16)
+    hmin = np.empty_like(hm)
+    b1 = np.empty(hm.shape, bool)
+    b2 = np.empty(hm.shape, bool)
+    cell_vox = fs[0] * fs[1] * fs[2]
+    for c0 in range(0, n_cells[0], step):  # slabs of whole cells (a few dozen), vectorized inside
+        c1 = min(c0 + step, n_cells[0])
+        v0, v1 = c0 * fs[0], c1 * fs[0]
+        k = v1 - v0
+        h, m = hs[v0:v1], ms[v0:v1]
+        hm_k, hmin_k, b1_k, b2_k = hm[:k], hmin[:k], b1[:k], b2[:k]
+        # lung HU with everything else at a value below every band
+        np.copyto(hm_k, h)
+        np.logical_not(m, out=b1_k)
+        np.copyto(hm_k, np.int16(outside), where=b1_k)
+        nl = _block_sum(m, fs, np.float32)
+        n_l[c0:c1] = nl
+        np.greater_equal(hm_k, lo_i, out=b1_k)
+        np.less(hm_k, hi_i, out=b2_k)
+        b1_k &= b2_k
+        n_b[c0:c1] = _block_sum(b1_k, fs, np.float32)
+        if band_out is not None:
+            band_out[v0:v1] = b1_k
+        hsum[c0:c1] = _block_sum(hm_k, fs, np.float64) - float(outside) * (cell_vox - nl.astype(np.float64))
+        np.less(hm_k, c_lt, out=b2_k)
+        n_s[c0:c1] = _block_sum(b2_k, fs, np.float32) - (cell_vox - nl)  # outside voxels are below too
+        np.minimum(hm_k, c_min, out=hmin_k)
+        h_clip[c0:c1] = _block_sum(hmin_k, fs, np.float64) - float(outside) * (cell_vox - nl.astype(np.float64))
+    return n_l, n_b, hsum, n_s, h_clip
+
+
+def _around(mask: np.ndarray, sigma_cells) -> tuple[slice, ...]:
+    """Bounding box of ``mask`` widened by the radius of a Gaussian of ``sigma_cells`` (truncate 3):
+    a Gaussian filter (constant mode) of the crop equals the whole array's filter at the mask's cells."""
+    if not mask.any():
+        return tuple(slice(0, 0) for _ in mask.shape)
+    out = []
+    for a, s in enumerate(sigma_cells):
+        proj = np.flatnonzero(mask.any(axis=tuple(b for b in range(mask.ndim) if b != a)))
+        r = int(3.0 * float(s) + 0.5)
+        out.append(slice(max(int(proj[0]) - r, 0), min(int(proj[-1]) + r + 1, mask.shape[a])))
+    return tuple(out)
 
 
 def _upsample(c: np.ndarray, f: tuple[int, int, int], shape) -> np.ndarray:
@@ -436,8 +525,9 @@ def vesselness(eig: np.ndarray, *, alpha: float, beta: float, c: float) -> np.nd
     return np.where((l2 < 0) & (l3 < 0), v, 0.0)
 
 
-def _empty(shape, planar: bool, classes: bool) -> LesionMap:
-    return LesionMap(np.zeros(shape, bool), np.zeros(0, np.int32), 0, np.zeros(shape, np.uint8) if classes else None, planar)
+def _empty(shape, planar: bool, classes: bool, p: LesionParams | None = None) -> LesionMap:
+    return LesionMap(np.zeros(shape, bool), np.zeros(0, np.int32), 0, np.zeros(shape, np.uint8) if classes else None,
+                     planar, p)
 
 
 # ------------------------------------------------------------------------------ main
@@ -487,7 +577,7 @@ def find_lesions(
     lung_slices = np.flatnonzero(lung.any(axis=(1, 2)))
     planar = lung_slices.size < 3
     if lung_slices.size == 0:
-        return _empty(hu.shape, planar, classes)
+        return _empty(hu.shape, planar, classes, p)
     spacing = tuple(float(s) for s in spacing_mm)
     f = _factors(spacing, p.grid_mm, planar)
     cell_mm = tuple(s * k for s, k in zip(spacing, f))
@@ -517,41 +607,35 @@ def find_lesions(
     hs_, ms_ = (hb[:, ::sub, ::sub], mb[:, ::sub, ::sub]) if sub > 1 else (hb, mb)
     fs = (f[0], f[1] // sub, f[2] // sub)
     scale = float(sub * sub)
-    # lung HU with everything else at a value below every band: one int16 array serves all masks
-    outside = np.int16(-2048)
-    hm = np.where(ms_, hs_, outside)
-    band_s = hm >= lo
-    band_s &= hm < hi
-    cell_vox = fs[0] * fs[1] * fs[2]
+    # cell statistics in one pass over the box (lung HU with everything else at a value below every band);
+    # the per-voxel band mask is kept for the final decision (full sampling only)
+    band_b = np.empty(hb.shape, bool) if sub == 1 else None
+    n_l, n_b, hsum, n_s, h_clip = _cell_stats(hs_, ms_, fs, p, -2048, band_b)
     # -- step 2: opacity context on the cell grid
-    n_l = _block_sum(ms_, fs, np.float32)
-    n_b = _block_sum(band_s, fs, np.float32)
-    del band_s
     if not n_b.any():
-        return _empty(hu.shape, planar, classes)
+        return _empty(hu.shape, planar, classes, p)
     g_l = ndimage.gaussian_filter(n_l, sig_ctx, mode="constant", truncate=3.0)
     g_b = ndimage.gaussian_filter(n_b, sig_ctx, mode="constant", truncate=3.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(g_l > 1e-3, g_b / np.maximum(g_l, 1e-6), 0.0)
     cand = (n_b > 0) & (frac >= p.min_fraction)
-    # HU sums of the lung voxels per cell (the outside value added back)
-    hsum = _block_sum(hm, fs, np.float64) - float(outside) * (cell_vox - n_l.astype(np.float64))
     if cand.any():
         # dependent density: the context's parenchyma (voxels below the consolidation band: vessels
         # would pull a plain mean up) must be denser than the aerated lung at the same depth, unless
         # the context is mostly consolidation-dense
         c_lo = p.consolidation_hu[0]
-        n_s = _block_sum(hm < c_lo, fs, np.float32) - (cell_vox - n_l)  # outside voxels are below too
         # sum of min(HU, c_lo) over lung voxels = sum over soft voxels + c_lo * dense voxels
-        h_clip = _block_sum(np.minimum(hm, np.int16(c_lo)), fs, np.float64) - float(outside) * (cell_vox - n_l)
         h_s = (h_clip - c_lo * (n_l - n_s)).astype(np.float32)
-        g_s = ndimage.gaussian_filter(n_s, sig_ctx, mode="constant", truncate=3.0)
-        g_hs = ndimage.gaussian_filter(h_s, sig_ctx, mode="constant", truncate=3.0)
-        ctx_hu = np.where(g_s > 1e-3, g_hs / np.maximum(g_s, 1e-6), 0.0)
-        dense_ctx = (g_l - g_s) / np.maximum(g_l, 1e-6) >= p.min_fraction
         ref = _depth_reference(hsum, n_l, fs, cell_mm, ap_axis, p)
-        cand &= (ctx_hu >= np.minimum(ref, p.ref_cap_hu) + p.ref_margin_hu) | dense_ctx
-    del hm
+        # (the context is needed at candidates only: smoothed on their bounding box + the kernel radius)
+        cb = _around(cand, sig_ctx)
+        g_s = ndimage.gaussian_filter(n_s[cb], sig_ctx, mode="constant", truncate=3.0)
+        g_hs = ndimage.gaussian_filter(h_s[cb], sig_ctx, mode="constant", truncate=3.0)
+        ctx_hu = np.where(g_s > 1e-3, g_hs / np.maximum(g_s, 1e-6), 0.0)
+        dense_ctx = (g_l[cb] - g_s) / np.maximum(g_l[cb], 1e-6) >= p.min_fraction
+        ref_c = ref[tuple(c if n > 1 else slice(None) for c, n in zip(cb, ref.shape))]
+        cand[cb] &= (ctx_hu >= np.minimum(ref_c, p.ref_cap_hu) + p.ref_margin_hu) | dense_ctx
+    del n_s, h_clip
     if sub > 1:  # sample counts and sums -> voxel counts and sums
         n_l *= scale
         n_b *= scale
@@ -567,22 +651,29 @@ def find_lesions(
         mean_hu[~inside] = fill
         # only candidates in open lung can be removed as tubes: the Hessian is evaluated there alone
         sig_w = [0.0 if (planar and a == 0) else p.tube_context_sigma_mm / cell_mm[a] for a in range(3)]
-        w_l = ndimage.gaussian_filter(n_l, sig_w, mode="constant", truncate=3.0)
-        w_b = ndimage.gaussian_filter(n_b, sig_w, mode="constant", truncate=3.0)
-        open_lung = cand & (w_b < p.tube_context_max * w_l)
+        cw = _around(cand, sig_w)
+        w_l = ndimage.gaussian_filter(n_l[cw], sig_w, mode="constant", truncate=3.0)
+        w_b = ndimage.gaussian_filter(n_b[cw], sig_w, mode="constant", truncate=3.0)
+        open_lung = np.zeros_like(cand)
+        open_lung[cw] = cand[cw] & (w_b < p.tube_context_max * w_l)
         pts = np.nonzero(open_lung)
         in_plane = [a for a in range(3) if not (planar and a == 0)]
         dense_cell = mean_hu >= p.consolidation_hu[0]
+        if pts[0].size:  # the smoothing is needed only around the points: a crop that gives the same values
+            reach_c = [int(3.0 * max(p.tube_sigmas_mm) / cell_mm[a] + 0.5) + 2 for a in range(3)]
+            crop = tuple(slice(max(int(q.min()) - r, 0), int(q.max()) + r + 1) for q, r in zip(pts, reach_c))
+            mean_c = mean_hu[crop]
+            pts_c = tuple(q - c.start for q, c in zip(pts, crop))
         for s_mm in p.tube_sigmas_mm if pts[0].size else ():
             sig = [0.0 if (planar and a == 0) else s_mm / cell_mm[a] for a in range(3)]
-            sm = ndimage.gaussian_filter(mean_hu, sig, mode="nearest", truncate=3.0)
-            hess = _hessian_at(sm, pts, cell_mm, planar) * np.float32(s_mm * s_mm)
+            sm = ndimage.gaussian_filter(mean_c, sig, mode="nearest", truncate=3.0)
+            hess = _hessian_at(sm, pts_c, cell_mm, planar) * np.float32(s_mm * s_mm)
             eig = np.linalg.eigvalsh(hess)
             v = vesselness(eig, alpha=p.tube_alpha, beta=p.tube_beta, c=p.tube_c_hu)
             # centreline cells only: the scale-normalized gradient is small against the cross-section
             # curvature (at the rim of a blob or plateau the Hessian also looks tubular, but the
             # gradient there is large)
-            grad = _gradient_at(sm, pts, cell_mm, planar) * np.float32(s_mm)
+            grad = _gradient_at(sm, pts_c, cell_mm, planar) * np.float32(s_mm)
             cross = np.sort(np.abs(eig), axis=1)[:, 1]  # |lambda_2|: the larger in 2-D, the middle in 3-D
             core = np.zeros_like(cand)
             core[pts] = (v >= p.tube_threshold) & (grad <= p.tube_centre * cross)
@@ -596,9 +687,10 @@ def find_lesions(
         if tube.any():
             # the context again, with the tubes' voxels as not-opacity: the partial-volume sleeve of a
             # vessel falls below min_fraction, ground glass that a vessel runs through does not
-            n_bt = np.where(tube, 0.0, n_b).astype(np.float32)
+            co = _around(open_lung, sig_ctx)
+            n_bt = np.where(tube[co], 0.0, n_b[co]).astype(np.float32)
             g_bt = ndimage.gaussian_filter(n_bt, sig_ctx, mode="constant", truncate=3.0)
-            cand &= (g_bt >= p.min_fraction * g_l) | ~open_lung
+            cand[co] &= (g_bt >= p.min_fraction * g_l[co]) | ~open_lung[co]
     keep = cand & ~tube
 
     # -- step 4: whole lesions (grow into the lesion's own edge), on the cell grid
@@ -627,7 +719,6 @@ def find_lesions(
     new_id = np.zeros(n_comp + 1, np.int32)
     new_id[ok] = np.arange(1, int(ok.sum()) + 1, dtype=np.int32)
     kept = ok[comp]
-    real = tuple(slice(0, bx.stop - bx.start) for bx in box)
     lesion = np.zeros(hu.shape, bool)
     component = np.zeros(0, np.int32)
     kb = ndimage.find_objects(kept.view(np.uint8))
@@ -635,11 +726,14 @@ def find_lesions(
         # per voxel, band membership only inside the kept cells' bounding box
         cb = kb[0]
         vb = tuple(slice(c.start * k, c.stop * k) for c, k in zip(cb, f))
-        hk, mk = hb[vb], mb[vb]
+        hk = hb[vb]
         lesion_k = _upsample(kept[cb], f, hk.shape)
-        lesion_k &= mk
-        lesion_k &= hk >= lo
-        lesion_k &= hk < hi
+        if band_b is not None:
+            lesion_k &= band_b[vb]
+        else:
+            lesion_k &= mb[vb]
+            lesion_k &= hk >= lo
+            lesion_k &= hk < hi
         # component of every lesion voxel, in C order (of the sub-box, hence of the whole volume)
         flat = np.flatnonzero(lesion_k)
         n1, n2 = hk.shape[1], hk.shape[2]
@@ -648,19 +742,55 @@ def find_lesions(
         del flat
         dst = tuple(slice(bx.start + v.start, min(bx.start + v.stop, bx.stop)) for bx, v in zip(box, vb))
         lesion[dst] = lesion_k[tuple(slice(0, d.stop - d.start) for d in dst)]
-    cls_out = None
+    cells = _Cells(box=box, f=f, tube=tube, small=region & ~kept)
+    out = LesionMap(lesion, component, int(ok.sum()), None, planar, p, cells)
     if classes:
-        band = (hb >= lo) & (hb < hi) & mb
-        lesion_b = np.zeros(hb.shape, bool)
-        lesion_b[real] = lesion[box]
-        cls = np.zeros(hb.shape, np.uint8)
-        cls[band] = CLASS_CONTEXT
-        cls[band & _upsample(tube, f, hb.shape)] = CLASS_TUBE
-        cls[band & _upsample(region & ~kept, f, hb.shape)] = CLASS_SMALL
-        cls[lesion_b] = CLASS_LESION
-        cls_out = np.zeros(hu.shape, np.uint8)
-        cls_out[box] = cls[real]
-    return LesionMap(lesion, component, int(ok.sum()), cls_out, planar)
+        out = dataclasses.replace(out, classes=lesion_classes(hu, lung, out))
+    return out
+
+
+def lesion_classes(hu: np.ndarray, lung: np.ndarray, lesions: LesionMap) -> np.ndarray:
+    """Why each band voxel was or was not counted (:attr:`LesionMap.classes`), from a finished run.
+
+    Parameters
+    ----------
+    hu, lung :
+        The CT and lung mask ``lesions`` was computed from.
+    lesions : LesionMap
+        A :func:`find_lesions` result (its cell-grid decisions are reused: the
+        filter is not run again).
+
+    Returns
+    -------
+    ndarray of uint8, shape of the CT
+        :data:`CLASS_LESION`, :data:`CLASS_CONTEXT`, :data:`CLASS_TUBE`,
+        :data:`CLASS_SMALL`; 0 outside the lungs and the bands.
+    """
+    if lesions.classes is not None:
+        return lesions.classes
+    hu = np.asarray(hu)
+    if lesions.cells is None or lesions.params is None:  # an empty map (no band voxels): no classes but 0
+        out = np.zeros(hu.shape, np.uint8)
+        if lesions.params is not None:
+            lo, hi = lesions.params.opacity_hu
+            out[(hu >= lo) & (hu < hi) & np.asarray(lung, bool)] = CLASS_CONTEXT
+        return out
+    c = lesions.cells
+    box, f = c.box, c.f
+    hb, mb = hu[box], np.asarray(lung, dtype=bool)[box]
+    lo, hi = lesions.params.opacity_hu
+    band = (hb >= lo) & (hb < hi) & mb
+    cls = np.zeros(hb.shape, np.uint8)
+    cls[band] = CLASS_CONTEXT
+    # (the box may be shorter than its whole cells at the volume's edge: upsample to the cells, then crop)
+    full = tuple(n * k for n, k in zip(c.tube.shape, f))
+    crop = tuple(slice(0, n) for n in hb.shape)
+    cls[band & _upsample(c.tube, f, full)[crop]] = CLASS_TUBE
+    cls[band & _upsample(c.small, f, full)[crop]] = CLASS_SMALL
+    cls[lesions.lesion[box]] = CLASS_LESION
+    out = np.zeros(hu.shape, np.uint8)
+    out[box] = cls
+    return out
 
 
 def lesion_counts(
