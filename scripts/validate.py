@@ -242,6 +242,9 @@ def lesion_rows(data: Path) -> list[tuple[str, str, str, str]]:
                                ("A072894", "19010103-40.dcm", "left consolidation, right GGO", "> every clear slice")]:
         rows.append((f"COVID-19-NY-SBU {pid} {f}", f"lesion_pct ({what})", lesion(_slice(covid / pid / "axial" / f)),
                      need))
+    return rows
+
+
 def field_rows(data: Path) -> list[tuple[str, str, str, str]]:
     """Fields of view, gas below the diaphragm, coarse grids and qc_flags (issue 12).
 
