@@ -172,15 +172,26 @@ def _border_share(hu: np.ndarray, mask: np.ndarray, si: int) -> float:
 
 def _gas_pieces(hu: np.ndarray, mask: np.ndarray, vox_ml: float) -> list[tuple[float, float]]:
     """(median HU, volume mL) of the mask's connected pieces (>= 1 mL) with median below -950 HU."""
+    found = ndimage.find_objects(mask.view(np.uint8) if mask.dtype == bool else (mask > 0).view(np.uint8))
+    if not found or found[0] is None:
+        return []
+    crop = found[0]  # work inside the mask's bounding box only
+    mask, hu = mask[crop], hu[crop]
     lab, n = ndimage.label(mask)
     if n == 0:
         return []
-    size = np.bincount(lab.ravel(), minlength=n + 1)
+    inside = lab[mask]
+    size = np.bincount(inside, minlength=n + 1)
+    # a median below -950 HU needs at least half the piece below -950 HU: the exact median (a sort)
+    # is computed only for pieces that pass this count, never for the lungs themselves
+    below = np.bincount(inside[hu[mask] < -950], minlength=n + 1)
+    boxes = ndimage.find_objects(lab)
     out = []
-    for k in np.flatnonzero(size * vox_ml >= 1.0):  # a handful of pieces
+    for k in np.flatnonzero((size * vox_ml >= 1.0) & (2 * below >= size)):  # a handful of pieces
         if k == 0:
             continue
-        med = float(ndimage.median(hu, lab, k))
+        box = boxes[k - 1]  # the median over the piece's bounding box only, not a pass over the volume
+        med = float(np.median(hu[box][lab[box] == k]))
         if med < -950.0:
             out.append((med, float(size[k] * vox_ml)))
     return out
@@ -219,13 +230,18 @@ def _trachea_mean_hu(ct: CTVolume, mask: np.ndarray, si: int, up: bool) -> float
     edge = np.zeros(n + 1, bool)
     for e in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1]):
         edge[np.unique(e)] = True
-    idx = np.arange(n + 1)
     ok = (area_cm2 >= 1.0) & (area_cm2 <= 6.0) & ~edge
     ok[0] = False
     if not ok.any():
         return None
+    # centroids of the candidate sections only (a few), from their own pixels: no pass per coordinate
+    sel = ok[lab]
+    pos = np.nonzero(sel)
+    lab_sel = lab[sel]
+    count = np.maximum(np.bincount(lab_sel, minlength=n + 1), 1)
     cen = np.zeros((n + 1, 3))
-    cen[1:] = np.asarray(ndimage.center_of_mass(cand, lab, idx[1:]))
+    for axis in (1, 2):
+        cen[:, axis] = np.bincount(lab_sel, weights=pos[axis], minlength=n + 1) / count
     near = (np.abs(cen[:, 2] - centre_c) * sp[2] <= 30.0) & (np.abs(cen[:, 1] - centre_r) * sp[1] <= 60.0)
     ok &= near
     keep = ok[lab]
