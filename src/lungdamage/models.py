@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import re
@@ -44,6 +43,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from ._files import file_sha256
 from .errors import InputError, LungDamageError
 
 __all__ = [
@@ -225,11 +225,7 @@ def weights_dir() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def verify_file(path: str | os.PathLike, wf: WeightFile) -> tuple[bool, str, str]:

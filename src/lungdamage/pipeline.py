@@ -10,6 +10,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from ._files import file_sha256
 from .regions import RegionMap
 from .score import ResultSet, ScanResult, Scheme, get_schemes, scan_lesions, score
 from .score.schemes import is_scheme_list
@@ -225,10 +226,4 @@ def _pseudonymizer(value: Any):
 
 def _file_hash(path: str | PathLike) -> str:
     """SHA-256 of a file (first 16 hex characters)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return file_sha256(path)[:16]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import file_sha256
 from ..errors import GeometryError, InputError
 from ..volume import AIR_HU, CTVolume, ScanMeta
 
@@ -193,7 +194,6 @@ def read_image(path: str | Path) -> CTVolume:
     InputError
         Missing, unreadable or multi-component file.
     """
-    import hashlib
 
     import SimpleITK as sitk
 
@@ -216,11 +216,7 @@ def read_image(path: str | Path) -> CTVolume:
     hu = np.clip(arr, -32768, 32767).astype(np.int16, copy=False)
     hu[hu <= -2000] = AIR_HU
     spacing, origin, direction = CTVolume.geometry_from_sitk(img)
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    meta = ScanMeta(source=str(path), input_hash=digest.hexdigest()[:16])
+    meta = ScanMeta(source=str(path), input_hash=file_sha256(path)[:16])
     log.debug("read %s: %s", path, hu.shape)
     return CTVolume(hu, spacing, origin, direction, meta)
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import logging
 import os
 import threading
@@ -42,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import file_sha256
 from ..errors import InputError, MissingDependencyError, SegmentationError
 from ..regions import RegionMap, translate_labels
 from ..volume import CTVolume
@@ -261,11 +261,7 @@ def _resolve_weights(
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 @functools.lru_cache(maxsize=4)
