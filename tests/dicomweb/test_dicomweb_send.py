@@ -32,7 +32,7 @@ def test_sent_sr_and_seg_are_found_and_read_back_to_the_table(dicomweb_env, tmp_
     assert code == 0 and "results sent: 2 series (SEG + SR)" in out
     assert not (tmp_path / "s.sqlite.outbox").exists()  # sent files are not kept
     table = load_results(store)
-    ct_series = dict(zip(table["study_uid"], table["series_uid"]))
+    ct_series = dict(zip(table["study_uid"], table["series_uid"], strict=True))
     client = _client(dicomweb_env)
     found = {}
     for modality in ("SR", "SEG"):

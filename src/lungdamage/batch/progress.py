@@ -90,7 +90,7 @@ class BarProgress:
 
     def __init__(self, stream: TextIO):
         self.stream = stream
-        self._bar = None
+        self._bar: Any = None  # a tqdm bar between start() and close()
         self.failed = 0
 
     def start(self, total: int, *, skipped: int = 0) -> None:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -116,7 +117,9 @@ def _require_client():
         import dicomweb_client  # noqa: F401
         import requests  # noqa: F401
     except ImportError as exc:
-        raise MissingDependencyError("Reading from and sending to a DICOMweb server", "dicomweb-client", "dicomweb") from exc
+        raise MissingDependencyError(
+            "Reading from and sending to a DICOMweb server", "dicomweb-client", "dicomweb"
+        ) from exc
 
 
 def _dicom_date(text: str, what: str) -> str:
@@ -283,7 +286,9 @@ def _read_credentials(http_url: str, config: str | None) -> _Credentials:
             "Potential fix: fix the file (TOML: user = \"...\", password = \"...\" or token = \"...\")."
         ) from None
     except ValueError as exc:
-        raise InputError(f"DICOMweb credentials file {path}: {exc}. Potential fix: use .toml, .json or .yaml.") from None
+        raise InputError(
+            f"DICOMweb credentials file {path}: {exc}. Potential fix: use .toml, .json or .yaml."
+        ) from None
     if not isinstance(data, dict):
         raise InputError(f"DICOMweb credentials file {path} must hold a table. Potential fix: user = \"...\".")
     parts = urlsplit(http_url)
@@ -528,7 +533,8 @@ def _header_dataset(item: dict, pydicom):
     from pydicom.dataelem import DataElement
 
     if not _HEADER_TAGS:
-        _HEADER_TAGS.update({f"{tag_for_keyword(k):08X}": tag_for_keyword(k) for k in _HEADER_KEYWORDS})
+        tags = [tag_for_keyword(k) for k in _HEADER_KEYWORDS]
+        _HEADER_TAGS.update({f"{tag:08X}": tag for tag in tags if tag is not None})
     ds = pydicom.Dataset()
     for key, tag in _HEADER_TAGS.items():
         e = item.get(key)
@@ -693,7 +699,7 @@ def scan(source: str | DicomwebSource, *, summary: dict | None = None) -> list[R
     for filters in src.query.study_searches():
         found = _paged(
             src, "QIDO-RS study search", "0020000D",
-            lambda off, f=filters: client.search_for_studies(search_filters=f, limit=_PAGE, offset=off),
+            functools.partial(_search_studies, client, filters),
         )
         for st in found:
             studies.setdefault(_first(st, "0020000D"), st)
@@ -702,10 +708,7 @@ def scan(source: str | DicomwebSource, *, summary: dict | None = None) -> list[R
     for study_uid, st in studies.items():
         series = _paged(
             src, f"QIDO-RS series search of study {study_uid}", "0020000E",
-            lambda off, s=study_uid: client.search_for_series(
-                study_instance_uid=s, limit=_PAGE, offset=off,
-                fields=["Modality", "SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances"],
-            ),
+            functools.partial(_search_series, client, study_uid),
         )
         for se in series:
             series_uid = _first(se, "0020000E")
@@ -717,7 +720,7 @@ def scan(source: str | DicomwebSource, *, summary: dict | None = None) -> list[R
                 try:
                     meta = src.call(
                         f"WADO-RS metadata of series {series_uid}",
-                        lambda s=study_uid, u=series_uid: client.retrieve_series_metadata(s, u),
+                        functools.partial(client.retrieve_series_metadata, study_uid, series_uid),
                     )
                     headers = _headers_from_metadata(meta, prefix)
                     if headers:
@@ -727,7 +730,10 @@ def scan(source: str | DicomwebSource, *, summary: dict | None = None) -> list[R
                     log.warning("%s", exc)
                     info = _qido_only(src, st, se, issue=f"unavailable: {exc}")
                 except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-                    msg = f"metadata of series {series_uid} from {src.http_url} is unreadable ({type(exc).__name__}: {exc})"
+                    msg = (
+                        f"metadata of series {series_uid} from {src.http_url} is unreadable "
+                        f"({type(exc).__name__}: {exc})"
+                    )
                     log.warning("%s", msg)
                     info = _qido_only(src, st, se, issue=f"unavailable: {msg}")
             if info is None:
@@ -748,13 +754,24 @@ def scan(source: str | DicomwebSource, *, summary: dict | None = None) -> list[R
 _PAGE = 500
 
 
+def _search_studies(client: Any, filters: dict[str, Any], offset: int) -> list[dict]:
+    """One page of a QIDO-RS study search."""
+    return client.search_for_studies(search_filters=filters, limit=_PAGE, offset=offset)
+
+
+def _search_series(client: Any, study_uid: str, offset: int) -> list[dict]:
+    """One page of a QIDO-RS series search within a study."""
+    fields = ["Modality", "SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances"]
+    return client.search_for_series(study_instance_uid=study_uid, limit=_PAGE, offset=offset, fields=fields)
+
+
 def _paged(src: DicomwebSource, what: str, uid_tag: str, get: Callable[[int], list[dict]]) -> list[dict]:
     """Every result of a QIDO-RS search, page by page (stops when a server ignores ``offset``)."""
     out: list[dict] = []
     seen: set[str] = set()
     offset = 0
     while True:
-        page = src.call(what, lambda off=offset: get(off))
+        page = src.call(what, functools.partial(get, offset))
         new = [r for r in page if _first(r, uid_tag) not in seen]
         seen.update(_first(r, uid_tag) for r in new)
         out.extend(new)

@@ -41,6 +41,7 @@ def escape_formulas(df):
     import pandas as pd
 
     names = out.columns
-    if not isinstance(names, pd.MultiIndex) and any(isinstance(c, str) and c.startswith(FORMULA_PREFIXES) for c in names):
+    formula_names = any(isinstance(c, str) and c.startswith(FORMULA_PREFIXES) for c in names)
+    if not isinstance(names, pd.MultiIndex) and formula_names:
         out.columns = [escape_formula(c) for c in names]
     return out

@@ -110,7 +110,9 @@ def write_color_table(path: str | Path, names: Mapping[int, str], colors: Mappin
     return path
 
 
-def write_itksnap_labels(path: str | Path, names: Mapping[int, str], colors: Mapping[str, tuple[int, int, int]]) -> Path:
+def write_itksnap_labels(
+    path: str | Path, names: Mapping[int, str], colors: Mapping[str, tuple[int, int, int]]
+) -> Path:
     """Write an ITK-SNAP label description file (``IDX R G B A VIS MSH "LABEL"``)."""
     path = Path(path)
     lines = [

@@ -51,7 +51,7 @@ SHARP_KERNEL_PATTERN = re.compile(
 )
 
 
-def _bin(pct: np.ndarray, inner_edges: Iterable[float], *, first_open: bool) -> np.ndarray:
+def _bin(pct: np.ndarray | float, inner_edges: Iterable[float], *, first_open: bool) -> np.ndarray:
     """Score from bins: 0 when pct == 0, else 1 + number of inner edges exceeded.
 
     An edge ``e`` is exceeded when ``pct > e`` (upper edge inclusive), except

@@ -38,7 +38,7 @@ def lung_bbox(mask: np.ndarray, *, margin: int = 0) -> tuple[slice, slice, slice
     if not found or found[0] is None:
         return None
     return tuple(  # type: ignore[return-value]
-        slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(found[0], mask.shape)
+        slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(found[0], mask.shape, strict=True)
     )
 
 

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import SchemeError
 from .._config import ConfigSyntaxError, read_config_file
+from ..errors import SchemeError
 from .schemes import Scheme, scheme_from_dict
 
 __all__ = ["load_scheme_file"]
@@ -33,7 +33,9 @@ def load_scheme_file(path: str | Path) -> Scheme:
     try:
         data = read_config_file(path)
     except FileNotFoundError:
-        raise SchemeError(f"Scheme file {path} does not exist. Potential fix: check the path or use a preset name.") from None
+        raise SchemeError(
+            f"Scheme file {path} does not exist. Potential fix: check the path or use a preset name."
+        ) from None
     except ConfigSyntaxError as exc:
         # all three parsers put the line (and column) in their message
         raise SchemeError(

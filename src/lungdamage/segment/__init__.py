@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..regions import RegionMap
@@ -111,7 +112,7 @@ def segment_lungs(
     elif method == "lungmask":
         from .lungmask import segment_lungmask
 
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if model is not None or regions == "lobes":
             kwargs["model"] = model or DEFAULT_LOBE_MODEL
         rm = segment_lungmask(ct, weights=weights, **kwargs)
