@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from lungdamage import CTVolume
-from lungdamage.pipeline import Analysis, analyze, analyze_scan
+from lungdamage.errors import SchemeError
+from lungdamage.pipeline import Analysis, analyze, analyze_many, analyze_scan
 from lungdamage.score import ResultSet, ScanResult, score
 
 
@@ -31,10 +32,10 @@ def labelled_scan(tmp_path_factory):
 def test_several_schemes_share_one_segmentation(labelled_scan):
     ct_path, lab_path, hu, labels = labelled_scan
     a = analyze_scan(ct_path, scheme=["covid", "lcta"], regions_from=lab_path, label_codes="lungmask-lungs")
-    assert isinstance(a, Analysis) and isinstance(a.result, ResultSet)
-    assert a.result.schemes == ("covid", "lcta")
-    assert a.result["covid"].histograms is a.result["lcta"].histograms
-    df = a.result.to_frame()
+    assert isinstance(a, Analysis) and isinstance(a.results, ResultSet) and a.result is a.results[0]
+    assert a.results.schemes == ("covid", "lcta")
+    assert a.results["covid"].histograms is a.results["lcta"].histograms
+    df = a.results.to_frame()
     assert df.groupby("scheme").size().to_dict() == {"covid": 3, "lcta": 3}
     # independent truth: counts straight from the arrays
     lung = labels > 0
@@ -42,7 +43,7 @@ def test_several_schemes_share_one_segmentation(labelled_scan):
     assert total["voxels"] == lung.sum()
     assert total["infiltration_pct"] == pytest.approx(100 * np.mean((hu[lung] >= -750) & (hu[lung] < -400)))
     assert total["mean_hu"] == pytest.approx(hu[lung].mean())
-    assert set(a.result["covid"].timings_s) == {"read_s", "segment_s", "score_s"}
+    assert set(a.results["covid"].timings_s) == {"read_s", "segment_s", "score_s"}
 
 
 def test_single_scheme_returns_a_scan_result_and_options_reach_the_score(labelled_scan):
@@ -59,5 +60,7 @@ def test_single_scheme_returns_a_scan_result_and_options_reach_the_score(labelle
 
 def test_comma_separated_schemes(labelled_scan):
     ct_path, lab_path, *_ = labelled_scan
-    r = analyze(ct_path, scheme="covid,aeration", regions_from=lab_path, label_codes="lungmask-lungs")
+    r = analyze_many(ct_path, scheme="covid,aeration", regions_from=lab_path, label_codes="lungmask-lungs")
     assert isinstance(r, ResultSet) and r.schemes == ("covid", "aeration")
+    with pytest.raises(SchemeError, match=r"analyze_many"):
+        analyze(ct_path, scheme="covid,aeration", regions_from=lab_path, label_codes="lungmask-lungs")

@@ -6,7 +6,7 @@ Flow (:func:`run_batch`)
    (headers only) and :func:`~lungdamage.io.catalog.select_series` keeps at
    most one CT series per study (its reasons are stored for the others).
 2. The resume key of each selected series is ``(series_uid, run_hash,
-   version)``; ``run_hash`` is :meth:`BatchParams.run_hash`, a hash of the
+   version)``; ``run_hash`` is :attr:`AnalysisOptions.run_hash`, a hash of the
    analysis options computed *before* anything is read.  Series already in the
    store are skipped; recorded failures are skipped unless ``retry_failed``;
    ``force`` recomputes everything.
@@ -65,9 +65,12 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import InputError, LungDamageError, MissingDependencyError
+from ..pipeline import AnalysisOptions
+from ..score.result import Analysis, ResultSet
 from .store import Failure, ResultStore
 
 __all__ = [
+    "AnalysisOptions",
     "BatchParams",
     "SeriesTask",
     "Outcome",
@@ -122,92 +125,10 @@ def default_jobs(*, per_scan_peak_mib: float = TYPICAL_SCAN_PEAK_MIB) -> int:
 
 
 # ------------------------------------------------------------------------------- parameters
-@dataclass(frozen=True)
-class BatchParams:
-    """Analysis options of a batch (the same for every series).
-
-    ``scheme`` (one, a list, or a comma-separated string) is resolved once in
-    the calling process into a tuple of :class:`~lungdamage.score.Scheme`, so
-    scheme files are read here, not on the workers.  :meth:`run_hash`
-    identifies these options in the store before anything is analysed.
-    ``pseudonymize`` (a :class:`~lungdamage.privacy.Pseudonymizer`) makes every
-    stored value pseudonymous; only the fact, never the key, enters
-    :meth:`identity` and the run hash.
-    """
-
-    scheme: Any = "covid"
-    method: str = "threshold"
-    regions: str = "lungs"
-    model: str | None = None
-    weights: str | None = None
-    suppress_vessels: bool = False
-    smooth_sigma_mm: float | None = None
-    partial_lobes: bool = False
-    css_approx_lobes: bool = False
-    pseudonymize: Any = None
-
-    def __post_init__(self) -> None:
-        from ..score import get_schemes
-
-        object.__setattr__(self, "scheme", tuple(get_schemes(self.scheme)))
-        if self.weights is not None:
-            object.__setattr__(self, "weights", os.fspath(self.weights))
-        if self.smooth_sigma_mm is not None:
-            object.__setattr__(self, "smooth_sigma_mm", float(self.smooth_sigma_mm))
-            if not (math.isfinite(self.smooth_sigma_mm) and self.smooth_sigma_mm >= 0):
-                # checked here, before anything is scored: a bad option is a usage error, not N failure rows
-                raise InputError(
-                    f"smooth_sigma_mm must be a finite number >= 0 (mm), got {self.smooth_sigma_mm!r}. "
-                    "Potential fix: e.g. 1.0 for a sharp kernel, or leave it out."
-                )
-        if self.pseudonymize is not None:
-            from ..pipeline import _pseudonymizer
-
-            object.__setattr__(self, "pseudonymize", _pseudonymizer(self.pseudonymize))
-
-    def identity(self) -> dict[str, Any]:
-        """Plain-data form hashed by :meth:`run_hash` (weight files by name and size)."""
-        weights = None
-        if self.weights:
-            p = Path(self.weights)
-            weights = {"name": p.name, "bytes": p.stat().st_size if p.is_file() else None}
-        out = {
-            "scheme": [s.to_dict() for s in self.scheme],
-            "method": self.method,
-            "regions": self.regions,
-            "model": self.model,
-            "weights": weights,
-            "suppress_vessels": bool(self.suppress_vessels),
-            "smooth_sigma_mm": self.smooth_sigma_mm,
-            # only when set: default runs keep their hash
-            **({"partial_lobes": True} if self.partial_lobes else {}),
-            **({"css_approx_lobes": True} if self.css_approx_lobes else {}),
-        }
-        if self.pseudonymize is not None:  # the fact, never the key
-            out["pseudonymized"] = True
-        return out
-
-    @property
-    def run_hash(self) -> str:
-        """Hash of :meth:`identity` (the store's resume key with series UID and version)."""
-        from ..score import params_hash
-
-        return params_hash(self.identity())
-
-    def analysis_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`lungdamage.pipeline.analyze_scan`."""
-        return {
-            "scheme": list(self.scheme) if len(self.scheme) > 1 else self.scheme[0],
-            "method": self.method,
-            "regions": self.regions,
-            "model": self.model,
-            "weights": self.weights,
-            "suppress_vessels": self.suppress_vessels,
-            "smooth_sigma_mm": self.smooth_sigma_mm,
-            "partial_lobes": self.partial_lobes,
-            "css_approx_lobes": self.css_approx_lobes,
-            "pseudonymize": self.pseudonymize,
-        }
+#: The analysis options of a batch (the same for every series): :class:`lungdamage.pipeline.AnalysisOptions`,
+#: under the name this module has always used.  Its :attr:`~lungdamage.pipeline.AnalysisOptions.run_hash`
+#: identifies the options in the store before anything is analysed.
+BatchParams = AnalysisOptions
 
 
 @dataclass(frozen=True)
@@ -274,7 +195,7 @@ def _worker_name() -> str:
 
 def score_series(
     task: SeriesTask,
-    params: BatchParams,
+    params: AnalysisOptions,
     *,
     hook: Callable[[Any], Any] | None = None,
 ) -> Outcome:
@@ -289,7 +210,7 @@ def score_series(
     Parameters
     ----------
     task : SeriesTask
-    params : BatchParams
+    params : AnalysisOptions
     hook : callable, optional
         Called as ``hook(analysis)`` with the :class:`~lungdamage.pipeline.Analysis`
         (CT, regions, result) after a successful analysis, in the worker --
@@ -317,12 +238,12 @@ def score_series(
                     ct = ct.with_meta(source=task.source)
                 read_s = time.perf_counter() - t0
                 stage = "analyze"
-                analysis = analyze_scan(ct, **params.analysis_kwargs())
-                result = _with_read_time(analysis.result, read_s)
+                analysis = _with_read_time(analyze_scan(ct, params), read_s)
+                result = analysis.results
                 hook_value = None
                 if hook is not None:
                     try:
-                        hook_value = hook(dataclasses.replace(analysis, result=result))
+                        hook_value = hook(analysis)
                     except Exception as exc:  # a review output must never discard a valid score
                         hook_value = {
                             "series_uid": task.series_uid, "source": task.source, "patient_id": task.patient_id,
@@ -348,17 +269,16 @@ def score_series(
     )
 
 
-def _private(text: str, task: SeriesTask, params: BatchParams) -> str:
+def _private(text: str, task: SeriesTask, params: AnalysisOptions) -> str:
     """``text`` with the series' identifiers replaced when the batch is pseudonymized."""
     pz = params.pseudonymize
     return text if pz is None else pz.scrub(text, pz.terms_for(task))
 
 
-def _with_read_time(result: Any, read_s: float) -> Any:
-    """The result(s) with ``timings_s["read_s"]`` set (``analyze_scan`` got an already-read CT)."""
-    if isinstance(result, tuple):  # ResultSet: one ScanResult per scheme
-        return type(result)(dataclasses.replace(r, timings_s={**r.timings_s, "read_s": read_s}) for r in result)
-    return dataclasses.replace(result, timings_s={**result.timings_s, "read_s": read_s})
+def _with_read_time(analysis: Analysis, read_s: float) -> Analysis:
+    """The analysis with ``timings_s["read_s"]`` set on every result (``analyze_scan`` got an already-read CT)."""
+    results = ResultSet(dataclasses.replace(r, timings_s={**r.timings_s, "read_s": read_s}) for r in analysis.results)
+    return dataclasses.replace(analysis, result=results[0], results=results)
 
 
 def _crash_outcome(task: SeriesTask, exc: BaseException, *, alone: bool) -> Outcome:
@@ -829,7 +749,7 @@ def run_batch(
     root: str | os.PathLike | None,
     store: str | os.PathLike | ResultStore,
     *,
-    params: BatchParams | None = None,
+    params: AnalysisOptions | None = None,
     engine: Any = None,
     tasks: Sequence[SeriesTask] | None = None,
     excluded: Sequence[Mapping[str, Any]] = (),
@@ -847,7 +767,7 @@ def run_batch(
         Archive folder (or zip) to catalog; None when ``tasks`` are given.
     store : path or ResultStore
         SQLite result store (created if missing).  Only this process writes it.
-    params : BatchParams, optional
+    params : AnalysisOptions, optional
         Analysis options (default: covid scheme, threshold lungs).
     engine : InlineEngine, ProcessEngine or DaskEngine, optional
         Default ``ProcessEngine(default_jobs())``.  Not started when nothing is to do.
@@ -890,7 +810,7 @@ def run_batch(
                 "start the batch once more. Potential fix: put the call under `if __name__ == \"__main__\":`, "
                 "or pass engine=InlineEngine() to score in this process."
             )
-    params = params or BatchParams()
+    params = params or AnalysisOptions()
     progress = progress or _NullProgress()
     run_hash = params.run_hash
     version = __version__

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ._privacy import add_pseudonymize_option, pseudonymizer
-from .score import write_table
+from ..io.tables import write_table
 
 
 def register(sub) -> None:

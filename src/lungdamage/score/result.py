@@ -6,18 +6,23 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, SupportsIndex, overload
 
 import numpy as np
 
-from ..volume import ScanMeta
+from ..volume import CTVolume, ScanMeta
 from .metrics import HIGH_OPACITY_HU, LAA_THRESHOLD_HU, OPACITY_HU, comparability_warnings, css_chung, css_pan
 from .schemes import Scheme
 
-__all__ = ["ScanResult", "ResultSet", "params_hash", "dependency_versions", "LESION_COLUMNS"]
+if TYPE_CHECKING:
+    from ..privacy import Pseudonymizer
+    from ..regions import RegionMap
+    from .lesion import LesionMap
+
+__all__ = ["ScanResult", "ResultSet", "Analysis", "params_hash", "dependency_versions", "LESION_COLUMNS"]
 
 #: Columns of the lesion measure (:meth:`ScanResult.lesion_columns`), on every wide row.
 LESION_COLUMNS = ("lesion_pct", "lesion_ggo_pct", "lesion_consolidation_pct", "lesion_ml", "lesion_count")
@@ -409,7 +414,7 @@ class ScanResult:
         )
 
 
-class ResultSet(tuple):
+class ResultSet(tuple[ScanResult, ...]):
     """Results of one scan under several schemes (same segmentation, same histograms).
 
     A tuple of :class:`ScanResult`; also indexable by scheme name.
@@ -417,10 +422,16 @@ class ResultSet(tuple):
     column tells them apart; band columns of other schemes are NaN).
     """
 
-    def __new__(cls, results):
+    def __new__(cls, results: Iterable[ScanResult]) -> ResultSet:
         return super().__new__(cls, tuple(results))
 
-    def __getitem__(self, key):
+    @overload
+    def __getitem__(self, key: SupportsIndex | str) -> ScanResult: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> tuple[ScanResult, ...]: ...
+
+    def __getitem__(self, key: SupportsIndex | str | slice) -> ScanResult | tuple[ScanResult, ...]:
         if isinstance(key, str):
             for r in self:
                 if r.scheme.name == key:
@@ -452,3 +463,40 @@ class ResultSet(tuple):
 
     def __repr__(self) -> str:
         return f"ResultSet(series={self.meta.key!r}, schemes={list(self.schemes)})"
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """Everything one scan's analysis made: the CT, its regions and the scores.
+
+    Kept together for review outputs (QC images, masks) that need the arrays;
+    :func:`~lungdamage.pipeline.analyze` returns only the (small)
+    :class:`ScanResult`.
+
+    Attributes
+    ----------
+    ct : CTVolume
+    regions : RegionMap
+    result : ScanResult
+        The scores under the first scheme (the one the review outputs show).
+    pseudonymize : Pseudonymizer or None
+        Applied to ``ct.meta`` (None: not pseudonymized); review outputs use it
+        to de-identify the DICOM SEG.
+    lesions : LesionMap or None
+        The lesion map the scores were made from (None: not computed); the QC
+        overlay draws its classes instead of running the lesion filter again.
+    results : ResultSet
+        The scores under every scheme (one segmentation, one kernel pass);
+        ``ResultSet((result,))`` when not given.
+    """
+
+    ct: CTVolume
+    regions: RegionMap
+    result: ScanResult
+    pseudonymize: Pseudonymizer | None = None
+    lesions: LesionMap | None = None
+    results: ResultSet = field(default_factory=lambda: ResultSet(()))
+
+    def __post_init__(self) -> None:
+        if not self.results:
+            object.__setattr__(self, "results", ResultSet((self.result,)))
