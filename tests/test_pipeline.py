@@ -48,11 +48,13 @@ def test_several_schemes_share_one_segmentation(labelled_scan):
 
 def test_single_scheme_returns_a_scan_result_and_options_reach_the_score(labelled_scan):
     ct_path, lab_path, hu, labels = labelled_scan
-    r = analyze(ct_path, regions_from=lab_path, label_codes="lungmask-lungs", suppress_vessels=True, smooth_sigma_mm=1.0)
+    r = analyze(ct_path, regions_from=lab_path, label_codes="lungmask-lungs", suppress_vessels=True,
+                smooth_sigma_mm=1.0)
     assert isinstance(r, ScanResult)
     row = r.to_frame().iloc[-1]
     assert row["vessel_suppression"] and row["smooth_sigma_mm"] == 1.0
-    assert r.params["regions_from"].startswith("lungs.nii.gz:") and len(r.params["regions_from"]) == len("lungs.nii.gz:") + 16
+    assert r.params["regions_from"].startswith("lungs.nii.gz:")
+    assert len(r.params["regions_from"]) == len("lungs.nii.gz:") + 16
     a = analyze_scan(ct_path, regions_from=lab_path, label_codes="lungmask-lungs")
     direct = score(a.ct, a.regions, suppress_vessels=True, smooth_sigma_mm=1.0).to_frame().iloc[-1]
     assert row["damage_pct"] == direct["damage_pct"] and row["vessel_ml"] == direct["vessel_ml"]
@@ -64,3 +66,33 @@ def test_comma_separated_schemes(labelled_scan):
     assert isinstance(r, ResultSet) and r.schemes == ("covid", "aeration")
     with pytest.raises(SchemeError, match=r"analyze_many"):
         analyze(ct_path, scheme="covid,aeration", regions_from=lab_path, label_codes="lungmask-lungs")
+
+
+def test_options_are_checked_once_and_the_old_name_regions_still_works():
+    from lungdamage.errors import InputError
+    from lungdamage.pipeline import AnalysisOptions
+
+    options = AnalysisOptions(scheme="covid,lcta", regions="zones", weights=None)
+    assert options.region_set == "zones" and [s.name for s in options.schemes] == ["covid", "lcta"]
+    assert options.identity()["regions"] == "zones"  # the stored key: resume keys of existing stores hold
+    assert AnalysisOptions(region_set="zones").run_hash == AnalysisOptions(regions="zones").run_hash
+    assert AnalysisOptions(region_set="zones").run_hash != AnalysisOptions().run_hash
+    with pytest.raises(InputError, match="smooth_sigma_mm"):
+        AnalysisOptions(smooth_sigma_mm=float("nan"))
+    with pytest.raises(SchemeError):
+        AnalysisOptions(scheme="no-such-scheme")
+
+
+def test_analyze_scan_takes_an_options_object(labelled_scan):
+    from lungdamage.pipeline import AnalysisOptions
+
+    ct_path, lab_path, *_ = labelled_scan
+    options = AnalysisOptions(scheme="aeration", suppress_vessels=True)
+    a = analyze_scan(ct_path, options, regions_from=lab_path, label_codes="lungmask-lungs")
+    b = analyze_scan(ct_path, scheme="aeration", suppress_vessels=True, regions_from=lab_path,
+                     label_codes="lungmask-lungs")
+    assert a.result.scheme.name == "aeration" and a.result.params_hash == b.result.params_hash
+    np.testing.assert_array_equal(a.result.histograms, b.result.histograms)
+    # keyword values apply on top of the options object
+    c = analyze_scan(ct_path, options, suppress_vessels=False, regions_from=lab_path, label_codes="lungmask-lungs")
+    assert c.result.vessel_voxels is None and a.result.vessel_voxels is not None

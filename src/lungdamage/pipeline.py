@@ -30,7 +30,6 @@ from ._files import file_sha256
 from .errors import InputError, SchemeError
 from .regions import RegionMap
 from .score import Analysis, ResultSet, ScanResult, Scheme, get_schemes, params_hash, scan_lesions, score_many
-from .score.schemes import is_scheme_list
 from .volume import CTVolume
 
 if TYPE_CHECKING:
@@ -162,7 +161,9 @@ class AnalysisOptions:
         return params_hash(self.identity())
 
 
-def load_ct(source: str | PathLike | CTVolume | Sequence[str | PathLike] | Any, *, series_uid: str | None = None) -> CTVolume:
+def load_ct(
+    source: str | PathLike | CTVolume | Sequence[str | PathLike] | Any, *, series_uid: str | None = None
+) -> CTVolume:
     """Read a CT from a DICOM folder / file list / catalog entry, or a NIfTI/NRRD/MHA file.
 
     A :class:`CTVolume` is returned unchanged.
@@ -171,8 +172,8 @@ def load_ct(source: str | PathLike | CTVolume | Sequence[str | PathLike] | Any, 
         return source
     from .io.images import is_image_file, read_image
 
-    if isinstance(source, (str, PathLike)) and is_image_file(source) and Path(source).is_file():
-        return read_image(source)
+    if isinstance(source, (str, PathLike)) and is_image_file(os.fspath(source)) and Path(source).is_file():
+        return read_image(os.fspath(source))
     from .io.dicom import read_series
 
     return read_series(source, series_uid=series_uid)
@@ -318,7 +319,7 @@ def _segment(
         regions=options.region_set,
         model=options.model,
         weights=options.weights,
-        regions_from=regions_from,
+        regions_from=os.fspath(regions_from) if regions_from is not None else None,
         label_codes=label_codes,
         partial_lobes=options.partial_lobes,
     )
@@ -347,7 +348,8 @@ def _run_params(options: AnalysisOptions, regions_from: str | PathLike | None, l
 def _pseudonymous_label_source(region_map: RegionMap, pz: Pseudonymizer, regions_from: str | PathLike) -> RegionMap:
     """``region_map`` with the label file's name (often the patient's) replaced by its pseudonym."""
     name = pz.token(Path(regions_from).name)
-    return dataclasses.replace(region_map, method=f"labels:{name}", info={**region_map.info, "source": pz.token(regions_from)})
+    info = {**region_map.info, "source": pz.token(regions_from)}
+    return dataclasses.replace(region_map, method=f"labels:{name}", info=info)
 
 
 def _with_qc(results: ResultSet, ct: CTVolume, region_map: RegionMap, timings_s: dict[str, float]) -> ResultSet:
@@ -357,7 +359,9 @@ def _with_qc(results: ResultSet, ct: CTVolume, region_map: RegionMap, timings_s:
     checks = qc_checks(ct, region_map)
     qc_flags = tuple(c.flag for c in checks)
     # the segmentation's own warnings (e.g. one lung only) and one sentence per failed check
-    extra_warnings = tuple(region_map.info.get("warnings", ())) + tuple(f"qc {c.flag}: {c.message}" for c in checks)
+    info_warnings = region_map.info.get("warnings", ())
+    segmentation_warnings = tuple(info_warnings) if isinstance(info_warnings, (list, tuple)) else ()
+    extra_warnings = segmentation_warnings + tuple(f"qc {c.flag}: {c.message}" for c in checks)
     return ResultSet(
         dataclasses.replace(r, timings_s=timings_s, qc_flags=qc_flags, warnings=tuple(r.warnings) + extra_warnings)
         for r in results

@@ -39,7 +39,9 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
         "--regions", dest="region_set", default="lungs", choices=("lungs", "zones", "lobes"),
         help="region set to report (default lungs)",
     )
-    p.add_argument("--method", default="threshold", choices=("threshold", "lungmask"), help="lung segmentation (default threshold)")
+    p.add_argument(
+        "--method", default="threshold", choices=("threshold", "lungmask"), help="lung segmentation (default threshold)"
+    )
     p.add_argument("--model", default=None, help="lungmask model: R231, R231CovidWeb, LTRCLobes, LTRCLobes_R231")
     p.add_argument(
         "--weights",

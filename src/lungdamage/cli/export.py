@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._privacy import add_pseudonymize_option, pseudonymizer
 from ..io.tables import write_table
+from ._privacy import add_pseudonymize_option, pseudonymizer
 
 
 def register(sub) -> None:

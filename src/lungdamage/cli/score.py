@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..io.tables import TABLE_FORMATS, table_format, write_table
 from ._analysis import add_analysis_options, analysis_options
@@ -40,9 +39,13 @@ def register(sub) -> None:
         "tables), DICOM SEG (DICOM input) and a self-contained HTML report",
     )
     add_analysis_options(p)
-    p.add_argument("--regions-from", default=None, help="import regions from a label file (NIfTI/NRRD/MHA on the CT grid, or a DICOM SEG of this series "
+    p.add_argument(
+        "--regions-from", default=None,
+        help="import regions from a label file (NIfTI/NRRD/MHA on the CT grid, or a DICOM SEG of this series "
         "with segments named RUL..LLL or right/left) instead of segmenting")
-    p.add_argument("--label-codes", default=None, help="label convention of a --regions-from label map: lungmask, totalsegmentator, cip or FILE.json "
+    p.add_argument(
+        "--label-codes", default=None,
+        help="label convention of a --regions-from label map: lungmask, totalsegmentator, cip or FILE.json "
         "(not needed for a DICOM SEG)")
     add_pseudonymize_option(p)
     p.set_defaults(func=run)

@@ -28,7 +28,6 @@ Files written by :func:`write_review` (``<stem>`` from :func:`default_stem`):
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import os
 import re
@@ -160,7 +159,8 @@ def write_review(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReviewError(
-            f"Review outputs of {ct.meta.key} not written (the scores are unaffected): cannot create the folder {out_dir} "
+            f"Review outputs of {ct.meta.key} not written (the scores are unaffected): "
+            f"cannot create the folder {out_dir} "
             f"({exc.strerror or exc}). Potential fix: pass a writable folder to --qc.",
             failures={"folder": str(exc)},
         ) from exc
@@ -173,6 +173,25 @@ def write_review(
                                   html=html, source_files=source_files, stem=stem, panel_px=panel_px)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _move_into_place(out: dict[str, Path], out_dir: Path, key_of_scan: str, failures: dict[str, str],
+                     notes: list[str]) -> None:
+    """Rename every written file of ``out`` into ``out_dir``; a file that cannot be moved becomes a failure."""
+    for key, path in list(out.items()):
+        target = out_dir / path.name
+        try:
+            os.replace(path, target)
+            out[key] = target
+        except OSError as exc:
+            del out[key]
+            kind = {"seg": "DICOM SEG", "sr": "DICOM SR"}.get(key) or (
+                "QC montage" if key.startswith(("qc_", "thumb")) else "label maps"
+            )
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            log.info("%s of %s not written: %s", kind, key_of_scan, reason)
+            failures[kind] = reason
+            notes.append(f"{kind} not written: {reason}")
 
 
 def _write_review_into(analysis: Analysis, out_dir: Path, work_dir: Path, *, qc, masks, seg, sr, html,
@@ -230,18 +249,7 @@ def _write_review_into(analysis: Analysis, out_dir: Path, work_dir: Path, *, qc,
 
         attempt("DICOM SR", _sr)
     # rename what was written into place before the HTML report, so that it can list any failure
-    for key, path in list(out.items()):
-        target = out_dir / path.name
-        try:
-            os.replace(path, target)
-            out[key] = target
-        except OSError as exc:
-            del out[key]
-            kind = {"seg": "DICOM SEG", "sr": "DICOM SR"}.get(key) or ("QC montage" if key.startswith(("qc_", "thumb")) else "label maps")
-            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            log.info("%s of %s not written: %s", kind, ct.meta.key, reason)
-            failures[kind] = reason
-            notes.append(f"{kind} not written: {reason}")
+    _move_into_place(out, out_dir, ct.meta.key, failures, notes)
     if html:
         # written in place through a temporary file and a rename (never through a planted link)
         html_path = out_dir / f"{stem}_report.html"

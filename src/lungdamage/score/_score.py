@@ -56,11 +56,9 @@ def score(
 ) -> ScanResult:
     """Score every region of ``regions`` on ``ct`` with one ``scheme``.
 
-    One pass over the volume: an exact HU histogram per label code from a
-    single ``np.bincount``; aggregates (``right``, ``left``, ``total``) are
-    sums of their parts' histograms, and all band counts, densitometry and
-    severity scores come from the histograms.  For several schemes from the
-    same pass use :func:`score_many`.
+    One pass over the volume: an exact HU histogram per region (aggregates
+    are sums of their parts); every band count, density and severity score
+    derives from the histograms.  Several schemes: :func:`score_many`.
 
     Parameters
     ----------
@@ -69,8 +67,7 @@ def score(
         On the CT grid.
     scheme : str, Scheme or mapping
         Preset name (``covid``, ``lcta``, ``aeration``), scheme file path or
-        object.  One scheme: a list or a comma-separated string is refused
-        (use :func:`score_many`).
+        object; one scheme (a list is refused: use :func:`score_many`).
     params : mapping, optional
         Run parameters recorded (and hashed) in the result's provenance.
     suppress_vessels : bool

@@ -157,7 +157,9 @@ class ScanResult:
         out = np.full(len(self.regions), np.nan)
         ok = n > 0
         target = np.ceil(q / 100.0 * n[ok] - 1e-9).clip(min=1)
-        idx = np.array([np.searchsorted(c, t, side="left") for c, t in zip(cum[ok], target)], dtype=np.int64)
+        idx = np.array(
+            [np.searchsorted(c, t, side="left") for c, t in zip(cum[ok], target, strict=True)], dtype=np.int64
+        )
         out[ok] = idx + self.hist_lo_hu
         return out
 
@@ -251,7 +253,9 @@ class ScanResult:
             return {k: nan.copy() for k in LESION_COLUMNS}
         lv = np.asarray(self.lesion_voxels, dtype=np.int64).reshape(n_r, 2)
         pct = self._pct(lv)
-        count = np.asarray(self.lesion_count, dtype=np.float64) if self.lesion_count is not None else np.full(n_r, np.nan)
+        count = (
+            np.asarray(self.lesion_count, dtype=np.float64) if self.lesion_count is not None else np.full(n_r, np.nan)
+        )
         return {
             "lesion_pct": self._pct(lv.sum(axis=1)),
             "lesion_ggo_pct": pct[:, 0],
@@ -389,7 +393,9 @@ class ScanResult:
         if not self.css_region_set().startswith("none"):
             show += ["css_pan", "css_chung"]
         table = df[show].rename(
-            columns=lambda c: c.replace("_pct", " %").replace("volume_ml", "volume mL").replace("vessel_ml", "vessels mL")
+            columns=lambda c: (
+                c.replace("_pct", " %").replace("volume_ml", "volume mL").replace("vessel_ml", "vessels mL")
+            )
         )
         head = (
             f"series {self.meta.key}  patient {self.meta.patient_id or '-'}  date {self.meta.study_date or '-'}\n"
