@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from lungdamage.cli import main
 from lungdamage.phantom import make_phantom, write_dicom_series
 
@@ -67,3 +65,21 @@ def test_module_entry_point_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
     assert proc.stderr.startswith("lungdamage score: error:")
+
+
+def test_score_and_batch_build_one_options_object_from_the_same_flags():
+    from lungdamage.cli import _parser
+    from lungdamage.cli._analysis import analysis_options
+
+    flags = ["--scheme", "covid", "--scheme", "lcta", "--regions", "zones", "--suppress-vessels",
+             "--smooth-sigma-mm", "1.5", "--partial-lobes", "--css-approx-lobes", "--method", "threshold"]
+    score_options = analysis_options(_parser().parse_args(["score", "scan/", *flags]))
+    batch_options = analysis_options(_parser().parse_args(["batch", "root/", "--store", "s.sqlite", *flags]))
+    assert score_options == batch_options
+    assert [s.name for s in score_options.schemes] == ["covid", "lcta"]
+    assert (score_options.region_set, score_options.smooth_sigma_mm) == ("zones", 1.5)
+    assert score_options.suppress_vessels and score_options.partial_lobes and score_options.css_approx_lobes
+    defaults = analysis_options(_parser().parse_args(["score", "scan/"]))
+    from lungdamage.pipeline import AnalysisOptions
+
+    assert defaults == AnalysisOptions() and defaults.run_hash == AnalysisOptions().run_hash

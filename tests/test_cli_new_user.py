@@ -131,7 +131,8 @@ def test_summary_wording(engine, workers, words):
     s.failed["read: DicomSeriesError"] = 4
     text = s.text()
     assert "worker(s)" not in text and "scored=" not in text
-    assert f"done 0, skipped 0 (already stored 0, failed before 0), failed 4; 4 series analysed in this run {words}" in text
+    assert (f"done 0, skipped 0 (already stored 0, failed before 0), failed 4; "
+            f"4 series analysed in this run {words}") in text
 
 
 # ----------------------------------------------------------------------------- item 14

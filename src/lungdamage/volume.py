@@ -133,7 +133,8 @@ class CTVolume:
     # -- derived properties -------------------------------------------------
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.hu.shape)  # type: ignore[return-value]
+        slices, rows, columns = self.hu.shape  # 3-D by construction (checked in __post_init__)
+        return (int(slices), int(rows), int(columns))
 
     @property
     def voxel_volume_ml(self) -> float:

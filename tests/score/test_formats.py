@@ -11,7 +11,7 @@ import pytest
 from lungdamage import CTVolume, RegionMap, ScanMeta
 from lungdamage.cli import main
 from lungdamage.io.images import write_label_image
-from lungdamage.score import PRESETS, score
+from lungdamage.score import PRESETS, score, score_many
 
 PROVENANCE = ["series_uid", "input_hash", "params_hash", "scheme", "scheme_edges", "method", "model", "version",
               "dependency_versions", "slice_thickness_mm", "kernel", "contrast", "warnings"]
@@ -30,7 +30,7 @@ def small_scan():
 
 def test_every_row_carries_provenance(small_scan):
     ct, regions = small_scan
-    df = score(ct, regions, ["covid", "lcta"]).to_frame()
+    df = score_many(ct, regions, ["covid", "lcta"]).to_frame()
     for col in PROVENANCE:
         assert col in df.columns, col
     assert (df["series_uid"] == "1.2.840.1").all() and (df["input_hash"] == "abc123").all()
@@ -77,7 +77,7 @@ def test_cli_writes_every_format_and_form(tmp_path, nifti_scan, capsys, fmt, for
     df = {"csv": pd.read_csv, "parquet": pd.read_parquet, "json": lambda p: pd.DataFrame(json.loads(p.read_text()))}[fmt](out)
     assert sorted(df["scheme"].unique()) == ["aeration", "covid", "lcta"]
     # the numbers are those of the library on the same arrays
-    expected = score(ct, regions, ["covid", "lcta", "aeration"]).to_frame(form)
+    expected = score_many(ct, regions, ["covid", "lcta", "aeration"]).to_frame(form)
     key = ["scheme", "region"] + (["band"] if form == "long" else [])
     got = df.set_index(key).sort_index()
     exp = expected.set_index(key).sort_index()

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from lungdamage import CTVolume, RegionMap
-from lungdamage.score import PRESETS, score
+from lungdamage.score import PRESETS, score, score_many
 
 LOBES = {1: "RUL", 2: "RML", 3: "RLL", 4: "LUL", 5: "LLL"}
 ZONES = {1: "RUZ", 2: "RMZ", 3: "RLZ", 4: "LUZ", 5: "LMZ", 6: "LLZ"}
@@ -56,8 +56,8 @@ def test_results_are_invariant_to_flipping_any_axis(scan, axes):
     axes = tuple(sorted(axes))
     flipped_ct = CTVolume(np.flip(ct.hu, axes), ct.spacing_mm)
     flipped = RegionMap(np.flip(regions.labels, axes), regions.names, region_set=regions.region_set)
-    a, b = numeric(score(ct, regions, ["covid", "lcta"]).to_frame()), numeric(
-        score(flipped_ct, flipped, ["covid", "lcta"]).to_frame()
+    a, b = numeric(score_many(ct, regions, ["covid", "lcta"]).to_frame()), numeric(
+        score_many(flipped_ct, flipped, ["covid", "lcta"]).to_frame()
     )
     pd.testing.assert_frame_equal(a, b, check_exact=True)
 
@@ -110,7 +110,7 @@ def test_aggregate_regions_equal_the_sum_of_their_parts(scan):
 @given(scans())
 def test_several_schemes_share_one_pass_and_match_single_runs(scan):
     ct, regions = scan
-    both = score(ct, regions, "covid,aeration")
+    both = score_many(ct, regions, "covid,aeration")
     assert both.schemes == ("covid", "aeration")
     assert both["covid"].histograms is both["aeration"].histograms
     for name in ("covid", "aeration"):

@@ -6,7 +6,7 @@ Flow (:func:`run_batch`)
    (headers only) and :func:`~lungdamage.io.catalog.select_series` keeps at
    most one CT series per study (its reasons are stored for the others).
 2. The resume key of each selected series is ``(series_uid, run_hash,
-   version)``; ``run_hash`` is :meth:`BatchParams.run_hash`, a hash of the
+   version)``; ``run_hash`` is :attr:`AnalysisOptions.run_hash`, a hash of the
    analysis options computed *before* anything is read.  Series already in the
    store are skipped; recorded failures are skipped unless ``retry_failed``;
    ``force`` recomputes everything.
@@ -51,7 +51,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import math
 import os
 import socket
 import time
@@ -61,13 +60,17 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from .._version import __version__
 from ..errors import InputError, LungDamageError, MissingDependencyError
+from ..pipeline import AnalysisOptions
+from ..score.result import Analysis, ResultSet
 from .store import Failure, ResultStore
 
 __all__ = [
+    "AnalysisOptions",
     "BatchParams",
     "SeriesTask",
     "Outcome",
@@ -122,92 +125,10 @@ def default_jobs(*, per_scan_peak_mib: float = TYPICAL_SCAN_PEAK_MIB) -> int:
 
 
 # ------------------------------------------------------------------------------- parameters
-@dataclass(frozen=True)
-class BatchParams:
-    """Analysis options of a batch (the same for every series).
-
-    ``scheme`` (one, a list, or a comma-separated string) is resolved once in
-    the calling process into a tuple of :class:`~lungdamage.score.Scheme`, so
-    scheme files are read here, not on the workers.  :meth:`run_hash`
-    identifies these options in the store before anything is analysed.
-    ``pseudonymize`` (a :class:`~lungdamage.privacy.Pseudonymizer`) makes every
-    stored value pseudonymous; only the fact, never the key, enters
-    :meth:`identity` and the run hash.
-    """
-
-    scheme: Any = "covid"
-    method: str = "threshold"
-    regions: str = "lungs"
-    model: str | None = None
-    weights: str | None = None
-    suppress_vessels: bool = False
-    smooth_sigma_mm: float | None = None
-    partial_lobes: bool = False
-    css_approx_lobes: bool = False
-    pseudonymize: Any = None
-
-    def __post_init__(self) -> None:
-        from ..score import get_schemes
-
-        object.__setattr__(self, "scheme", tuple(get_schemes(self.scheme)))
-        if self.weights is not None:
-            object.__setattr__(self, "weights", os.fspath(self.weights))
-        if self.smooth_sigma_mm is not None:
-            object.__setattr__(self, "smooth_sigma_mm", float(self.smooth_sigma_mm))
-            if not (math.isfinite(self.smooth_sigma_mm) and self.smooth_sigma_mm >= 0):
-                # checked here, before anything is scored: a bad option is a usage error, not N failure rows
-                raise InputError(
-                    f"smooth_sigma_mm must be a finite number >= 0 (mm), got {self.smooth_sigma_mm!r}. "
-                    "Potential fix: e.g. 1.0 for a sharp kernel, or leave it out."
-                )
-        if self.pseudonymize is not None:
-            from ..pipeline import _pseudonymizer
-
-            object.__setattr__(self, "pseudonymize", _pseudonymizer(self.pseudonymize))
-
-    def identity(self) -> dict[str, Any]:
-        """Plain-data form hashed by :meth:`run_hash` (weight files by name and size)."""
-        weights = None
-        if self.weights:
-            p = Path(self.weights)
-            weights = {"name": p.name, "bytes": p.stat().st_size if p.is_file() else None}
-        out = {
-            "scheme": [s.to_dict() for s in self.scheme],
-            "method": self.method,
-            "regions": self.regions,
-            "model": self.model,
-            "weights": weights,
-            "suppress_vessels": bool(self.suppress_vessels),
-            "smooth_sigma_mm": self.smooth_sigma_mm,
-            # only when set: default runs keep their hash
-            **({"partial_lobes": True} if self.partial_lobes else {}),
-            **({"css_approx_lobes": True} if self.css_approx_lobes else {}),
-        }
-        if self.pseudonymize is not None:  # the fact, never the key
-            out["pseudonymized"] = True
-        return out
-
-    @property
-    def run_hash(self) -> str:
-        """Hash of :meth:`identity` (the store's resume key with series UID and version)."""
-        from ..score import params_hash
-
-        return params_hash(self.identity())
-
-    def analysis_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`lungdamage.pipeline.analyze_scan`."""
-        return {
-            "scheme": list(self.scheme) if len(self.scheme) > 1 else self.scheme[0],
-            "method": self.method,
-            "regions": self.regions,
-            "model": self.model,
-            "weights": self.weights,
-            "suppress_vessels": self.suppress_vessels,
-            "smooth_sigma_mm": self.smooth_sigma_mm,
-            "partial_lobes": self.partial_lobes,
-            "css_approx_lobes": self.css_approx_lobes,
-            "pseudonymize": self.pseudonymize,
-        }
+#: The analysis options of a batch (the same for every series): :class:`lungdamage.pipeline.AnalysisOptions`,
+#: under the name this module has always used.  Its :attr:`~lungdamage.pipeline.AnalysisOptions.run_hash`
+#: identifies the options in the store before anything is analysed.
+BatchParams = AnalysisOptions
 
 
 @dataclass(frozen=True)
@@ -274,7 +195,7 @@ def _worker_name() -> str:
 
 def score_series(
     task: SeriesTask,
-    params: BatchParams,
+    params: AnalysisOptions,
     *,
     hook: Callable[[Any], Any] | None = None,
 ) -> Outcome:
@@ -289,7 +210,7 @@ def score_series(
     Parameters
     ----------
     task : SeriesTask
-    params : BatchParams
+    params : AnalysisOptions
     hook : callable, optional
         Called as ``hook(analysis)`` with the :class:`~lungdamage.pipeline.Analysis`
         (CT, regions, result) after a successful analysis, in the worker --
@@ -317,12 +238,12 @@ def score_series(
                     ct = ct.with_meta(source=task.source)
                 read_s = time.perf_counter() - t0
                 stage = "analyze"
-                analysis = analyze_scan(ct, **params.analysis_kwargs())
-                result = _with_read_time(analysis.result, read_s)
+                analysis = _with_read_time(analyze_scan(ct, params), read_s)
+                result = analysis.results
                 hook_value = None
                 if hook is not None:
                     try:
-                        hook_value = hook(dataclasses.replace(analysis, result=result))
+                        hook_value = hook(analysis)
                     except Exception as exc:  # a review output must never discard a valid score
                         hook_value = {
                             "series_uid": task.series_uid, "source": task.source, "patient_id": task.patient_id,
@@ -348,17 +269,16 @@ def score_series(
     )
 
 
-def _private(text: str, task: SeriesTask, params: BatchParams) -> str:
+def _private(text: str, task: SeriesTask, params: AnalysisOptions) -> str:
     """``text`` with the series' identifiers replaced when the batch is pseudonymized."""
     pz = params.pseudonymize
     return text if pz is None else pz.scrub(text, pz.terms_for(task))
 
 
-def _with_read_time(result: Any, read_s: float) -> Any:
-    """The result(s) with ``timings_s["read_s"]`` set (``analyze_scan`` got an already-read CT)."""
-    if isinstance(result, tuple):  # ResultSet: one ScanResult per scheme
-        return type(result)(dataclasses.replace(r, timings_s={**r.timings_s, "read_s": read_s}) for r in result)
-    return dataclasses.replace(result, timings_s={**result.timings_s, "read_s": read_s})
+def _with_read_time(analysis: Analysis, read_s: float) -> Analysis:
+    """The analysis with ``timings_s["read_s"]`` set on every result (``analyze_scan`` got an already-read CT)."""
+    results = ResultSet(dataclasses.replace(r, timings_s={**r.timings_s, "read_s": read_s}) for r in analysis.results)
+    return dataclasses.replace(analysis, result=results[0], results=results)
 
 
 def _crash_outcome(task: SeriesTask, exc: BaseException, *, alone: bool) -> Outcome:
@@ -395,7 +315,9 @@ class InlineEngine:
 
 
 #: Modules imported once by the forkserver so that workers start warm.
-_PRELOAD = ["lungdamage.batch.runner", "lungdamage.pipeline", "lungdamage.segment", "lungdamage.io.dicom", "lungdamage.score"]
+_PRELOAD = [
+    "lungdamage.batch.runner", "lungdamage.pipeline", "lungdamage.segment", "lungdamage.io.dicom", "lungdamage.score",
+]
 
 
 def _init_worker(n_threads: int, owner_pid: int | None = None, env: Mapping[str, str] | None = None) -> None:
@@ -434,7 +356,7 @@ class ProcessEngine:
         if jobs < 1:
             raise InputError(f"--jobs must be at least 1 for worker processes, got {jobs}. Potential fix: --jobs 1.")
         self.workers = int(jobs)
-        self._pool = None
+        self._pool: Any = None  # a ProcessPoolExecutor while running
 
     def _new_pool(self):
         import multiprocessing as mp
@@ -445,7 +367,9 @@ class ProcessEngine:
         threads = max(1, usable_cores() // self.workers)
         return ProcessPoolExecutor(
             max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
-            initargs=(threads, os.getpid(), {k: v for k, v in os.environ.items() if k.startswith("LUNGDAMAGE_DICOMWEB_")}),
+            initargs=(
+                threads, os.getpid(), {k: v for k, v in os.environ.items() if k.startswith("LUNGDAMAGE_DICOMWEB_")}
+            ),
         )
 
     def __enter__(self) -> ProcessEngine:
@@ -493,7 +417,7 @@ class ProcessEngine:
                     "a worker process died; restarting the pool and retrying %d series one at a time",
                     len(suspects) + len(inflight),
                 )
-                for fut, (task, alone) in list(inflight.items()):
+                for fut, (task, _alone) in list(inflight.items()):
                     if fut.done() and not fut.cancelled() and fut.exception() is None:
                         yield fut.result()
                     else:
@@ -519,13 +443,15 @@ class DaskEngine:
 
     def __init__(self, address: str | None = None, *, n_workers: int | None = None, timeout_s: float = 30.0):
         if not address and not n_workers:
-            raise InputError("DaskEngine needs a scheduler address or n_workers. Potential fix: --scheduler or --dask-local N.")
+            raise InputError(
+                "DaskEngine needs a scheduler address or n_workers. Potential fix: --scheduler or --dask-local N."
+            )
         self.address = address
         self.n_workers = n_workers
         self.timeout_s = timeout_s
         self.workers = n_workers or 0
-        self._client = None
-        self._cluster = None
+        self._client: Any = None
+        self._cluster: Any = None
 
     def __enter__(self) -> DaskEngine:
         try:
@@ -616,7 +542,7 @@ def unguarded_main_call() -> tuple[str, int] | None:
     if not path or spec_name == "__main__" or spec_name.endswith(".__main__"):
         return None
     line = None
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:  # the outermost top-level frame of the main script
         if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
             line = frame.f_lineno
@@ -656,7 +582,9 @@ def nothing_found_message(root: str | os.PathLike, summary: Mapping[str, Any]) -
         f"{summary.get('n_truncated', 0)} truncated)"
     )
     problems = summary.get("problems") or ()
-    unread = f" {len(problems)} input(s) could not be read, e.g. {problems[0][0]}: {problems[0][1]}." if problems else ""
+    unread = (
+        f" {len(problems)} input(s) could not be read, e.g. {problems[0][0]}: {problems[0][1]}." if problems else ""
+    )
     return (
         f"No DICOM series under {_root_name(root)!r}: {seen}.{unread} Potential fix: point at the folder (or .zip) "
         "holding the CT's DICOM files; score a NIfTI / NRRD / MHA file with `lungdamage score FILE`."
@@ -829,7 +757,7 @@ def run_batch(
     root: str | os.PathLike | None,
     store: str | os.PathLike | ResultStore,
     *,
-    params: BatchParams | None = None,
+    params: AnalysisOptions | None = None,
     engine: Any = None,
     tasks: Sequence[SeriesTask] | None = None,
     excluded: Sequence[Mapping[str, Any]] = (),
@@ -847,7 +775,7 @@ def run_batch(
         Archive folder (or zip) to catalog; None when ``tasks`` are given.
     store : path or ResultStore
         SQLite result store (created if missing).  Only this process writes it.
-    params : BatchParams, optional
+    params : AnalysisOptions, optional
         Analysis options (default: covid scheme, threshold lungs).
     engine : InlineEngine, ProcessEngine or DaskEngine, optional
         Default ``ProcessEngine(default_jobs())``.  Not started when nothing is to do.
@@ -855,10 +783,8 @@ def run_batch(
         A ready plan instead of cataloguing ``root`` (see :func:`plan_batch`).
     policy : SelectionPolicy, optional
         Series selection policy of :func:`lungdamage.io.catalog.select_series`.
-    retry_failed : bool
-        Score again series whose earlier attempt failed.
-    force : bool
-        Score everything again, replacing stored results.
+    retry_failed, force : bool
+        Score again series whose earlier attempt failed; score everything again, replacing stored results.
     hook : callable, optional
         ``hook(analysis)`` run in the worker after each successful analysis
         (QC outputs); must be picklable for process and Dask engines.
@@ -879,103 +805,157 @@ def run_batch(
         for from a script's top-level code outside ``if __name__ == "__main__":``
         (see :func:`unguarded_main_call`).
     """
-    t_start = time.perf_counter()
+    t_start_s = time.perf_counter()
     problems: list[tuple[str, str]] = []
-    if not isinstance(engine, InlineEngine) and not (isinstance(engine, DaskEngine) and engine.address):
-        where = unguarded_main_call()
-        if where is not None:
-            raise InputError(
-                f"run_batch was called at the top level of {where[0]} (line {where[1]}) without an "
-                "`if __name__ == \"__main__\":` guard: each worker process imports that script again and would "
-                "start the batch once more. Potential fix: put the call under `if __name__ == \"__main__\":`, "
-                "or pass engine=InlineEngine() to score in this process."
-            )
-    params = params or BatchParams()
-    progress = progress or _NullProgress()
-    run_hash = params.run_hash
-    version = __version__
-    if tasks is None:
-        if root is None:
-            raise InputError("run_batch needs a root folder or a list of tasks. Potential fix: pass root=ARCHIVE.")
-        found: dict = {}
-        tasks, excluded = plan_batch(root, policy=policy, summary=found, problems=problems,
-                                     pseudonymize=params.pseudonymize)
-        # nothing to score: say so before a store is created (an empty store would look like success)
-        if not tasks and not excluded:
-            raise InputError(nothing_found_message(root, found))
-        if not tasks:
-            reasons = Counter(_exclusion_group(r["reason"]) for r in excluded)
-            raise InputError(
-                f"Nothing to score under {_root_name(root)!r}: {len(excluded)} series found, none selected ("
-                + "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common())
-                + f"; e.g. {excluded[0]['source'] or excluded[0]['series_uid']}: {excluded[0]['reason']}). Potential fix: `lungdamage index` lists each series and why; relax the selection "
-                "(--min-extent-mm, --allow-derived, ...)."
-            )
-    elif params.pseudonymize is not None:
-        tasks = [params.pseudonymize.task(t) for t in tasks]
-        excluded = [params.pseudonymize.row(r) for r in excluded]
-    tasks = list(tasks)
+    _refuse_unguarded_workers(engine)
+    params, progress = params or AnalysisOptions(), progress or _NullProgress()
+    tasks, excluded = _batch_plan(root, tasks, excluded, policy, params, problems)
     owns_store = not isinstance(store, ResultStore)
-    db = ResultStore(store) if owns_store else store
-    root_name = getattr(root, "name", None) if type(root).__name__ == "DicomwebSource" else None
-    summary = BatchSummary(
-        root=root_name or (os.fspath(root) if root is not None else ""), store=str(db.path), run_hash=run_hash
-    )
-    if params.pseudonymize is not None:
-        summary.root = params.pseudonymize.token(summary.root)
+    db = store if isinstance(store, ResultStore) else ResultStore(store)
     try:
-        seen: set[str] = set()
-        unique_tasks = []
-        for t in tasks:  # one series listed twice is scored once
-            if t.series_uid not in seen:
-                seen.add(t.series_uid)
-                unique_tasks.append(t)
-        tasks = unique_tasks
-        summary.series_found = len(tasks) + len(excluded)
-        summary.selected = len(tasks)
-        summary.excluded = Counter(_exclusion_group(r["reason"]) for r in excluded)
-        done = set() if force else db.done_keys(run_hash, version)
-        failed_before = {} if (force or retry_failed) else db.failed_keys(run_hash, version)
-        todo = []
-        for t in tasks:
-            if t.series_uid in done:
-                summary.skipped_done += 1
-            elif t.series_uid in failed_before:
-                summary.skipped_failed += 1
-            else:
-                todo.append(t)
+        summary = _new_summary(root, db, params, tasks, excluded)
+        todo = _pending(tasks, db, params.run_hash, force=force, retry_failed=retry_failed, summary=summary)
         engine = engine if engine is not None else (ProcessEngine(default_jobs()) if todo else InlineEngine())
         summary.engine = engine.name
-        run_id = db.begin_run(
-            root=summary.root, run_hash=run_hash, version=version, params=params.identity(), engine=engine.name
-        )
+        run_id = db.begin_run(root=summary.root, run_hash=summary.run_hash, version=summary.version,
+                              params=params.identity(), engine=engine.name)
         db.save_excluded(excluded, run_id=run_id)
-        if params.pseudonymize is not None:  # paths and reasons hold folder names: keyed tokens only
-            pz = params.pseudonymize
-            problems = [(pz.token(source), pz.scrub(reason, {os.fspath(source): pz.token(source)})) for source, reason in problems]
-        _store_unreadable(db, problems, summary, run_hash, version, run_id)
-        by_uid = {t.series_uid: t for t in todo}
-        progress.start(len(todo), skipped=summary.skipped_done + summary.skipped_failed)
+        _store_unreadable(db, _private_problems(problems, params), summary, summary.run_hash, summary.version, run_id)
         try:
-            if todo:
-                fn = functools.partial(score_series, params=params, hook=hook)
-                with engine:
-                    summary.workers = engine.workers
-                    log.info("scoring %d series (%s engine, %d worker%s)", len(todo), engine.name, engine.workers,
-                             "" if engine.workers == 1 else "s")
-                    for outcome in engine.run(todo, fn):
-                        summary.scored += 1
-                        _store_outcome(db, outcome, by_uid[outcome.series_uid], summary, run_hash, version, run_id)
-                        progress.advance(outcome)
+            _score_pending(todo, engine, db, run_id, summary, params=params, hook=hook, progress=progress)
         finally:
             progress.close()
-            summary.elapsed_s = time.perf_counter() - t_start
+            summary.elapsed_s = time.perf_counter() - t_start_s
             db.end_run(run_id, summary.as_dict())
     finally:
         if owns_store:
             db.close()
     log.info("batch finished: %s", summary.text().replace("\n", " | "))
     return summary
+
+
+def _refuse_unguarded_workers(engine: Any) -> None:
+    """Worker processes import the calling script again: refuse a call from unguarded top-level code."""
+    if isinstance(engine, InlineEngine) or (isinstance(engine, DaskEngine) and engine.address):
+        return
+    where = unguarded_main_call()
+    if where is not None:
+        raise InputError(
+            f"run_batch was called at the top level of {where[0]} (line {where[1]}) without an "
+            "`if __name__ == \"__main__\":` guard: each worker process imports that script again and would "
+            "start the batch once more. Potential fix: put the call under `if __name__ == \"__main__\":`, "
+            "or pass engine=InlineEngine() to score in this process."
+        )
+
+
+def _batch_plan(
+    root: Any,
+    tasks: Sequence[SeriesTask] | None,
+    excluded: Sequence[Mapping[str, Any]],
+    policy: Any,
+    params: AnalysisOptions,
+    problems: list[tuple[str, str]],
+) -> tuple[list[SeriesTask], list[Mapping[str, Any]]]:
+    """The series to score (each once) and the excluded ones: catalogued under ``root``, or the given plan.
+
+    Raises :class:`InputError` when there is nothing to score, before any store is created (an empty store
+    would look like success).
+    """
+    if tasks is None:
+        if root is None:
+            raise InputError("run_batch needs a root folder or a list of tasks. Potential fix: pass root=ARCHIVE.")
+        found: dict = {}
+        tasks, excluded = plan_batch(root, policy=policy, summary=found, problems=problems,
+                                     pseudonymize=params.pseudonymize)
+        if not tasks and not excluded:
+            raise InputError(nothing_found_message(root, found))
+        if not tasks:
+            raise InputError(_none_selected_message(root, excluded))
+    elif params.pseudonymize is not None:
+        tasks = [params.pseudonymize.task(t) for t in tasks]
+        excluded = [params.pseudonymize.row(r) for r in excluded]
+    seen: set[str] = set()
+    unique = []
+    for t in tasks:  # one series listed twice is scored once
+        if t.series_uid not in seen:
+            seen.add(t.series_uid)
+            unique.append(t)
+    return unique, list(excluded)
+
+
+def _none_selected_message(root: Any, excluded: Sequence[Mapping[str, Any]]) -> str:
+    reasons = Counter(_exclusion_group(r["reason"]) for r in excluded)
+    example = excluded[0]
+    return (
+        f"Nothing to score under {_root_name(root)!r}: {len(excluded)} series found, none selected ("
+        + "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common())
+        + f"; e.g. {example['source'] or example['series_uid']}: {example['reason']}). Potential fix: "
+        "`lungdamage index` lists each series and why; relax the selection (--min-extent-mm, --allow-derived, ...)."
+    )
+
+
+def _new_summary(
+    root: Any, db: ResultStore, params: AnalysisOptions, tasks: Sequence[SeriesTask],
+    excluded: Sequence[Mapping[str, Any]],
+) -> BatchSummary:
+    """The summary of a run that has not started (root name pseudonymized when the batch is)."""
+    root_name = getattr(root, "name", None) if type(root).__name__ == "DicomwebSource" else None
+    summary = BatchSummary(
+        root=root_name or (os.fspath(root) if root is not None else ""), store=str(db.path), run_hash=params.run_hash
+    )
+    if params.pseudonymize is not None:
+        summary.root = params.pseudonymize.token(summary.root)
+    summary.series_found = len(tasks) + len(excluded)
+    summary.selected = len(tasks)
+    summary.excluded = Counter(_exclusion_group(r["reason"]) for r in excluded)
+    return summary
+
+
+def _pending(
+    tasks: Sequence[SeriesTask], db: ResultStore, run_hash: str, *, force: bool, retry_failed: bool,
+    summary: BatchSummary,
+) -> list[SeriesTask]:
+    """The tasks to score now: not stored yet, and (unless ``retry_failed``) not failed before; counts the rest."""
+    done = set() if force else db.done_keys(run_hash, summary.version)
+    failed_before = {} if (force or retry_failed) else db.failed_keys(run_hash, summary.version)
+    todo = []
+    for t in tasks:
+        if t.series_uid in done:
+            summary.skipped_done += 1
+        elif t.series_uid in failed_before:
+            summary.skipped_failed += 1
+        else:
+            todo.append(t)
+    return todo
+
+
+def _private_problems(problems: Sequence[tuple[str, str]], params: AnalysisOptions) -> list[tuple[str, str]]:
+    """Unreadable inputs, by keyed tokens only when the batch is pseudonymized (paths hold folder names)."""
+    pz = params.pseudonymize
+    if pz is None:
+        return list(problems)
+    return [(pz.token(source), pz.scrub(reason, {os.fspath(source): pz.token(source)})) for source, reason in problems]
+
+
+def _score_pending(
+    todo: Sequence[SeriesTask], engine: Any, db: ResultStore, run_id: int, summary: BatchSummary, *,
+    params: AnalysisOptions, hook: Callable[[Any], Any] | None, progress: Any,
+) -> None:
+    """Run ``todo`` on ``engine`` and store each outcome as it arrives (this process is the only writer)."""
+    progress.start(len(todo), skipped=summary.skipped_done + summary.skipped_failed)
+    if not todo:
+        return
+    by_uid = {t.series_uid: t for t in todo}
+    fn = functools.partial(score_series, params=params, hook=hook)
+    with engine:
+        summary.workers = engine.workers
+        log.info("scoring %d series (%s engine, %d worker%s)", len(todo), engine.name, engine.workers,
+                 "" if engine.workers == 1 else "s")
+        for outcome in engine.run(todo, fn):
+            summary.scored += 1
+            _store_outcome(db, outcome, by_uid[outcome.series_uid], summary, summary.run_hash, summary.version,
+                           run_id)
+            progress.advance(outcome)
 
 
 #: Failure stage of inputs the catalog could not read (no series to name: keyed ``file:<source>``).
@@ -1022,7 +1002,9 @@ def _store_outcome(
             return
         except LungDamageError as exc:
             outcome = dataclasses.replace(outcome, failure=Failure("store", type(exc).__name__, _one_line(exc)))
-    failure = outcome.failure
+    failure = outcome.failure or Failure(
+        "analyze", "UnknownError", "the worker returned neither a result nor a failure"
+    )
     log.warning("%s failed at %s: %s: %s", task.series_uid, failure.stage, failure.error_type, failure.message)
     db.save_failure(
         task.series_uid,

@@ -24,7 +24,8 @@ __all__ = ["main"]
 #: Subcommand modules, in the order shown by ``--help``.
 COMMANDS = ("score", "index", "batch", "export", "study", "models")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: Exit code of a usage or input error (the subcommands return 0 or 1 themselves).
+EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,15 +21,36 @@ def add_source_options(p: argparse.ArgumentParser, *, batch: bool = False) -> No
         "never on the command line.",
     )
     g.add_argument("--patient-id", action="append", default=None, metavar="ID", help="only this patient (repeatable)")
-    g.add_argument("--study-date", default=None, metavar="FROM-TO", help="study date range, YYYYMMDD-YYYYMMDD (either end optional)")
-    g.add_argument("--accession", action="append", default=None, metavar="NUMBER", help="only this accession number (repeatable)")
-    g.add_argument("--manifest", default=None, metavar="CSV", help="only the patients (and study dates) of a trial manifest")
+    g.add_argument(
+        "--study-date", default=None, metavar="FROM-TO",
+        help="study date range, YYYYMMDD-YYYYMMDD (either end optional)",
+    )
+    g.add_argument(
+        "--accession", action="append", default=None, metavar="NUMBER",
+        help="only this accession number (repeatable)",
+    )
+    g.add_argument(
+        "--manifest", default=None, metavar="CSV",
+        help="only the patients (and study dates) of a trial manifest",
+    )
     g.add_argument("--dicomweb-config", default=None, metavar="FILE", help="credentials file (TOML/JSON/YAML)")
-    g.add_argument("--dicomweb-timeout", type=float, default=60.0, metavar="S", help="timeout per request (default 60 s)")
-    g.add_argument("--dicomweb-retries", type=int, default=3, metavar="N", help="retries with backoff per request (default 3)")
+    g.add_argument(
+        "--dicomweb-timeout", type=float, default=60.0, metavar="S",
+        help="timeout per request (default 60 s)",
+    )
+    g.add_argument(
+        "--dicomweb-retries", type=int, default=3, metavar="N",
+        help="retries with backoff per request (default 3)",
+    )
     if batch:
-        g.add_argument("--cache-dir", default=None, metavar="DIR", help="where retrieved series are cached while scored")
-        g.add_argument("--cache-max-gb", type=float, default=20.0, metavar="GB", help="size limit of the cache (default 20)")
+        g.add_argument(
+            "--cache-dir", default=None, metavar="DIR",
+            help="where retrieved series are cached while scored",
+        )
+        g.add_argument(
+            "--cache-max-gb", type=float, default=20.0, metavar="GB",
+            help="size limit of the cache (default 20)",
+        )
         g.add_argument("--keep-cache", action="store_true", help="keep retrieved series after scoring (and reuse them)")
 
 
@@ -58,7 +79,8 @@ def root_from_args(args: argparse.Namespace) -> Any:
     if args.study_date:
         lo, hi = args.study_date.split("-", 1) if "-" in args.study_date else (args.study_date, args.study_date)
     query = DicomwebQuery(
-        patient_ids=tuple(args.patient_id or ()), date_from=lo, date_to=hi, accession_numbers=tuple(args.accession or ())
+        patient_ids=tuple(args.patient_id or ()), date_from=lo, date_to=hi,
+        accession_numbers=tuple(args.accession or ()),
     )
     if args.manifest:
         query = query.merged(DicomwebQuery.from_manifest(args.manifest))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._privacy import add_pseudonymize_option, pseudonymizer
+from ._analysis import add_analysis_options, analysis_options
+from ._privacy import add_pseudonymize_option
 from ._selection import add_selection_options, selection_policy
-from .score import add_analysis_options
 
 _MEMORY_NOTE = (
     "Memory: one worker peaks at about 1.65 GiB on a 512x512x300 series (threshold method; proportional to "
@@ -103,26 +103,14 @@ def write_qc_index(store_path: str, run_hash: str, qc_dir: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..batch.progress import make_progress
-    from ..batch.runner import BatchParams, make_engine, run_batch
+    from ..batch.runner import make_engine, run_batch
     from ..errors import InputError
-    from .score import scheme_arg
 
     if args.jobs is not None and args.jobs < 0:
         raise InputError(f"--jobs must be >= 0, got {args.jobs}. Potential fix: --jobs 2, or 0 to run in this process.")
     if args.dask_local is not None and args.dask_local < 1:
         raise InputError(f"--dask-local must be >= 1, got {args.dask_local}. Potential fix: --dask-local 2.")
-    params = BatchParams(
-        scheme=scheme_arg(args.scheme),
-        method=args.method,
-        regions=args.regions,
-        model=args.model,
-        weights=args.weights,
-        suppress_vessels=args.suppress_vessels,
-        smooth_sigma_mm=args.smooth_sigma_mm,
-        partial_lobes=args.partial_lobes,
-        css_approx_lobes=args.css_approx_lobes,
-        pseudonymize=pseudonymizer(args),
-    )
+    params = analysis_options(args)
     engine = make_engine(jobs=args.jobs, scheduler=args.scheduler, dask_local=args.dask_local)
     progress = make_progress(sys.stderr, interval_s=args.progress_interval, enabled=not args.quiet)
     from ._dicomweb import root_from_args

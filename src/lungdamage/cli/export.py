@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..io.tables import write_table
 from ._privacy import add_pseudonymize_option, pseudonymizer
-from .score import write_table
 
 
 def register(sub) -> None:

@@ -35,7 +35,6 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..io.catalog import catalog_frame, scan, select_series
-
     from ._privacy import pseudonymizer
 
     pz = pseudonymizer(args)  # first: the catalog's log lines are scrubbed too
@@ -107,4 +106,5 @@ def _pseudonymized(pz, series, selections, summary):
         (pz.token(source), pz.scrub(reason, {**terms, str(source): pz.token(source)}))
         for source, reason in summary.get("problems", ())
     ]
-    return [new[id(s)] for s in series], selections, {**summary, "root": pz.token(summary["root"]), "problems": problems}
+    private_summary = {**summary, "root": pz.token(summary["root"]), "problems": problems}
+    return [new[id(s)] for s in series], selections, private_summary

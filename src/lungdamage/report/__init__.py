@@ -28,7 +28,6 @@ Files written by :func:`write_review` (``<stem>`` from :func:`default_stem`):
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import os
 import re
@@ -38,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import LungDamageError, ReviewError
-from ..pipeline import Analysis
+from ..score.result import Analysis
 from .html import index_row, write_html_report, write_index
 from .masks import band_map, write_masks
 from .qc import render_qc, voxel_to_pixel
@@ -154,16 +153,14 @@ def write_review(
         holds what was written; the HTML report (if written) lists the failures.
         Review outputs never affect the scores.
     """
-    all_results = analysis.result  # the DICOM SR reports every scheme
-    if isinstance(analysis.result, tuple):  # a ResultSet (several schemes): review the first
-        analysis = dataclasses.replace(analysis, result=analysis.result[0])
-    ct, regions, result = analysis.ct, analysis.regions, analysis.result
+    ct = analysis.ct
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReviewError(
-            f"Review outputs of {ct.meta.key} not written (the scores are unaffected): cannot create the folder {out_dir} "
+            f"Review outputs of {ct.meta.key} not written (the scores are unaffected): "
+            f"cannot create the folder {out_dir} "
             f"({exc.strerror or exc}). Potential fix: pass a writable folder to --qc.",
             failures={"folder": str(exc)},
         ) from exc
@@ -172,17 +169,36 @@ def write_review(
     # so a symbolic link planted at one of the names is replaced, never followed
     work_dir = Path(tempfile.mkdtemp(prefix=".lungdamage-review-", dir=out_dir))
     try:
-        return _write_review_into(analysis, all_results, out_dir, work_dir, qc=qc, masks=masks, seg=seg, sr=sr,
+        return _write_review_into(analysis, out_dir, work_dir, qc=qc, masks=masks, seg=seg, sr=sr,
                                   html=html, source_files=source_files, stem=stem, panel_px=panel_px)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _write_review_into(analysis, all_results, out_dir: Path, work_dir: Path, *, qc, masks, seg, sr, html,
+def _move_into_place(out: dict[str, Path], out_dir: Path, key_of_scan: str, failures: dict[str, str],
+                     notes: list[str]) -> None:
+    """Rename every written file of ``out`` into ``out_dir``; a file that cannot be moved becomes a failure."""
+    for key, path in list(out.items()):
+        target = out_dir / path.name
+        try:
+            os.replace(path, target)
+            out[key] = target
+        except OSError as exc:
+            del out[key]
+            kind = {"seg": "DICOM SEG", "sr": "DICOM SR"}.get(key) or (
+                "QC montage" if key.startswith(("qc_", "thumb")) else "label maps"
+            )
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            log.info("%s of %s not written: %s", kind, key_of_scan, reason)
+            failures[kind] = reason
+            notes.append(f"{kind} not written: {reason}")
+
+
+def _write_review_into(analysis: Analysis, out_dir: Path, work_dir: Path, *, qc, masks, seg, sr, html,
                        source_files, stem, panel_px) -> dict[str, Path]:
     """:func:`write_review`'s work: written into ``work_dir``, then renamed into ``out_dir``.
 
-    ``all_results``: the scan's result (or every scheme's), reported by the DICOM SR.
+    The images and masks show ``analysis.result`` (the first scheme); the DICOM SR reports every scheme.
     """
     ct, regions, result = analysis.ct, analysis.regions, analysis.result
     out: dict[str, Path] = {}
@@ -225,7 +241,7 @@ def _write_review_into(analysis, all_results, out_dir: Path, work_dir: Path, *, 
             from .sr import write_sr
 
             try:
-                out["sr"] = write_sr(ct, all_results, work_dir / f"{stem}_sr.dcm", seg=out["seg"],
+                out["sr"] = write_sr(ct, analysis.results, work_dir / f"{stem}_sr.dcm", seg=out["seg"],
                                      source_files=source_files, pseudonymize=analysis.pseudonymize)
             except LungDamageError as exc:  # as for the SEG: a note, not a failure
                 log.warning("DICOM SR of %s not written: %s", ct.meta.key, exc)
@@ -233,18 +249,7 @@ def _write_review_into(analysis, all_results, out_dir: Path, work_dir: Path, *, 
 
         attempt("DICOM SR", _sr)
     # rename what was written into place before the HTML report, so that it can list any failure
-    for key, path in list(out.items()):
-        target = out_dir / path.name
-        try:
-            os.replace(path, target)
-            out[key] = target
-        except OSError as exc:
-            del out[key]
-            kind = {"seg": "DICOM SEG", "sr": "DICOM SR"}.get(key) or ("QC montage" if key.startswith(("qc_", "thumb")) else "label maps")
-            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            log.info("%s of %s not written: %s", kind, ct.meta.key, reason)
-            failures[kind] = reason
-            notes.append(f"{kind} not written: {reason}")
+    _move_into_place(out, out_dir, ct.meta.key, failures, notes)
     if html:
         # written in place through a temporary file and a rename (never through a planted link)
         html_path = out_dir / f"{stem}_report.html"

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..pipeline import Analysis
+from ..score.result import Analysis
 
 __all__ = ["write_html_report", "write_index", "index_row", "png_data_uri", "iso_date"]
 

@@ -20,11 +20,12 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..io._dicom_headers import open_source
+from ..io.sources import source_datasets
 from ..regions import RegionMap
 from ..score.schemes import Scheme
 from ..volume import CTVolume
@@ -64,123 +65,6 @@ def _region_label(name: str) -> str:
         side = "right" if name[0] == "R" else "left"
         return f"{name} ({side} lung, {_ZONE_WORDS[name[1]]} third)"
     return name
-
-
-def _iter_files(root: Path):
-    if root.is_file():
-        yield root
-        return
-    for dirpath, _dirs, files in os.walk(root):
-        for f in sorted(files):
-            yield Path(dirpath) / f
-
-
-def source_datasets(
-    ct: CTVolume,
-    source_files: Sequence[str | os.PathLike] | None = None,
-    *,
-    tolerance_mm: float | None = None,
-    pseudonymize=None,
-) -> list:
-    """Source CT datasets (headers, no pixels) in the CT's slice order.
-
-    Parameters
-    ----------
-    ct : CTVolume
-        Read from DICOM (``ct.meta.series_uid`` set).
-    source_files : sequence of paths, optional
-        The series' files; default: every file under ``ct.meta.source``.
-    tolerance_mm : float, optional
-        Largest distance between a CT slice and its source image along the
-        slice normal (default: 10 % of the slice spacing).
-    pseudonymize : Pseudonymizer, optional
-        ``ct.meta`` is pseudonymous: source files match when the keyed hash of
-        their series UID is ``ct.meta.series_uid``, and the returned datasets
-        are de-identified (:func:`lungdamage.privacy.deidentify_dataset`).
-
-    Returns
-    -------
-    list of pydicom.Dataset
-        ``result[k]`` is the source image of CT slice ``k``.
-
-    Raises
-    ------
-    InputError
-        No series UID, no matching files, multi-frame sources, or a CT slice
-        with no source image at its position (the volume was resampled).
-    """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    uid = ct.meta.series_uid
-    if not uid:
-        raise InputError(
-            f"Cannot write a DICOM SEG for {ct.meta.key}: the CT was not read from DICOM (no series UID). "
-            "Potential fix: use the NIfTI / .seg.nrrd masks."
-        )
-    if source_files is None and ct.meta.extra.get("files"):
-        source_files = ct.meta.extra["files"]  # recorded by read_series, in slice order
-    if source_files is None:
-        src = ct.meta.source
-        if not src or "::" in src or not Path(src).exists():
-            raise InputError(
-                f"Cannot find the source files of series {uid} (meta.source={src!r}). "
-                "Potential fix: pass source_files= (the series' DICOM files)."
-            )
-        candidates = list(_iter_files(Path(src)))
-    else:
-        candidates = [str(f) for f in source_files]
-    tags = ["SeriesInstanceUID", "ImagePositionPatient", "NumberOfFrames", "SOPInstanceUID"]
-    found: list[tuple[Path, np.ndarray, str]] = []
-    for f in candidates:
-        try:
-            h = pydicom.dcmread(open_source(f), stop_before_pixels=True, specific_tags=tags)
-        except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError):
-            continue
-        file_uid = str(h.get("SeriesInstanceUID", ""))
-        if pseudonymize is not None and file_uid != uid:  # equal: the files are a de-identified copy already
-            file_uid = pseudonymize.uid(file_uid)
-        if file_uid != uid or "ImagePositionPatient" not in h:
-            continue
-        if int(h.get("NumberOfFrames", 1) or 1) > 1:
-            raise InputError(
-                f"Series {uid} is stored as multi-frame images ({f}); writing a DICOM SEG for "
-                "multi-frame sources is not supported. Potential fix: use the NIfTI / .seg.nrrd masks."
-            )
-        found.append((f, np.asarray(h.ImagePositionPatient, float), str(h.SOPInstanceUID)))
-    if not found:
-        raise InputError(
-            f"No DICOM image of series {uid} found among {len(candidates)} file(s) under {ct.meta.source!r}. "
-            "Potential fix: pass source_files= (the series' DICOM files)."
-        )
-    normal = ct.direction[:, 0]
-    sp = ct.spacing_mm[0]
-    tol = 0.1 * sp if tolerance_mm is None else tolerance_mm
-    origin = np.asarray(ct.origin_lps)
-    # slice k of the CT lies at origin + k * sp * normal; source images must sit there exactly
-    pos = np.array([p for _, p, _ in found])
-    along = (pos - origin) @ normal / sp
-    k = np.rint(along).astype(np.int64)
-    inplane = (pos - origin) - np.outer(along * sp, normal)
-    ok = (np.abs(along - k) * sp <= tol) & (np.linalg.norm(inplane, axis=1) <= max(tol, 0.05)) & (k >= 0) & (k < ct.shape[0])
-    chosen: dict[int, Path] = {}
-    for idx in np.flatnonzero(ok):
-        chosen.setdefault(int(k[idx]), found[idx][0])  # duplicates at one position: keep the first
-    missing = [s for s in range(ct.shape[0]) if s not in chosen]
-    if missing:
-        raise InputError(
-            f"Series {uid}: {len(missing)} of {ct.shape[0]} CT slices have no source image at their position "
-            f"(e.g. slice {missing[0]}); the volume was probably resampled (gaps, irregular spacing or gantry "
-            "tilt), so DICOM SEG frames cannot reference source images. "
-            "Potential fix: use the NIfTI / .seg.nrrd masks, which are on the CT grid."
-        )
-    datasets = [pydicom.dcmread(open_source(chosen[s]), stop_before_pixels=True) for s in range(ct.shape[0])]
-    if pseudonymize is not None:
-        from ..privacy import deidentify_dataset
-
-        for ds in datasets:
-            deidentify_dataset(ds, pseudonymize)
-    return datasets
 
 
 def write_seg(
@@ -230,13 +114,41 @@ def write_seg(
         :func:`source_datasets`).
     """
     import highdicom as hd
-    from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
-
-    from .._version import __version__
 
     regions.check_grid(ct.shape, where=ct.meta.key)
     sources = _fit_for_seg(source_datasets(ct, source_files, pseudonymize=pseudonymize))
+    _check_sources(ct, sources)
+    segments: list[tuple[np.ndarray, Any]] = []
+    if include_regions:
+        segments += _region_segments(ct, regions, method or regions.method)
+    if include_bands:
+        segments += _band_segments(ct, regions, scheme, first_number=len(segments) + 1)
+    if not segments:
+        raise InputError(
+            f"Nothing to write in the DICOM SEG of {ct.meta.key}: every region and band is empty. "
+            "Potential fix: check the segmentation."
+        )
+    pixel_array = np.stack([mask for mask, _ in segments], axis=-1).astype(np.uint8)  # (frames, rows, cols, segments)
+    descriptions = [description for _, description in segments]
+    with warnings.catch_warnings():
+        # highdicom copies the patient's name from the source images and warns when an
+        # anonymised archive uses a one-component name ("P001"): a property of the input, not an error.
+        warnings.filterwarnings(
+            "ignore", message=".*unlikely to represent the intended person name", category=UserWarning
+        )
+        seg = _build_seg(hd, sources, pixel_array, descriptions, series_number, regions, scheme, generate_uid)
+    if pseudonymize is not None:
+        _mark_deidentified(seg, sources[0])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(path)
+    log.debug("wrote DICOM SEG %s (%d segments)", path, len(descriptions))
+    return path
+
+
+def _check_sources(ct: CTVolume, sources: Sequence[Any]) -> None:
+    """The source images must have the CT's slice size and a frame of reference (which a SEG references)."""
     rows, cols = int(sources[0].Rows), int(sources[0].Columns)
     if (rows, cols) != ct.shape[1:]:
         raise InputError(
@@ -248,87 +160,86 @@ def write_seg(
             f"Series {ct.meta.series_uid}: the source images have no FrameOfReferenceUID, which a DICOM SEG "
             "must reference. Potential fix: use the NIfTI / .seg.nrrd masks, which are on the CT grid."
         )
-    method = method or regions.method
-    family = codes.cid7162.ArtificialIntelligence if method.startswith("lungmask") else codes.cid7162.MorphologicalOperations
-    region_algo = hd.AlgorithmIdentificationSequence(
-        name=f"lungdamage {method}", family=family, version=__version__
+
+
+def _lab(rgb: tuple[int, int, int]) -> Any:
+    import highdicom as hd
+
+    return hd.color.CIELabColor.from_rgb(*rgb)
+
+
+def _region_segments(ct: CTVolume, regions: RegionMap, method: str) -> list[tuple[np.ndarray, Any]]:
+    """(mask, SegmentDescription) of every non-empty region, SNOMED CT coded, numbered from 1."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from .._version import __version__
+
+    family = (
+        codes.cid7162.ArtificialIntelligence if method.startswith("lungmask") else codes.cid7162.MorphologicalOperations
     )
-    band_algo = hd.AlgorithmIdentificationSequence(
+    algorithm = hd.AlgorithmIdentificationSequence(name=f"lungdamage {method}", family=family, version=__version__)
+    segments: list[tuple[np.ndarray, Any]] = []
+    for code, name in sorted(regions.names.items()):
+        mask = regions.labels == code
+        if not mask.any():
+            log.info("SEG of %s: region %s is empty; no segment written", ct.meta.key, name)
+            continue
+        value, meaning = REGION_CODES_SCT.get(name, REGION_CODES_SCT["lung"])
+        side = "right" if name.startswith("R") or name == "right" else "left"
+        anatomic = None
+        if name.endswith("Z") and len(name) == 3:
+            side_value, side_meaning = REGION_CODES_SCT[side]
+            anatomic = [hd.sr.CodedConcept(value=side_value, scheme_designator="SCT", meaning=side_meaning)]
+        description = hd.seg.SegmentDescription(
+            segment_number=len(segments) + 1,
+            segment_label=_region_label(name),
+            segmented_property_category=codes.SCT.AnatomicalStructure,
+            segmented_property_type=hd.sr.CodedConcept(value, "SCT", meaning),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            anatomic_regions=anatomic,
+            display_color=_lab(region_color(name)),
+        )
+        segments.append((mask, description))
+    return segments
+
+
+def _band_segments(
+    ct: CTVolume, regions: RegionMap, scheme: Scheme, first_number: int = 1
+) -> list[tuple[np.ndarray, Any]]:
+    """(mask, SegmentDescription) of every non-empty HU band inside the lungs (private coding scheme)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from .._version import __version__
+
+    algorithm = hd.AlgorithmIdentificationSequence(
         name="lungdamage HU bands", family=codes.cid7162.HistogramAnalysis, version=__version__,
         parameters={"scheme": scheme.name},
     )
-    masks: list[np.ndarray] = []
-    descriptions = []
-
-    def lab(rgb):
-        return hd.color.CIELabColor.from_rgb(*rgb)
-
-    if include_regions:
-        for code, name in sorted(regions.names.items()):
-            m = regions.labels == code
-            if not m.any():
-                log.info("SEG of %s: region %s is empty; no segment written", ct.meta.key, name)
-                continue
-            value, meaning = REGION_CODES_SCT.get(name, REGION_CODES_SCT["lung"])
-            side = "right" if name.startswith("R") or name == "right" else "left"
-            anatomic = None
-            if name.endswith("Z") and len(name) == 3:
-                side_value, side_meaning = REGION_CODES_SCT[side]
-                anatomic = [hd.sr.CodedConcept(value=side_value, scheme_designator="SCT", meaning=side_meaning)]
-            masks.append(m)
-            descriptions.append(
-                hd.seg.SegmentDescription(
-                    segment_number=len(descriptions) + 1,
-                    segment_label=_region_label(name),
-                    segmented_property_category=codes.SCT.AnatomicalStructure,
-                    segmented_property_type=hd.sr.CodedConcept(value, "SCT", meaning),
-                    algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                    algorithm_identification=region_algo,
-                    anatomic_regions=anatomic,
-                    display_color=lab(region_color(name)),
-                )
-            )
-    if include_bands:
-        bands = band_map(ct, regions, scheme)
-        colors = band_colors(scheme)
-        edges = {b.name: str(b) for b in scheme.bands}
-        for k, name in enumerate(scheme.band_names, start=1):
-            m = bands == k
-            if not m.any():
-                continue
-            text = edges.get(name, f"{name} (HU in no band)")
-            meaning = f"Lung voxels, HU band {text}"[:64]
-            masks.append(m)
-            descriptions.append(
-                hd.seg.SegmentDescription(
-                    segment_number=len(descriptions) + 1,
-                    segment_label=f"{name} HU band"[:64],
-                    segmented_property_category=codes.SCT.Tissue,
-                    segmented_property_type=hd.sr.CodedConcept(name[:16], BAND_SCHEME_DESIGNATOR, meaning),
-                    algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                    algorithm_identification=band_algo,
-                    anatomic_regions=[codes.SCT.Lung],
-                    display_color=lab(colors[name]),
-                )
-            )
-    if not masks:
-        raise InputError(
-            f"Nothing to write in the DICOM SEG of {ct.meta.key}: every region and band is empty. "
-            "Potential fix: check the segmentation."
+    bands = band_map(ct, regions, scheme)
+    colors = band_colors(scheme)
+    edges = {b.name: str(b) for b in scheme.bands}
+    segments: list[tuple[np.ndarray, Any]] = []
+    for band_code, name in enumerate(scheme.band_names, start=1):
+        mask = bands == band_code
+        if not mask.any():
+            continue
+        text = edges.get(name, f"{name} (HU in no band)")
+        meaning = f"Lung voxels, HU band {text}"[:64]
+        description = hd.seg.SegmentDescription(
+            segment_number=first_number + len(segments),
+            segment_label=f"{name} HU band"[:64],
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=hd.sr.CodedConcept(name[:16], BAND_SCHEME_DESIGNATOR, meaning),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            anatomic_regions=[codes.SCT.Lung],
+            display_color=_lab(colors[name]),
         )
-    pixel_array = np.stack(masks, axis=-1).astype(np.uint8)  # (frames, rows, cols, segments)
-    with warnings.catch_warnings():
-        # highdicom copies the patient's name from the source images and warns when an
-        # anonymised archive uses a one-component name ("P001"): a property of the input, not an error.
-        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name", category=UserWarning)
-        seg = _build_seg(hd, sources, pixel_array, descriptions, series_number, regions, scheme, generate_uid)
-    if pseudonymize is not None:
-        _mark_deidentified(seg, sources[0])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(path)
-    log.debug("wrote DICOM SEG %s (%d segments)", path, len(descriptions))
-    return path
+        segments.append((mask, description))
+    return segments
 
 
 #: Type 2 attributes highdicom copies from the source images into the SEG (must be present, may be empty).

@@ -6,18 +6,23 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, SupportsIndex, overload
 
 import numpy as np
 
-from ..volume import ScanMeta
+from ..volume import CTVolume, ScanMeta
 from .metrics import HIGH_OPACITY_HU, LAA_THRESHOLD_HU, OPACITY_HU, comparability_warnings, css_chung, css_pan
 from .schemes import Scheme
 
-__all__ = ["ScanResult", "ResultSet", "params_hash", "dependency_versions", "LESION_COLUMNS"]
+if TYPE_CHECKING:
+    from ..privacy import Pseudonymizer
+    from ..regions import RegionMap
+    from .lesion import LesionMap
+
+__all__ = ["ScanResult", "ResultSet", "Analysis", "params_hash", "dependency_versions", "LESION_COLUMNS"]
 
 #: Columns of the lesion measure (:meth:`ScanResult.lesion_columns`), on every wide row.
 LESION_COLUMNS = ("lesion_pct", "lesion_ggo_pct", "lesion_consolidation_pct", "lesion_ml", "lesion_count")
@@ -152,7 +157,9 @@ class ScanResult:
         out = np.full(len(self.regions), np.nan)
         ok = n > 0
         target = np.ceil(q / 100.0 * n[ok] - 1e-9).clip(min=1)
-        idx = np.array([np.searchsorted(c, t, side="left") for c, t in zip(cum[ok], target)], dtype=np.int64)
+        idx = np.array(
+            [np.searchsorted(c, t, side="left") for c, t in zip(cum[ok], target, strict=True)], dtype=np.int64
+        )
         out[ok] = idx + self.hist_lo_hu
         return out
 
@@ -246,7 +253,9 @@ class ScanResult:
             return {k: nan.copy() for k in LESION_COLUMNS}
         lv = np.asarray(self.lesion_voxels, dtype=np.int64).reshape(n_r, 2)
         pct = self._pct(lv)
-        count = np.asarray(self.lesion_count, dtype=np.float64) if self.lesion_count is not None else np.full(n_r, np.nan)
+        count = (
+            np.asarray(self.lesion_count, dtype=np.float64) if self.lesion_count is not None else np.full(n_r, np.nan)
+        )
         return {
             "lesion_pct": self._pct(lv.sum(axis=1)),
             "lesion_ggo_pct": pct[:, 0],
@@ -384,7 +393,9 @@ class ScanResult:
         if not self.css_region_set().startswith("none"):
             show += ["css_pan", "css_chung"]
         table = df[show].rename(
-            columns=lambda c: c.replace("_pct", " %").replace("volume_ml", "volume mL").replace("vessel_ml", "vessels mL")
+            columns=lambda c: (
+                c.replace("_pct", " %").replace("volume_ml", "volume mL").replace("vessel_ml", "vessels mL")
+            )
         )
         head = (
             f"series {self.meta.key}  patient {self.meta.patient_id or '-'}  date {self.meta.study_date or '-'}\n"
@@ -409,7 +420,7 @@ class ScanResult:
         )
 
 
-class ResultSet(tuple):
+class ResultSet(tuple[ScanResult, ...]):
     """Results of one scan under several schemes (same segmentation, same histograms).
 
     A tuple of :class:`ScanResult`; also indexable by scheme name.
@@ -417,10 +428,16 @@ class ResultSet(tuple):
     column tells them apart; band columns of other schemes are NaN).
     """
 
-    def __new__(cls, results):
+    def __new__(cls, results: Iterable[ScanResult]) -> ResultSet:
         return super().__new__(cls, tuple(results))
 
-    def __getitem__(self, key):
+    @overload
+    def __getitem__(self, key: SupportsIndex | str) -> ScanResult: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> tuple[ScanResult, ...]: ...
+
+    def __getitem__(self, key: SupportsIndex | str | slice) -> ScanResult | tuple[ScanResult, ...]:
         if isinstance(key, str):
             for r in self:
                 if r.scheme.name == key:
@@ -452,3 +469,40 @@ class ResultSet(tuple):
 
     def __repr__(self) -> str:
         return f"ResultSet(series={self.meta.key!r}, schemes={list(self.schemes)})"
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """Everything one scan's analysis made: the CT, its regions and the scores.
+
+    Kept together for review outputs (QC images, masks) that need the arrays;
+    :func:`~lungdamage.pipeline.analyze` returns only the (small)
+    :class:`ScanResult`.
+
+    Attributes
+    ----------
+    ct : CTVolume
+    regions : RegionMap
+    result : ScanResult
+        The scores under the first scheme (the one the review outputs show).
+    pseudonymize : Pseudonymizer or None
+        Applied to ``ct.meta`` (None: not pseudonymized); review outputs use it
+        to de-identify the DICOM SEG.
+    lesions : LesionMap or None
+        The lesion map the scores were made from (None: not computed); the QC
+        overlay draws its classes instead of running the lesion filter again.
+    results : ResultSet
+        The scores under every scheme (one segmentation, one kernel pass);
+        ``ResultSet((result,))`` when not given.
+    """
+
+    ct: CTVolume
+    regions: RegionMap
+    result: ScanResult
+    pseudonymize: Pseudonymizer | None = None
+    lesions: LesionMap | None = None
+    results: ResultSet = field(default_factory=lambda: ResultSet(()))
+
+    def __post_init__(self) -> None:
+        if not self.results:
+            object.__setattr__(self, "results", ResultSet((self.result,)))

@@ -76,6 +76,19 @@ def is_dicom_seg(path: str | Path) -> bool:
     return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS
 
 
+def _seg_region_set(labels: Mapping[int, str], path: Path) -> tuple[str, Mapping[int, str], dict[int, str]]:
+    """The region set a SEG's segment labels name (lobes before lungs before zones), its canonical codes and
+    the segments (number -> label) that belong to it."""
+    for region_set, canon in (("lobes", LOBE_CODES), ("lungs", LUNG_CODES), ("zones", ZONE_CODES)):
+        chosen = {n: lab for n, lab in labels.items() if lab in canon.values()}
+        if chosen:
+            return region_set, canon, chosen
+    raise InputError(
+        f"DICOM SEG {path} has no segment named after a lung region (segments: {sorted(set(labels.values()))}). "
+        f"Potential fix: label segments {sorted(LOBE_CODES.values())} or 'right'/'left'."
+    )
+
+
 def labels_from_dicom_seg(ct: CTVolume, path: str | Path) -> RegionMap:
     """Region map from a DICOM SEG whose segments are named by canonical region.
 
@@ -95,9 +108,8 @@ def labels_from_dicom_seg(ct: CTVolume, path: str | Path) -> RegionMap:
     """
     import highdicom as hd
     import numpy as np
-    import pydicom
 
-    from ..io._dicom_headers import open_source
+    from ..io.sources import read_header
 
     path = Path(path)
     files = ct.meta.extra.get("files") if ct.meta.extra else None
@@ -109,19 +121,8 @@ def labels_from_dicom_seg(ct: CTVolume, path: str | Path) -> RegionMap:
         )
     seg = hd.seg.segread(path)
     labels = {n: seg.get_segment_description(n).segment_label for n in seg.segment_numbers}
-    for region_set, canon in (("lobes", LOBE_CODES), ("lungs", LUNG_CODES), ("zones", ZONE_CODES)):
-        chosen = {n: lab for n, lab in labels.items() if lab in canon.values()}
-        if chosen:
-            break
-    else:
-        raise InputError(
-            f"DICOM SEG {path} has no segment named after a lung region (segments: {sorted(set(labels.values()))}). "
-            f"Potential fix: label segments {sorted(LOBE_CODES.values())} or 'right'/'left'."
-        )
-    uids = [
-        str(pydicom.dcmread(open_source(f), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
-        for f in files
-    ]
+    region_set, canon, chosen = _seg_region_set(labels, path)
+    uids = [str(read_header(f, tags=["SOPInstanceUID"]).SOPInstanceUID) for f in files]
     referenced = {uid for _, _, uid in seg.get_source_image_uids()}
     if not referenced & set(uids):
         raise GeometryError(

@@ -95,7 +95,7 @@ class MissingWeightsError(SegmentationError):
 
 
 @contextmanager
-def _quarantine(*, lungmask_logger: bool = True) -> Iterator[None]:
+def _quarantine() -> Iterator[None]:
     """Run lungmask code without letting it change warnings or logging for good.
 
     Saves and restores ``warnings.filters`` (lungmask calls
@@ -237,10 +237,10 @@ def _resolve_weights(
     for network in networks:
         url = _model_url(lm_mask, network)
         expected = os.path.basename(url)
-        path = given[network]
-        if path is None:
-            path = hub / expected
-            if not path.is_file():
+        weights_file = given[network]
+        if weights_file is None:
+            weights_file = hub / expected
+            if not weights_file.is_file():
                 raise MissingWeightsError(
                     f"lungmask model {model!r} needs the weight file {expected!r} of network "
                     f"{network!r}, which is not in the torch hub cache {hub}. Scoring never "
@@ -249,14 +249,14 @@ def _resolve_weights(
                     f"(weights= in Python).",
                     network=network, expected=expected, directory=hub, url=url,
                 )
-        elif not path.is_file():
+        elif not weights_file.is_file():
             raise MissingWeightsError(
-                f"Weight file {path} for lungmask network {network!r} (model {model!r}) does not "
+                f"Weight file {weights_file} for lungmask network {network!r} (model {model!r}) does not "
                 f"exist. Potential fix: point --weights at an existing file (lungmask's own file is "
                 f"named {expected!r}, from {url}), or put {expected} in {hub}.",
-                network=network, expected=expected, directory=path.parent, url=url,
+                network=network, expected=expected, directory=weights_file.parent, url=url,
             )
-        resolved[network] = path.resolve()
+        resolved[network] = weights_file.resolve()
     return resolved
 
 
@@ -429,8 +429,56 @@ def segment_lungmask(
     SegmentationError
         lungmask failed (including its ``sys.exit``) or found no lung.
     """
-    networks, region_set = _model_spec(model)
+    networks, _ = _model_spec(model)
     name = "R231" if model is None else str(model)
+    _check_arguments(ct, batch_size)
+    run = _LungmaskRun(name, networks, int(batch_size), bool(fill_holes), bool(progress), device)
+    with _LOCK, _quarantine():
+        torch, lm_mask, _ = _import_backend()
+        paths = _resolve_weights(name, networks, weights, torch, lm_mask)
+        loaded = {n: _network(n, p) for n, p in paths.items()}
+        labels = _infer(run, ct, lm_mask, torch, {n: network for n, (network, _) in loaded.items()})
+    info = {
+        "weights": {n: {"path": str(paths[n]), "sha256": loaded[n][1]} for n in networks},
+        "fill_holes": run.fill_holes,
+        "device": device,
+        "lungmask_version": _version("lungmask"),
+        "torch_version": str(torch.__version__),
+    }
+    return _checked_region_map(labels, ct, name, info)
+
+
+def _checked_region_map(labels: np.ndarray, ct: CTVolume, name: str, info: Mapping[str, object]) -> RegionMap:
+    """The canonical region map of lungmask's labels; refuses labels off the CT grid or without any lung."""
+    if labels.shape != ct.shape:
+        raise SegmentationError(
+            f"lungmask returned labels of shape {labels.shape} for {ct.meta.key} of shape "
+            f"{ct.shape}. Potential fix: report this with the lungmask version "
+            f"{_version('lungmask')}."
+        )
+    region_map = lungmask_labels_to_regions(labels, model=name, info=info)
+    if not region_map.labels.any():
+        raise SegmentationError(
+            f"lungmask model {name!r} found no lung in {ct.meta.key} (shape {ct.shape}, HU range "
+            f"[{int(ct.hu.min())}, {int(ct.hu.max())}]). Potential fix: check that the series "
+            "covers the chest and its pixel values are HU, or use the threshold method."
+        )
+    return region_map
+
+
+@dataclasses.dataclass(frozen=True)
+class _LungmaskRun:
+    """How one lungmask segmentation runs (model name, its networks and the inference options)."""
+
+    name: str
+    networks: tuple[str, ...]
+    batch_size: int
+    fill_holes: bool
+    progress: bool
+    device: str
+
+
+def _check_arguments(ct: Any, batch_size: Any) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputError(
             f"batch_size must be a positive integer; got {batch_size!r}. "
@@ -442,56 +490,33 @@ def segment_lungmask(
             "Potential fix: read the scan with lungdamage.read_series or read_image first."
         )
 
-    with _LOCK, _quarantine():
-        torch, lm_mask, _ = _import_backend()
-        paths = _resolve_weights(name, networks, weights, torch, lm_mask)
-        loaded = {n: _network(n, p) for n, p in paths.items()}
-        base = networks[0]
-        fill_name = networks[1] if len(networks) > 1 else None
-        inferer = _make_inferer(
-            lm_mask, torch,
-            model=loaded[base][0],
-            fill=loaded[fill_name][0] if fill_name else None,
-            fill_name=fill_name,
-            name=base,
-            batch_size=int(batch_size),
-            fill_holes=bool(fill_holes),
-            progress=bool(progress),
-            device=device,
-        )
-        log.info("lungmask %s on %s (%d slices, device %s)", name, ct.meta.key, ct.shape[0], device)
-        try:
-            with _lungmask_logs_to_logging():
-                out = inferer.apply(ct.to_sitk())
-        except (SystemExit, AssertionError, RuntimeError) as exc:
-            raise SegmentationError(
-                f"lungmask model {name!r} failed on {ct.meta.key} (shape {ct.shape}): "
-                f"{type(exc).__name__}: {exc}. Potential fix: check that the input is a chest CT "
-                "in HU; for memory errors lower batch_size."
-            ) from exc
 
-    labels = np.asarray(out)
-    if labels.shape != ct.shape:
+def _infer(run: _LungmaskRun, ct: CTVolume, lm_mask: Any, torch: Any, models: Mapping[str, Any]) -> np.ndarray:
+    """lungmask's inference (and fusion) on ``ct`` with our loaded networks; call inside :func:`_quarantine`."""
+    base = run.networks[0]
+    fill_name = run.networks[1] if len(run.networks) > 1 else None
+    inferer = _make_inferer(
+        lm_mask, torch,
+        model=models[base],
+        fill=models[fill_name] if fill_name else None,
+        fill_name=fill_name,
+        name=base,
+        batch_size=run.batch_size,
+        fill_holes=run.fill_holes,
+        progress=run.progress,
+        device=run.device,
+    )
+    log.info("lungmask %s on %s (%d slices, device %s)", run.name, ct.meta.key, ct.shape[0], run.device)
+    try:
+        with _lungmask_logs_to_logging():
+            out = inferer.apply(ct.to_sitk())
+    except (SystemExit, AssertionError, RuntimeError) as exc:
         raise SegmentationError(
-            f"lungmask returned labels of shape {labels.shape} for {ct.meta.key} of shape "
-            f"{ct.shape}. Potential fix: report this with the lungmask version "
-            f"{_version('lungmask')}."
-        )
-    info = {
-        "weights": {n: {"path": str(paths[n]), "sha256": loaded[n][1]} for n in networks},
-        "fill_holes": bool(fill_holes),
-        "device": device,
-        "lungmask_version": _version("lungmask"),
-        "torch_version": str(torch.__version__),
-    }
-    region_map = lungmask_labels_to_regions(labels, model=name, info=info)
-    if not region_map.labels.any():
-        raise SegmentationError(
-            f"lungmask model {name!r} found no lung in {ct.meta.key} (shape {ct.shape}, HU range "
-            f"[{int(ct.hu.min())}, {int(ct.hu.max())}]). Potential fix: check that the series "
-            "covers the chest and its pixel values are HU, or use the threshold method."
-        )
-    return region_map
+            f"lungmask model {run.name!r} failed on {ct.meta.key} (shape {ct.shape}): "
+            f"{type(exc).__name__}: {exc}. Potential fix: check that the input is a chest CT "
+            "in HU; for memory errors lower batch_size."
+        ) from exc
+    return np.asarray(out)
 
 
 def _version(dist: str) -> str:
