@@ -38,7 +38,7 @@ needs_realdata = [
 def _shapes(spacing=(1.0, 0.75, 0.75), shape=(60, 120, 120)):
     """Aerated lung (-850) with vessels (+40, radius 2.5 mm), a GGO blob that a vessel runs through,
     a consolidation blob that a vessel touches, and a sheet-like subpleural GGO against the mask edge."""
-    z, y, x = (np.arange(n) * s for n, s in zip(shape, spacing))
+    z, y, x = (np.arange(n) * s for n, s in zip(shape, spacing, strict=True))
     Z, Y, X = np.meshgrid(z, y, x, indexing="ij", sparse=True)
     hu = np.full(shape, -850.0, np.float32)
     lung = np.ones(shape, bool)
@@ -319,7 +319,8 @@ def test_vessel_suppression_keeps_real_consolidation():
     rm = segment_lungs(ct)
     plain = score(ct, rm).to_frame().set_index("region").loc["total"]
     sup = score(ct, rm, suppress_vessels=True).to_frame().set_index("region").loc["total"]
-    assert sup["consolidation_ml"] >= 0.9 * plain["consolidation_ml"], (sup["consolidation_ml"], plain["consolidation_ml"])
+    assert sup["consolidation_ml"] >= 0.9 * plain["consolidation_ml"], (sup["consolidation_ml"],
+                                                                        plain["consolidation_ml"])
     vessels = find_vessels(ct, rm.lung_mask)
     for what in ("right", "left"):
         r0, r1, c0, c1 = _BOXES[name][what]
