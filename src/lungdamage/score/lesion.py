@@ -84,10 +84,11 @@ __all__ = [
     "CLASS_CONTEXT",
     "CLASS_TUBE",
     "CLASS_SMALL",
+    "CLASS_HILAR",
 ]
 
 #: Classes of :attr:`LesionMap.classes`.
-CLASS_NONE, CLASS_LESION, CLASS_CONTEXT, CLASS_TUBE, CLASS_SMALL = 0, 1, 2, 3, 4
+CLASS_NONE, CLASS_LESION, CLASS_CONTEXT, CLASS_TUBE, CLASS_SMALL, CLASS_HILAR = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,16 @@ class LesionParams:
     min_diameter_mm : float
         Smallest opacity counted: volume of a sphere (area of a disc on
         single slices) of this diameter.
+    hilar : bool
+        Drop opacities that touch the mediastinal lung surface and nowhere the
+        costal one (chest wall, or diaphragm lateral to the lungs): the
+        vessels and bronchi entering the hilum, hilar soft tissue inside the
+        lung mask and partial volume along the mediastinum.  The mediastinal
+        surface is where the lung borders non-lung that lies between lung on
+        the same image row (left-right axis); the costal surface is every
+        other border.  Peripheral opacities (typical of COVID-19) touch the
+        chest wall and are kept; opacities touching no surface are kept.
+        Limit: an opacity confined to the paramediastinal lung is not counted.
     subsample : bool
         Estimate the cell statistics from every other row and column (when a
         cell spans an even number of both): about half the time on sub-mm
@@ -183,6 +194,7 @@ class LesionParams:
     grow_mm: float = 2.0
     grow_cells: int = 1
     min_diameter_mm: float = 6.0
+    hilar: bool = True
     subsample: bool = False
 
     def __post_init__(self) -> None:
@@ -255,8 +267,9 @@ class LesionMap:
         Only with ``classes=True``: :data:`CLASS_LESION`, or why a band voxel
         was not counted -- :data:`CLASS_CONTEXT` (thin structure, shell, not
         inside an opacity), :data:`CLASS_TUBE` (tubular: vessel or airway
-        wall), :data:`CLASS_SMALL` (opacity below the minimum size); 0 for
-        voxels outside the lungs or the bands.
+        wall), :data:`CLASS_SMALL` (opacity below the minimum size),
+        :data:`CLASS_HILAR` (hilar or juxta-mediastinal structure, step 6); 0
+        for voxels outside the lungs or the bands.
     planar : bool
         The 2-D (per-slice) path was used.
     params : LesionParams or None
@@ -283,6 +296,7 @@ class _Cells:
     f: tuple[int, int, int]
     tube: np.ndarray
     small: np.ndarray
+    hilar: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -741,12 +755,11 @@ def _grow(g: _Grid, keep: np.ndarray, tube: np.ndarray) -> np.ndarray:
     return region & (g.n_l > 0)  # (band voxels are decided per voxel later)
 
 
-def _size_filter(g: _Grid, region: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _size_filter(g: _Grid, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Step 5: connected opacities (cells) and their size in band voxels; those below a sphere (a disc on
     single slices: components do not cross slices there) of ``min_diameter_mm`` are dropped.
 
-    Returns the component label of every cell, the new id (1..n, 0 = dropped) of every component, and
-    the kept cells."""
+    Returns the component label of every cell and whether each component (0..n) is kept."""
     comp, n_comp = ndimage.label(region, g.structure(3))
     sizes = np.bincount(comp.ravel(), weights=g.n_b.ravel(), minlength=n_comp + 1)
     d, sp = g.p.min_diameter_mm, g.spacing
@@ -756,9 +769,33 @@ def _size_filter(g: _Grid, region: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
         min_vox = (math.pi / 6.0) * d ** 3 / (sp[0] * sp[1] * sp[2])
     ok = sizes >= min_vox - 1e-9
     ok[0] = False
-    new_id = np.zeros(n_comp + 1, np.int32)
-    new_id[ok] = np.arange(1, int(ok.sum()) + 1, dtype=np.int32)
-    return comp, new_id, ok[comp]
+    return comp, ok
+
+
+def _between(lung_cells: np.ndarray, axis: int) -> np.ndarray:
+    """Non-lung cells with lung on both sides along ``axis`` (the same image row)."""
+    before = np.logical_or.accumulate(lung_cells, axis=axis)
+    after = np.flip(np.logical_or.accumulate(np.flip(lung_cells, axis=axis), axis=axis), axis=axis)
+    return ~lung_cells & before & after
+
+
+def _hilar(g: _Grid, comp: np.ndarray, kept: np.ndarray, lr_axis: int) -> np.ndarray:
+    """Step 6: component ids (of ``comp``) that touch the mediastinal lung surface and not the costal one.
+
+    Surfaces on the cell grid: a kept cell next to a cell without lung.  That non-lung cell is
+    mediastinal when lung lies on both sides of it along the left-right axis (mediastinum, hilum, the
+    spine between the paravertebral lungs), costal otherwise (chest wall, the diaphragm outside the
+    lungs' span)."""
+    lung_cells = g.n_l > 0
+    mediastinal = _between(lung_cells, lr_axis)
+    costal = ~lung_cells & ~mediastinal
+    st = g.structure(1)
+    sub = ndimage.find_objects(kept.view(np.uint8))[0]
+    grow = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sub)
+    comp_k = np.where(kept[grow], comp[grow], 0)
+    touch_m = np.unique(comp_k[ndimage.binary_dilation(mediastinal[grow], st)])
+    touch_c = np.unique(comp_k[ndimage.binary_dilation(costal[grow], st)])
+    return np.setdiff1d(touch_m[touch_m > 0], touch_c)
 
 
 def _voxel_lesions(g: _Grid, shape: tuple[int, ...], comp: np.ndarray, new_id: np.ndarray,
@@ -800,6 +837,7 @@ def find_lesions(
     *,
     classes: bool = False,
     ap_axis: int = 1,
+    lr_axis: int | None = None,
 ) -> LesionMap:
     """Lesion voxels of a CT: band voxels that belong to an opacity (module docstring).
 
@@ -816,6 +854,9 @@ def find_lesions(
     ap_axis : int
         Array axis along the patient's anterior-posterior direction (rows of
         an axial series), for the dependent-density reference.
+    lr_axis : int, optional
+        Array axis along the patient's left-right direction (step 6, hilar
+        rule); default the columns (axis 2), or the rows when ``ap_axis`` is 2.
 
     Returns
     -------
@@ -847,9 +888,17 @@ def find_lesions(
     del n_s, h_clip
     tube = _tubes(g, cand) if cand.any() else np.zeros_like(cand)  # step 3
     region = _grow(g, cand & ~tube, tube)  # step 4
-    comp, new_id, kept = _size_filter(g, region)  # step 5
+    comp, ok = _size_filter(g, region)  # step 5
+    hilar = np.zeros_like(region)
+    if p.hilar and ok.any():  # step 6
+        hilar_ids = _hilar(g, comp, ok[comp], (2 if ap_axis != 2 else 1) if lr_axis is None else lr_axis)
+        ok[hilar_ids] = False
+        hilar = np.isin(comp, hilar_ids) & region
+    new_id = np.zeros(ok.size, np.int32)
+    new_id[ok] = np.arange(1, int(ok.sum()) + 1, dtype=np.int32)
+    kept = ok[comp]
     lesion, component = _voxel_lesions(g, hu.shape, comp, new_id, kept)
-    cells = _Cells(box=g.box, f=g.f, tube=tube, small=region & ~kept)
+    cells = _Cells(box=g.box, f=g.f, tube=tube, small=region & ~kept & ~hilar, hilar=hilar)
     out = LesionMap(lesion, component, int(new_id.max(initial=0)), None, g.planar, p, cells)
     if classes:
         out = dataclasses.replace(out, classes=lesion_classes(hu, lung, out))
@@ -894,6 +943,8 @@ def lesion_classes(hu: np.ndarray, lung: np.ndarray, lesions: LesionMap) -> np.n
     crop = tuple(slice(0, n) for n in hb.shape)
     cls[band & _upsample(c.tube, f, full)[crop]] = CLASS_TUBE
     cls[band & _upsample(c.small, f, full)[crop]] = CLASS_SMALL
+    if c.hilar is not None:
+        cls[band & _upsample(c.hilar, f, full)[crop]] = CLASS_HILAR
     cls[lesions.lesion[box]] = CLASS_LESION
     out = np.zeros(hu.shape, np.uint8)
     out[box] = cls
