@@ -222,6 +222,29 @@ def test_hilar_rule_on_a_single_slice(hilar_phantom):
         assert lesions[z].sum() > 50 and np.array_equal(lm.lesion[lesions[z]], without.lesion[lesions[z]])
 
 
+def test_an_opacity_around_an_airway_inside_one_lung_is_kept():
+    """A gap in the mask inside one lung (here an 8-mm airway lumen left out of the mask, running through a
+    30-mm consolidation in the middle of the right lung) is not the mediastinum: only the gap between the
+    two lungs is.  (Counting every gap with lung on both sides of it as mediastinal dropped this opacity
+    entirely.)"""
+    from scipy import ndimage
+
+    ph = make_phantom(matrix=128, slice_thickness_mm=2.5, noise_hu=15, truth_samples=2**12)
+    sp = ph.ct.spacing_mm
+    depth = ndimage.distance_transform_edt(ph.truth.lungs == 1, sampling=sp)
+    cz, cy, cx = (i * s for i, s in zip(np.unravel_index(np.argmax(depth), depth.shape), sp, strict=True))
+    Z, Y, X = np.meshgrid(*(np.arange(n, dtype=np.float32) * s for n, s in zip(depth.shape, sp, strict=True)),
+                          indexing="ij", sparse=True)
+    ball = (Z - cz) ** 2 + (Y - cy) ** 2 + (X - cx) ** 2 <= 15.0**2
+    lumen = ((Y - cy) ** 2 + (X - cx) ** 2 <= 4.0**2) & (np.abs(Z - cz) <= 10.0)
+    hu = ph.ct.hu.copy()
+    hu[ball] = -100
+    hu[lumen] = -1000
+    lung = (ph.truth.lungs > 0) & ~lumen
+    lm = find_lesions(hu, lung, sp)
+    assert lm.lesion[ball & lung].mean() >= 0.97, lm.lesion[ball & lung].mean()
+
+
 # ----------------------------------------------------------------------------- result table, store
 def _tiny():
     hu = np.full((20, 48, 48), -850, np.int16)

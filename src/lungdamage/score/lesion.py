@@ -54,6 +54,15 @@ is per voxel at the end).
 5. **Minimum size**: connected opacities (cells, 26-connected; 8-connected
    in-plane for single slices) smaller than a sphere of ``min_diameter_mm``
    (a disc of that diameter on single slices) are dropped.
+6. **Hilum** (``hilar``): an opacity that touches the mediastinal lung surface
+   and nowhere the costal one is a hilar or juxta-mediastinal structure (the
+   vessels and bronchi converging on the hilum, hilar soft tissue inside a
+   threshold lung mask, partial volume along the mediastinum) and is dropped.
+   A non-lung cell is mediastinal when it lies in the gap between the right
+   and the left lung along its row (left-right axis), costal when no lung lies
+   beyond it on one side; gaps inside one lung (diaphragm dome, an airway
+   lumen outside the mask) are neither.  COVID-19 opacities are typically
+   subpleural: they touch the chest wall and are kept.
 
 Every parameter is in :meth:`LesionParams.to_dict`, which goes into the
 result's params hash.
@@ -160,9 +169,10 @@ class LesionParams:
         costal one (chest wall, or diaphragm lateral to the lungs): the
         vessels and bronchi entering the hilum, hilar soft tissue inside the
         lung mask and partial volume along the mediastinum.  The mediastinal
-        surface is where the lung borders non-lung that lies between lung on
-        the same image row (left-right axis); the costal surface is every
-        other border.  Peripheral opacities (typical of COVID-19) touch the
+        surface is where the lung borders non-lung in the gap between the
+        right and the left lung on the same image row (left-right axis); the
+        costal surface is where no lung lies beyond the border on its row
+        (gaps inside one lung count as neither).  Peripheral opacities (typical of COVID-19) touch the
         chest wall and are kept; opacities touching no surface are kept.
         Limit: an opacity confined to the paramediastinal lung is not counted.
     subsample : bool
@@ -772,23 +782,50 @@ def _size_filter(g: _Grid, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return comp, ok
 
 
-def _between(lung_cells: np.ndarray, axis: int) -> np.ndarray:
-    """Non-lung cells with lung on both sides along ``axis`` (the same image row)."""
-    before = np.logical_or.accumulate(lung_cells, axis=axis)
-    after = np.flip(np.logical_or.accumulate(np.flip(lung_cells, axis=axis), axis=axis), axis=axis)
-    return ~lung_cells & before & after
+def _mediastinal(lung_cells: np.ndarray, lr_axis: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Non-lung cells in the gap between the two lungs along the left-right axis (the same image row),
+    and all non-lung cells with lung on both sides along it.
+
+    The midline is the column (along ``lr_axis``) with the fewest lung cells in the middle half of the
+    lungs' left-right extent (mediastinum and spine); a cell is mediastinal when the nearest lung on one
+    side of it along its row lies before the midline and on the other side after it.  A gap inside one
+    lung (the diaphragm dome seen in cross-section, an airway lumen outside the mask) is not, but is
+    inner (second array).  None when one side of the midline holds less than a tenth of the lung cells
+    (one lung only: no mediastinum to find)."""
+    other = tuple(a for a in range(lung_cells.ndim) if a != lr_axis)
+    proj = lung_cells.sum(axis=other)
+    cols = np.flatnonzero(proj)
+    if cols.size < 4:
+        return None
+    q = (int(cols[-1]) - int(cols[0])) // 4
+    mid = int(cols[0]) + q + int(np.argmin(proj[cols[0] + q: cols[-1] - q + 1]))
+    total = float(proj.sum())
+    if min(float(proj[:mid].sum()), float(proj[mid + 1:].sum())) < 0.1 * total:
+        return None
+    n = lung_cells.shape[lr_axis]
+    idx = np.arange(n).reshape([-1 if a == lr_axis else 1 for a in range(lung_cells.ndim)])
+    before = np.maximum.accumulate(np.where(lung_cells, idx, -1), axis=lr_axis)
+    after = np.flip(np.minimum.accumulate(np.flip(np.where(lung_cells, idx, n), axis=lr_axis), axis=lr_axis),
+                    axis=lr_axis)
+    inner = ~lung_cells & (before >= 0) & (after < n)  # lung on both sides along the row
+    return inner & (before < mid) & (after > mid), inner
 
 
 def _hilar(g: _Grid, comp: np.ndarray, kept: np.ndarray, lr_axis: int) -> np.ndarray:
     """Step 6: component ids (of ``comp``) that touch the mediastinal lung surface and not the costal one.
 
     Surfaces on the cell grid: a kept cell next to a cell without lung.  That non-lung cell is
-    mediastinal when lung lies on both sides of it along the left-right axis (mediastinum, hilum, the
-    spine between the paravertebral lungs), costal otherwise (chest wall, the diaphragm outside the
-    lungs' span)."""
+    mediastinal when it lies in the gap between the right and the left lung along its row (mediastinum,
+    hilum, the spine between the paravertebral lungs; :func:`_mediastinal`), costal when no lung lies
+    beyond it on one side of its row (chest wall, the diaphragm below the lungs' edge); gaps inside one
+    lung (the diaphragm dome in cross-section, airway lumina left out of the mask) are neither.  No ids
+    when only one lung is in the image."""
     lung_cells = g.n_l > 0
-    mediastinal = _between(lung_cells, lr_axis)
-    costal = ~lung_cells & ~mediastinal
+    found = _mediastinal(lung_cells, lr_axis)
+    if found is None:
+        return np.zeros(0, np.intp)
+    mediastinal, inner = found
+    costal = ~lung_cells & ~inner
     st = g.structure(1)
     sub = ndimage.find_objects(kept.view(np.uint8))[0]
     grow = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sub)
