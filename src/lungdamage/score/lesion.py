@@ -893,7 +893,9 @@ def find_lesions(
         an axial series), for the dependent-density reference.
     lr_axis : int, optional
         Array axis along the patient's left-right direction (step 6, hilar
-        rule); default the columns (axis 2), or the rows when ``ap_axis`` is 2.
+        rule); default the columns (axis 2: axial and coronal images), or the
+        slices when ``ap_axis`` is 2 (sagittal images: a single sagittal
+        slice shows one lung, and the rule does nothing).
 
     Returns
     -------
@@ -928,7 +930,7 @@ def find_lesions(
     comp, ok = _size_filter(g, region)  # step 5
     hilar = np.zeros_like(region)
     if p.hilar and ok.any():  # step 6
-        hilar_ids = _hilar(g, comp, ok[comp], (2 if ap_axis != 2 else 1) if lr_axis is None else lr_axis)
+        hilar_ids = _hilar(g, comp, ok[comp], (0 if ap_axis == 2 else 2) if lr_axis is None else lr_axis)
         ok[hilar_ids] = False
         hilar = np.isin(comp, hilar_ids) & region
     new_id = np.zeros(ok.size, np.int32)
