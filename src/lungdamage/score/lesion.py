@@ -732,16 +732,20 @@ def _tubes(g: _Grid, cand: np.ndarray) -> np.ndarray:
     mean_hu = _mean_hu(g)
     dense_cell = mean_hu >= p.consolidation_hu[0]
     # the smoothing is needed only around the points: a crop that gives the same values there
-    reach_c = [int(3.0 * max(p.tube_sigmas_mm) / g.cell_mm[a] + 0.5) + 2 for a in range(3)]
+    # (smoothing radius, and at least the farthest a tube grows from its seeds)
+    grow_c = max(1, round(max(p.tube_sigmas_mm) / g.in_plane_mm)) + 1
+    reach_c = [max(int(3.0 * max(p.tube_sigmas_mm) / g.cell_mm[a] + 0.5) + 2, grow_c) for a in range(3)]
     crop = tuple(slice(max(int(q.min()) - r, 0), int(q.max()) + r + 1) for q, r in zip(pts, reach_c, strict=True))
     pts_c = tuple(q - c.start for q, c in zip(pts, crop, strict=True))
     st_t = g.structure(1)
+    # (a tube grows at most ``reach`` <= the crop's margin cells from its seeds: the crop holds every path)
+    tube_c, dense_c, cand_c = tube[crop], dense_cell[crop], cand[crop]
     for s_mm in p.tube_sigmas_mm:
-        core = np.zeros_like(cand)
-        core[pts] = _tube_cores(g, mean_hu[crop], pts_c, s_mm)
+        core = np.zeros_like(cand_c)
+        core[pts_c] = _tube_cores(g, mean_hu[crop], pts_c, s_mm)
         if core.any():
             reach = max(1, round(s_mm / g.in_plane_mm))
-            tube |= ndimage.binary_dilation(core, st_t, iterations=reach, mask=dense_cell | core) & cand
+            tube_c |= ndimage.binary_dilation(core, st_t, iterations=reach, mask=dense_c | core) & cand_c
     if tube.any():
         co = _around(open_lung, g.sig_ctx)
         n_bt = np.where(tube[co], 0.0, g.n_b[co]).astype(np.float32)
@@ -803,10 +807,10 @@ def _mediastinal(lung_cells: np.ndarray, lr_axis: int) -> tuple[np.ndarray, np.n
     if min(float(proj[:mid].sum()), float(proj[mid + 1:].sum())) < 0.1 * total:
         return None
     n = lung_cells.shape[lr_axis]
-    idx = np.arange(n).reshape([-1 if a == lr_axis else 1 for a in range(lung_cells.ndim)])
-    before = np.maximum.accumulate(np.where(lung_cells, idx, -1), axis=lr_axis)
-    after = np.flip(np.minimum.accumulate(np.flip(np.where(lung_cells, idx, n), axis=lr_axis), axis=lr_axis),
-                    axis=lr_axis)
+    idx = np.arange(n, dtype=np.int32).reshape([-1 if a == lr_axis else 1 for a in range(lung_cells.ndim)])
+    before = np.maximum.accumulate(np.where(lung_cells, idx, np.int32(-1)), axis=lr_axis)
+    after = np.flip(np.minimum.accumulate(np.flip(np.where(lung_cells, idx, np.int32(n)), axis=lr_axis),
+                                          axis=lr_axis), axis=lr_axis)
     inner = ~lung_cells & (before >= 0) & (after < n)  # lung on both sides along the row
     return inner & (before < mid) & (after > mid), inner
 
