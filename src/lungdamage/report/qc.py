@@ -357,7 +357,7 @@ def render_montage(
 
     ``lesion_classes`` (:attr:`lungdamage.score.lesion.LesionMap.classes`):
     damage colours only on lesion voxels; band voxels not counted as lesion
-    in :data:`EXCLUDED_TUBE_RGB` (tubular) or :data:`EXCLUDED_OTHER_RGB`.
+    in :data:`EXCLUDED_TUBE_RGB` (tubular or hilar) or :data:`EXCLUDED_OTHER_RGB`.
     Returns the canvas, the panels with ``box`` set, and the layout.
     """
     scheme = result.scheme
