@@ -245,6 +245,23 @@ def test_an_opacity_around_an_airway_inside_one_lung_is_kept():
     assert lm.lesion[ball & lung].mean() >= 0.97, lm.lesion[ball & lung].mean()
 
 
+def test_mediastinum_is_the_gap_between_the_lungs():
+    """Step 6's surfaces on a drawn slice: two lungs (discs) with a hole in the right one; the mediastinum
+    is the gap between them on each row, not the hole; with one lung there is no mediastinum."""
+    from lungdamage.score.lesion import _mediastinal
+
+    yy, xx = np.mgrid[0:60, 0:100]
+    right = (yy - 30) ** 2 + (xx - 25) ** 2 <= 20**2
+    left = (yy - 30) ** 2 + (xx - 75) ** 2 <= 20**2
+    hole = (yy - 30) ** 2 + (xx - 25) ** 2 <= 4**2
+    lungs = ((right & ~hole) | left)[None]
+    mediastinal, inner = _mediastinal(lungs, 2)
+    assert mediastinal[0, 30, 46:55].all() and not mediastinal[0, 30, :5].any()  # gap yes, chest wall no
+    assert inner[0][hole].all() and not mediastinal[0][hole].any()  # the hole is inner, not mediastinal
+    assert not mediastinal[0, 5].any()  # rows that meet one lung only have no mediastinum
+    assert _mediastinal((right & ~hole)[None], 2) is None
+
+
 # ----------------------------------------------------------------------------- result table, store
 def _tiny():
     hu = np.full((20, 48, 48), -850, np.int16)
