@@ -794,8 +794,8 @@ def _mediastinal(lung_cells: np.ndarray, lr_axis: int) -> tuple[np.ndarray, np.n
     lungs' left-right extent (mediastinum and spine); a cell is mediastinal when the nearest lung on one
     side of it along its row lies before the midline and on the other side after it.  A gap inside one
     lung (the diaphragm dome seen in cross-section, an airway lumen outside the mask) is not, but is
-    inner (second array).  None when one side of the midline holds less than a tenth of the lung cells
-    (one lung only: no mediastinum to find)."""
+    inner (second array).  None when the midline column holds more than half as many lung cells as the
+    fullest column (no gap: one lung) or one side of it less than a tenth of the lung cells."""
     other = tuple(a for a in range(lung_cells.ndim) if a != lr_axis)
     proj = lung_cells.sum(axis=other)
     cols = np.flatnonzero(proj)
@@ -804,8 +804,8 @@ def _mediastinal(lung_cells: np.ndarray, lr_axis: int) -> tuple[np.ndarray, np.n
     q = (int(cols[-1]) - int(cols[0])) // 4
     mid = int(cols[0]) + q + int(np.argmin(proj[cols[0] + q: cols[-1] - q + 1]))
     total = float(proj.sum())
-    if min(float(proj[:mid].sum()), float(proj[mid + 1:].sum())) < 0.1 * total:
-        return None
+    if proj[mid] > 0.5 * proj.max() or min(float(proj[:mid].sum()), float(proj[mid + 1:].sum())) < 0.1 * total:
+        return None  # no gap between two lungs (one lung), or one side nearly empty
     n = lung_cells.shape[lr_axis]
     idx = np.arange(n, dtype=np.int32).reshape([-1 if a == lr_axis else 1 for a in range(lung_cells.ndim)])
     before = np.maximum.accumulate(np.where(lung_cells, idx, np.int32(-1)), axis=lr_axis)
