@@ -53,7 +53,7 @@ DEFAULT_FRACTIONS = (0.2, 0.35, 0.5, 0.65, 0.8)
 MIN_CORONAL_PX = 24
 
 _BG = (18, 18, 18)
-#: Band voxels the lesion measure did not count: tubular (vessels, airway walls) and the rest
+#: Band voxels the lesion measure did not count: tubular (vessels, airway walls) or hilar, and the rest
 #: (partial-volume shells, fissures, opacities below the minimum size).  Cool colours: never damage.
 EXCLUDED_TUBE_RGB = (0, 200, 255)
 EXCLUDED_OTHER_RGB = (150, 90, 255)
@@ -304,7 +304,8 @@ def _render_panel(
             m &= (cls == 1) | (cls == 0)
         rgb[m] = (1.0 - alpha) * rgb[m] + alpha * np.asarray(color, np.float32)
     if cls is not None:
-        for m, color in ((inside & (cls == 3), EXCLUDED_TUBE_RGB), (inside & ((cls == 2) | (cls == 4)), EXCLUDED_OTHER_RGB)):
+        for m, color in ((inside & ((cls == 3) | (cls == 5)), EXCLUDED_TUBE_RGB),  # tubular or hilar
+                         (inside & ((cls == 2) | (cls == 4)), EXCLUDED_OTHER_RGB)):
             rgb[m] = (1.0 - alpha) * rgb[m] + alpha * np.asarray(color, np.float32)
     # outlines on the display grid: 1 px on the inner side of every region border (a 2-px line in the
     # two regions' colours between regions) plus ``outline_px - 1`` px just outside the lungs' outer
@@ -356,7 +357,7 @@ def render_montage(
 
     ``lesion_classes`` (:attr:`lungdamage.score.lesion.LesionMap.classes`):
     damage colours only on lesion voxels; band voxels not counted as lesion
-    in :data:`EXCLUDED_TUBE_RGB` (tubular) or :data:`EXCLUDED_OTHER_RGB`.
+    in :data:`EXCLUDED_TUBE_RGB` (tubular or hilar) or :data:`EXCLUDED_OTHER_RGB`.
     Returns the canvas, the panels with ``box`` set, and the layout.
     """
     scheme = result.scheme
@@ -576,7 +577,7 @@ def render_qc(
     if lesion_classes is not None:
         handles += [
             Patch(facecolor=np.asarray(EXCLUDED_TUBE_RGB) / 255, edgecolor="none",
-                  label="band, not lesion: tubular (vessel, airway wall)"),
+                  label="band, not lesion: tubular or hilar (vessel, airway wall)"),
             Patch(facecolor=np.asarray(EXCLUDED_OTHER_RGB) / 255, edgecolor="none",
                   label="band, not lesion: shell, thin or small"),
         ]

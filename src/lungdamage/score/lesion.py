@@ -54,6 +54,15 @@ is per voxel at the end).
 5. **Minimum size**: connected opacities (cells, 26-connected; 8-connected
    in-plane for single slices) smaller than a sphere of ``min_diameter_mm``
    (a disc of that diameter on single slices) are dropped.
+6. **Hilum** (``hilar``): an opacity that touches the mediastinal lung surface
+   and nowhere the costal one is a hilar or juxta-mediastinal structure (the
+   vessels and bronchi converging on the hilum, hilar soft tissue inside a
+   threshold lung mask, partial volume along the mediastinum) and is dropped.
+   A non-lung cell is mediastinal when it lies in the gap between the right
+   and the left lung along its row (left-right axis), costal when no lung lies
+   beyond it on one side; gaps inside one lung (diaphragm dome, an airway
+   lumen outside the mask) are neither.  COVID-19 opacities are typically
+   subpleural: they touch the chest wall and are kept.
 
 Every parameter is in :meth:`LesionParams.to_dict`, which goes into the
 result's params hash.
@@ -84,10 +93,11 @@ __all__ = [
     "CLASS_CONTEXT",
     "CLASS_TUBE",
     "CLASS_SMALL",
+    "CLASS_HILAR",
 ]
 
 #: Classes of :attr:`LesionMap.classes`.
-CLASS_NONE, CLASS_LESION, CLASS_CONTEXT, CLASS_TUBE, CLASS_SMALL = 0, 1, 2, 3, 4
+CLASS_NONE, CLASS_LESION, CLASS_CONTEXT, CLASS_TUBE, CLASS_SMALL, CLASS_HILAR = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,17 @@ class LesionParams:
     min_diameter_mm : float
         Smallest opacity counted: volume of a sphere (area of a disc on
         single slices) of this diameter.
+    hilar : bool
+        Drop opacities that touch the mediastinal lung surface and nowhere the
+        costal one (chest wall, or diaphragm lateral to the lungs): the
+        vessels and bronchi entering the hilum, hilar soft tissue inside the
+        lung mask and partial volume along the mediastinum.  The mediastinal
+        surface is where the lung borders non-lung in the gap between the
+        right and the left lung on the same image row (left-right axis); the
+        costal surface is where no lung lies beyond the border on its row
+        (gaps inside one lung count as neither).  Peripheral opacities (typical of COVID-19) touch the
+        chest wall and are kept; opacities touching no surface are kept.
+        Limit: an opacity confined to the paramediastinal lung is not counted.
     subsample : bool
         Estimate the cell statistics from every other row and column (when a
         cell spans an even number of both): about half the time on sub-mm
@@ -183,6 +204,7 @@ class LesionParams:
     grow_mm: float = 2.0
     grow_cells: int = 1
     min_diameter_mm: float = 6.0
+    hilar: bool = True
     subsample: bool = False
 
     def __post_init__(self) -> None:
@@ -234,7 +256,8 @@ def lesion_params(options: LesionParams | Mapping[str, Any] | None = None) -> Le
         raise InputError(
             f"Unknown lesion parameter(s) {unknown}. Potential fix: use some of {sorted(known)}."
         )
-    kw = {k: (tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else v) for k, v in options.items()}
+    kw: dict[str, Any] = {k: (tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else v)
+                          for k, v in options.items()}
     return LesionParams(**kw)
 
 
@@ -254,8 +277,9 @@ class LesionMap:
         Only with ``classes=True``: :data:`CLASS_LESION`, or why a band voxel
         was not counted -- :data:`CLASS_CONTEXT` (thin structure, shell, not
         inside an opacity), :data:`CLASS_TUBE` (tubular: vessel or airway
-        wall), :data:`CLASS_SMALL` (opacity below the minimum size); 0 for
-        voxels outside the lungs or the bands.
+        wall), :data:`CLASS_SMALL` (opacity below the minimum size),
+        :data:`CLASS_HILAR` (hilar or juxta-mediastinal structure, step 6); 0
+        for voxels outside the lungs or the bands.
     planar : bool
         The 2-D (per-slice) path was used.
     params : LesionParams or None
@@ -282,6 +306,7 @@ class _Cells:
     f: tuple[int, int, int]
     tube: np.ndarray
     small: np.ndarray
+    hilar: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -298,21 +323,22 @@ def _block_sum(a: np.ndarray, f: tuple[int, int, int], dtype) -> np.ndarray:
     Strided adds axis by axis, the outermost first (contiguous slabs, the data shrink early), in a
     small integer type (counts: uint8/uint16; HU: int32), converted to ``dtype`` at the end."""
     n_cell = f[0] * f[1] * f[2]
+    acc_t: type[np.integer]
     if a.dtype == bool:
         acc_t = np.uint8 if n_cell <= 255 else (np.uint16 if n_cell <= 65535 else np.int64)
     else:
         acc_t = np.int32 if n_cell * 32768 < 2**31 else np.int64
-    out = a
+    out: np.ndarray = a
     for a_i in (0, 1, 2):
         k = f[a_i]
         if k == 1:
             continue
         sl = [slice(None)] * 3
         sl[a_i] = slice(0, None, k)
-        acc = out[tuple(sl)].astype(acc_t)
+        acc: np.ndarray = out[tuple(sl)].astype(acc_t)
         for r in range(1, k):
             sl[a_i] = slice(r, None, k)
-            acc += out[tuple(sl)]
+            np.add(acc, out[tuple(sl)], out=acc)
         out = acc
     return out.astype(dtype)
 
@@ -335,7 +361,7 @@ def _cell_stats(hs: np.ndarray, ms: np.ndarray, fs: tuple[int, int, int], p: Les
     c_lo = p.consolidation_hu[0]
     c_lt = int(min(max(math.ceil(c_lo), -32768), 32767))  # HU < c_lo  <=>  HU < ceil(c_lo) (integer HU)
     c_min = np.int16(c_lo)
-    n_cells = tuple(n // k for n, k in zip(hs.shape, fs))
+    n_cells = tuple(n // k for n, k in zip(hs.shape, fs, strict=True))
     n_l = np.empty(n_cells, np.float32)
     n_b = np.empty(n_cells, np.float32)
     n_s = np.empty(n_cells, np.float32)
@@ -405,7 +431,8 @@ def _cell_box(lo: int, hi: int, n: int, k: int) -> tuple[int, int, int]:
     return start, stop, need - (stop - start)
 
 
-def _hessian_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, float, float], planar: bool) -> np.ndarray:
+def _hessian_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, float, float],
+                planar: bool) -> np.ndarray:
     """Hessian (central differences, spacing ``h`` in mm) of ``img`` at points; (N, d, d)."""
     p = np.pad(img, 1, mode="edge")
     k, j, i = (q + 1 for q in pts)
@@ -442,7 +469,7 @@ def _hessian_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, fl
 def lung_slices_any(lung: np.ndarray, axis: int) -> np.ndarray:
     """Whether each index along ``axis`` holds lung (projection of the mask)."""
     other = tuple(a for a in range(3) if a != axis)
-    return lung.any(axis=other)
+    return np.asarray(lung.any(axis=other))
 
 
 def _depth_reference(hsum, n_l, f, cell_mm, ap_axis: int, p: LesionParams) -> np.ndarray:
@@ -481,7 +508,8 @@ def _depth_reference(hsum, n_l, f, cell_mm, ap_axis: int, p: LesionParams) -> np
     return per_cell.reshape(shape)
 
 
-def _gradient_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, float, float], planar: bool) -> np.ndarray:
+def _gradient_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, float, float],
+                 planar: bool) -> np.ndarray:
     """Gradient magnitude (central differences, spacing ``h`` in mm) of ``img`` at points."""
     p = np.pad(img, 1, mode="edge")
     k, j, i = (q + 1 for q in pts)
@@ -530,6 +558,317 @@ def _empty(shape, planar: bool, classes: bool, p: LesionParams | None = None) ->
                      planar, p)
 
 
+# ------------------------------------------------------------------------------ steps
+@dataclass(eq=False)
+class _Grid:
+    """The lung's bounding box, its cell grid and the cell statistics of one :func:`find_lesions` run.
+
+    ``n_l``, ``n_b`` (lung and band voxels per cell) and ``hsum`` (sum of lung HU per cell) are voxel
+    counts and sums (sampled ones scaled back); ``g_l`` is the lung count smoothed with the context
+    Gaussian and ``frac`` the opacity context (step 2)."""
+
+    p: LesionParams
+    planar: bool
+    spacing: tuple[float, float, float]
+    f: tuple[int, int, int]
+    cell_mm: tuple[float, float, float]
+    box: tuple[slice, slice, slice]
+    hb: np.ndarray
+    mb: np.ndarray
+    band_b: np.ndarray | None = None
+    n_l: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
+    n_b: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
+    hsum: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    g_l: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
+    frac: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def sigmas(self, mm: float) -> list[float]:
+        """Per-axis sigma in cells of a Gaussian of ``mm`` (none across slices on the 2-D path)."""
+        return [0.0 if (self.planar and a == 0) else mm / self.cell_mm[a] for a in range(3)]
+
+    @property
+    def sig_ctx(self) -> list[float]:
+        return self.sigmas(self.p.context_sigma_planar_mm if self.planar else self.p.context_sigma_mm)
+
+    @property
+    def in_plane_mm(self) -> float:
+        """The smallest cell size (mm) of the axes the filter works along."""
+        return min(self.cell_mm[a] for a in range(3) if not (self.planar and a == 0))
+
+    def structure(self, connectivity: int) -> np.ndarray:
+        """3-D structuring element; on the 2-D path, nothing across slices."""
+        st = ndimage.generate_binary_structure(3, connectivity)
+        if self.planar:
+            st[0] = st[2] = False
+        return st
+
+
+def _grid(hu: np.ndarray, lung: np.ndarray, spacing: tuple[float, float, float], p: LesionParams,
+          lung_slices: np.ndarray) -> _Grid:
+    """The lung's bounding box (widened by the context kernel's radius, to whole cells) and its cells."""
+    planar = lung_slices.size < 3
+    f = _factors(spacing, p.grid_mm, planar)
+    cell_mm = (spacing[0] * f[0], spacing[1] * f[1], spacing[2] * f[2])
+    ctx_mm = p.context_sigma_planar_mm if planar else p.context_sigma_mm
+    sig_ctx = [0.0 if (planar and a == 0) else ctx_mm / cell_mm[a] for a in range(3)]
+    margin = [int(math.ceil(3 * s)) * k + k for s, k in zip(sig_ctx, f, strict=True)]
+    box_l, pads = [], []
+    for a in range(3):  # bounding box from projections (cheaper than labelling)
+        proj = np.flatnonzero(lung_slices_any(lung, a)) if a else lung_slices
+        lo_i, hi_i, n, k = int(proj[0]), int(proj[-1]) + 1, hu.shape[a], f[a]
+        start, stop, pad = _cell_box(max(lo_i - margin[a], 0), min(hi_i + margin[a], n), n, k)
+        box_l.append(slice(start, stop))
+        pads.append(pad)
+    box = (box_l[0], box_l[1], box_l[2])
+    hb, mb = hu[box], lung[box]
+    if any(pads):  # an image shorter than one cell along an axis: pad once (tiny inputs only)
+        hb = np.pad(hb, [(0, q) for q in pads], constant_values=-1024)
+        mb = np.pad(mb, [(0, q) for q in pads])
+    return _Grid(p, planar, spacing, f, cell_mm, box, hb, mb)
+
+
+def _fill_stats(g: _Grid) -> tuple[np.ndarray, np.ndarray, int]:
+    """Cell statistics in one pass over the box (lung HU, everything else below every band).
+
+    Sets ``g.n_l``, ``g.n_b``, ``g.hsum`` (still sampled counts when ``p.subsample``) and ``g.band_b``
+    (the per-voxel band mask, full sampling only).  Returns the soft-voxel count and clipped HU sum of
+    every cell (dependent-density test) and the sampling step (1, or 2 when every other row and column
+    was read: sub-mm pixels, a quarter of the work, the same means and fractions up to sampling)."""
+    f = g.f
+    sub = 2 if (g.p.subsample and f[1] % 2 == 0 and f[2] % 2 == 0) else 1
+    hs, ms = (g.hb[:, ::sub, ::sub], g.mb[:, ::sub, ::sub]) if sub > 1 else (g.hb, g.mb)
+    fs = (f[0], f[1] // sub, f[2] // sub)
+    g.band_b = np.empty(g.hb.shape, bool) if sub == 1 else None
+    g.n_l, g.n_b, g.hsum, n_s, h_clip = _cell_stats(hs, ms, fs, g.p, -2048, g.band_b)
+    return n_s, h_clip, sub
+
+
+def _context(g: _Grid, n_s: np.ndarray, h_clip: np.ndarray, ap_axis: int, sub: int) -> np.ndarray:
+    """Step 2: opacity candidates -- the context ``G(band) / G(lung)`` reaches ``min_fraction`` and the
+    context's parenchyma is denser than the aerated lung at the same depth (or mostly consolidation-dense).
+
+    Sets ``g.g_l`` and ``g.frac``; scales sampled counts back to voxel counts at the end."""
+    p, sig_ctx = g.p, g.sig_ctx
+    n_l, n_b = g.n_l, g.n_b
+    g_l = ndimage.gaussian_filter(n_l, sig_ctx, mode="constant", truncate=3.0)
+    g_b = ndimage.gaussian_filter(n_b, sig_ctx, mode="constant", truncate=3.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g.frac = np.where(g_l > 1e-3, g_b / np.maximum(g_l, 1e-6), 0.0)
+    cand = (n_b > 0) & (g.frac >= p.min_fraction)
+    if cand.any():
+        # dependent density: the context's parenchyma (voxels below the consolidation band: vessels
+        # would pull a plain mean up) must be denser than the aerated lung at the same depth
+        c_lo = p.consolidation_hu[0]
+        # sum of min(HU, c_lo) over lung voxels = sum over soft voxels + c_lo * dense voxels
+        h_s = (h_clip - c_lo * (n_l - n_s)).astype(np.float32)
+        ref = _depth_reference(g.hsum, n_l, (g.f[0], g.f[1] // sub, g.f[2] // sub), g.cell_mm, ap_axis, p)
+        # (the context is needed at candidates only: smoothed on their bounding box + the kernel radius)
+        cb = _around(cand, sig_ctx)
+        g_s = ndimage.gaussian_filter(n_s[cb], sig_ctx, mode="constant", truncate=3.0)
+        g_hs = ndimage.gaussian_filter(h_s[cb], sig_ctx, mode="constant", truncate=3.0)
+        ctx_hu = np.where(g_s > 1e-3, g_hs / np.maximum(g_s, 1e-6), 0.0)
+        dense_ctx = (g_l[cb] - g_s) / np.maximum(g_l[cb], 1e-6) >= p.min_fraction
+        ref_c = ref[tuple(c if n > 1 else slice(None) for c, n in zip(cb, ref.shape, strict=True))]
+        cand[cb] &= (ctx_hu >= np.minimum(ref_c, p.ref_cap_hu) + p.ref_margin_hu) | dense_ctx
+    if sub > 1:  # sample counts and sums -> voxel counts and sums
+        scale = float(sub * sub)
+        n_l *= scale
+        n_b *= scale
+        g.hsum *= scale
+        g_l *= scale
+    g.g_l = g_l
+    return cand
+
+
+def _mean_hu(g: _Grid) -> np.ndarray:
+    """Cell-mean HU of the lung (float32); cells without lung take the lung's median (no chest-wall edge)."""
+    inside = g.n_l > 0
+    mean_hu = np.empty(g.n_l.shape, np.float32)
+    mean_hu[inside] = (g.hsum[inside] / g.n_l[inside]).astype(np.float32)
+    mean_hu[~inside] = float(np.median(mean_hu[inside]))
+    return mean_hu
+
+
+def _open_lung(g: _Grid, cand: np.ndarray) -> np.ndarray:
+    """Candidates in open lung (band voxels fill < ``tube_context_max`` of the ``tube_context_sigma_mm``
+    neighbourhood): only there can a tube be removed (never inside consolidation)."""
+    sig_w = g.sigmas(g.p.tube_context_sigma_mm)
+    cw = _around(cand, sig_w)
+    w_l = ndimage.gaussian_filter(g.n_l[cw], sig_w, mode="constant", truncate=3.0)
+    w_b = ndimage.gaussian_filter(g.n_b[cw], sig_w, mode="constant", truncate=3.0)
+    open_lung = np.zeros_like(cand)
+    open_lung[cw] = cand[cw] & (w_b < g.p.tube_context_max * w_l)
+    return open_lung
+
+
+def _tube_cores(g: _Grid, mean_hu: np.ndarray, pts: tuple[np.ndarray, ...], s_mm: float) -> np.ndarray:
+    """Which of the points ``pts`` (in ``mean_hu``) are tube centrelines at the Hessian scale ``s_mm``.
+
+    Frangi vesselness at least ``tube_threshold`` and a small scale-normalized gradient against the
+    cross-section curvature (at the rim of a blob or plateau the Hessian also looks tubular, but the
+    gradient there is large)."""
+    p = g.p
+    sm = ndimage.gaussian_filter(mean_hu, g.sigmas(s_mm), mode="nearest", truncate=3.0)
+    hess = _hessian_at(sm, pts, g.cell_mm, g.planar) * np.float32(s_mm * s_mm)
+    eig = np.linalg.eigvalsh(hess)
+    v = vesselness(eig, alpha=p.tube_alpha, beta=p.tube_beta, c=p.tube_c_hu)
+    grad = _gradient_at(sm, pts, g.cell_mm, g.planar) * np.float32(s_mm)
+    cross = np.sort(np.abs(eig), axis=1)[:, 1]  # |lambda_2|: the larger in 2-D, the middle in 3-D
+    return (v >= p.tube_threshold) & (grad <= p.tube_centre * cross)
+
+
+def _tubes(g: _Grid, cand: np.ndarray) -> np.ndarray:
+    """Step 3: tube cells among the candidates (multi-scale Hessian on the cell-mean HU, open lung only).
+
+    A tube is its dense cells around a centreline (the vessel, not what it runs through).  ``cand`` loses
+    the cells whose context, recomputed with the tubes as not-opacity, falls below ``min_fraction`` (the
+    vessel's partial-volume sleeve; ground glass that a vessel runs through keeps its context)."""
+    p = g.p
+    tube = np.zeros_like(cand)
+    open_lung = _open_lung(g, cand)
+    pts = np.nonzero(open_lung)
+    if not pts[0].size:
+        return tube
+    mean_hu = _mean_hu(g)
+    dense_cell = mean_hu >= p.consolidation_hu[0]
+    # the smoothing is needed only around the points: a crop that gives the same values there
+    # (smoothing radius, and at least the farthest a tube grows from its seeds)
+    grow_c = max(1, round(max(p.tube_sigmas_mm) / g.in_plane_mm)) + 1
+    reach_c = [max(int(3.0 * max(p.tube_sigmas_mm) / g.cell_mm[a] + 0.5) + 2, grow_c) for a in range(3)]
+    crop = tuple(slice(max(int(q.min()) - r, 0), int(q.max()) + r + 1) for q, r in zip(pts, reach_c, strict=True))
+    pts_c = tuple(q - c.start for q, c in zip(pts, crop, strict=True))
+    st_t = g.structure(1)
+    # (a tube grows at most ``reach`` <= the crop's margin cells from its seeds: the crop holds every path)
+    tube_c, dense_c, cand_c = tube[crop], dense_cell[crop], cand[crop]
+    for s_mm in p.tube_sigmas_mm:
+        core = np.zeros_like(cand_c)
+        core[pts_c] = _tube_cores(g, mean_hu[crop], pts_c, s_mm)
+        if core.any():
+            reach = max(1, round(s_mm / g.in_plane_mm))
+            tube_c |= ndimage.binary_dilation(core, st_t, iterations=reach, mask=dense_c | core) & cand_c
+    if tube.any():
+        co = _around(open_lung, g.sig_ctx)
+        n_bt = np.where(tube[co], 0.0, g.n_b[co]).astype(np.float32)
+        g_bt = ndimage.gaussian_filter(n_bt, g.sig_ctx, mode="constant", truncate=3.0)
+        cand[co] &= (g_bt >= p.min_fraction * g.g_l[co]) | ~open_lung[co]
+    return tube
+
+
+def _grow(g: _Grid, keep: np.ndarray, tube: np.ndarray) -> np.ndarray:
+    """Step 4: whole lesions -- grow ``grow_mm`` through mostly-band cells, then ``grow_cells`` cells."""
+    p = g.p
+    region = keep
+    if keep.any():
+        st = g.structure(3)
+        n_grow = int(math.ceil(p.grow_mm / g.in_plane_mm))
+        dense_cells = (2 * g.n_b >= g.n_l) & (g.n_l > 0) & ~tube & (2 * g.frac >= p.min_fraction)
+        if n_grow > 0:
+            region = ndimage.binary_dilation(region, st, iterations=n_grow, mask=dense_cells | region)
+        if p.grow_cells:
+            region = ndimage.binary_dilation(region, st, iterations=int(p.grow_cells))
+    return region & (g.n_l > 0)  # (band voxels are decided per voxel later)
+
+
+def _size_filter(g: _Grid, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Step 5: connected opacities (cells) and their size in band voxels; those below a sphere (a disc on
+    single slices: components do not cross slices there) of ``min_diameter_mm`` are dropped.
+
+    Returns the component label of every cell and whether each component (0..n) is kept."""
+    comp, n_comp = ndimage.label(region, g.structure(3))
+    sizes = np.bincount(comp.ravel(), weights=g.n_b.ravel(), minlength=n_comp + 1)
+    d, sp = g.p.min_diameter_mm, g.spacing
+    if g.planar:
+        min_vox = (math.pi / 4.0) * d * d / (sp[1] * sp[2])
+    else:
+        min_vox = (math.pi / 6.0) * d ** 3 / (sp[0] * sp[1] * sp[2])
+    ok = sizes >= min_vox - 1e-9
+    ok[0] = False
+    return comp, ok
+
+
+def _mediastinal(lung_cells: np.ndarray, lr_axis: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Non-lung cells in the gap between the two lungs along the left-right axis (the same image row),
+    and all non-lung cells with lung on both sides along it.
+
+    The midline is the column (along ``lr_axis``) with the fewest lung cells in the middle half of the
+    lungs' left-right extent (mediastinum and spine); a cell is mediastinal when the nearest lung on one
+    side of it along its row lies before the midline and on the other side after it.  A gap inside one
+    lung (the diaphragm dome seen in cross-section, an airway lumen outside the mask) is not, but is
+    inner (second array).  None when the midline column holds more than half as many lung cells as the
+    fullest column (no gap: one lung) or one side of it less than a tenth of the lung cells."""
+    other = tuple(a for a in range(lung_cells.ndim) if a != lr_axis)
+    proj = lung_cells.sum(axis=other)
+    cols = np.flatnonzero(proj)
+    if cols.size < 4:
+        return None
+    q = (int(cols[-1]) - int(cols[0])) // 4
+    mid = int(cols[0]) + q + int(np.argmin(proj[cols[0] + q: cols[-1] - q + 1]))
+    total = float(proj.sum())
+    if proj[mid] > 0.5 * proj.max() or min(float(proj[:mid].sum()), float(proj[mid + 1:].sum())) < 0.1 * total:
+        return None  # no gap between two lungs (one lung), or one side nearly empty
+    n = lung_cells.shape[lr_axis]
+    idx = np.arange(n, dtype=np.int32).reshape([-1 if a == lr_axis else 1 for a in range(lung_cells.ndim)])
+    before = np.maximum.accumulate(np.where(lung_cells, idx, np.int32(-1)), axis=lr_axis)
+    after = np.flip(np.minimum.accumulate(np.flip(np.where(lung_cells, idx, np.int32(n)), axis=lr_axis),
+                                          axis=lr_axis), axis=lr_axis)
+    inner = ~lung_cells & (before >= 0) & (after < n)  # lung on both sides along the row
+    return inner & (before < mid) & (after > mid), inner
+
+
+def _hilar(g: _Grid, comp: np.ndarray, kept: np.ndarray, lr_axis: int) -> np.ndarray:
+    """Step 6: component ids (of ``comp``) that touch the mediastinal lung surface and not the costal one.
+
+    Surfaces on the cell grid: a kept cell next to a cell without lung.  That non-lung cell is
+    mediastinal when it lies in the gap between the right and the left lung along its row (mediastinum,
+    hilum, the spine between the paravertebral lungs; :func:`_mediastinal`), costal when no lung lies
+    beyond it on one side of its row (chest wall, the diaphragm below the lungs' edge); gaps inside one
+    lung (the diaphragm dome in cross-section, airway lumina left out of the mask) are neither.  No ids
+    when only one lung is in the image."""
+    lung_cells = g.n_l > 0
+    found = _mediastinal(lung_cells, lr_axis)
+    if found is None:
+        return np.zeros(0, np.intp)
+    mediastinal, inner = found
+    costal = ~lung_cells & ~inner
+    st = g.structure(1)
+    sub = ndimage.find_objects(kept.view(np.uint8))[0]
+    grow = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sub)
+    comp_k = np.where(kept[grow], comp[grow], 0)
+    touch_m = np.unique(comp_k[ndimage.binary_dilation(mediastinal[grow], st)])
+    touch_c = np.unique(comp_k[ndimage.binary_dilation(costal[grow], st)])
+    return np.setdiff1d(touch_m[touch_m > 0], touch_c)
+
+
+def _voxel_lesions(g: _Grid, shape: tuple[int, ...], comp: np.ndarray, new_id: np.ndarray,
+                   kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lesion voxels (band voxels of kept cells) and their opacity, in C order; per voxel only inside the
+    kept cells' bounding box."""
+    f, box = g.f, g.box
+    lesion = np.zeros(shape, bool)
+    kb = ndimage.find_objects(kept.view(np.uint8))
+    if not kb or kb[0] is None:
+        return lesion, np.zeros(0, np.int32)
+    cb = kb[0]
+    vb = tuple(slice(c.start * k, c.stop * k) for c, k in zip(cb, f, strict=True))
+    hk = g.hb[vb]
+    lesion_k = _upsample(kept[cb], f, hk.shape)
+    if g.band_b is not None:
+        lesion_k &= g.band_b[vb]
+    else:
+        lo, hi = g.p.opacity_hu
+        lesion_k &= g.mb[vb]
+        lesion_k &= hk >= lo
+        lesion_k &= hk < hi
+    # component of every lesion voxel, in C order (of the sub-box, hence of the whole volume)
+    flat = np.flatnonzero(lesion_k)
+    n1, n2 = hk.shape[1], hk.shape[2]
+    cc = comp[cb]
+    component = new_id[cc[flat // (n1 * n2) // f[0], (flat // n2) % n1 // f[1], flat % n2 // f[2]]]
+    dst = tuple(slice(bx.start + v.start, min(bx.start + v.stop, bx.stop)) for bx, v in zip(box, vb, strict=True))
+    lesion[dst] = lesion_k[tuple(slice(0, d.stop - d.start) for d in dst)]
+    return lesion, component
+
+
 # ------------------------------------------------------------------------------ main
 def find_lesions(
     hu: np.ndarray,
@@ -539,6 +878,7 @@ def find_lesions(
     *,
     classes: bool = False,
     ap_axis: int = 1,
+    lr_axis: int | None = None,
 ) -> LesionMap:
     """Lesion voxels of a CT: band voxels that belong to an opacity (module docstring).
 
@@ -555,6 +895,11 @@ def find_lesions(
     ap_axis : int
         Array axis along the patient's anterior-posterior direction (rows of
         an axial series), for the dependent-density reference.
+    lr_axis : int, optional
+        Array axis along the patient's left-right direction (step 6, hilar
+        rule); default the columns (axis 2: axial and coronal images), or the
+        slices when ``ap_axis`` is 2 (sagittal images: a single sagittal
+        slice shows one lung, and the rule does nothing).
 
     Returns
     -------
@@ -575,175 +920,29 @@ def find_lesions(
     if hu.shape != lung.shape or hu.ndim != 3:
         raise ValueError(f"find_lesions: hu {hu.shape} and lung {lung.shape} must be one 3-D shape")
     lung_slices = np.flatnonzero(lung.any(axis=(1, 2)))
-    planar = lung_slices.size < 3
     if lung_slices.size == 0:
-        return _empty(hu.shape, planar, classes, p)
-    spacing = tuple(float(s) for s in spacing_mm)
-    f = _factors(spacing, p.grid_mm, planar)
-    cell_mm = tuple(s * k for s, k in zip(spacing, f))
-    ctx_mm = p.context_sigma_planar_mm if planar else p.context_sigma_mm
-    sig_ctx = [0.0 if (planar and a == 0) else ctx_mm / cell_mm[a] for a in range(3)]
-    margin = [int(math.ceil(3 * s)) * k + k for s, k in zip(sig_ctx, f)]
-    # bounding box from projections (cheaper than labelling), widened to whole cells
-    extent = []
-    for a in range(3):
-        proj = np.flatnonzero(lung_slices_any(lung, a)) if a else lung_slices
-        extent.append((int(proj[0]), int(proj[-1]) + 1))
-    box_l, pads = [], []
-    for (lo_i, hi_i), m, n, k in zip(extent, margin, hu.shape, f):
-        start, stop, pad = _cell_box(max(lo_i - m, 0), min(hi_i + m, n), n, k)
-        box_l.append(slice(start, stop))
-        pads.append(pad)
-    box = tuple(box_l)
-    hb = hu[box]
-    mb = lung[box]
-    if any(pads):  # an image shorter than one cell along an axis: pad once (tiny inputs only)
-        hb = np.pad(hb, [(0, q) for q in pads], constant_values=-1024)
-        mb = np.pad(mb, [(0, q) for q in pads])
-    lo, hi = p.opacity_hu
-    # cell statistics from every other row and column when a cell spans an even number of both (sub-mm
-    # pixels): a quarter of the work, the same cell means and fractions up to sampling; counts are scaled
-    sub = 2 if (p.subsample and f[1] % 2 == 0 and f[2] % 2 == 0) else 1
-    hs_, ms_ = (hb[:, ::sub, ::sub], mb[:, ::sub, ::sub]) if sub > 1 else (hb, mb)
-    fs = (f[0], f[1] // sub, f[2] // sub)
-    scale = float(sub * sub)
-    # cell statistics in one pass over the box (lung HU with everything else at a value below every band);
-    # the per-voxel band mask is kept for the final decision (full sampling only)
-    band_b = np.empty(hb.shape, bool) if sub == 1 else None
-    n_l, n_b, hsum, n_s, h_clip = _cell_stats(hs_, ms_, fs, p, -2048, band_b)
-    # -- step 2: opacity context on the cell grid
-    if not n_b.any():
-        return _empty(hu.shape, planar, classes, p)
-    g_l = ndimage.gaussian_filter(n_l, sig_ctx, mode="constant", truncate=3.0)
-    g_b = ndimage.gaussian_filter(n_b, sig_ctx, mode="constant", truncate=3.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(g_l > 1e-3, g_b / np.maximum(g_l, 1e-6), 0.0)
-    cand = (n_b > 0) & (frac >= p.min_fraction)
-    if cand.any():
-        # dependent density: the context's parenchyma (voxels below the consolidation band: vessels
-        # would pull a plain mean up) must be denser than the aerated lung at the same depth, unless
-        # the context is mostly consolidation-dense
-        c_lo = p.consolidation_hu[0]
-        # sum of min(HU, c_lo) over lung voxels = sum over soft voxels + c_lo * dense voxels
-        h_s = (h_clip - c_lo * (n_l - n_s)).astype(np.float32)
-        ref = _depth_reference(hsum, n_l, fs, cell_mm, ap_axis, p)
-        # (the context is needed at candidates only: smoothed on their bounding box + the kernel radius)
-        cb = _around(cand, sig_ctx)
-        g_s = ndimage.gaussian_filter(n_s[cb], sig_ctx, mode="constant", truncate=3.0)
-        g_hs = ndimage.gaussian_filter(h_s[cb], sig_ctx, mode="constant", truncate=3.0)
-        ctx_hu = np.where(g_s > 1e-3, g_hs / np.maximum(g_s, 1e-6), 0.0)
-        dense_ctx = (g_l[cb] - g_s) / np.maximum(g_l[cb], 1e-6) >= p.min_fraction
-        ref_c = ref[tuple(c if n > 1 else slice(None) for c, n in zip(cb, ref.shape))]
-        cand[cb] &= (ctx_hu >= np.minimum(ref_c, p.ref_cap_hu) + p.ref_margin_hu) | dense_ctx
+        return _empty(hu.shape, True, classes, p)
+    spacing = (float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]))
+    g = _grid(hu, lung, spacing, p, lung_slices)
+    n_s, h_clip, sub = _fill_stats(g)
+    if not g.n_b.any():
+        return _empty(hu.shape, g.planar, classes, p)
+    cand = _context(g, n_s, h_clip, ap_axis, sub)  # step 2
     del n_s, h_clip
-    if sub > 1:  # sample counts and sums -> voxel counts and sums
-        n_l *= scale
-        n_b *= scale
-        hsum *= scale
-
-    # -- step 3: tubes among the candidates (multi-scale Hessian on the cell-mean HU)
-    tube = np.zeros_like(cand)
-    if cand.any():
-        inside = n_l > 0
-        mean_hu = np.empty(n_l.shape, np.float32)
-        mean_hu[inside] = (hsum[inside] / n_l[inside]).astype(np.float32)
-        fill = float(np.median(mean_hu[inside]))
-        mean_hu[~inside] = fill
-        # only candidates in open lung can be removed as tubes: the Hessian is evaluated there alone
-        sig_w = [0.0 if (planar and a == 0) else p.tube_context_sigma_mm / cell_mm[a] for a in range(3)]
-        cw = _around(cand, sig_w)
-        w_l = ndimage.gaussian_filter(n_l[cw], sig_w, mode="constant", truncate=3.0)
-        w_b = ndimage.gaussian_filter(n_b[cw], sig_w, mode="constant", truncate=3.0)
-        open_lung = np.zeros_like(cand)
-        open_lung[cw] = cand[cw] & (w_b < p.tube_context_max * w_l)
-        pts = np.nonzero(open_lung)
-        in_plane = [a for a in range(3) if not (planar and a == 0)]
-        dense_cell = mean_hu >= p.consolidation_hu[0]
-        if pts[0].size:  # the smoothing is needed only around the points: a crop that gives the same values
-            reach_c = [int(3.0 * max(p.tube_sigmas_mm) / cell_mm[a] + 0.5) + 2 for a in range(3)]
-            crop = tuple(slice(max(int(q.min()) - r, 0), int(q.max()) + r + 1) for q, r in zip(pts, reach_c))
-            mean_c = mean_hu[crop]
-            pts_c = tuple(q - c.start for q, c in zip(pts, crop))
-        for s_mm in p.tube_sigmas_mm if pts[0].size else ():
-            sig = [0.0 if (planar and a == 0) else s_mm / cell_mm[a] for a in range(3)]
-            sm = ndimage.gaussian_filter(mean_c, sig, mode="nearest", truncate=3.0)
-            hess = _hessian_at(sm, pts_c, cell_mm, planar) * np.float32(s_mm * s_mm)
-            eig = np.linalg.eigvalsh(hess)
-            v = vesselness(eig, alpha=p.tube_alpha, beta=p.tube_beta, c=p.tube_c_hu)
-            # centreline cells only: the scale-normalized gradient is small against the cross-section
-            # curvature (at the rim of a blob or plateau the Hessian also looks tubular, but the
-            # gradient there is large)
-            grad = _gradient_at(sm, pts_c, cell_mm, planar) * np.float32(s_mm)
-            cross = np.sort(np.abs(eig), axis=1)[:, 1]  # |lambda_2|: the larger in 2-D, the middle in 3-D
-            core = np.zeros_like(cand)
-            core[pts] = (v >= p.tube_threshold) & (grad <= p.tube_centre * cross)
-            if core.any():
-                # the tube is its dense cells around the centreline (the vessel, not what it runs through)
-                reach = max(1, round(s_mm / min(cell_mm[a] for a in in_plane)))
-                st_t = ndimage.generate_binary_structure(3, 1)
-                if planar:
-                    st_t[0] = st_t[2] = False
-                tube |= ndimage.binary_dilation(core, st_t, iterations=reach, mask=dense_cell | core) & cand
-        if tube.any():
-            # the context again, with the tubes' voxels as not-opacity: the partial-volume sleeve of a
-            # vessel falls below min_fraction, ground glass that a vessel runs through does not
-            co = _around(open_lung, sig_ctx)
-            n_bt = np.where(tube[co], 0.0, n_b[co]).astype(np.float32)
-            g_bt = ndimage.gaussian_filter(n_bt, sig_ctx, mode="constant", truncate=3.0)
-            cand[co] &= (g_bt >= p.min_fraction * g_l[co]) | ~open_lung[co]
-    keep = cand & ~tube
-
-    # -- step 4: whole lesions (grow into the lesion's own edge), on the cell grid
-    st = ndimage.generate_binary_structure(3, 3)
-    if planar:
-        st[0] = st[2] = False
-    region = keep
-    if keep.any():
-        n_grow = int(math.ceil(p.grow_mm / min(cell_mm[a] for a in range(3) if not (planar and a == 0))))
-        dense_cells = (2 * n_b >= n_l) & (n_l > 0) & ~tube & (2 * frac >= p.min_fraction)
-        if n_grow > 0:
-            region = ndimage.binary_dilation(region, st, iterations=n_grow, mask=dense_cells | region)
-        if p.grow_cells:
-            region = ndimage.binary_dilation(region, st, iterations=int(p.grow_cells))
-    region &= n_l > 0  # (band voxels are decided per voxel below; sampled band counts can miss edge cells)
-    # -- step 5: connected opacities and their size (lesion voxels = band voxels of their cells)
-    comp, n_comp = ndimage.label(region, st)
-    sizes = np.bincount(comp.ravel(), weights=n_b.ravel(), minlength=n_comp + 1)
-    d = p.min_diameter_mm
-    if planar:  # per slice: components do not cross slices, a component's size is its area
-        min_vox = (math.pi / 4.0) * d * d / (spacing[1] * spacing[2])
-    else:
-        min_vox = (math.pi / 6.0) * d ** 3 / (spacing[0] * spacing[1] * spacing[2])
-    ok = sizes >= min_vox - 1e-9
-    ok[0] = False
-    new_id = np.zeros(n_comp + 1, np.int32)
+    tube = _tubes(g, cand) if cand.any() else np.zeros_like(cand)  # step 3
+    region = _grow(g, cand & ~tube, tube)  # step 4
+    comp, ok = _size_filter(g, region)  # step 5
+    hilar = np.zeros_like(region)
+    if p.hilar and ok.any():  # step 6
+        hilar_ids = _hilar(g, comp, ok[comp], (0 if ap_axis == 2 else 2) if lr_axis is None else lr_axis)
+        ok[hilar_ids] = False
+        hilar = np.isin(comp, hilar_ids) & region
+    new_id = np.zeros(ok.size, np.int32)
     new_id[ok] = np.arange(1, int(ok.sum()) + 1, dtype=np.int32)
     kept = ok[comp]
-    lesion = np.zeros(hu.shape, bool)
-    component = np.zeros(0, np.int32)
-    kb = ndimage.find_objects(kept.view(np.uint8))
-    if kb and kb[0] is not None:
-        # per voxel, band membership only inside the kept cells' bounding box
-        cb = kb[0]
-        vb = tuple(slice(c.start * k, c.stop * k) for c, k in zip(cb, f))
-        hk = hb[vb]
-        lesion_k = _upsample(kept[cb], f, hk.shape)
-        if band_b is not None:
-            lesion_k &= band_b[vb]
-        else:
-            lesion_k &= mb[vb]
-            lesion_k &= hk >= lo
-            lesion_k &= hk < hi
-        # component of every lesion voxel, in C order (of the sub-box, hence of the whole volume)
-        flat = np.flatnonzero(lesion_k)
-        n1, n2 = hk.shape[1], hk.shape[2]
-        cc = comp[cb]
-        component = new_id[cc[flat // (n1 * n2) // f[0], (flat // n2) % n1 // f[1], flat % n2 // f[2]]]
-        del flat
-        dst = tuple(slice(bx.start + v.start, min(bx.start + v.stop, bx.stop)) for bx, v in zip(box, vb))
-        lesion[dst] = lesion_k[tuple(slice(0, d.stop - d.start) for d in dst)]
-    cells = _Cells(box=box, f=f, tube=tube, small=region & ~kept)
-    out = LesionMap(lesion, component, int(ok.sum()), None, planar, p, cells)
+    lesion, component = _voxel_lesions(g, hu.shape, comp, new_id, kept)
+    cells = _Cells(box=g.box, f=g.f, tube=tube, small=region & ~kept & ~hilar, hilar=hilar)
+    out = LesionMap(lesion, component, int(new_id.max(initial=0)), None, g.planar, p, cells)
     if classes:
         out = dataclasses.replace(out, classes=lesion_classes(hu, lung, out))
     return out
@@ -783,10 +982,12 @@ def lesion_classes(hu: np.ndarray, lung: np.ndarray, lesions: LesionMap) -> np.n
     cls = np.zeros(hb.shape, np.uint8)
     cls[band] = CLASS_CONTEXT
     # (the box may be shorter than its whole cells at the volume's edge: upsample to the cells, then crop)
-    full = tuple(n * k for n, k in zip(c.tube.shape, f))
+    full = tuple(n * k for n, k in zip(c.tube.shape, f, strict=True))
     crop = tuple(slice(0, n) for n in hb.shape)
     cls[band & _upsample(c.tube, f, full)[crop]] = CLASS_TUBE
     cls[band & _upsample(c.small, f, full)[crop]] = CLASS_SMALL
+    if c.hilar is not None:
+        cls[band & _upsample(c.hilar, f, full)[crop]] = CLASS_HILAR
     cls[lesions.lesion[box]] = CLASS_LESION
     out = np.zeros(hu.shape, np.uint8)
     out[box] = cls
