@@ -42,8 +42,9 @@ Outline (all steps vectorized over the whole volume; no loop over slices):
    hilum and liver dome stay out) and below ``fill_max_hu`` (muscle stays
    out), never fat (local mean in [-190, -80) HU), never a piece of the
    diaphragm dome seen inside a thin basal arc (mostly right under the lung,
-   no lung below it), never within 10 mm of the field's edge; then a short growth into consolidation-like density recovers the rim
-   the hull's chord cuts off along a curved wall.  A 5 mm closing and
+   no lung below it), never within 10 mm of the field's edge; then a short
+   growth into consolidation-like density recovers the rim the hull's chord
+   cuts off along a curved wall.  A 5 mm closing and
    per-slice hole filling add vessels and enclosed consolidation.
    Limitation: homogeneous consolidation (no air pockets) denser than
    ``fill_max_hu`` that is outside the hull, and a section consolidated
@@ -57,6 +58,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -278,203 +280,311 @@ def segment_threshold(
     SegmentationError
         No air-filled region of lung size inside the body.
     """
-    perm, lr_axis, lr_sign = _pipeline_axes(ct)
-    if min(ct.shape[perm[1]], ct.shape[perm[2]]) < 3:
-        # a single coronal/sagittal slice: every axial section would be a line of voxels
-        raise SegmentationError(
-            f"Series {ct.meta.key} ({ct.shape[0]} slice(s), orientation {ct.orientation}) is a non-axial image "
-            "too thin to hold axial sections: the classical segmentation works on axial slices or on volumes. "
-            "Potential fix: score the axial series, or a volume covering the chest."
-        )
-    hu = ct.hu.transpose(perm)
-    sp = tuple(ct.spacing_mm[k] for k in perm)
-    full_shape = hu.shape
-    # morphology on ~1.6-2.4 mm pixels; the border is refined at full resolution
-    f = max(1, int(round(2.0 / min(sp[1], sp[2]))))
-    lo = _block_mean(hu, f)
-    psp = (sp[1] * f, sp[2] * f)
-    pix_mm2 = psp[0] * psp[1]
-    vox_ml = sp[0] * pix_mm2 / 1000.0
-    n_sl = lo.shape[0]
+    grid = _Grid.of(ct)
+    hu = ct.hu.transpose(grid.perm)
+    lowres_hu = _block_mean(hu, grid.factor)
+    n_slices = lowres_hu.shape[0]
 
     # -- 1. air inside the body (per slice: pure gas connected to the image border
     # or to the outside-field padding is outside air; a lung cut by the field keeps
     # its parenchyma statistics and stays inside)
-    pad = _outside_field(lo)
-    body, inner_lut, lab2 = _inside_air(lo, pad, air_threshold_hu, _OUTSIDE_AIR_HU, 3 - lr_axis,
-                                        min_lung_area_mm2 / pix_mm2)
-    mid, cut_body = _body_midline(ct, perm, lr_axis, f, body & ~pad, pad)
-
-    # -- 2. trachea and main bronchi: a vertical chain of small 2-D components of
-    # pure air (lumen < airway_hu: the partial-volume wall separates it from lung)
-    airway = np.zeros(lo.shape, bool)
-    if n_sl >= 3:
-        lumen = (lo < airway_hu) & body
-        labl, nl = ndimage.label(lumen, structure=_CROSS2D)
-        areal = np.bincount(labl.ravel(), minlength=nl + 1) * pix_mm2
-        tube_lut = areal <= 800.0
-        tube_lut[0] = False
-        tube = tube_lut[labl]
-        del labl
-        lab3t, n3t = ndimage.label(tube, structure=_CROSS3D)
-        if n3t:
-            vols = np.bincount(lab3t.ravel(), minlength=n3t + 1)
-            vols[0] = 0
-            # a trachea holds >= 1 mL of air: only a handful of components qualify
-            cands = np.flatnonzero(vols * vox_ml >= 1.0)
-            objs = ndimage.find_objects(lab3t)
-            best, best_vol = 0, 0.0
-            for k in cands:  # loop over a few large tube components
-                box = objs[k - 1]
-                c = [(x.start + x.stop - 1) / 2.0 for x in box]  # bounding-box centre
-                zs = box[0]
-                extent_mm = (zs.stop - zs.start) * sp[0]
-                off_mm = abs(c[lr_axis] - mid[int(round(c[0]))]) * psp[lr_axis - 1]
-                if extent_mm >= 30.0 and off_mm <= 30.0 and vols[k] > best_vol:
-                    best, best_vol = int(k), float(vols[k])  # the trachea
-            if best:
-                airway = lab3t == best
-                airway = ndimage.binary_dilation(airway, structure=_SQUARE2D,
-                                                 iterations=max(1, int(round(2.0 / min(psp)))))
-                log.debug("airway: %d voxels (low-res)", int(airway.sum()))
-
+    pad = _outside_field(lowres_hu)
+    body, inner_lut, air_labels = _inside_air(lowres_hu, pad, air_threshold_hu, _OUTSIDE_AIR_HU, grid.ap_axis,
+                                              min_lung_area_mm2 / grid.pixel_mm2)
+    midline, cut_body = _body_midline(ct, grid.perm, grid.lr_axis, grid.factor, body & ~pad, pad)
+    # -- 2. trachea and main bronchi
+    airway = _find_trachea(lowres_hu, body, midline, grid, airway_hu) if n_slices >= 3 else np.zeros_like(body)
     # -- 3. lung components
-    cand = inner_lut[lab2] & ~airway
-    lab3, n3 = ndimage.label(cand, structure=_CROSS3D)
-    if n3 == 0:
-        raise _no_lung(ct, "no air-filled region inside the body")
-    lab3_flat = lab3.ravel()
-    vol3 = np.bincount(lab3_flat, minlength=n3 + 1)
-    gas3 = np.bincount(lab3_flat, weights=(lo < gas_threshold_hu).ravel(), minlength=n3 + 1)
-    # largest 2-D section of each 3-D component (2-D areas after airway removal)
-    lab2c, n2c = ndimage.label(cand, structure=_CROSS2D)
-    a2c = np.bincount(lab2c.ravel(), minlength=n2c + 1)
-    # each 2-D piece lies in exactly one 3-D component
-    flat = np.flatnonzero(cand)
-    owner = np.zeros(n2c + 1, np.int64)
-    owner[lab2c.ravel()[flat]] = lab3.ravel()[flat]
-    del flat
-    maxsec = np.zeros(n3 + 1)
-    np.maximum.at(maxsec, owner[1:], a2c[1:] * pix_mm2)
-    gas_frac = gas3 / np.maximum(vol3, 1)
-    ok = (gas_frac <= 0.45) & (maxsec >= min_lung_area_mm2 / 10.0)
-    ok[0] = False
-    big = ok & (maxsec >= min_lung_area_mm2)
-    if not big.any():
-        non_gas = gas_frac[1:] <= 0.45
-        seen = float(maxsec[1:][non_gas].max()) if non_gas.any() else 0.0
-        gas = f"; gas (bowel/stomach-like) regions up to {maxsec[1:][~non_gas].max() / 100:.1f} cm² ignored" if (~non_gas).any() else ""
-        raise _no_lung(
-            ct,
-            f"no air-filled region of lung size inside the body (largest non-gas air region "
-            f"{seen / 100:.1f} cm² in one slice; a lung needs >= {min_lung_area_mm2 / 100:.0f} cm²{gas})",
-        )
-    # keep fragments of at least 2 % of the largest lung component
-    ok &= vol3 >= 0.02 * vol3[big].max()
-    # gas below the diaphragm (bowel, stomach) is never lung
-    sup_sign = 1.0 if ct.direction[2, perm[0]] >= 0 else -1.0
-    ok &= ~_below_diaphragm(lab3, ok, vol3, sp[0], sup_sign)
-    lung = ok[lab3]
-    if n_sl < 3:
-        # no vertical chain to follow: a small section near the midline, apart
-        # from the lungs and holding pure air (lumen, not parenchyma), is the
-        # trachea or a main bronchus
-        lab2l, n2l = ndimage.label(lung, structure=_CROSS2D)
-        if n2l > 1:
-            idx = np.arange(1, n2l + 1)
-            npx = ndimage.sum_labels(lung, lab2l, idx)
-            lumen = ndimage.sum_labels(lo < airway_hu, lab2l, idx)
-            cen = np.asarray(ndimage.center_of_mass(lung, lab2l, idx))
-            off = np.abs(cen[:, lr_axis] - mid[np.round(cen[:, 0]).astype(int)]) * psp[lr_axis - 1]
-            tube = np.zeros(n2l + 1, bool)
-            # lumen share: 0.10-0.26 for real main bronchi on 5 mm slices, <= 0.03 for lung pieces
-            tube[1:] = (npx * pix_mm2 <= 400.0) & (off <= 30.0) & (lumen >= 0.08 * npx)
-            if tube.any():
-                airway |= ndimage.binary_dilation(tube[lab2l], structure=_SQUARE2D)
-                lung &= ~tube[lab2l]
-
+    lung = _lung_components(ct, lowres_hu, inner_lut[air_labels] & ~airway, grid,
+                            gas_threshold_hu=gas_threshold_hu, min_lung_area_mm2=min_lung_area_mm2)
+    del air_labels
+    if n_slices < 3:
+        lung, airway = _single_slice_airways(lung, airway, lowres_hu, midline, grid, airway_hu)
     # -- 4. right / left
-    side = _split_sides(lung, lo.shape, sp, psp, mid, lr_axis, lr_sign)
-
-    # -- 5a. poorly aerated lung: heterogeneous tissue (consolidation with air
-    # bronchograms, patchy dense lung) grown from the aerated lung
+    side = _split_sides(lung, lowres_hu.shape, grid.pixel_mm, midline, grid.lr_axis, grid.lr_sign)
+    del lung
     air_lung = side > 0
-    depth = _depth_mm(body, psp)
-    if poor_sd_hu is not None and max(sp[1], sp[2]) <= 2.5:  # texture needs fine pixels (bowel looks alike on coarse ones)
-        side = _add_poorly_aerated(lo, side, body, depth, airway, psp, sd_min=poor_sd_hu, hu_max=poor_max_hu,
-                                   air_hu=air_threshold_hu, gas_hu=gas_threshold_hu)
+    depth_mm = _depth_mm(body, grid.pixel_mm)
+    # -- 5a. poorly aerated lung: heterogeneous tissue (consolidation with air
+    # bronchograms, patchy dense lung) grown from the aerated lung; the texture
+    # needs fine pixels (bowel looks alike on coarse ones)
+    if poor_sd_hu is not None and max(grid.spacing_mm[1:]) <= 2.5:
+        side = _add_poorly_aerated(lowres_hu, side, body, depth_mm, airway, grid.pixel_mm, sd_min=poor_sd_hu,
+                                   hu_max=poor_max_hu, air_hu=air_threshold_hu, gas_hu=gas_threshold_hu)
     # -- 5. dense lung back in: rolling-ball closing + hole filling, per lung
-    not_airway = ~ndimage.binary_dilation(airway, structure=_SQUARE2D)
-    dense_ok = (lo < dense_max_hu) & not_airway
-    # Juxtapleural consolidation lies near the chest wall; the hilum (whose
-    # concavity a closing would also fill) lies deep in the thorax.
-    near_wall = depth <= max_fill_depth_mm
-    # nothing dense is added within 10 mm of the field's edge (padding or an
-    # image border the lungs reach): what lies beyond is unknown, and the strip
-    # of chest wall and blurred air a small field cuts off is not lung
-    dense_ok &= _away_from_field_edge(side > 0, pad, psp, 10.0)
-    out = side.copy()
-    # no addition medial to the lung's own aerated part in the same row
-    # (mediastinum, heart, liver dome stay out)
-    pos_lr = np.arange(lo.shape[lr_axis]).reshape([1, -1, 1] if lr_axis == 1 else [1, 1, -1]) * lr_sign
-    pos_lr = np.broadcast_to(pos_lr, lo.shape)
-    # a closing stays inside each slice's bounding box; only the rim growth leaves it
-    margin = int(math.ceil(grow_mm / min(psp))) + 2
-    for code in (1, 2):  # the two lungs
-        m = side == code
-        if not m.any():
-            continue
-        bb = _bbox(m, (0, margin, margin))
-        mb = m[bb]
-        pb = pos_lr[bb]
-        if code == 1:  # right lung: smaller LPS x; medial = larger x
-            medial_edge = np.where(mb, pb, -np.inf).max(axis=lr_axis, keepdims=True)
-            lateral_ok = pb <= medial_edge
-        else:
-            medial_edge = np.where(mb, pb, np.inf).min(axis=lr_axis, keepdims=True)
-            lateral_ok = pb >= medial_edge
-        big_close = _coarse_closing2d(mb, fill_radius_mm, psp) & near_wall[bb] & lateral_ok & (lo[bb] < fill_max_hu)
-        # the hull of the bases' thin arcs holds the diaphragm dome (pieces
-        # lying mostly right under the lung, with no lung below them) and fat,
-        # which is never lung (extrapleural, subdiaphragmatic; local mean over
-        # about 6 mm)
-        if big_close.any():
-            aer = mb & air_lung[bb]
-            big_close &= ~_dome_pieces(big_close & ~mb, _under_lung(aer, sp[0], sup_sign), aer.sum(axis=(1, 2)))
-            loc = ndimage.uniform_filter(lo[bb], size=(1, 3, 3))
-            big_close &= ~((loc >= _FAT_HU[0]) & (loc < _FAT_HU[1]))
-            del loc
-        small_close = _octagon_closing2d(mb, max(1, int(round(5.0 / min(psp)))))
-        clo = (big_close | small_close) & body[bb] & dense_ok[bb]
-        # holes enclosed by the lung (vessels, even with contrast) are lung
-        clo = ndimage.binary_fill_holes(clo | mb, structure=_CROSS2D) & not_airway[bb]
-        # the hull's chord cuts off the rim of consolidation along a curved chest
-        # wall: grow a few mm into consolidation-like (not muscle) density
-        grow_ok = near_wall[bb] & lateral_ok & (lo[bb] < grow_max_hu) & (lo[bb] >= grow_min_hu)
-        # (seeded by the dense voxels the closing or the partly-aerated step
-        # added, never by the aerated border)
-        seed = clo & ~(mb & air_lung[bb]) & (lo[bb] >= air_threshold_hu)
-        if seed.any():
-            clo |= ndimage.binary_dilation(seed, structure=_CROSS2D,
-                                           iterations=max(1, int(round(grow_mm / min(psp)))), mask=grow_ok)
-        add = clo & ~mb & (out[bb] == 0)
-        sub = out[bb]
-        sub[add] = code
+    fill = _FillParams(radius_mm=fill_radius_mm, dense_max_hu=dense_max_hu, max_depth_mm=max_fill_depth_mm,
+                       max_hu=fill_max_hu, grow_min_hu=grow_min_hu, grow_max_hu=grow_max_hu, grow_mm=grow_mm,
+                       air_hu=air_threshold_hu)
+    out, near_airway = _fill_dense_lung(lowres_hu, side, air_lung, body, depth_mm, airway, pad, grid, fill)
     # -- 6. back to full resolution, aerated border refined at full resolution
     if edge_hu is None:
-        # partial-volume midpoint between this lung's parenchyma and soft tissue
-        med = float(np.median(lo[air_lung][:: max(1, int(air_lung.sum()) // 200_000)]))
-        edge_hu = float(np.clip((med + 40.0) / 2.0, -500.0, -250.0))
-    labels = _to_full(out, air_lung, hu, f, full_shape, edge_hu, ~not_airway)
-    inv = np.argsort(perm)
-    labels = np.ascontiguousarray(labels.transpose(inv))
-    info = {"downsample": f, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm, "airway_voxels_lowres": int(airway.sum()),
-            "field_cut": bool(cut_body)}
+        edge_hu = _edge_threshold(lowres_hu, air_lung)
+    labels = _to_full(out, air_lung, hu, grid.factor, hu.shape, edge_hu, near_airway)
+    labels = np.ascontiguousarray(labels.transpose(np.argsort(grid.perm)))
+    info: dict = {"downsample": grid.factor, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm,
+                  "airway_voxels_lowres": int(airway.sum()), "field_cut": bool(cut_body)}
     one = _one_lung_warning(labels, cut_body)
     if one:
         log.warning("%s: %s", ct.meta.key, one)
         info["warnings"] = (one,)
     return RegionMap(labels, dict(LUNG_CODES), method="threshold", region_set="lungs", info=info)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The working grid: cranio-caudal axis first, in-plane blocks of ``factor`` pixels.
+
+    ``perm`` puts the S/I axis first; ``lr_axis`` (1 or 2, in permuted order)
+    is the in-plane axis closest to LPS x and ``lr_sign`` the sign of x along
+    it; ``spacing_mm`` is the full-resolution (slice, row, column) spacing and
+    ``pixel_mm`` the low-resolution in-plane pixel size; ``sup_sign`` is +1
+    when the slice index grows towards the head.
+    """
+
+    perm: tuple[int, int, int]
+    lr_axis: int
+    lr_sign: float
+    sup_sign: float
+    spacing_mm: tuple[float, float, float]
+    factor: int
+
+    @classmethod
+    def of(cls, ct: CTVolume) -> _Grid:
+        perm, lr_axis, lr_sign = _pipeline_axes(ct)
+        if min(ct.shape[perm[1]], ct.shape[perm[2]]) < 3:
+            # a single coronal/sagittal slice: every axial section would be a line of voxels
+            raise SegmentationError(
+                f"Series {ct.meta.key} ({ct.shape[0]} slice(s), orientation {ct.orientation}) is a non-axial "
+                "image too thin to hold axial sections: the classical segmentation works on axial slices or on "
+                "volumes. Potential fix: score the axial series, or a volume covering the chest."
+            )
+        spacing_mm = tuple(float(ct.spacing_mm[k]) for k in perm)
+        # morphology on ~1.6-2.4 mm pixels; the border is refined at full resolution
+        factor = max(1, int(round(2.0 / min(spacing_mm[1], spacing_mm[2]))))
+        sup_sign = 1.0 if ct.direction[2, perm[0]] >= 0 else -1.0
+        return cls(perm, lr_axis, lr_sign, sup_sign, spacing_mm, factor)  # type: ignore[arg-type]
+
+    @property
+    def pixel_mm(self) -> tuple[float, float]:
+        return (self.spacing_mm[1] * self.factor, self.spacing_mm[2] * self.factor)
+
+    @property
+    def pixel_mm2(self) -> float:
+        return self.pixel_mm[0] * self.pixel_mm[1]
+
+    @property
+    def voxel_ml(self) -> float:
+        return self.spacing_mm[0] * self.pixel_mm2 / 1000.0
+
+    @property
+    def ap_axis(self) -> int:
+        return 3 - self.lr_axis
+
+
+@dataclass(frozen=True)
+class _FillParams:
+    """Options of the dense-lung fill (step 5); see :func:`segment_threshold`."""
+
+    radius_mm: float
+    dense_max_hu: float
+    max_depth_mm: float
+    max_hu: float
+    grow_min_hu: float
+    grow_max_hu: float
+    grow_mm: float
+    air_hu: float
+
+
+def _find_trachea(lowres_hu: np.ndarray, body: np.ndarray, midline: np.ndarray, grid: _Grid,
+                  airway_hu: float) -> np.ndarray:
+    """Trachea and main bronchi (low-res mask, dilated by about 2 mm).
+
+    A vertical chain of small (<= 8 cm²) 2-D components of pure air (lumen
+    below ``airway_hu``: the partial-volume wall separates it from lung): the
+    largest 3-D chain of at least 1 mL that spans 30 mm or more within 30 mm
+    of the body midline.
+    """
+    airway = np.zeros(lowres_hu.shape, bool)
+    lumen = (lowres_hu < airway_hu) & body
+    lumen_labels, n_lumen = ndimage.label(lumen, structure=_CROSS2D)
+    area_mm2 = np.bincount(lumen_labels.ravel(), minlength=n_lumen + 1) * grid.pixel_mm2
+    tube_lut = area_mm2 <= 800.0
+    tube_lut[0] = False
+    tube = tube_lut[lumen_labels]
+    del lumen_labels
+    tube_labels, n_tubes = ndimage.label(tube, structure=_CROSS3D)
+    if n_tubes == 0:
+        return airway
+    tube_voxels = np.bincount(tube_labels.ravel(), minlength=n_tubes + 1)
+    tube_voxels[0] = 0
+    # a trachea holds >= 1 mL of air: only a handful of components qualify
+    candidates = np.flatnonzero(tube_voxels * grid.voxel_ml >= 1.0)
+    boxes = ndimage.find_objects(tube_labels)
+    best, best_voxels = 0, 0.0
+    for k in candidates:  # loop over a few large tube components
+        box = boxes[k - 1]
+        centre = [(x.start + x.stop - 1) / 2.0 for x in box]  # bounding-box centre
+        extent_mm = (box[0].stop - box[0].start) * grid.spacing_mm[0]
+        offset_mm = abs(centre[grid.lr_axis] - midline[int(round(centre[0]))]) * grid.pixel_mm[grid.lr_axis - 1]
+        if extent_mm >= 30.0 and offset_mm <= 30.0 and tube_voxels[k] > best_voxels:
+            best, best_voxels = int(k), float(tube_voxels[k])  # the trachea
+    if best:
+        airway = tube_labels == best
+        airway = ndimage.binary_dilation(airway, structure=_SQUARE2D,
+                                         iterations=max(1, int(round(2.0 / min(grid.pixel_mm)))))
+        log.debug("airway: %d voxels (low-res)", int(airway.sum()))
+    return airway
+
+
+def _lung_components(ct: CTVolume, lowres_hu: np.ndarray, candidate: np.ndarray, grid: _Grid, *,
+                     gas_threshold_hu: float, min_lung_area_mm2: float) -> np.ndarray:
+    """The 3-D air components inside the body that are lung (low-res mask).
+
+    Kept: not gas (at most 45 % of voxels below ``gas_threshold_hu``), a
+    largest axial section of at least a tenth of ``min_lung_area_mm2``, at
+    least 2 % of the largest lung component's volume, not below the
+    diaphragm.  Raises :class:`SegmentationError` when no component has
+    ``min_lung_area_mm2`` in one section.
+    """
+    comp_labels, n_comps = ndimage.label(candidate, structure=_CROSS3D)
+    if n_comps == 0:
+        raise _no_lung(ct, "no air-filled region inside the body")
+    comp_flat = comp_labels.ravel()
+    comp_voxels = np.bincount(comp_flat, minlength=n_comps + 1)
+    comp_gas = np.bincount(comp_flat, weights=(lowres_hu < gas_threshold_hu).ravel(), minlength=n_comps + 1)
+    # largest 2-D section of each 3-D component (each 2-D piece lies in exactly one)
+    section_labels, n_sections = ndimage.label(candidate, structure=_CROSS2D)
+    section_px = np.bincount(section_labels.ravel(), minlength=n_sections + 1)
+    inside = np.flatnonzero(candidate)
+    owner = np.zeros(n_sections + 1, np.int64)
+    owner[section_labels.ravel()[inside]] = comp_flat[inside]
+    del inside, section_labels
+    max_section_mm2 = np.zeros(n_comps + 1)
+    np.maximum.at(max_section_mm2, owner[1:], section_px[1:] * grid.pixel_mm2)
+    gas_frac = comp_gas / np.maximum(comp_voxels, 1)
+    keep = (gas_frac <= 0.45) & (max_section_mm2 >= min_lung_area_mm2 / 10.0)
+    keep[0] = False
+    big = keep & (max_section_mm2 >= min_lung_area_mm2)
+    if not big.any():
+        non_gas = gas_frac[1:] <= 0.45
+        seen_mm2 = float(max_section_mm2[1:][non_gas].max()) if non_gas.any() else 0.0
+        gas = (f"; gas (bowel/stomach-like) regions up to {max_section_mm2[1:][~non_gas].max() / 100:.1f} cm² "
+               "ignored" if (~non_gas).any() else "")
+        raise _no_lung(
+            ct,
+            f"no air-filled region of lung size inside the body (largest non-gas air region "
+            f"{seen_mm2 / 100:.1f} cm² in one slice; a lung needs >= {min_lung_area_mm2 / 100:.0f} cm²{gas})",
+        )
+    # keep fragments of at least 2 % of the largest lung component
+    keep &= comp_voxels >= 0.02 * comp_voxels[big].max()
+    # gas below the diaphragm (bowel, stomach) is never lung
+    keep &= ~_below_diaphragm(comp_labels, keep, comp_voxels, grid.spacing_mm[0], grid.sup_sign)
+    return keep[comp_labels]
+
+
+def _single_slice_airways(lung: np.ndarray, airway: np.ndarray, lowres_hu: np.ndarray, midline: np.ndarray,
+                          grid: _Grid, airway_hu: float) -> tuple[np.ndarray, np.ndarray]:
+    """With fewer than 3 slices there is no vertical chain to follow: a small
+    section near the midline, apart from the lungs and holding pure air
+    (lumen, not parenchyma), is the trachea or a main bronchus."""
+    section_labels, n_sections = ndimage.label(lung, structure=_CROSS2D)
+    if n_sections <= 1:
+        return lung, airway
+    index = np.arange(1, n_sections + 1)
+    section_px = ndimage.sum_labels(lung, section_labels, index)
+    lumen_px = ndimage.sum_labels(lowres_hu < airway_hu, section_labels, index)
+    centre = np.asarray(ndimage.center_of_mass(lung, section_labels, index))
+    offset_mm = (np.abs(centre[:, grid.lr_axis] - midline[np.round(centre[:, 0]).astype(int)])
+                 * grid.pixel_mm[grid.lr_axis - 1])
+    tube = np.zeros(n_sections + 1, bool)
+    # lumen share: 0.10-0.26 for real main bronchi on 5 mm slices, <= 0.03 for lung pieces
+    tube[1:] = (section_px * grid.pixel_mm2 <= 400.0) & (offset_mm <= 30.0) & (lumen_px >= 0.08 * section_px)
+    if tube.any():
+        airway = airway | ndimage.binary_dilation(tube[section_labels], structure=_SQUARE2D)
+        lung = lung & ~tube[section_labels]
+    return lung, airway
+
+
+def _fill_dense_lung(lowres_hu: np.ndarray, side: np.ndarray, air_lung: np.ndarray, body: np.ndarray,
+                     depth_mm: np.ndarray, airway: np.ndarray, pad: np.ndarray, grid: _Grid,
+                     fill: _FillParams) -> tuple[np.ndarray, np.ndarray]:
+    """Dense lung back in, per lung: hull-like closing near the chest wall,
+    small closing, hole filling, rim growth.  Returns the new labels and the
+    airway with a one-pixel margin (never lung)."""
+    near_airway = ndimage.binary_dilation(airway, structure=_SQUARE2D)
+    dense_ok = (lowres_hu < fill.dense_max_hu) & ~near_airway
+    # nothing dense is added within 10 mm of the field's edge (padding or an
+    # image border the lungs reach): what lies beyond is unknown, and the strip
+    # of chest wall and blurred air a small field cuts off is not lung
+    dense_ok &= _away_from_field_edge(side > 0, pad, grid.pixel_mm, 10.0)
+    out = side.copy()
+    # a closing stays inside each slice's bounding box; only the rim growth leaves it
+    margin_px = int(math.ceil(fill.grow_mm / min(grid.pixel_mm))) + 2
+    for code in (1, 2):  # the two lungs
+        one_lung = side == code
+        if not one_lung.any():
+            continue
+        box = _bbox(one_lung, (0, margin_px, margin_px))
+        add = _fill_one_lung(code, one_lung[box], lowres_hu[box], air_lung[box], body[box] & dense_ok[box],
+                             depth_mm[box] <= fill.max_depth_mm, near_airway[box], grid, fill)
+        out_box = out[box]
+        out_box[add & (out_box == 0)] = code
+    return out, near_airway
+
+
+def _fill_one_lung(code: int, one_lung: np.ndarray, lowres_hu: np.ndarray, air_lung: np.ndarray,
+                   dense_ok: np.ndarray, near_wall: np.ndarray, near_airway: np.ndarray, grid: _Grid,
+                   fill: _FillParams) -> np.ndarray:
+    """Voxels to add to one lung (arrays cropped to its box).
+
+    Juxtapleural consolidation lies near the chest wall (``near_wall``); the
+    hilum, whose concavity a closing would also fill, lies deep in the
+    thorax.  Nothing is added medial to the lung's own aerated part in the
+    same row (mediastinum, heart, liver dome stay out).
+    """
+    lr_axis = grid.lr_axis
+    shape = [1, 1, 1]
+    shape[lr_axis] = -1
+    pos_lr = np.arange(one_lung.shape[lr_axis]).reshape(shape) * grid.lr_sign
+    if code == 1:  # right lung: smaller LPS x; medial = larger x
+        medial_edge = np.where(one_lung, pos_lr, -np.inf).max(axis=lr_axis, keepdims=True)
+        lateral_ok = pos_lr <= medial_edge
+    else:
+        medial_edge = np.where(one_lung, pos_lr, np.inf).min(axis=lr_axis, keepdims=True)
+        lateral_ok = pos_lr >= medial_edge
+    big_close = (_coarse_closing2d(one_lung, fill.radius_mm, grid.pixel_mm) & near_wall & lateral_ok
+                 & (lowres_hu < fill.max_hu))
+    # the hull of the bases' thin arcs holds the diaphragm dome (pieces lying
+    # mostly right under the lung, with no lung below them) and fat, which is
+    # never lung (extrapleural, subdiaphragmatic; local mean over about 6 mm)
+    if big_close.any():
+        aerated = one_lung & air_lung
+        big_close &= ~_dome_pieces(big_close & ~one_lung, _under_lung(aerated, grid.spacing_mm[0], grid.sup_sign),
+                                   aerated.sum(axis=(1, 2)))
+        local_hu = ndimage.uniform_filter(lowres_hu, size=(1, 3, 3))
+        big_close &= ~((local_hu >= _FAT_HU[0]) & (local_hu < _FAT_HU[1]))
+        del local_hu
+    small_close = _octagon_closing2d(one_lung, max(1, int(round(5.0 / min(grid.pixel_mm)))))
+    closed = (big_close | small_close) & dense_ok
+    # holes enclosed by the lung (vessels, even with contrast) are lung
+    closed = ndimage.binary_fill_holes(closed | one_lung, structure=_CROSS2D) & ~near_airway
+    # the hull's chord cuts off the rim of consolidation along a curved chest
+    # wall: grow a few mm into consolidation-like (not muscle) density, seeded
+    # by the dense voxels the closing or the partly-aerated step added, never
+    # by the aerated border
+    grow_ok = near_wall & lateral_ok & (lowres_hu < fill.grow_max_hu) & (lowres_hu >= fill.grow_min_hu)
+    seed = closed & ~(one_lung & air_lung) & (lowres_hu >= fill.air_hu)
+    if seed.any():
+        closed |= ndimage.binary_dilation(seed, structure=_CROSS2D,
+                                          iterations=max(1, int(round(fill.grow_mm / min(grid.pixel_mm)))),
+                                          mask=grow_ok)
+    return closed & ~one_lung
+
+
+def _edge_threshold(lowres_hu: np.ndarray, air_lung: np.ndarray) -> float:
+    """Partial-volume midpoint between the lungs' median HU and soft tissue (+40 HU), in [-500, -250]."""
+    median_hu = float(np.median(lowres_hu[air_lung][:: max(1, int(air_lung.sum()) // 200_000)]))
+    return float(np.clip((median_hu + 40.0) / 2.0, -500.0, -250.0))
 
 
 def _away_from_field_edge(lung: np.ndarray, pad: np.ndarray, psp: tuple[float, float], mm: float) -> np.ndarray:
@@ -700,7 +810,8 @@ def _enclosed_by_body(lab2: np.ndarray, which: np.ndarray, tissue: np.ndarray, p
     return which & (n_in >= 0.6 * np.maximum(n, 1))
 
 
-def _body_midline(ct: CTVolume, perm, lr_axis: int, f: int, vis: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, bool]:
+def _body_midline(ct: CTVolume, perm, lr_axis: int, factor: int, vis: np.ndarray,
+                  pad: np.ndarray) -> tuple[np.ndarray, bool]:
     """Body midline (index along the left-right axis, low-res grid) per slice.
 
     The centre of the visible body, unless the body is cut by the image
@@ -738,14 +849,14 @@ def _body_midline(ct: CTVolume, perm, lr_axis: int, f: int, vis: np.ndarray, pad
     first = np.where(rows, first, n_lr).min(axis=1)
     last = np.where(rows, last, -1).max(axis=1)
     # LPS x along the lr axis (at the centre of the other axes); low-res pixel j
-    # covers full-res indices j*f .. j*f+f-1
+    # covers full-res indices j*factor .. j*factor+factor-1
     centre = np.array([(n - 1) / 2.0 for n in ct.shape])
     idx1 = centre.copy()
     ax = perm[lr_axis]
-    centre[ax], idx1[ax] = 0.0, float(f)
+    centre[ax], idx1[ax] = 0.0, float(factor)
     x0, x1 = ct.index_to_lps(centre)[0], ct.index_to_lps(idx1)[0]
-    j0 = -x0 / (x1 - x0) - (f - 1) / (2.0 * f) if abs(x1 - x0) > 1e-6 else np.nan
-    px_mm = abs(x1 - x0) / f
+    j0 = -x0 / (x1 - x0) - (factor - 1) / (2.0 * factor) if abs(x1 - x0) > 1e-6 else np.nan
+    px_mm = abs(x1 - x0) / factor
     if cut_lo and cut_hi:
         # cut at both sides (a small field): x = 0 when it lies in (or within
         # 30 mm of) the image, else the centre of what is visible
@@ -875,7 +986,7 @@ def _to_full(out: np.ndarray, air_lung: np.ndarray, hu: np.ndarray, f: int, shap
     return res
 
 
-def _split_sides(lung, shape, sp, psp, mid, lr_axis, lr_sign) -> np.ndarray:
+def _split_sides(lung, shape, psp, mid, lr_axis, lr_sign) -> np.ndarray:
     """Label lung voxels 1 (right) / 2 (left); split components spanning both sides."""
     lab, n = ndimage.label(lung, structure=_CROSS3D)
     out = np.zeros(shape, np.uint8)
