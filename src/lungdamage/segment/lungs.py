@@ -101,27 +101,45 @@ def _pipeline_axes(ct: CTVolume) -> tuple[tuple[int, int, int], int, float]:
     return perm, lr_axis, lr_sign
 
 
-def _block_mean(hu: np.ndarray, f: int) -> np.ndarray:
-    """In-plane ``f``×``f`` block mean as float32 (edge-padded to a multiple of ``f``)."""
-    if f == 1:
+def _block_sum_axis(values: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    """Sums of ``factor`` consecutive entries along ``axis`` (1 or 2) as int32; a
+    last, partial block is completed with copies of the edge entry."""
+    n = values.shape[axis]
+    n_full = n // factor
+    shape = list(values.shape)
+    shape[axis] = -(-n // factor)
+    out = np.zeros(shape, np.int32)
+
+    def along(sl: slice) -> tuple[slice, ...]:
+        return (slice(None), sl, slice(None)) if axis == 1 else (slice(None), slice(None), sl)
+
+    full = out[along(slice(0, n_full))]
+    for offset in range(factor):  # factor strided views, not a loop over voxels
+        np.add(full, values[along(slice(offset, n_full * factor, factor))], out=full, dtype=np.int32)
+    rest = n - n_full * factor
+    if rest:
+        last = out[along(slice(n_full, n_full + 1))]
+        for offset in range(rest):
+            np.add(last, values[along(slice(n_full * factor + offset, n_full * factor + offset + 1))], out=last,
+                   dtype=np.int32)
+        edge = values[along(slice(n - 1, n))].astype(np.int32) * (factor - rest)
+        last += edge
+    return out
+
+
+def _block_mean(hu: np.ndarray, factor: int) -> np.ndarray:
+    """In-plane ``factor``×``factor`` block mean as float32 (a last, partial
+    block is edge-padded, as ``np.pad(mode="edge")`` would).
+
+    Exact integer block sums (columns, then rows: two passes over the
+    volume), then one scaling.
+    """
+    if factor == 1:
         return hu
-    s, r, c = hu.shape
-    pr, pc = (-r) % f, (-c) % f
-    if pr or pc:
-        hu = np.pad(hu, ((0, 0), (0, pr), (0, pc)), mode="edge")
-    acc = np.zeros((s, hu.shape[1] // f, hu.shape[2] // f), np.float32)
-    for a in range(f):  # f*f strided views, not a loop over voxels
-        for b in range(f):
-            acc += hu[:, a::f, b::f]
-    acc *= 1.0 / (f * f)
-    return acc
-
-
-def _upsample(mask: np.ndarray, f: int, shape: tuple[int, int, int]) -> np.ndarray:
-    if f == 1:
-        return mask
-    up = np.repeat(np.repeat(mask, f, axis=1), f, axis=2)
-    return up[:, : shape[1], : shape[2]]
+    sums = _block_sum_axis(_block_sum_axis(hu, factor, 2), factor, 1)
+    mean = sums.astype(np.float32)
+    mean *= np.float32(1.0 / (factor * factor))
+    return mean
 
 
 def _dist_from2d(mask: np.ndarray, sampling_rc: tuple[float, float]) -> np.ndarray:
@@ -707,8 +725,9 @@ def _outside_field(lo: np.ndarray) -> np.ndarray:
     low = lo <= -1000.0
     if low.any():
         # constant 3x3 patches: in-plane max == min (computed only where it can hold)
-        mx = ndimage.maximum_filter(lo, footprint=_SQUARE2D, mode="nearest")
-        mn = ndimage.minimum_filter(lo, footprint=_SQUARE2D, mode="nearest")
+        # (size=(1, 3, 3): separable, the same in-plane 3x3 neighbourhood)
+        mx = ndimage.maximum_filter(lo, size=(1, 3, 3), mode="nearest")
+        mn = ndimage.minimum_filter(lo, size=(1, 3, 3), mode="nearest")
         const = low & (mx == mn)
         # the padding's rim (not constant over 3x3) holds the same air value
         pad |= ndimage.binary_dilation(const, structure=_SQUARE2D, iterations=2, mask=low) if const.any() else const
@@ -958,32 +977,66 @@ def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu
     return out
 
 
-def _to_full(out: np.ndarray, air_lung: np.ndarray, hu: np.ndarray, f: int, shape, thr: float,
-             airway: np.ndarray) -> np.ndarray:
-    """Labels on the full grid; along the aerated border each voxel is decided by ``hu < thr``."""
-    lung = out > 0
-    res = np.zeros(shape, np.uint8)
+def _to_full(labels_lowres: np.ndarray, air_lung: np.ndarray, hu: np.ndarray, factor: int,
+             shape: tuple[int, ...], edge_hu: float, near_airway: np.ndarray) -> np.ndarray:
+    """Labels on the full grid; along the aerated border each voxel is decided by ``hu < edge_hu``.
+
+    Every low-res pixel is painted onto its ``factor``×``factor`` block;
+    only the blocks on the aerated lung's border (inside it, or just outside
+    and not airway) read the full-resolution HU.
+    """
+    lung = labels_lowres > 0
+    labels = np.zeros(shape, np.uint8)
     if not lung.any():
-        return res
+        return labels
     # work inside the lungs' bounding box (plus one low-res pixel)
-    bb = _bbox(lung, (0, 1, 1))
-    fb = (bb[0], slice(bb[1].start * f, min(bb[1].stop * f, shape[1])),
-          slice(bb[2].start * f, min(bb[2].stop * f, shape[2])))
-    sub_shape = tuple(x.stop - x.start for x in fb)
-    o, al, aw, lg = out[bb], air_lung[bb], airway[bb], lung[bb]
-    # low-res pixels on the border of the aerated lung: decide at full resolution
-    outer = ndimage.binary_dilation(al, structure=_SQUARE2D) & ~lg & ~aw
-    inner_edge = al & ~ndimage.binary_erosion(lg, structure=_SQUARE2D, border_value=1)
-    sub = _upsample(o, f, sub_shape).copy()
-    air_full = hu[fb] < thr
-    sub[_upsample(inner_edge, f, sub_shape) & ~air_full] = 0
-    # outer band: take full-res air voxels, labelled by the neighbouring lung
-    ob = _upsample(outer, f, sub_shape) & air_full
-    if ob.any():
-        near = _upsample(ndimage.grey_dilation(o, footprint=_SQUARE2D[1:2]), f, sub_shape)
-        sub[ob] = near[ob]
-    res[fb] = sub
-    return res
+    box = _bbox(lung, (0, 1, 1))
+    full_box = (box[0], slice(box[1].start * factor, min(box[1].stop * factor, shape[1])),
+                slice(box[2].start * factor, min(box[2].stop * factor, shape[2])))
+    labels_box, aerated, lung_box = labels_lowres[box], air_lung[box], lung[box]
+    outer = ndimage.binary_dilation(aerated, structure=_SQUARE2D) & ~lung_box & ~near_airway[box]
+    inner_edge = aerated & ~ndimage.binary_erosion(lung_box, structure=_SQUARE2D, border_value=1)
+    labels_full_box = labels[full_box]
+    _paint_blocks(labels_full_box, labels_box, factor)
+    if factor == 1:
+        air = hu[full_box] < edge_hu
+        labels_full_box[inner_edge & ~air] = 0
+        near = ndimage.grey_dilation(labels_box, footprint=_SQUARE2D[1:2])
+        labels_full_box[outer & air] = near[outer & air]
+        return labels
+    # border blocks: inner edge keeps its lung where air, outer band takes the neighbouring lung where air
+    block_k, block_r, block_c = np.nonzero(inner_edge | outer)
+    if block_k.size == 0:
+        return labels
+    near = ndimage.grey_dilation(labels_box, footprint=_SQUARE2D[1:2])
+    value = np.where(inner_edge, labels_box, near)[block_k, block_r, block_c]
+    offset_r, offset_c = np.divmod(np.arange(factor * factor), factor)
+    n_rows, n_cols = labels_full_box.shape[1], labels_full_box.shape[2]
+    # partial blocks at the image's end: clipped indices repeat a voxel of the same block
+    rows = np.minimum(block_r[:, None] * factor + offset_r, n_rows - 1)
+    cols = np.minimum(block_c[:, None] * factor + offset_c, n_cols - 1)
+    slices = block_k[:, None]
+    air = hu[full_box][slices, rows, cols] < edge_hu
+    labels_full_box[slices, rows, cols] = np.where(air, value[:, None], np.uint8(0))
+    return labels
+
+
+def _paint_blocks(out: np.ndarray, values: np.ndarray, factor: int) -> None:
+    """Write each in-plane pixel of ``values`` onto its ``factor``×``factor``
+    block of ``out`` (a partial last block takes what fits)."""
+    for offset_r in range(factor):  # factor² strided views, not a loop over voxels
+        for offset_c in range(factor):
+            view = out[:, offset_r::factor, offset_c::factor]
+            view[...] = values[:, : view.shape[1], : view.shape[2]]
+
+
+def _upsample(values: np.ndarray, factor: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Nearest-neighbour in-plane upsampling by ``factor``, cut to ``shape``."""
+    if factor == 1:
+        return values
+    out = np.empty(shape, values.dtype)
+    _paint_blocks(out, values, factor)
+    return out
 
 
 def _split_sides(lung, shape, psp, mid, lr_axis, lr_sign) -> np.ndarray:
