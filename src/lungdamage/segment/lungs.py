@@ -201,6 +201,28 @@ def _depth_mm(body: np.ndarray, psp: tuple[float, float]) -> np.ndarray:
     return _upsample(d, 2, body.shape)
 
 
+def _work_box(air_in_body: np.ndarray, reach_mm: tuple[float, ...], grid: _Grid) -> tuple[slice, ...]:
+    """Box of the air in the body, widened in-plane by the sum of the steps'
+    reaches ``reach_mm`` (each rounded up to pixels) and 4 pixels; the whole
+    grid when there is no such air."""
+    if not air_in_body.any():
+        return tuple(slice(0, n) for n in air_in_body.shape)
+    margin_px = sum(int(math.ceil(mm / min(grid.pixel_mm))) for mm in reach_mm) + 4
+    return _bbox(air_in_body, (0, margin_px, margin_px))
+
+
+def _embed(values: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """``values`` (cropped to ``box``) back on a zero array of ``shape``."""
+    out = np.zeros(shape, values.dtype)
+    out[box] = values
+    return out
+
+
+def _count_where(labels: np.ndarray, where: np.ndarray, n_labels: int) -> np.ndarray:
+    """Number of ``where`` voxels of each label 0..``n_labels`` (counts only the selected voxels)."""
+    return np.bincount(labels[where], minlength=n_labels + 1)
+
+
 def _bbox(mask: np.ndarray, margin: tuple[int, int, int]) -> tuple[slice, ...]:
     out = []
     for ax in range(3):
@@ -310,37 +332,52 @@ def segment_threshold(
     body, inner_lut, air_labels = _inside_air(lowres_hu, pad, air_threshold_hu, _OUTSIDE_AIR_HU, grid.ap_axis,
                                               min_lung_area_mm2 / grid.pixel_mm2)
     midline, cut_body = _body_midline(ct, grid.perm, grid.lr_axis, grid.factor, body & ~pad, pad)
+    candidate = inner_lut[air_labels]
+    del air_labels, inner_lut
+    # steps 2-5 work inside the box of the air in the body (lungs, airways,
+    # bowel gas, padding) plus the widest reach of any later step
+    box = _work_box(candidate | (pad & body), (40.0, grow_mm), grid)
+    box_lowres, box_body = lowres_hu[box], body[box]
+    box_midline = midline[box[0]] - box[grid.lr_axis].start
     # -- 2. trachea and main bronchi
-    airway = _find_trachea(lowres_hu, body, midline, grid, airway_hu) if n_slices >= 3 else np.zeros_like(body)
+    airway = (_find_trachea(box_lowres, box_body, box_midline, grid, airway_hu) if n_slices >= 3
+              else np.zeros_like(box_body))
     # -- 3. lung components
-    lung = _lung_components(ct, lowres_hu, inner_lut[air_labels] & ~airway, grid,
+    lung = _lung_components(ct, box_lowres, candidate[box] & ~airway, grid,
                             gas_threshold_hu=gas_threshold_hu, min_lung_area_mm2=min_lung_area_mm2)
-    del air_labels
+    del candidate
     if n_slices < 3:
-        lung, airway = _single_slice_airways(lung, airway, lowres_hu, midline, grid, airway_hu)
+        lung, airway = _single_slice_airways(lung, airway, box_lowres, box_midline, grid, airway_hu)
     # -- 4. right / left
-    side = _split_sides(lung, lowres_hu.shape, grid.pixel_mm, midline, grid.lr_axis, grid.lr_sign)
+    side = _split_sides(lung, box_lowres.shape, grid.pixel_mm, box_midline, grid.lr_axis, grid.lr_sign)
     del lung
     air_lung = side > 0
-    depth_mm = _depth_mm(body, grid.pixel_mm)
+    depth_mm = _depth_mm(body, grid.pixel_mm)[box]
     # -- 5a. poorly aerated lung: heterogeneous tissue (consolidation with air
     # bronchograms, patchy dense lung) grown from the aerated lung; the texture
     # needs fine pixels (bowel looks alike on coarse ones)
     if poor_sd_hu is not None and max(grid.spacing_mm[1:]) <= 2.5:
-        side = _add_poorly_aerated(lowres_hu, side, body, depth_mm, airway, grid.pixel_mm, sd_min=poor_sd_hu,
+        side = _add_poorly_aerated(box_lowres, side, box_body, depth_mm, airway, grid.pixel_mm, sd_min=poor_sd_hu,
                                    hu_max=poor_max_hu, air_hu=air_threshold_hu, gas_hu=gas_threshold_hu)
-    # -- 5. dense lung back in: rolling-ball closing + hole filling, per lung
+    # -- 5. dense lung back in: rolling-ball closing + hole filling, per lung;
+    # nothing dense is added within 10 mm of the field's edge (padding or an
+    # image border the lungs reach): what lies beyond is unknown, and the strip
+    # of chest wall and blurred air a small field cuts off is not lung
+    away = _away_from_field_edge(_embed(air_lung, box, pad.shape), pad, grid.pixel_mm, 10.0)[box]
     fill = _FillParams(radius_mm=fill_radius_mm, dense_max_hu=dense_max_hu, max_depth_mm=max_fill_depth_mm,
                        max_hu=fill_max_hu, grow_min_hu=grow_min_hu, grow_max_hu=grow_max_hu, grow_mm=grow_mm,
                        air_hu=air_threshold_hu)
-    out, near_airway = _fill_dense_lung(lowres_hu, side, air_lung, body, depth_mm, airway, pad, grid, fill)
+    out, near_airway = _fill_dense_lung(box_lowres, side, air_lung, box_body, depth_mm, airway, away, grid, fill)
+    airway_voxels = int(np.count_nonzero(airway))
+    del box_body, depth_mm, away, side, airway
     # -- 6. back to full resolution, aerated border refined at full resolution
     if edge_hu is None:
-        edge_hu = _edge_threshold(lowres_hu, air_lung)
-    labels = _to_full(out, air_lung, hu, grid.factor, hu.shape, edge_hu, near_airway)
+        edge_hu = _edge_threshold(box_lowres, air_lung)
+    labels = _to_full(_embed(out, box, pad.shape), _embed(air_lung, box, pad.shape), hu, grid.factor, hu.shape,
+                      edge_hu, _embed(near_airway, box, pad.shape))
     labels = np.ascontiguousarray(labels.transpose(np.argsort(grid.perm)))
     info: dict = {"downsample": grid.factor, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm,
-                  "airway_voxels_lowres": int(airway.sum()), "field_cut": bool(cut_body)}
+                  "airway_voxels_lowres": airway_voxels, "field_cut": bool(cut_body)}
     one = _one_lung_warning(labels, cut_body)
     if one:
         log.warning("%s: %s", ct.meta.key, one)
@@ -469,7 +506,7 @@ def _lung_components(ct: CTVolume, lowres_hu: np.ndarray, candidate: np.ndarray,
         raise _no_lung(ct, "no air-filled region inside the body")
     comp_flat = comp_labels.ravel()
     comp_voxels = np.bincount(comp_flat, minlength=n_comps + 1)
-    comp_gas = np.bincount(comp_flat, weights=(lowres_hu < gas_threshold_hu).ravel(), minlength=n_comps + 1)
+    comp_gas = _count_where(comp_labels, lowres_hu < gas_threshold_hu, n_comps)
     # largest 2-D section of each 3-D component (each 2-D piece lies in exactly one)
     section_labels, n_sections = ndimage.label(candidate, structure=_CROSS2D)
     section_px = np.bincount(section_labels.ravel(), minlength=n_sections + 1)
@@ -524,17 +561,13 @@ def _single_slice_airways(lung: np.ndarray, airway: np.ndarray, lowres_hu: np.nd
 
 
 def _fill_dense_lung(lowres_hu: np.ndarray, side: np.ndarray, air_lung: np.ndarray, body: np.ndarray,
-                     depth_mm: np.ndarray, airway: np.ndarray, pad: np.ndarray, grid: _Grid,
+                     depth_mm: np.ndarray, airway: np.ndarray, away_from_edge: np.ndarray, grid: _Grid,
                      fill: _FillParams) -> tuple[np.ndarray, np.ndarray]:
     """Dense lung back in, per lung: hull-like closing near the chest wall,
     small closing, hole filling, rim growth.  Returns the new labels and the
     airway with a one-pixel margin (never lung)."""
     near_airway = ndimage.binary_dilation(airway, structure=_SQUARE2D)
-    dense_ok = (lowres_hu < fill.dense_max_hu) & ~near_airway
-    # nothing dense is added within 10 mm of the field's edge (padding or an
-    # image border the lungs reach): what lies beyond is unknown, and the strip
-    # of chest wall and blurred air a small field cuts off is not lung
-    dense_ok &= _away_from_field_edge(side > 0, pad, grid.pixel_mm, 10.0)
+    dense_ok = (lowres_hu < fill.dense_max_hu) & ~near_airway & away_from_edge
     out = side.copy()
     # a closing stays inside each slice's bounding box; only the rim growth leaves it
     margin_px = int(math.ceil(fill.grow_mm / min(grid.pixel_mm))) + 2
@@ -644,7 +677,7 @@ def _dome_pieces(add: np.ndarray, under: np.ndarray, aerated_px: np.ndarray) -> 
         return np.zeros_like(add)
     flat = lab.ravel()
     tot = np.bincount(flat, minlength=n + 1)
-    hit = np.bincount(flat, weights=under.ravel(), minlength=n + 1)
+    hit = _count_where(lab, under, n)
     k_of = np.zeros(n + 1, np.int64)
     k_of[flat] = np.repeat(np.arange(add.shape[0]), add.shape[1] * add.shape[2])
     lut = (hit >= 0.5 * np.maximum(tot, 1)) & (tot >= 0.1 * aerated_px[k_of])
@@ -762,12 +795,12 @@ def _inside_air(lo: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, a
         edge[np.unique(lab2[ndimage.binary_dilation(pad, structure=_SQUARE2D)])] = True
     flat = lab2.ravel()
     npx = np.bincount(flat, minlength=n2 + 1)
-    gas = np.bincount(flat, weights=(lo < gas_hu).ravel(), minlength=n2 + 1)
+    gas = _count_where(lab2, lo < gas_hu, n2)
     # outside air is mostly gas, or surrounds the body (touches three or four
     # image edges, with the mattress and blankets, and still holds some pure
     # gas); a lung cut by the field is parenchyma and meets the field's edge
     # on one or two sides (both lungs joined in a tight crop: three, no gas)
-    some_gas = np.bincount(flat, weights=(lo < -940.0).ravel(), minlength=n2 + 1) >= 0.10 * npx
+    some_gas = _count_where(lab2, lo < -940.0, n2) >= 0.10 * npx
     outside = edge & ((gas > 0.45 * npx) | ((sides >= 3) & some_gas))
     outside[0] = False
     maybe = edge & ~outside
@@ -825,7 +858,7 @@ def _enclosed_by_body(lab2: np.ndarray, which: np.ndarray, tissue: np.ndarray, p
     after = np.flip(np.maximum.accumulate(np.flip(body, axis=ap_axis), axis=ap_axis), axis=ap_axis)
     flat = lab2.ravel()
     n = np.bincount(flat, minlength=which.size)
-    n_in = np.bincount(flat, weights=(before & after).ravel(), minlength=which.size)
+    n_in = _count_where(lab2, before & after, which.size - 1)
     return which & (n_in >= 0.6 * np.maximum(n, 1))
 
 
@@ -930,7 +963,7 @@ def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu
     air = (lob < air_hu) & ~lb & body[bb]
     laba, na = ndimage.label(air, structure=_CROSS2D)
     npx = np.bincount(laba.ravel(), minlength=na + 1)
-    pure = np.bincount(laba.ravel(), weights=(lob < gas_hu).ravel(), minlength=na + 1)
+    pure = _count_where(laba, lob < gas_hu, na)
     gas_lut = (npx * (psp[0] * psp[1]) >= 150.0) & (pure >= 0.2 * npx)
     gas_lut[0] = False
     gas = gas_lut[laba]
@@ -948,7 +981,7 @@ def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu
     lab, n = ndimage.label(cand, structure=_CROSS2D)
     flat = lab.ravel()
     size = np.bincount(flat, minlength=n + 1)
-    pockets = np.bincount(flat, weights=pocket.ravel(), minlength=n + 1)
+    pockets = _count_where(lab, pocket, n)
     ok = pockets >= min_air_frac * size
     # tissue around pure gas is bowel (stool and gas under the diaphragm) or the
     # wall of the trachea, bronchi or oesophagus: the whole blob stays out
@@ -1053,7 +1086,7 @@ def _split_sides(lung, shape, psp, mid, lr_axis, lr_sign) -> np.ndarray:
     # +1 where LPS x is larger than the midline (patient left)
     leftish = (rel * lr_sign) > 0
     vol = np.bincount(lab.ravel(), minlength=n + 1)
-    nleft = np.bincount(lab.ravel(), weights=np.broadcast_to(leftish, shape).ravel(), minlength=n + 1)
+    nleft = _count_where(lab, np.broadcast_to(leftish, shape), n)
     frac_left = nleft / np.maximum(vol, 1)
     two_sided = (np.minimum(frac_left, 1 - frac_left) >= 0.15) & (vol >= 0.2 * vol[1:].max())
     two_sided[0] = False
@@ -1077,7 +1110,7 @@ def _split_touching(comp, out, psp, mid, lr_axis, lr_sign, leftish) -> np.ndarra
     lab2, n2 = ndimage.label(comp, structure=_CROSS2D)
     lb = np.broadcast_to(leftish, shape)
     cnt = np.bincount(lab2.ravel(), minlength=n2 + 1)
-    nl = np.bincount(lab2.ravel(), weights=lb.ravel(), minlength=n2 + 1)
+    nl = _count_where(lab2, lb, n2)
     frac = nl / np.maximum(cnt, 1)
     straddle = np.minimum(frac, 1 - frac) >= 0.05
     straddle[0] = False
