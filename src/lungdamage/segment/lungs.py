@@ -151,20 +151,47 @@ def _dist_from2d(mask: np.ndarray, sampling_rc: tuple[float, float]) -> np.ndarr
     """
     import SimpleITK as sitk
 
-    img = sitk.GetImageFromArray(mask.astype(np.uint8))
+    img = sitk.GetImageFromArray(mask.view(np.uint8))
     img.SetSpacing((float(sampling_rc[1]), float(sampling_rc[0]), 1e5))
-    d = sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=False,
-                                     useImageSpacing=True, backgroundValue=0)
-    return np.maximum(sitk.GetArrayViewFromImage(d), 0).astype(np.float32)
+    dist = sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=False,
+                                        useImageSpacing=True, backgroundValue=0)
+    dist_mm = sitk.GetArrayFromImage(dist)
+    np.maximum(dist_mm, 0, out=dist_mm)
+    return dist_mm
+
+
+def _sq_dist_stacked(where: np.ndarray, sampling_rc: tuple[float, float]) -> np.ndarray:
+    """Squared in-plane distance (mm²) to the nearest True voxel, with the
+    slices stacked into one 2-D image (rows after rows), so that SimpleITK's
+    Maurer transform skips the pass along the slices.
+
+    Exact per slice when every slice is framed by a ring of True voxels (a
+    path to another slice crosses it), or when only distances below the
+    margin of False voxels around each slice matter.
+    """
+    import SimpleITK as sitk
+
+    n_slices, n_rows, n_cols = where.shape
+    img = sitk.GetImageFromArray(where.reshape(n_slices * n_rows, n_cols).view(np.uint8))
+    img.SetSpacing((float(sampling_rc[1]), float(sampling_rc[0])))
+    dist = sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=True,
+                                        useImageSpacing=True, backgroundValue=0)
+    return sitk.GetArrayFromImage(dist).reshape(n_slices, n_rows, n_cols)
 
 
 def _closing2d(mask: np.ndarray, radius_mm: float, sampling_rc: tuple[float, float]) -> np.ndarray:
-    """Per-slice binary closing with a disk of ``radius_mm`` (distance-transform based)."""
+    """Per-slice binary closing with a disk of ``radius_mm`` (distance-transform based).
+
+    Each slice gets a margin wider than the disk: the dilation's distances
+    that matter (at most ``radius_mm``) stay inside it, and the dilation's
+    complement frames every slice, so both transforms run on stacked slices.
+    """
     pad = int(math.ceil(radius_mm / min(sampling_rc))) + 1
-    m = np.pad(mask, ((0, 0), (pad, pad), (pad, pad)))
-    dil = _dist_from2d(m, sampling_rc) <= radius_mm
-    clo = _dist_from2d(~dil, sampling_rc) > radius_mm
-    return clo[:, pad:-pad, pad:-pad]
+    padded = np.pad(mask, ((0, 0), (pad, pad), (pad, pad)))
+    radius_sq = radius_mm * radius_mm
+    dilated = _sq_dist_stacked(padded, sampling_rc) <= radius_sq
+    closed = _sq_dist_stacked(~dilated, sampling_rc) > radius_sq
+    return closed[:, pad:-pad, pad:-pad]
 
 
 def _octagon_closing2d(mask: np.ndarray, radius_px: int) -> np.ndarray:
@@ -197,8 +224,10 @@ def _depth_mm(body: np.ndarray, psp: tuple[float, float]) -> np.ndarray:
     """In-plane distance (mm) of each body voxel to the body surface, computed
     on a ×2 coarser grid (a smooth quantity; saves time on large volumes)."""
     coarse = body[:, ::2, ::2]
-    d = _dist_from2d(~np.pad(coarse, ((0, 0), (1, 1), (1, 1))), (psp[0] * 2, psp[1] * 2))[:, 1:-1, 1:-1]
-    return _upsample(d, 2, body.shape)
+    # the outside ring of non-body pixels frames every slice: stacked slices are exact
+    depth_sq = _sq_dist_stacked(~np.pad(coarse, ((0, 0), (1, 1), (1, 1))), (psp[0] * 2, psp[1] * 2))[:, 1:-1, 1:-1]
+    np.maximum(depth_sq, 0, out=depth_sq)
+    return _upsample(np.sqrt(depth_sq), 2, body.shape)
 
 
 def _work_box(air_in_body: np.ndarray, reach_mm: tuple[float, ...], grid: _Grid) -> tuple[slice, ...]:
@@ -654,7 +683,7 @@ def _away_from_field_edge(lung: np.ndarray, pad: np.ndarray, psp: tuple[float, f
 
 def _one_lung_warning(labels: np.ndarray, cut: bool) -> str:
     """A warning when the mask holds one lung only (less than 2 % of it on the other side)."""
-    n_right, n_left = int((labels == 1).sum()), int((labels == 2).sum())
+    n_right, n_left = np.count_nonzero(labels == 1), np.count_nonzero(labels == 2)
     if min(n_right, n_left) >= 0.02 * max(n_right, n_left, 1):
         return ""
     side = "right" if n_right > n_left else "left"
@@ -788,11 +817,11 @@ def _inside_air(lo: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, a
     sides = np.zeros(n2 + 1, np.int8)  # number of image edges each component touches
     for e in (lab2[:, 0, :], lab2[:, -1, :], lab2[:, :, 0], lab2[:, :, -1]):
         t = np.zeros(n2 + 1, bool)
-        t[np.unique(e)] = True
+        t[e] = True
         sides += t
     edge = sides > 0
     if pad.any():
-        edge[np.unique(lab2[ndimage.binary_dilation(pad, structure=_SQUARE2D)])] = True
+        edge[lab2[ndimage.binary_dilation(pad, structure=_SQUARE2D)]] = True
     flat = lab2.ravel()
     npx = np.bincount(flat, minlength=n2 + 1)
     gas = _count_where(lab2, lo < gas_hu, n2)
@@ -817,10 +846,10 @@ def _inside_air(lo: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, a
         sure[0] = False
         lab3, n3 = ndimage.label((sure | open_)[lab2], structure=_CROSS3D)
         good3 = np.zeros(n3 + 1, bool)
-        good3[np.unique(lab3[sure[lab2]])] = True
+        good3[lab3[sure[lab2]]] = True
         good3[0] = False
         joined = np.zeros(n2 + 1, bool)
-        joined[np.unique(lab2[good3[lab3]])] = True
+        joined[lab2[good3[lab3]]] = True
         outside |= open_ & ~joined
     outside[0] = False  # label 0 = tissue: inside the body unless proven otherwise
     kept = edge & ~outside
@@ -985,13 +1014,13 @@ def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu
     ok = pockets >= min_air_frac * size
     # tissue around pure gas is bowel (stool and gas under the diaphragm) or the
     # wall of the trachea, bronchi or oesophagus: the whole blob stays out
-    ok[np.unique(lab[near_gas])] = False
+    ok[lab[near_gas]] = False
     del near_gas
     # blobs touching a lung in their own slice join it (in 3-D, bowel under the
     # diaphragm would join through the lung bases)
     sb = side[bb]
     touching = np.zeros(n + 1, bool)
-    touching[np.unique(lab[ndimage.binary_dilation(sb > 0, structure=_SQUARE2D)])] = True
+    touching[lab[ndimage.binary_dilation(sb > 0, structure=_SQUARE2D)]] = True
     ok &= touching
     ok[0] = False
     add = ok[lab]
