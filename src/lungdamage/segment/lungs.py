@@ -513,9 +513,7 @@ def _find_trachea(lowres_hu: np.ndarray, body: np.ndarray, midline: np.ndarray, 
         if extent_mm >= 30.0 and offset_mm <= 30.0 and tube_voxels[k] > best_voxels:
             best, best_voxels = int(k), float(tube_voxels[k])  # the trachea
     if best:
-        airway = tube_labels == best
-        airway = ndimage.binary_dilation(airway, structure=_SQUARE2D,
-                                         iterations=max(1, int(round(2.0 / min(grid.pixel_mm)))))
+        airway = _dilate2d_local(tube_labels == best, max(1, int(round(2.0 / min(grid.pixel_mm)))))
         log.debug("airway: %d voxels (low-res)", int(airway.sum()))
     return airway
 
@@ -595,7 +593,7 @@ def _fill_dense_lung(lowres_hu: np.ndarray, side: np.ndarray, air_lung: np.ndarr
     """Dense lung back in, per lung: hull-like closing near the chest wall,
     small closing, hole filling, rim growth.  Returns the new labels and the
     airway with a one-pixel margin (never lung)."""
-    near_airway = ndimage.binary_dilation(airway, structure=_SQUARE2D)
+    near_airway = _dilate2d_local(airway, 1)
     dense_ok = (lowres_hu < fill.dense_max_hu) & ~near_airway & away_from_edge
     out = side.copy()
     # a closing stays inside each slice's bounding box; only the rim growth leaves it
@@ -785,14 +783,25 @@ def _outside_field(lo: np.ndarray) -> np.ndarray:
     """
     pad = lo < -1100.0
     low = lo <= -1000.0
-    if low.any():
-        # constant 3x3 patches: in-plane max == min (computed only where it can hold)
-        # (size=(1, 3, 3): separable, the same in-plane 3x3 neighbourhood)
-        mx = ndimage.maximum_filter(lo, size=(1, 3, 3), mode="nearest")
-        mn = ndimage.minimum_filter(lo, size=(1, 3, 3), mode="nearest")
-        const = low & (mx == mn)
+    # a constant 3x3 patch (edges repeated) needs three equal pixels in its
+    # row: a cheap test that noisy air fails; the whole patch is then
+    # compared only at those candidates
+    run3 = low.copy()
+    run3[:, :, 1:] &= lo[:, :, 1:] == lo[:, :, :-1]
+    run3[:, :, :-1] &= lo[:, :, :-1] == lo[:, :, 1:]
+    slices, rows, cols = np.nonzero(run3)
+    if slices.size:
+        centre = lo[slices, rows, cols]
+        same = np.ones(slices.size, bool)
+        for d_row in (-1, 1):  # the rows above and below (the centre row passed already)
+            near_rows = np.clip(rows + d_row, 0, lo.shape[1] - 1)
+            for d_col in (-1, 0, 1):
+                same &= lo[slices, near_rows, np.clip(cols + d_col, 0, lo.shape[2] - 1)] == centre
+        const = np.zeros_like(low)
+        const[slices[same], rows[same], cols[same]] = True
         # the padding's rim (not constant over 3x3) holds the same air value
-        pad |= ndimage.binary_dilation(const, structure=_SQUARE2D, iterations=2, mask=low) if const.any() else const
+        if same.any():
+            pad |= ndimage.binary_dilation(const, structure=_SQUARE2D, iterations=2, mask=low)
     return pad
 
 
