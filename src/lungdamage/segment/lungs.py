@@ -220,14 +220,22 @@ def _coarse_closing2d(mask: np.ndarray, radius_mm: float, psp: tuple[float, floa
     return _upsample(clo, g, mask.shape)
 
 
-def _depth_mm(body: np.ndarray, psp: tuple[float, float]) -> np.ndarray:
+def _depth_mm(body: np.ndarray, psp: tuple[float, float], box: tuple[slice, ...]) -> np.ndarray:
     """In-plane distance (mm) of each body voxel to the body surface, computed
-    on a ×2 coarser grid (a smooth quantity; saves time on large volumes)."""
+    on a ×2 coarser grid (a smooth quantity; saves time on large volumes),
+    returned for the voxels in ``box`` only."""
     coarse = body[:, ::2, ::2]
     # the outside ring of non-body pixels frames every slice: stacked slices are exact
     depth_sq = _sq_dist_stacked(~np.pad(coarse, ((0, 0), (1, 1), (1, 1))), (psp[0] * 2, psp[1] * 2))[:, 1:-1, 1:-1]
-    np.maximum(depth_sq, 0, out=depth_sq)
-    return _upsample(np.sqrt(depth_sq), 2, body.shape)
+    # coarse pixels covering the box, upsampled, then cut to the box
+    row0, col0 = box[1].start, box[2].start
+    cover = (box[0], slice(row0 // 2, (box[1].stop + 1) // 2), slice(col0 // 2, (box[2].stop + 1) // 2))
+    depth_cover = depth_sq[cover]
+    np.maximum(depth_cover, 0, out=depth_cover)
+    np.sqrt(depth_cover, out=depth_cover)
+    up_shape = (depth_cover.shape[0], depth_cover.shape[1] * 2, depth_cover.shape[2] * 2)
+    up = _upsample(depth_cover, 2, up_shape)
+    return up[:, row0 % 2: row0 % 2 + box[1].stop - row0, col0 % 2: col0 % 2 + box[2].stop - col0]
 
 
 def _work_box(air_in_body: np.ndarray, reach_mm: tuple[float, ...], grid: _Grid) -> tuple[slice, ...]:
@@ -381,7 +389,7 @@ def segment_threshold(
     side = _split_sides(lung, box_lowres.shape, grid.pixel_mm, box_midline, grid.lr_axis, grid.lr_sign)
     del lung
     air_lung = side > 0
-    depth_mm = _depth_mm(body, grid.pixel_mm)[box]
+    depth_mm = _depth_mm(body, grid.pixel_mm, box)
     # -- 5a. poorly aerated lung: heterogeneous tissue (consolidation with air
     # bronchograms, patchy dense lung) grown from the aerated lung; the texture
     # needs fine pixels (bowel looks alike on coarse ones)
@@ -681,7 +689,10 @@ def _away_from_field_edge(lung: np.ndarray, pad: np.ndarray, psp: tuple[float, f
 
 def _one_lung_warning(labels: np.ndarray, cut: bool) -> str:
     """A warning when the mask holds one lung only (less than 2 % of it on the other side)."""
-    n_right, n_left = np.count_nonzero(labels == 1), np.count_nonzero(labels == 2)
+    # codes are 0, 1, 2: the sum counts left voxels twice (one pass each, no temporary)
+    n_lung = np.count_nonzero(labels)
+    n_left = int(labels.sum(dtype=np.int64)) - n_lung
+    n_right = n_lung - n_left
     if min(n_right, n_left) >= 0.02 * max(n_right, n_left, 1):
         return ""
     side = "right" if n_right > n_left else "left"
@@ -1117,12 +1128,7 @@ def _split_sides(lung, shape, psp, mid, lr_axis, lr_sign) -> np.ndarray:
     if n == 0:
         return out
     # fraction of each component on each side of the per-slice body midline
-    pos = np.arange(shape[lr_axis], dtype=np.float32)
-    pshape = [1, 1, 1]
-    pshape[lr_axis] = -1
-    rel = pos.reshape(pshape) - mid.reshape(-1, 1, 1).astype(np.float32)
-    # +1 where LPS x is larger than the midline (patient left)
-    leftish = (rel * lr_sign) > 0
+    leftish = _left_of(mid, shape[lr_axis], lr_axis, lr_sign)
     vol = np.bincount(lab.ravel(), minlength=n + 1)
     nleft = _count_where(lab, np.broadcast_to(leftish, shape), n)
     frac_left = nleft / np.maximum(vol, 1)
@@ -1132,8 +1138,23 @@ def _split_sides(lung, shape, psp, mid, lr_axis, lr_sign) -> np.ndarray:
     lut[1:] = np.where(frac_left[1:] > 0.5, 2, 1)
     out = lut[lab]
     if two_sided.any():
-        out = _split_touching(two_sided[lab], out, psp, mid, lr_axis, lr_sign, leftish)
+        comp = two_sided[lab]
+        box = _bbox(comp, (0, 0, 0))
+        mid_box = mid[box[0]] - box[lr_axis].start
+        n_lr = box[lr_axis].stop - box[lr_axis].start
+        out[box] = _split_touching(comp[box], out[box], psp, mid_box, lr_axis, lr_sign,
+                                   _left_of(mid_box, n_lr, lr_axis, lr_sign))
     return out
+
+
+def _left_of(mid: np.ndarray, n_lr: int, lr_axis: int, lr_sign: float) -> np.ndarray:
+    """True where LPS x is larger than the per-slice midline ``mid`` (patient
+    left); shape (slices, n_lr, 1) or (slices, 1, n_lr) by ``lr_axis``."""
+    pos = np.arange(n_lr, dtype=np.float32)
+    pshape = [1, 1, 1]
+    pshape[lr_axis] = -1
+    rel = pos.reshape(pshape) - mid.reshape(-1, 1, 1).astype(np.float32)
+    return (rel * lr_sign) > 0
 
 
 def _split_touching(comp, out, psp, mid, lr_axis, lr_sign, leftish) -> np.ndarray:
