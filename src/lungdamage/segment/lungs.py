@@ -1011,7 +1011,7 @@ def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu
     # larger pure gas (trachea, bronchi, oesophagus), whose wall must stay out
     air = (lob < air_hu) & ~lb & body[bb]
     laba, na = ndimage.label(air, structure=_CROSS2D)
-    npx = np.bincount(laba.ravel(), minlength=na + 1)
+    npx = _count_where(laba, air, na)  # label 0 (not air) counts 0: never gas
     pure = _count_where(laba, lob < gas_hu, na)
     gas_lut = (npx * (psp[0] * psp[1]) >= 150.0) & (pure >= 0.2 * npx)
     gas_lut[0] = False
@@ -1022,14 +1022,20 @@ def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu
     cand = inner & ~near_bone & ~airway[bb] & ~lb & (sd >= sd_min) & (mean < hu_max) & (mean >= hu_min)
     del mean, sd, near_bone, inner
     # blobs only: an opening removes the one-pixel rims along every edge
-    cand = ndimage.binary_opening(cand, structure=_CROSS2D, iterations=max(1, int(round(open_mm / min(psp)))))
+    if not cand.any():
+        return side
+    # (inside the candidates' box: an opening never leaves its input)
+    cand_box = _bbox(cand, (0, 1, 1))
+    cand_open = np.zeros_like(cand)
+    cand_open[cand_box] = ndimage.binary_opening(cand[cand_box], structure=_CROSS2D,
+                                                 iterations=max(1, int(round(open_mm / min(psp)))))
+    cand = cand_open
     if not cand.any():
         return side
     # partly aerated lung holds air (bronchograms, aerated lobules) that is not
     # part of the aerated lung; a partial-volume band along an edge does not
     lab, n = ndimage.label(cand, structure=_CROSS2D)
-    flat = lab.ravel()
-    size = np.bincount(flat, minlength=n + 1)
+    size = _count_where(lab, cand, n)
     pockets = _count_where(lab, pocket, n)
     ok = pockets >= min_air_frac * size
     # tissue around pure gas is bowel (stool and gas under the diaphragm) or the
@@ -1040,7 +1046,11 @@ def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu
     # diaphragm would join through the lung bases)
     sb = side[bb]
     touching = np.zeros(n + 1, bool)
-    touching[lab[ndimage.binary_dilation(sb > 0, structure=_SQUARE2D)]] = True
+    # (the lung dilated by one pixel is needed only on the blobs: around their box)
+    wide = _bbox(cand, (0, 2, 2))
+    near_lung = np.zeros_like(cand)
+    near_lung[wide] = ndimage.binary_dilation(sb[wide] > 0, structure=_SQUARE2D)
+    touching[lab[near_lung & cand]] = True
     ok &= touching
     ok[0] = False
     add = ok[lab]
