@@ -136,8 +136,13 @@ def _block_mean(hu: np.ndarray, factor: int) -> np.ndarray:
     """
     if factor == 1:
         return hu
-    sums = _block_sum_axis(_block_sum_axis(hu, factor, 2), factor, 1)
-    mean = sums.astype(np.float32)
+    n_slices, n_rows, n_cols = hu.shape
+    mean = np.empty((n_slices, -(-n_rows // factor), -(-n_cols // factor)), np.float32)
+    # slabs of slices keep the int32 temporaries small (a few MB) and in cache
+    slab = max(1, (4 << 20) // max(1, n_rows * n_cols))
+    for start in range(0, n_slices, slab):  # slabs of slices, not a loop over voxels
+        part = hu[start: start + slab]
+        mean[start: start + slab] = _block_sum_axis(_block_sum_axis(part, factor, 2), factor, 1)
     mean *= np.float32(1.0 / (factor * factor))
     return mean
 
