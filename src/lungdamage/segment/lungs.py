@@ -211,27 +211,28 @@ def _octagon_closing2d(mask: np.ndarray, radius_px: int) -> np.ndarray:
     return m[:, radius_px:-radius_px, radius_px:-radius_px]
 
 
-def _coarse_closing2d(mask: np.ndarray, radius_mm: float, psp: tuple[float, float]) -> np.ndarray:
+def _coarse_closing2d(mask: np.ndarray, radius_mm: float, pixel_mm: tuple[float, float]) -> np.ndarray:
     """Large per-slice closing computed on a grid of about 4 mm pixels, then upsampled."""
-    g = max(1, math.ceil(4.0 / min(psp) - 1e-6))
-    if g == 1:
-        return _closing2d(mask, radius_mm, psp)
-    s, r, c = mask.shape
-    pr, pc = (-r) % g, (-c) % g
-    m = np.pad(mask, ((0, 0), (0, pr), (0, pc)))
+    factor = max(1, math.ceil(4.0 / min(pixel_mm) - 1e-6))
+    if factor == 1:
+        return _closing2d(mask, radius_mm, pixel_mm)
+    n_slices, n_rows, n_cols = mask.shape
+    padded = np.pad(mask, ((0, 0), (0, (-n_rows) % factor), (0, (-n_cols) % factor)))
     # majority vote per block: neither inflates nor erodes the mask on average
-    coarse = m.reshape(s, m.shape[1] // g, g, m.shape[2] // g, g).sum(axis=(2, 4), dtype=np.int16) * 2 >= g * g
-    clo = _closing2d(coarse, radius_mm, (psp[0] * g, psp[1] * g))
-    return _upsample(clo, g, mask.shape)
+    blocks = padded.reshape(n_slices, padded.shape[1] // factor, factor, padded.shape[2] // factor, factor)
+    coarse = blocks.sum(axis=(2, 4), dtype=np.int16) * 2 >= factor * factor
+    closed = _closing2d(coarse, radius_mm, (pixel_mm[0] * factor, pixel_mm[1] * factor))
+    return _upsample(closed, factor, mask.shape)
 
 
-def _depth_mm(body: np.ndarray, psp: tuple[float, float], box: tuple[slice, ...]) -> np.ndarray:
+def _depth_mm(body: np.ndarray, pixel_mm: tuple[float, float], box: tuple[slice, ...]) -> np.ndarray:
     """In-plane distance (mm) of each body voxel to the body surface, computed
     on a ×2 coarser grid (a smooth quantity; saves time on large volumes),
     returned for the voxels in ``box`` only."""
     coarse = body[:, ::2, ::2]
     # the outside ring of non-body pixels frames every slice: stacked slices are exact
-    depth_sq = _sq_dist_stacked(~np.pad(coarse, ((0, 0), (1, 1), (1, 1))), (psp[0] * 2, psp[1] * 2))[:, 1:-1, 1:-1]
+    outside = ~np.pad(coarse, ((0, 0), (1, 1), (1, 1)))
+    depth_sq = _sq_dist_stacked(outside, (pixel_mm[0] * 2, pixel_mm[1] * 2))[:, 1:-1, 1:-1]
     # coarse pixels covering the box, upsampled, then cut to the box
     row0, col0 = box[1].start, box[2].start
     cover = (box[0], slice(row0 // 2, (box[1].stop + 1) // 2), slice(col0 // 2, (box[2].stop + 1) // 2))
@@ -270,9 +271,9 @@ def _bbox(mask: np.ndarray, margin: tuple[int, int, int]) -> tuple[slice, ...]:
     for ax in range(3):
         other = tuple(k for k in range(3) if k != ax)
         nz = np.flatnonzero(mask.any(axis=other))
-        lo = max(int(nz[0]) - margin[ax], 0)
-        hi = min(int(nz[-1]) + 1 + margin[ax], mask.shape[ax])
-        out.append(slice(lo, hi))
+        start = max(int(nz[0]) - margin[ax], 0)
+        stop = min(int(nz[-1]) + 1 + margin[ax], mask.shape[ax])
+        out.append(slice(start, stop))
     return tuple(out)
 
 
@@ -678,7 +679,7 @@ def _edge_threshold(lowres_hu: np.ndarray, air_lung: np.ndarray) -> float:
     return float(np.clip((median_hu + 40.0) / 2.0, -500.0, -250.0))
 
 
-def _away_from_field_edge(lung: np.ndarray, pad: np.ndarray, psp: tuple[float, float], mm: float) -> np.ndarray:
+def _away_from_field_edge(lung: np.ndarray, pad: np.ndarray, pixel_mm: tuple[float, float], mm: float) -> np.ndarray:
     """False within ``mm`` (in-plane) of the padding or of an image border
     that the lungs touch; all True when neither occurs (the usual scan)."""
     edge = pad.copy()
@@ -689,13 +690,13 @@ def _away_from_field_edge(lung: np.ndarray, pad: np.ndarray, psp: tuple[float, f
         edge |= frame[None] & touched.any()
     if not edge.any():
         return np.ones(lung.shape, bool)
-    return _dist_from2d(edge, psp) > mm
+    return _dist_from2d(edge, pixel_mm) > mm
 
 
 def _one_lung_warning(labels: np.ndarray, cut: bool) -> str:
     """A warning when the mask holds one lung only (less than 2 % of it on the other side)."""
     # codes are 0, 1, 2: the sum counts left voxels twice (one pass each, no temporary)
-    n_lung = np.count_nonzero(labels)
+    n_lung = int(np.count_nonzero(labels))
     n_left = int(labels.sum(dtype=np.int64)) - n_lung
     n_right = n_lung - n_left
     if min(n_right, n_left) >= 0.02 * max(n_right, n_left, 1):
@@ -789,7 +790,7 @@ def _below_diaphragm(lab3: np.ndarray, ok: np.ndarray, vol3: np.ndarray, slice_m
     return out
 
 
-def _outside_field(lo: np.ndarray) -> np.ndarray:
+def _outside_field(lowres_hu: np.ndarray) -> np.ndarray:
     """Pixels outside the reconstructed field of view (low-res grid).
 
     Padding is far below air (-2048, -3024; linear interpolation of such
@@ -797,22 +798,22 @@ def _outside_field(lo: np.ndarray) -> np.ndarray:
     (-1024, -1000), exactly constant over a 3×3 neighbourhood, which noisy
     air and lung never are.
     """
-    pad = lo < -1100.0
-    low = lo <= -1000.0
+    pad = lowres_hu < -1100.0
+    low = lowres_hu <= -1000.0
     # a constant 3x3 patch (edges repeated) needs three equal pixels in its
     # row: a cheap test that noisy air fails; the whole patch is then
     # compared only at those candidates
     run3 = low.copy()
-    run3[:, :, 1:] &= lo[:, :, 1:] == lo[:, :, :-1]
-    run3[:, :, :-1] &= lo[:, :, :-1] == lo[:, :, 1:]
+    run3[:, :, 1:] &= lowres_hu[:, :, 1:] == lowres_hu[:, :, :-1]
+    run3[:, :, :-1] &= lowres_hu[:, :, :-1] == lowres_hu[:, :, 1:]
     slices, rows, cols = np.nonzero(run3)
     if slices.size:
-        centre = lo[slices, rows, cols]
+        centre = lowres_hu[slices, rows, cols]
         same = np.ones(slices.size, bool)
         for d_row in (-1, 1):  # the rows above and below (the centre row passed already)
-            near_rows = np.clip(rows + d_row, 0, lo.shape[1] - 1)
+            near_rows = np.clip(rows + d_row, 0, lowres_hu.shape[1] - 1)
             for d_col in (-1, 0, 1):
-                same &= lo[slices, near_rows, np.clip(cols + d_col, 0, lo.shape[2] - 1)] == centre
+                same &= lowres_hu[slices, near_rows, np.clip(cols + d_col, 0, lowres_hu.shape[2] - 1)] == centre
         const = np.zeros_like(low)
         const[slices[same], rows[same], cols[same]] = True
         # the padding's rim (not constant over 3x3) holds the same air value
@@ -821,7 +822,7 @@ def _outside_field(lo: np.ndarray) -> np.ndarray:
     return pad
 
 
-def _inside_air(lo: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, ap_axis: int,
+def _inside_air(lowres_hu: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, ap_axis: int,
                 min_section_px: float):
     """Split air-like pixels into outside air and air inside the body, per slice.
 
@@ -837,7 +838,7 @@ def _inside_air(lo: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, a
     air and padding), the look-up table of inside air components and the
     2-D labels.
     """
-    air = (lo < air_hu) & ~pad
+    air = (lowres_hu < air_hu) & ~pad
     lab2, n2 = ndimage.label(air, structure=_CROSS2D)
     sides = np.zeros(n2 + 1, np.int8)  # number of image edges each component touches
     for e in (lab2[:, 0, :], lab2[:, -1, :], lab2[:, :, 0], lab2[:, :, -1]):
@@ -849,19 +850,19 @@ def _inside_air(lo: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, a
         edge[lab2[ndimage.binary_dilation(pad, structure=_SQUARE2D)]] = True
     flat = lab2.ravel()
     npx = np.bincount(flat, minlength=n2 + 1)
-    gas = _count_where(lab2, lo < gas_hu, n2)
+    gas = _count_where(lab2, lowres_hu < gas_hu, n2)
     # outside air is mostly gas, or surrounds the body (touches three or four
     # image edges, with the mattress and blankets, and still holds some pure
     # gas); a lung cut by the field is parenchyma and meets the field's edge
     # on one or two sides (both lungs joined in a tight crop: three, no gas)
-    some_gas = _count_where(lab2, lo < -940.0, n2) >= 0.10 * npx
+    some_gas = _count_where(lab2, lowres_hu < -940.0, n2) >= 0.10 * npx
     outside = edge & ((gas > 0.45 * npx) | ((sides >= 3) & some_gas))
     outside[0] = False
     maybe = edge & ~outside
     maybe[0] = False
     open_ = maybe.copy()
     if maybe.any():
-        open_ &= ~_enclosed_by_body(lab2, maybe, lo >= air_hu, pad, ap_axis)
+        open_ &= ~_enclosed_by_body(lab2, maybe, lowres_hu >= air_hu, pad, ap_axis)
     if open_.any():
         # not enclosed in its own slice (a small reconstruction circle cuts the
         # lung laterally): lung when it continues, in 3-D, a lung section that
@@ -988,7 +989,7 @@ def _dilate2d_local(mask: np.ndarray, iterations: int) -> np.ndarray:
     return out
 
 
-def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu_max: float,
+def _add_poorly_aerated(lowres_hu, side, body, depth_mm, airway, pixel_mm, *, sd_min: float, hu_max: float,
                         hu_min: float = -700.0, bone_hu: float = 180.0, air_hu: float = -250.0,
                         gas_hu: float = -940.0,
                         min_air_frac: float = 0.05, open_mm: float = 4.0) -> np.ndarray:
@@ -1000,78 +1001,85 @@ def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu
     lung = side > 0
     if not lung.any():
         return side
-    marg = int(math.ceil(40.0 / min(psp)))
-    bb = _bbox(lung, (0, marg, marg))
-    lob = lo[bb].astype(np.float32, copy=False)
-    mean = ndimage.uniform_filter(lob, size=(1, 3, 3))  # 3x3 low-res pixels: about 5-7 mm
-    sd = ndimage.uniform_filter(lob * lob, size=(1, 3, 3))
-    sd -= mean * mean
-    np.maximum(sd, 0, out=sd)
-    np.sqrt(sd, out=sd)
+    margin_px = int(math.ceil(40.0 / min(pixel_mm)))
+    box = _bbox(lung, (0, margin_px, margin_px))
+    box_hu = lowres_hu[box].astype(np.float32, copy=False)
+    lung_box, side_box = lung[box], side[box]
+    mean_hu = ndimage.uniform_filter(box_hu, size=(1, 3, 3))  # 3x3 low-res pixels: about 5-7 mm
+    sd_hu = ndimage.uniform_filter(box_hu * box_hu, size=(1, 3, 3))
+    sd_hu -= mean_hu * mean_hu
+    np.maximum(sd_hu, 0, out=sd_hu)
+    np.sqrt(sd_hu, out=sd_hu)
     # stay off bone edges and the skin (both are heterogeneous too)
-    near_bone = _dilate2d_local(mean > bone_hu, 2)
-    inner = depth[bb] > 8.0
-    lb = lung[bb]
+    near_bone = _dilate2d_local(mean_hu > bone_hu, 2)
+    inner = depth_mm[box] > 8.0
     # air outside the lungs: small pockets (bronchograms, aerated lobules) or
     # larger pure gas (trachea, bronchi, oesophagus), whose wall must stay out
-    air = (lob < air_hu) & ~lb & body[bb]
-    laba, na = ndimage.label(air, structure=_CROSS2D)
-    npx = _count_where(laba, air, na)  # label 0 (not air) counts 0: never gas
-    pure = _count_where(laba, lob < gas_hu, na)
-    gas_lut = (npx * (psp[0] * psp[1]) >= 150.0) & (pure >= 0.2 * npx)
+    air = (box_hu < air_hu) & ~lung_box & body[box]
+    air_labels, n_air = ndimage.label(air, structure=_CROSS2D)
+    air_px = _count_where(air_labels, air, n_air)  # label 0 (not air) counts 0: never gas
+    pure_px = _count_where(air_labels, box_hu < gas_hu, n_air)
+    gas_lut = (air_px * (pixel_mm[0] * pixel_mm[1]) >= 150.0) & (pure_px >= 0.2 * air_px)
     gas_lut[0] = False
-    gas = gas_lut[laba]
+    gas = gas_lut[air_labels]
     pocket = air & ~gas
-    del laba
-    near_gas = _dilate2d_local(gas, max(1, int(round(5.0 / min(psp)))))
-    cand = inner & ~near_bone & ~airway[bb] & ~lb & (sd >= sd_min) & (mean < hu_max) & (mean >= hu_min)
-    del mean, sd, near_bone, inner
-    # blobs only: an opening removes the one-pixel rims along every edge
-    if not cand.any():
+    del air_labels
+    near_gas = _dilate2d_local(gas, max(1, int(round(5.0 / min(pixel_mm)))))
+    candidate = (inner & ~near_bone & ~airway[box] & ~lung_box & (sd_hu >= sd_min) & (mean_hu < hu_max)
+                 & (mean_hu >= hu_min))
+    del mean_hu, sd_hu, near_bone, inner
+    add = _poorly_aerated_blobs(candidate, pocket, near_gas, side_box, pixel_mm, min_air_frac=min_air_frac,
+                                open_mm=open_mm)
+    if add is None:
         return side
-    # (inside the candidates' box: an opening never leaves its input)
-    cand_box = _bbox(cand, (0, 1, 1))
-    cand_open = np.zeros_like(cand)
-    cand_open[cand_box] = ndimage.binary_opening(cand[cand_box], structure=_CROSS2D,
-                                                 iterations=max(1, int(round(open_mm / min(psp)))))
-    cand = cand_open
-    if not cand.any():
-        return side
-    # partly aerated lung holds air (bronchograms, aerated lobules) that is not
-    # part of the aerated lung; a partial-volume band along an edge does not
-    lab, n = ndimage.label(cand, structure=_CROSS2D)
-    size = _count_where(lab, cand, n)
-    pockets = _count_where(lab, pocket, n)
-    ok = pockets >= min_air_frac * size
-    # tissue around pure gas is bowel (stool and gas under the diaphragm) or the
-    # wall of the trachea, bronchi or oesophagus: the whole blob stays out
-    ok[lab[near_gas]] = False
-    del near_gas
-    # blobs touching a lung in their own slice join it (in 3-D, bowel under the
-    # diaphragm would join through the lung bases)
-    sb = side[bb]
-    touching = np.zeros(n + 1, bool)
-    # (the lung dilated by one pixel is needed only on the blobs: around their box)
-    wide = _bbox(cand, (0, 2, 2))
-    near_lung = np.zeros_like(cand)
-    near_lung[wide] = ndimage.binary_dilation(sb[wide] > 0, structure=_SQUARE2D)
-    touching[lab[near_lung & cand]] = True
-    ok &= touching
-    ok[0] = False
-    add = ok[lab]
-    if not add.any():
-        return side
-    zs = np.flatnonzero(add.any(axis=(1, 2)))
-    zsl = slice(int(zs[0]), int(zs[-1]) + 1)
-    d_right = _dist_from2d(sb[zsl] == 1, psp)
-    d_left = _dist_from2d(sb[zsl] == 2, psp)
-    code = np.where(d_right <= d_left, 1, 2).astype(np.uint8)
+    slices = np.flatnonzero(add.any(axis=(1, 2)))
+    slab = slice(int(slices[0]), int(slices[-1]) + 1)
+    dist_right = _dist_from2d(side_box[slab] == 1, pixel_mm)
+    dist_left = _dist_from2d(side_box[slab] == 2, pixel_mm)
+    code = np.where(dist_right <= dist_left, 1, 2).astype(np.uint8)
     out = side.copy()
-    ob = out[bb][zsl]
-    a = add[zsl]
-    ob[a] = code[a]
+    out_slab = out[box][slab]
+    add_slab = add[slab]
+    out_slab[add_slab] = code[add_slab]
     log.debug("poorly aerated lung: %d voxels added (low-res)", int(add.sum()))
     return out
+
+
+def _poorly_aerated_blobs(candidate: np.ndarray, pocket: np.ndarray, near_gas: np.ndarray, side_box: np.ndarray,
+                          pixel_mm: tuple[float, float], *, min_air_frac: float, open_mm: float) -> np.ndarray | None:
+    """The candidate blobs that are partly aerated lung (None when there are none).
+
+    Blobs only (an opening removes the one-pixel rims along every edge),
+    holding air pockets (>= ``min_air_frac``: bronchograms, aerated
+    lobules; a partial-volume band along an edge holds none), not around
+    pure gas (bowel, trachea, oesophagus walls), touching a lung in their
+    own slice (in 3-D, bowel under the diaphragm would join through the
+    lung bases).
+    """
+    if not candidate.any():
+        return None
+    # (inside the candidates' box: an opening never leaves its input)
+    cand_box = _bbox(candidate, (0, 1, 1))
+    opened = np.zeros_like(candidate)
+    opened[cand_box] = ndimage.binary_opening(candidate[cand_box], structure=_CROSS2D,
+                                              iterations=max(1, int(round(open_mm / min(pixel_mm)))))
+    if not opened.any():
+        return None
+    blob_labels, n_blobs = ndimage.label(opened, structure=_CROSS2D)
+    blob_px = _count_where(blob_labels, opened, n_blobs)
+    pocket_px = _count_where(blob_labels, pocket, n_blobs)
+    keep = pocket_px >= min_air_frac * blob_px
+    keep[blob_labels[near_gas]] = False
+    # (the lung dilated by one pixel is needed only on the blobs: around their box)
+    wide = _bbox(opened, (0, 2, 2))
+    near_lung = np.zeros_like(opened)
+    near_lung[wide] = ndimage.binary_dilation(side_box[wide] > 0, structure=_SQUARE2D)
+    touching = np.zeros(n_blobs + 1, bool)
+    touching[blob_labels[near_lung & opened]] = True
+    keep &= touching
+    keep[0] = False
+    add = keep[blob_labels]
+    return add if add.any() else None
 
 
 def _to_full(labels_lowres: np.ndarray, air_lung: np.ndarray, hu: np.ndarray, factor: int,
@@ -1136,7 +1144,7 @@ def _upsample(values: np.ndarray, factor: int, shape: tuple[int, ...]) -> np.nda
     return out
 
 
-def _split_sides(lung, shape, psp, mid, lr_axis, lr_sign) -> np.ndarray:
+def _split_sides(lung, shape, pixel_mm, mid, lr_axis, lr_sign) -> np.ndarray:
     """Label lung voxels 1 (right) / 2 (left); split components spanning both sides."""
     lab, n = ndimage.label(lung, structure=_CROSS3D)
     out = np.zeros(shape, np.uint8)
@@ -1157,7 +1165,7 @@ def _split_sides(lung, shape, psp, mid, lr_axis, lr_sign) -> np.ndarray:
         box = _bbox(comp, (0, 0, 0))
         mid_box = mid[box[0]] - box[lr_axis].start
         n_lr = box[lr_axis].stop - box[lr_axis].start
-        out[box] = _split_touching(comp[box], out[box], psp, mid_box, lr_axis, lr_sign,
+        out[box] = _split_touching(comp[box], out[box], pixel_mm, mid_box, lr_axis, lr_sign,
                                    _left_of(mid_box, n_lr, lr_axis, lr_sign))
     return out
 
@@ -1172,7 +1180,7 @@ def _left_of(mid: np.ndarray, n_lr: int, lr_axis: int, lr_sign: float) -> np.nda
     return (rel * lr_sign) > 0
 
 
-def _split_touching(comp, out, psp, mid, lr_axis, lr_sign, leftish) -> np.ndarray:
+def _split_touching(comp, out, pixel_mm, mid, lr_axis, lr_sign, leftish) -> np.ndarray:
     """Per-slice minimum cut of lungs that touch (anterior / posterior junction).
 
     In every slice, 2-D pieces of ``comp`` lying on one side of the midline
@@ -1196,7 +1204,7 @@ def _split_touching(comp, out, psp, mid, lr_axis, lr_sign, leftish) -> np.ndarra
         row_axis = 3 - lr_axis
         prof = st.sum(axis=row_axis).astype(np.float64)  # (slices, lr positions)
         pos = np.arange(prof.shape[1], dtype=np.float64)[None, :]
-        offset_mm = np.abs(pos - mid[:, None]) * psp[lr_axis - 1]
+        offset_mm = np.abs(pos - mid[:, None]) * pixel_mm[lr_axis - 1]
         cost = np.where(offset_mm <= 30.0, prof + offset_mm * 1e-3, np.inf)
         cut = np.argmin(cost, axis=1).astype(np.float64)  # per slice
         p_shape = [1, 1, 1]
