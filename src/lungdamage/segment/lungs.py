@@ -304,53 +304,38 @@ def segment_threshold(
     air_threshold_hu : float
         Voxels below this are air-like (aerated lung, airways, outside air).
     gas_threshold_hu : float
-        A component with more than 45 % of voxels below this (median below
-        about -940 HU) is gas (bowel, stomach, table) rather than lung.  Very
-        severe emphysema can look like gas; use ``method='lungmask'`` there.
+        A component with more than 45 % of voxels below this is gas (bowel,
+        stomach, table), not lung (severe emphysema: use ``method='lungmask'``).
     airway_hu : float
-        Airway lumen: small (<= 8 cm²) 2-D components of voxels below this,
-        chained vertically from the trachea near the midline.
+        Airway lumen: small 2-D sections below this, chained from the trachea.
     fill_radius_mm : float
-        Radius of the per-slice rolling-ball closing that brings dense
-        juxtapleural lung (consolidation, atelectasis) back into the mask; a
-        large ball approximates the lung's convex hull along the chest wall.
-        Additions are limited to soft tissue near the chest wall and never
-        lie medial to the same lung's aerated part in the same image row.
+        Radius of the per-slice rolling-ball closing (a hull along the chest
+        wall) that brings dense juxtapleural lung back; additions are soft
+        tissue near the chest wall, never medial to the lung's aerated part.
     dense_max_hu : float
         The small (5 mm) closing adds only voxels below this (not bone).
     fill_max_hu : float
         The large closing adds only voxels below this: juxtapleural tissue
         denser than this cannot be told from chest-wall muscle (+40 HU).
     grow_min_hu, grow_max_hu, grow_mm : float
-        After the closing, dense voxels it added grow up to ``grow_mm`` (in-plane) into
-        adjacent voxels in [``grow_min_hu``, ``grow_max_hu``) (denser than fat,
-        lighter than muscle) near the
-        chest wall: the rim of a juxtapleural consolidation that the hull's
-        chord cuts off along a curved wall.
+        Dense voxels the closing added grow up to ``grow_mm`` (in-plane) into
+        voxels in [``grow_min_hu``, ``grow_max_hu``) near the chest wall (the
+        rim of a consolidation that the hull's chord cuts off).
     poor_sd_hu : float or None
     poor_max_hu : float
-        Poorly aerated lung (consolidation with air bronchograms, patchy dense
-        lung) is heterogeneous: voxels whose local (about 6 mm) mean is in
-        [-700, ``poor_max_hu``) HU and whose local standard deviation is at
-        least ``poor_sd_hu`` HU, in blobs at least 8-10 mm across touching
-        the aerated lung, join it before the dense fill.  Fat, muscle, heart
-        and effusion are homogeneous and stay out; thin rims along edges are
-        removed by an opening.  Sensitivity depends on how much air the
-        consolidation holds: on the phantom, 93 % of consolidation with 45 %
-        air pockets is found, 62 % at 25 %, 19 % at 15 % and under 10 % below
-        that (homogeneous consolidation is left to the hull fill).  Needs
-        in-plane pixels of 2.5 mm or finer; ``poor_sd_hu=None`` switches it off.
+        Poorly aerated lung: local (about 6 mm) mean in [-700, ``poor_max_hu``)
+        HU and local standard deviation >= ``poor_sd_hu`` HU, in blobs touching
+        the aerated lung (module docstring, step 5).  On the phantom 93 % of
+        consolidation with 45 % air pockets is found, 62 % at 25 %, 19 % at
+        15 %.  Needs in-plane pixels of 2.5 mm or finer; None switches it off.
     min_lung_area_mm2 : float
         A lung must have at least this area in its largest axial section.
     max_fill_depth_mm : float
-        The closing adds only voxels within this in-plane distance of the
-        body surface (keeps the hilum and mediastinum out); deeper, only a
-        5 mm closing applies (vessels entering the lung).
+        The closing adds only voxels within this in-plane distance of the body
+        surface (not the hilum); deeper, only a 5 mm closing applies.
     edge_hu : float or None
-        Threshold deciding the aerated lung border at full resolution; None:
-        the midpoint between the lung's median HU and soft tissue (+40 HU),
-        clipped to [-500, -250] (follows the partial-volume edge as a
-        reference reader draws it).
+        Threshold deciding the aerated border at full resolution; None: midway
+        between the lung's median HU and soft tissue (+40 HU), in [-500, -250].
 
     Returns
     -------
@@ -366,8 +351,64 @@ def segment_threshold(
     grid = _Grid.of(ct)
     hu = ct.hu.transpose(grid.perm)
     lowres_hu = _block_mean(hu, grid.factor)
-    n_slices = lowres_hu.shape[0]
+    # -- 1.-4. aerated lungs, right / left, on the low-res grid, inside the work box
+    found = _aerated_lungs(ct, lowres_hu, grid, air_threshold_hu=air_threshold_hu, gas_threshold_hu=gas_threshold_hu,
+                           airway_hu=airway_hu, min_lung_area_mm2=min_lung_area_mm2, reach_mm=(40.0, grow_mm))
+    box, side, airway = found.box, found.side, found.airway
+    box_lowres = lowres_hu[box]
+    air_lung = side > 0
+    # -- 5a. poorly aerated lung: heterogeneous tissue (consolidation with air
+    # bronchograms, patchy dense lung) grown from the aerated lung; the texture
+    # needs fine pixels (bowel looks alike on coarse ones)
+    if poor_sd_hu is not None and max(grid.spacing_mm[1:]) <= 2.5:
+        side = _add_poorly_aerated(box_lowres, side, found.body, found.depth_mm, airway, grid.pixel_mm,
+                                   sd_min=poor_sd_hu, hu_max=poor_max_hu, air_hu=air_threshold_hu,
+                                   gas_hu=gas_threshold_hu)
+    # -- 5. dense lung back in: rolling-ball closing + hole filling, per lung
+    fill = _FillParams(radius_mm=fill_radius_mm, dense_max_hu=dense_max_hu, max_depth_mm=max_fill_depth_mm,
+                       max_hu=fill_max_hu, grow_min_hu=grow_min_hu, grow_max_hu=grow_max_hu, grow_mm=grow_mm,
+                       air_hu=air_threshold_hu)
+    out, near_airway = _fill_dense_lung(box_lowres, side, air_lung, found.body, found.depth_mm, airway,
+                                        found.away_from_edge, grid, fill)
+    # -- 6. back to full resolution, aerated border refined at full resolution
+    if edge_hu is None:
+        edge_hu = _edge_threshold(box_lowres, air_lung)
+    labels = _to_full(_embed(out, box, lowres_hu.shape), _embed(air_lung, box, lowres_hu.shape), hu, grid.factor,
+                      hu.shape, edge_hu, _embed(near_airway, box, lowres_hu.shape))
+    return _region_map(ct, labels.transpose(np.argsort(grid.perm)), found,
+                       {"downsample": grid.factor, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm})
 
+
+def _region_map(ct: CTVolume, labels: np.ndarray, found: _Aerated, info: dict) -> RegionMap:
+    """The lung labels (CT axis order) as a RegionMap, with a warning when one lung only is found."""
+    labels = np.ascontiguousarray(labels)
+    info = {**info, "airway_voxels_lowres": int(np.count_nonzero(found.airway)), "field_cut": found.cut_body}
+    one = _one_lung_warning(labels, found.cut_body)
+    if one:
+        log.warning("%s: %s", ct.meta.key, one)
+        info["warnings"] = (one,)
+    return RegionMap(labels, dict(LUNG_CODES), method="threshold", region_set="lungs", info=info)
+
+
+@dataclass(frozen=True)
+class _Aerated:
+    """Steps 1-4 on the low-res grid: arrays cropped to ``box`` (the air in
+    the body plus the later steps' reach)."""
+
+    box: tuple[slice, ...]
+    side: np.ndarray  # uint8 labels 1 right, 2 left: aerated lung
+    airway: np.ndarray  # trachea and main bronchi (never lung)
+    body: np.ndarray  # tissue, air inside the body and padding
+    depth_mm: np.ndarray  # in-plane distance to the body surface
+    away_from_edge: np.ndarray  # more than 10 mm from the field's edge
+    cut_body: bool  # the body is cut by the field of view
+
+
+def _aerated_lungs(ct: CTVolume, lowres_hu: np.ndarray, grid: _Grid, *, air_threshold_hu: float,
+                   gas_threshold_hu: float, airway_hu: float, min_lung_area_mm2: float,
+                   reach_mm: tuple[float, ...]) -> _Aerated:
+    """Steps 1-4: air inside the body, airways, lung components, right / left."""
+    n_slices = lowres_hu.shape[0]
     # -- 1. air inside the body (per slice: pure gas connected to the image border
     # or to the outside-field padding is outside air; a lung cut by the field keeps
     # its parenchyma statistics and stays inside)
@@ -379,7 +420,7 @@ def segment_threshold(
     del air_labels, inner_lut
     # steps 2-5 work inside the box of the air in the body (lungs, airways,
     # bowel gas, padding) plus the widest reach of any later step
-    box = _work_box(candidate | (pad & body), (40.0, grow_mm), grid)
+    box = _work_box(candidate | (pad & body), reach_mm, grid)
     box_lowres, box_body = lowres_hu[box], body[box]
     box_midline = midline[box[0]] - box[grid.lr_axis].start
     # -- 2. trachea and main bronchi
@@ -393,39 +434,11 @@ def segment_threshold(
         lung, airway = _single_slice_airways(lung, airway, box_lowres, box_midline, grid, airway_hu)
     # -- 4. right / left
     side = _split_sides(lung, box_lowres.shape, grid.pixel_mm, box_midline, grid.lr_axis, grid.lr_sign)
-    del lung
-    air_lung = side > 0
-    depth_mm = _depth_mm(body, grid.pixel_mm, box)
-    # -- 5a. poorly aerated lung: heterogeneous tissue (consolidation with air
-    # bronchograms, patchy dense lung) grown from the aerated lung; the texture
-    # needs fine pixels (bowel looks alike on coarse ones)
-    if poor_sd_hu is not None and max(grid.spacing_mm[1:]) <= 2.5:
-        side = _add_poorly_aerated(box_lowres, side, box_body, depth_mm, airway, grid.pixel_mm, sd_min=poor_sd_hu,
-                                   hu_max=poor_max_hu, air_hu=air_threshold_hu, gas_hu=gas_threshold_hu)
-    # -- 5. dense lung back in: rolling-ball closing + hole filling, per lung;
     # nothing dense is added within 10 mm of the field's edge (padding or an
     # image border the lungs reach): what lies beyond is unknown, and the strip
     # of chest wall and blurred air a small field cuts off is not lung
-    away = _away_from_field_edge(_embed(air_lung, box, pad.shape), pad, grid.pixel_mm, 10.0)[box]
-    fill = _FillParams(radius_mm=fill_radius_mm, dense_max_hu=dense_max_hu, max_depth_mm=max_fill_depth_mm,
-                       max_hu=fill_max_hu, grow_min_hu=grow_min_hu, grow_max_hu=grow_max_hu, grow_mm=grow_mm,
-                       air_hu=air_threshold_hu)
-    out, near_airway = _fill_dense_lung(box_lowres, side, air_lung, box_body, depth_mm, airway, away, grid, fill)
-    airway_voxels = int(np.count_nonzero(airway))
-    del box_body, depth_mm, away, side, airway
-    # -- 6. back to full resolution, aerated border refined at full resolution
-    if edge_hu is None:
-        edge_hu = _edge_threshold(box_lowres, air_lung)
-    labels = _to_full(_embed(out, box, pad.shape), _embed(air_lung, box, pad.shape), hu, grid.factor, hu.shape,
-                      edge_hu, _embed(near_airway, box, pad.shape))
-    labels = np.ascontiguousarray(labels.transpose(np.argsort(grid.perm)))
-    info: dict = {"downsample": grid.factor, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm,
-                  "airway_voxels_lowres": airway_voxels, "field_cut": bool(cut_body)}
-    one = _one_lung_warning(labels, cut_body)
-    if one:
-        log.warning("%s: %s", ct.meta.key, one)
-        info["warnings"] = (one,)
-    return RegionMap(labels, dict(LUNG_CODES), method="threshold", region_set="lungs", info=info)
+    away = _away_from_field_edge(_embed(side > 0, box, pad.shape), pad, grid.pixel_mm, 10.0)[box]
+    return _Aerated(box, side, airway, box_body, _depth_mm(body, grid.pixel_mm, box), away, bool(cut_body))
 
 
 @dataclass(frozen=True)
