@@ -1130,12 +1130,16 @@ def _to_full(labels_lowres: np.ndarray, air_lung: np.ndarray, hu: np.ndarray, fa
     value = np.where(inner_edge, labels_box, near)[block_k, block_r, block_c]
     offset_r, offset_c = np.divmod(np.arange(factor * factor), factor)
     n_rows, n_cols = labels_full_box.shape[1], labels_full_box.shape[2]
-    # partial blocks at the image's end: clipped indices repeat a voxel of the same block
-    rows = np.minimum(block_r[:, None] * factor + offset_r, n_rows - 1)
-    cols = np.minimum(block_c[:, None] * factor + offset_c, n_cols - 1)
-    slices = block_k[:, None]
-    air = hu[full_box][slices, rows, cols] < edge_hu
-    labels_full_box[slices, rows, cols] = np.where(air, value[:, None], np.uint8(0))
+    hu_box = hu[full_box]
+    chunk = 1 << 17  # blocks per step: index arrays of a few MB
+    for start in range(0, block_k.size, chunk):  # chunks of border blocks, not a loop over voxels
+        part = slice(start, start + chunk)
+        # partial blocks at the image's end: clipped indices repeat a voxel of the same block
+        rows = np.minimum(block_r[part, None] * factor + offset_r, n_rows - 1)
+        cols = np.minimum(block_c[part, None] * factor + offset_c, n_cols - 1)
+        slices = block_k[part, None]
+        air = hu_box[slices, rows, cols] < edge_hu
+        labels_full_box[slices, rows, cols] = np.where(air, value[part, None], np.uint8(0))
     return labels
 
 
