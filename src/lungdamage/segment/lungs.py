@@ -518,7 +518,7 @@ def _find_trachea(lowres_hu: np.ndarray, body: np.ndarray, midline: np.ndarray, 
     airway = np.zeros(lowres_hu.shape, bool)
     lumen = (lowres_hu < airway_hu) & body
     lumen_labels, n_lumen = ndimage.label(lumen, structure=_CROSS2D)
-    area_mm2 = np.bincount(lumen_labels.ravel(), minlength=n_lumen + 1) * grid.pixel_mm2
+    area_mm2 = _count_where(lumen_labels, lumen, n_lumen) * grid.pixel_mm2
     tube_lut = area_mm2 <= 800.0
     tube_lut[0] = False
     tube = tube_lut[lumen_labels]
@@ -526,7 +526,7 @@ def _find_trachea(lowres_hu: np.ndarray, body: np.ndarray, midline: np.ndarray, 
     tube_labels, n_tubes = ndimage.label(tube, structure=_CROSS3D)
     if n_tubes == 0:
         return airway
-    tube_voxels = np.bincount(tube_labels.ravel(), minlength=n_tubes + 1)
+    tube_voxels = _count_where(tube_labels, tube, n_tubes)
     tube_voxels[0] = 0
     # a trachea holds >= 1 mL of air: only a handful of components qualify
     candidates = np.flatnonzero(tube_voxels * grid.voxel_ml >= 1.0)
@@ -559,11 +559,11 @@ def _lung_components(ct: CTVolume, lowres_hu: np.ndarray, candidate: np.ndarray,
     if n_comps == 0:
         raise _no_lung(ct, "no air-filled region inside the body")
     comp_flat = comp_labels.ravel()
-    comp_voxels = np.bincount(comp_flat, minlength=n_comps + 1)
+    comp_voxels = _count_where(comp_labels, candidate, n_comps)
     comp_gas = _count_where(comp_labels, lowres_hu < gas_threshold_hu, n_comps)
     # largest 2-D section of each 3-D component (each 2-D piece lies in exactly one)
     section_labels, n_sections = ndimage.label(candidate, structure=_CROSS2D)
-    section_px = np.bincount(section_labels.ravel(), minlength=n_sections + 1)
+    section_px = _count_where(section_labels, candidate, n_sections)
     inside = np.flatnonzero(candidate)
     owner = np.zeros(n_sections + 1, np.int64)
     owner[section_labels.ravel()[inside]] = comp_flat[inside]
@@ -861,8 +861,7 @@ def _inside_air(lowres_hu: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: f
     edge = sides > 0
     if pad.any():
         edge[lab2[ndimage.binary_dilation(pad, structure=_SQUARE2D)]] = True
-    flat = lab2.ravel()
-    npx = np.bincount(flat, minlength=n2 + 1)
+    npx = _count_where(lab2, air, n2)  # label 0 (not air) counts 0
     gas = _count_where(lab2, lowres_hu < gas_hu, n2)
     # outside air is mostly gas, or surrounds the body (touches three or four
     # image edges, with the mattress and blankets, and still holds some pure
@@ -1169,7 +1168,7 @@ def _split_sides(lung, shape, pixel_mm, mid, lr_axis, lr_sign) -> np.ndarray:
         return out
     # fraction of each component on each side of the per-slice body midline
     leftish = _left_of(mid, shape[lr_axis], lr_axis, lr_sign)
-    vol = np.bincount(lab.ravel(), minlength=n + 1)
+    vol = _count_where(lab, lung, n)
     nleft = _count_where(lab, np.broadcast_to(leftish, shape), n)
     frac_left = nleft / np.maximum(vol, 1)
     two_sided = (np.minimum(frac_left, 1 - frac_left) >= 0.15) & (vol >= 0.2 * vol[1:].max())
@@ -1208,7 +1207,7 @@ def _split_touching(comp, out, pixel_mm, mid, lr_axis, lr_sign, leftish) -> np.n
     shape = comp.shape
     lab2, n2 = ndimage.label(comp, structure=_CROSS2D)
     lb = np.broadcast_to(leftish, shape)
-    cnt = np.bincount(lab2.ravel(), minlength=n2 + 1)
+    cnt = _count_where(lab2, comp, n2)
     nl = _count_where(lab2, lb, n2)
     frac = nl / np.maximum(cnt, 1)
     straddle = np.minimum(frac, 1 - frac) >= 0.05
