@@ -3,7 +3,8 @@
 Outline (all steps vectorized over the whole volume; no loop over slices):
 
 1. Put the cranio-caudal axis first (from ``ct.direction``), and work on an
-   in-plane block-averaged copy (about 2 mm pixels) for the morphology.
+   in-plane block-averaged copy (about 2 mm pixels) for the morphology;
+   steps 3-5 run inside the box of the air in the body (plus their reach).
 2. Air-like voxels (< ``air_threshold_hu``) not connected, within their
    axial slice, to the image border are *inside the body*: this drops the air
    around the patient, the outside-field padding and gaps under the table.
