@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _segdata import dice
+
 from lungdamage import CTVolume, InputError, LungDamageError, ScanMeta, SegmentationError
 from lungdamage.segment import approx_lobes, segment_lungs, zones_from_lungs
 from lungdamage.segment.lobes import LobeCoverageError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _segdata import dice
+
 from lungdamage.segment import segment_lungs
 
 phantom = pytest.importorskip("lungdamage.phantom")
@@ -139,7 +139,8 @@ def test_lobes_approx_not_refined_without_visible_fissures(ph125, seg125):
 
 def test_lobes_approx_thin_slab_keeps_the_model(ph_fissures, monkeypatch):
     """Fewer than MIN_REFINE_SLICES slices: too little of a fissure to fit a surface to."""
-    from lungdamage.segment import approx_lobes, lobes as lobes_mod
+    from lungdamage.segment import approx_lobes
+    from lungdamage.segment import lobes as lobes_mod
 
     ct = ph_fissures.ct
     n = lobes_mod.MIN_REFINE_SLICES - 1

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _segdata import REALDATA, dice, needs_realdata, read_dicom_slice, read_labels
+
 from lungdamage import GeometryError, SegmentationError
 from lungdamage.io.images import read_image
 from lungdamage.segment import segment_lungs

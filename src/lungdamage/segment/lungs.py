@@ -3,7 +3,8 @@
 Outline (all steps vectorized over the whole volume; no loop over slices):
 
 1. Put the cranio-caudal axis first (from ``ct.direction``), and work on an
-   in-plane block-averaged copy (about 2 mm pixels) for the morphology.
+   in-plane block-averaged copy (about 2 mm pixels) for the morphology;
+   steps 3-5 run inside the box of the air in the body (plus their reach).
 2. Air-like voxels (< ``air_threshold_hu``) not connected, within their
    axial slice, to the image border are *inside the body*: this drops the air
    around the patient, the outside-field padding and gaps under the table.
@@ -42,8 +43,9 @@ Outline (all steps vectorized over the whole volume; no loop over slices):
    hilum and liver dome stay out) and below ``fill_max_hu`` (muscle stays
    out), never fat (local mean in [-190, -80) HU), never a piece of the
    diaphragm dome seen inside a thin basal arc (mostly right under the lung,
-   no lung below it), never within 10 mm of the field's edge; then a short growth into consolidation-like density recovers the rim
-   the hull's chord cuts off along a curved wall.  A 5 mm closing and
+   no lung below it), never within 10 mm of the field's edge; then a short
+   growth into consolidation-like density recovers the rim the hull's chord
+   cuts off along a curved wall.  A 5 mm closing and
    per-slice hole filling add vessels and enclosed consolidation.
    Limitation: homogeneous consolidation (no air pockets) denser than
    ``fill_max_hu`` that is outside the hull, and a section consolidated
@@ -57,6 +59,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -99,27 +102,50 @@ def _pipeline_axes(ct: CTVolume) -> tuple[tuple[int, int, int], int, float]:
     return perm, lr_axis, lr_sign
 
 
-def _block_mean(hu: np.ndarray, f: int) -> np.ndarray:
-    """In-plane ``f``×``f`` block mean as float32 (edge-padded to a multiple of ``f``)."""
-    if f == 1:
+def _block_sum_axis(values: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    """Sums of ``factor`` consecutive entries along ``axis`` (1 or 2) as int32; a
+    last, partial block is completed with copies of the edge entry."""
+    n = values.shape[axis]
+    n_full = n // factor
+    shape = list(values.shape)
+    shape[axis] = -(-n // factor)
+    out = np.zeros(shape, np.int32)
+
+    def along(sl: slice) -> tuple[slice, ...]:
+        return (slice(None), sl, slice(None)) if axis == 1 else (slice(None), slice(None), sl)
+
+    full = out[along(slice(0, n_full))]
+    for offset in range(factor):  # factor strided views, not a loop over voxels
+        np.add(full, values[along(slice(offset, n_full * factor, factor))], out=full, dtype=np.int32)
+    rest = n - n_full * factor
+    if rest:
+        last = out[along(slice(n_full, n_full + 1))]
+        for offset in range(rest):
+            np.add(last, values[along(slice(n_full * factor + offset, n_full * factor + offset + 1))], out=last,
+                   dtype=np.int32)
+        edge = values[along(slice(n - 1, n))].astype(np.int32) * (factor - rest)
+        last += edge
+    return out
+
+
+def _block_mean(hu: np.ndarray, factor: int) -> np.ndarray:
+    """In-plane ``factor``×``factor`` block mean as float32 (a last, partial
+    block is edge-padded, as ``np.pad(mode="edge")`` would).
+
+    Exact integer block sums (columns, then rows: two passes over the
+    volume), then one scaling.
+    """
+    if factor == 1:
         return hu
-    s, r, c = hu.shape
-    pr, pc = (-r) % f, (-c) % f
-    if pr or pc:
-        hu = np.pad(hu, ((0, 0), (0, pr), (0, pc)), mode="edge")
-    acc = np.zeros((s, hu.shape[1] // f, hu.shape[2] // f), np.float32)
-    for a in range(f):  # f*f strided views, not a loop over voxels
-        for b in range(f):
-            acc += hu[:, a::f, b::f]
-    acc *= 1.0 / (f * f)
-    return acc
-
-
-def _upsample(mask: np.ndarray, f: int, shape: tuple[int, int, int]) -> np.ndarray:
-    if f == 1:
-        return mask
-    up = np.repeat(np.repeat(mask, f, axis=1), f, axis=2)
-    return up[:, : shape[1], : shape[2]]
+    n_slices, n_rows, n_cols = hu.shape
+    mean = np.empty((n_slices, -(-n_rows // factor), -(-n_cols // factor)), np.float32)
+    # slabs of slices keep the int32 temporaries small (a few MB) and in cache
+    slab = max(1, (4 << 20) // max(1, n_rows * n_cols))
+    for start in range(0, n_slices, slab):  # slabs of slices, not a loop over voxels
+        part = hu[start: start + slab]
+        mean[start: start + slab] = _block_sum_axis(_block_sum_axis(part, factor, 2), factor, 1)
+    mean *= np.float32(1.0 / (factor * factor))
+    return mean
 
 
 def _dist_from2d(mask: np.ndarray, sampling_rc: tuple[float, float]) -> np.ndarray:
@@ -131,20 +157,47 @@ def _dist_from2d(mask: np.ndarray, sampling_rc: tuple[float, float]) -> np.ndarr
     """
     import SimpleITK as sitk
 
-    img = sitk.GetImageFromArray(mask.astype(np.uint8))
+    img = sitk.GetImageFromArray(mask.view(np.uint8))
     img.SetSpacing((float(sampling_rc[1]), float(sampling_rc[0]), 1e5))
-    d = sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=False,
-                                     useImageSpacing=True, backgroundValue=0)
-    return np.maximum(sitk.GetArrayViewFromImage(d), 0).astype(np.float32)
+    dist = sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=False,
+                                        useImageSpacing=True, backgroundValue=0)
+    dist_mm = sitk.GetArrayFromImage(dist)
+    np.maximum(dist_mm, 0, out=dist_mm)
+    return dist_mm
+
+
+def _sq_dist_stacked(where: np.ndarray, sampling_rc: tuple[float, float]) -> np.ndarray:
+    """Squared in-plane distance (mm²) to the nearest True voxel, with the
+    slices stacked into one 2-D image (rows after rows), so that SimpleITK's
+    Maurer transform skips the pass along the slices.
+
+    Exact per slice when every slice is framed by a ring of True voxels (a
+    path to another slice crosses it), or when only distances below the
+    margin of False voxels around each slice matter.
+    """
+    import SimpleITK as sitk
+
+    n_slices, n_rows, n_cols = where.shape
+    img = sitk.GetImageFromArray(where.reshape(n_slices * n_rows, n_cols).view(np.uint8))
+    img.SetSpacing((float(sampling_rc[1]), float(sampling_rc[0])))
+    dist = sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=True,
+                                        useImageSpacing=True, backgroundValue=0)
+    return sitk.GetArrayFromImage(dist).reshape(n_slices, n_rows, n_cols)
 
 
 def _closing2d(mask: np.ndarray, radius_mm: float, sampling_rc: tuple[float, float]) -> np.ndarray:
-    """Per-slice binary closing with a disk of ``radius_mm`` (distance-transform based)."""
+    """Per-slice binary closing with a disk of ``radius_mm`` (distance-transform based).
+
+    Each slice gets a margin wider than the disk: the dilation's distances
+    that matter (at most ``radius_mm``) stay inside it, and the dilation's
+    complement frames every slice, so both transforms run on stacked slices.
+    """
     pad = int(math.ceil(radius_mm / min(sampling_rc))) + 1
-    m = np.pad(mask, ((0, 0), (pad, pad), (pad, pad)))
-    dil = _dist_from2d(m, sampling_rc) <= radius_mm
-    clo = _dist_from2d(~dil, sampling_rc) > radius_mm
-    return clo[:, pad:-pad, pad:-pad]
+    padded = np.pad(mask, ((0, 0), (pad, pad), (pad, pad)))
+    radius_sq = radius_mm * radius_mm
+    dilated = _sq_dist_stacked(padded, sampling_rc) <= radius_sq
+    closed = _sq_dist_stacked(~dilated, sampling_rc) > radius_sq
+    return closed[:, pad:-pad, pad:-pad]
 
 
 def _octagon_closing2d(mask: np.ndarray, radius_px: int) -> np.ndarray:
@@ -159,26 +212,59 @@ def _octagon_closing2d(mask: np.ndarray, radius_px: int) -> np.ndarray:
     return m[:, radius_px:-radius_px, radius_px:-radius_px]
 
 
-def _coarse_closing2d(mask: np.ndarray, radius_mm: float, psp: tuple[float, float]) -> np.ndarray:
+def _coarse_closing2d(mask: np.ndarray, radius_mm: float, pixel_mm: tuple[float, float]) -> np.ndarray:
     """Large per-slice closing computed on a grid of about 4 mm pixels, then upsampled."""
-    g = max(1, math.ceil(4.0 / min(psp) - 1e-6))
-    if g == 1:
-        return _closing2d(mask, radius_mm, psp)
-    s, r, c = mask.shape
-    pr, pc = (-r) % g, (-c) % g
-    m = np.pad(mask, ((0, 0), (0, pr), (0, pc)))
+    factor = max(1, math.ceil(4.0 / min(pixel_mm) - 1e-6))
+    if factor == 1:
+        return _closing2d(mask, radius_mm, pixel_mm)
+    n_slices, n_rows, n_cols = mask.shape
+    padded = np.pad(mask, ((0, 0), (0, (-n_rows) % factor), (0, (-n_cols) % factor)))
     # majority vote per block: neither inflates nor erodes the mask on average
-    coarse = m.reshape(s, m.shape[1] // g, g, m.shape[2] // g, g).sum(axis=(2, 4), dtype=np.int16) * 2 >= g * g
-    clo = _closing2d(coarse, radius_mm, (psp[0] * g, psp[1] * g))
-    return _upsample(clo, g, mask.shape)
+    blocks = padded.reshape(n_slices, padded.shape[1] // factor, factor, padded.shape[2] // factor, factor)
+    coarse = blocks.sum(axis=(2, 4), dtype=np.int16) * 2 >= factor * factor
+    closed = _closing2d(coarse, radius_mm, (pixel_mm[0] * factor, pixel_mm[1] * factor))
+    return _upsample(closed, factor, mask.shape)
 
 
-def _depth_mm(body: np.ndarray, psp: tuple[float, float]) -> np.ndarray:
+def _depth_mm(body: np.ndarray, pixel_mm: tuple[float, float], box: tuple[slice, ...]) -> np.ndarray:
     """In-plane distance (mm) of each body voxel to the body surface, computed
-    on a ×2 coarser grid (a smooth quantity; saves time on large volumes)."""
+    on a ×2 coarser grid (a smooth quantity; saves time on large volumes),
+    returned for the voxels in ``box`` only."""
     coarse = body[:, ::2, ::2]
-    d = _dist_from2d(~np.pad(coarse, ((0, 0), (1, 1), (1, 1))), (psp[0] * 2, psp[1] * 2))[:, 1:-1, 1:-1]
-    return _upsample(d, 2, body.shape)
+    # the outside ring of non-body pixels frames every slice: stacked slices are exact
+    outside = ~np.pad(coarse, ((0, 0), (1, 1), (1, 1)))
+    depth_sq = _sq_dist_stacked(outside, (pixel_mm[0] * 2, pixel_mm[1] * 2))[:, 1:-1, 1:-1]
+    # coarse pixels covering the box, upsampled, then cut to the box
+    row0, col0 = box[1].start, box[2].start
+    cover = (box[0], slice(row0 // 2, (box[1].stop + 1) // 2), slice(col0 // 2, (box[2].stop + 1) // 2))
+    depth_cover = depth_sq[cover]
+    np.maximum(depth_cover, 0, out=depth_cover)
+    np.sqrt(depth_cover, out=depth_cover)
+    up_shape = (depth_cover.shape[0], depth_cover.shape[1] * 2, depth_cover.shape[2] * 2)
+    up = _upsample(depth_cover, 2, up_shape)
+    return up[:, row0 % 2: row0 % 2 + box[1].stop - row0, col0 % 2: col0 % 2 + box[2].stop - col0]
+
+
+def _work_box(air_in_body: np.ndarray, reach_mm: tuple[float, ...], grid: _Grid) -> tuple[slice, ...]:
+    """Box of the air in the body, widened in-plane by the sum of the steps'
+    reaches ``reach_mm`` (each rounded up to pixels) and 4 pixels; the whole
+    grid when there is no such air."""
+    if not air_in_body.any():
+        return tuple(slice(0, n) for n in air_in_body.shape)
+    margin_px = sum(int(math.ceil(mm / min(grid.pixel_mm))) for mm in reach_mm) + 4
+    return _bbox(air_in_body, (0, margin_px, margin_px))
+
+
+def _embed(values: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """``values`` (cropped to ``box``) back on a zero array of ``shape``."""
+    out = np.zeros(shape, values.dtype)
+    out[box] = values
+    return out
+
+
+def _count_where(labels: np.ndarray, where: np.ndarray, n_labels: int) -> np.ndarray:
+    """Number of ``where`` voxels of each label 0..``n_labels`` (counts only the selected voxels)."""
+    return np.bincount(labels[where], minlength=n_labels + 1)
 
 
 def _bbox(mask: np.ndarray, margin: tuple[int, int, int]) -> tuple[slice, ...]:
@@ -186,9 +272,9 @@ def _bbox(mask: np.ndarray, margin: tuple[int, int, int]) -> tuple[slice, ...]:
     for ax in range(3):
         other = tuple(k for k in range(3) if k != ax)
         nz = np.flatnonzero(mask.any(axis=other))
-        lo = max(int(nz[0]) - margin[ax], 0)
-        hi = min(int(nz[-1]) + 1 + margin[ax], mask.shape[ax])
-        out.append(slice(lo, hi))
+        start = max(int(nz[0]) - margin[ax], 0)
+        stop = min(int(nz[-1]) + 1 + margin[ax], mask.shape[ax])
+        out.append(slice(start, stop))
     return tuple(out)
 
 
@@ -219,53 +305,38 @@ def segment_threshold(
     air_threshold_hu : float
         Voxels below this are air-like (aerated lung, airways, outside air).
     gas_threshold_hu : float
-        A component with more than 45 % of voxels below this (median below
-        about -940 HU) is gas (bowel, stomach, table) rather than lung.  Very
-        severe emphysema can look like gas; use ``method='lungmask'`` there.
+        A component with more than 45 % of voxels below this is gas (bowel,
+        stomach, table), not lung (severe emphysema: use ``method='lungmask'``).
     airway_hu : float
-        Airway lumen: small (<= 8 cm²) 2-D components of voxels below this,
-        chained vertically from the trachea near the midline.
+        Airway lumen: small 2-D sections below this, chained from the trachea.
     fill_radius_mm : float
-        Radius of the per-slice rolling-ball closing that brings dense
-        juxtapleural lung (consolidation, atelectasis) back into the mask; a
-        large ball approximates the lung's convex hull along the chest wall.
-        Additions are limited to soft tissue near the chest wall and never
-        lie medial to the same lung's aerated part in the same image row.
+        Radius of the per-slice rolling-ball closing (a hull along the chest
+        wall) that brings dense juxtapleural lung back; additions are soft
+        tissue near the chest wall, never medial to the lung's aerated part.
     dense_max_hu : float
         The small (5 mm) closing adds only voxels below this (not bone).
     fill_max_hu : float
         The large closing adds only voxels below this: juxtapleural tissue
         denser than this cannot be told from chest-wall muscle (+40 HU).
     grow_min_hu, grow_max_hu, grow_mm : float
-        After the closing, dense voxels it added grow up to ``grow_mm`` (in-plane) into
-        adjacent voxels in [``grow_min_hu``, ``grow_max_hu``) (denser than fat,
-        lighter than muscle) near the
-        chest wall: the rim of a juxtapleural consolidation that the hull's
-        chord cuts off along a curved wall.
+        Dense voxels the closing added grow up to ``grow_mm`` (in-plane) into
+        voxels in [``grow_min_hu``, ``grow_max_hu``) near the chest wall (the
+        rim of a consolidation that the hull's chord cuts off).
     poor_sd_hu : float or None
     poor_max_hu : float
-        Poorly aerated lung (consolidation with air bronchograms, patchy dense
-        lung) is heterogeneous: voxels whose local (about 6 mm) mean is in
-        [-700, ``poor_max_hu``) HU and whose local standard deviation is at
-        least ``poor_sd_hu`` HU, in blobs at least 8-10 mm across touching
-        the aerated lung, join it before the dense fill.  Fat, muscle, heart
-        and effusion are homogeneous and stay out; thin rims along edges are
-        removed by an opening.  Sensitivity depends on how much air the
-        consolidation holds: on the phantom, 93 % of consolidation with 45 %
-        air pockets is found, 62 % at 25 %, 19 % at 15 % and under 10 % below
-        that (homogeneous consolidation is left to the hull fill).  Needs
-        in-plane pixels of 2.5 mm or finer; ``poor_sd_hu=None`` switches it off.
+        Poorly aerated lung: local (about 6 mm) mean in [-700, ``poor_max_hu``)
+        HU and local standard deviation >= ``poor_sd_hu`` HU, in blobs touching
+        the aerated lung (module docstring, step 5).  On the phantom 93 % of
+        consolidation with 45 % air pockets is found, 62 % at 25 %, 19 % at
+        15 %.  Needs in-plane pixels of 2.5 mm or finer; None switches it off.
     min_lung_area_mm2 : float
         A lung must have at least this area in its largest axial section.
     max_fill_depth_mm : float
-        The closing adds only voxels within this in-plane distance of the
-        body surface (keeps the hilum and mediastinum out); deeper, only a
-        5 mm closing applies (vessels entering the lung).
+        The closing adds only voxels within this in-plane distance of the body
+        surface (not the hilum); deeper, only a 5 mm closing applies.
     edge_hu : float or None
-        Threshold deciding the aerated lung border at full resolution; None:
-        the midpoint between the lung's median HU and soft tissue (+40 HU),
-        clipped to [-500, -250] (follows the partial-volume edge as a
-        reference reader draws it).
+        Threshold deciding the aerated border at full resolution; None: midway
+        between the lung's median HU and soft tissue (+40 HU), in [-500, -250].
 
     Returns
     -------
@@ -278,206 +349,351 @@ def segment_threshold(
     SegmentationError
         No air-filled region of lung size inside the body.
     """
-    perm, lr_axis, lr_sign = _pipeline_axes(ct)
-    if min(ct.shape[perm[1]], ct.shape[perm[2]]) < 3:
-        # a single coronal/sagittal slice: every axial section would be a line of voxels
-        raise SegmentationError(
-            f"Series {ct.meta.key} ({ct.shape[0]} slice(s), orientation {ct.orientation}) is a non-axial image "
-            "too thin to hold axial sections: the classical segmentation works on axial slices or on volumes. "
-            "Potential fix: score the axial series, or a volume covering the chest."
-        )
-    hu = ct.hu.transpose(perm)
-    sp = tuple(ct.spacing_mm[k] for k in perm)
-    full_shape = hu.shape
-    # morphology on ~1.6-2.4 mm pixels; the border is refined at full resolution
-    f = max(1, int(round(2.0 / min(sp[1], sp[2]))))
-    lo = _block_mean(hu, f)
-    psp = (sp[1] * f, sp[2] * f)
-    pix_mm2 = psp[0] * psp[1]
-    vox_ml = sp[0] * pix_mm2 / 1000.0
-    n_sl = lo.shape[0]
-
-    # -- 1. air inside the body (per slice: pure gas connected to the image border
-    # or to the outside-field padding is outside air; a lung cut by the field keeps
-    # its parenchyma statistics and stays inside)
-    pad = _outside_field(lo)
-    body, inner_lut, lab2 = _inside_air(lo, pad, air_threshold_hu, _OUTSIDE_AIR_HU, 3 - lr_axis,
-                                        min_lung_area_mm2 / pix_mm2)
-    mid, cut_body = _body_midline(ct, perm, lr_axis, f, body & ~pad, pad)
-
-    # -- 2. trachea and main bronchi: a vertical chain of small 2-D components of
-    # pure air (lumen < airway_hu: the partial-volume wall separates it from lung)
-    airway = np.zeros(lo.shape, bool)
-    if n_sl >= 3:
-        lumen = (lo < airway_hu) & body
-        labl, nl = ndimage.label(lumen, structure=_CROSS2D)
-        areal = np.bincount(labl.ravel(), minlength=nl + 1) * pix_mm2
-        tube_lut = areal <= 800.0
-        tube_lut[0] = False
-        tube = tube_lut[labl]
-        del labl
-        lab3t, n3t = ndimage.label(tube, structure=_CROSS3D)
-        if n3t:
-            vols = np.bincount(lab3t.ravel(), minlength=n3t + 1)
-            vols[0] = 0
-            # a trachea holds >= 1 mL of air: only a handful of components qualify
-            cands = np.flatnonzero(vols * vox_ml >= 1.0)
-            objs = ndimage.find_objects(lab3t)
-            best, best_vol = 0, 0.0
-            for k in cands:  # loop over a few large tube components
-                box = objs[k - 1]
-                c = [(x.start + x.stop - 1) / 2.0 for x in box]  # bounding-box centre
-                zs = box[0]
-                extent_mm = (zs.stop - zs.start) * sp[0]
-                off_mm = abs(c[lr_axis] - mid[int(round(c[0]))]) * psp[lr_axis - 1]
-                if extent_mm >= 30.0 and off_mm <= 30.0 and vols[k] > best_vol:
-                    best, best_vol = int(k), float(vols[k])  # the trachea
-            if best:
-                airway = lab3t == best
-                airway = ndimage.binary_dilation(airway, structure=_SQUARE2D,
-                                                 iterations=max(1, int(round(2.0 / min(psp)))))
-                log.debug("airway: %d voxels (low-res)", int(airway.sum()))
-
-    # -- 3. lung components
-    cand = inner_lut[lab2] & ~airway
-    lab3, n3 = ndimage.label(cand, structure=_CROSS3D)
-    if n3 == 0:
-        raise _no_lung(ct, "no air-filled region inside the body")
-    lab3_flat = lab3.ravel()
-    vol3 = np.bincount(lab3_flat, minlength=n3 + 1)
-    gas3 = np.bincount(lab3_flat, weights=(lo < gas_threshold_hu).ravel(), minlength=n3 + 1)
-    # largest 2-D section of each 3-D component (2-D areas after airway removal)
-    lab2c, n2c = ndimage.label(cand, structure=_CROSS2D)
-    a2c = np.bincount(lab2c.ravel(), minlength=n2c + 1)
-    # each 2-D piece lies in exactly one 3-D component
-    flat = np.flatnonzero(cand)
-    owner = np.zeros(n2c + 1, np.int64)
-    owner[lab2c.ravel()[flat]] = lab3.ravel()[flat]
-    del flat
-    maxsec = np.zeros(n3 + 1)
-    np.maximum.at(maxsec, owner[1:], a2c[1:] * pix_mm2)
-    gas_frac = gas3 / np.maximum(vol3, 1)
-    ok = (gas_frac <= 0.45) & (maxsec >= min_lung_area_mm2 / 10.0)
-    ok[0] = False
-    big = ok & (maxsec >= min_lung_area_mm2)
-    if not big.any():
-        non_gas = gas_frac[1:] <= 0.45
-        seen = float(maxsec[1:][non_gas].max()) if non_gas.any() else 0.0
-        gas = f"; gas (bowel/stomach-like) regions up to {maxsec[1:][~non_gas].max() / 100:.1f} cm² ignored" if (~non_gas).any() else ""
-        raise _no_lung(
-            ct,
-            f"no air-filled region of lung size inside the body (largest non-gas air region "
-            f"{seen / 100:.1f} cm² in one slice; a lung needs >= {min_lung_area_mm2 / 100:.0f} cm²{gas})",
-        )
-    # keep fragments of at least 2 % of the largest lung component
-    ok &= vol3 >= 0.02 * vol3[big].max()
-    # gas below the diaphragm (bowel, stomach) is never lung
-    sup_sign = 1.0 if ct.direction[2, perm[0]] >= 0 else -1.0
-    ok &= ~_below_diaphragm(lab3, ok, vol3, sp[0], sup_sign)
-    lung = ok[lab3]
-    if n_sl < 3:
-        # no vertical chain to follow: a small section near the midline, apart
-        # from the lungs and holding pure air (lumen, not parenchyma), is the
-        # trachea or a main bronchus
-        lab2l, n2l = ndimage.label(lung, structure=_CROSS2D)
-        if n2l > 1:
-            idx = np.arange(1, n2l + 1)
-            npx = ndimage.sum_labels(lung, lab2l, idx)
-            lumen = ndimage.sum_labels(lo < airway_hu, lab2l, idx)
-            cen = np.asarray(ndimage.center_of_mass(lung, lab2l, idx))
-            off = np.abs(cen[:, lr_axis] - mid[np.round(cen[:, 0]).astype(int)]) * psp[lr_axis - 1]
-            tube = np.zeros(n2l + 1, bool)
-            # lumen share: 0.10-0.26 for real main bronchi on 5 mm slices, <= 0.03 for lung pieces
-            tube[1:] = (npx * pix_mm2 <= 400.0) & (off <= 30.0) & (lumen >= 0.08 * npx)
-            if tube.any():
-                airway |= ndimage.binary_dilation(tube[lab2l], structure=_SQUARE2D)
-                lung &= ~tube[lab2l]
-
-    # -- 4. right / left
-    side = _split_sides(lung, lo.shape, sp, psp, mid, lr_axis, lr_sign)
-
-    # -- 5a. poorly aerated lung: heterogeneous tissue (consolidation with air
-    # bronchograms, patchy dense lung) grown from the aerated lung
+    grid = _Grid.of(ct)
+    hu = ct.hu.transpose(grid.perm)
+    lowres_hu = _block_mean(hu, grid.factor)
+    # -- 1.-4. aerated lungs, right / left, on the low-res grid, inside the work box
+    found = _aerated_lungs(ct, lowres_hu, grid, air_threshold_hu=air_threshold_hu, gas_threshold_hu=gas_threshold_hu,
+                           airway_hu=airway_hu, min_lung_area_mm2=min_lung_area_mm2, reach_mm=(40.0, grow_mm))
+    box, side, airway = found.box, found.side, found.airway
+    box_lowres = lowres_hu[box]
     air_lung = side > 0
-    depth = _depth_mm(body, psp)
-    if poor_sd_hu is not None and max(sp[1], sp[2]) <= 2.5:  # texture needs fine pixels (bowel looks alike on coarse ones)
-        side = _add_poorly_aerated(lo, side, body, depth, airway, psp, sd_min=poor_sd_hu, hu_max=poor_max_hu,
-                                   air_hu=air_threshold_hu, gas_hu=gas_threshold_hu)
+    # -- 5a. poorly aerated lung: heterogeneous tissue (consolidation with air
+    # bronchograms, patchy dense lung) grown from the aerated lung; the texture
+    # needs fine pixels (bowel looks alike on coarse ones)
+    if poor_sd_hu is not None and max(grid.spacing_mm[1:]) <= 2.5:
+        side = _add_poorly_aerated(box_lowres, side, found.body, found.depth_mm, airway, grid.pixel_mm,
+                                   sd_min=poor_sd_hu, hu_max=poor_max_hu, air_hu=air_threshold_hu,
+                                   gas_hu=gas_threshold_hu)
     # -- 5. dense lung back in: rolling-ball closing + hole filling, per lung
-    not_airway = ~ndimage.binary_dilation(airway, structure=_SQUARE2D)
-    dense_ok = (lo < dense_max_hu) & not_airway
-    # Juxtapleural consolidation lies near the chest wall; the hilum (whose
-    # concavity a closing would also fill) lies deep in the thorax.
-    near_wall = depth <= max_fill_depth_mm
-    # nothing dense is added within 10 mm of the field's edge (padding or an
-    # image border the lungs reach): what lies beyond is unknown, and the strip
-    # of chest wall and blurred air a small field cuts off is not lung
-    dense_ok &= _away_from_field_edge(side > 0, pad, psp, 10.0)
-    out = side.copy()
-    # no addition medial to the lung's own aerated part in the same row
-    # (mediastinum, heart, liver dome stay out)
-    pos_lr = np.arange(lo.shape[lr_axis]).reshape([1, -1, 1] if lr_axis == 1 else [1, 1, -1]) * lr_sign
-    pos_lr = np.broadcast_to(pos_lr, lo.shape)
-    # a closing stays inside each slice's bounding box; only the rim growth leaves it
-    margin = int(math.ceil(grow_mm / min(psp))) + 2
-    for code in (1, 2):  # the two lungs
-        m = side == code
-        if not m.any():
-            continue
-        bb = _bbox(m, (0, margin, margin))
-        mb = m[bb]
-        pb = pos_lr[bb]
-        if code == 1:  # right lung: smaller LPS x; medial = larger x
-            medial_edge = np.where(mb, pb, -np.inf).max(axis=lr_axis, keepdims=True)
-            lateral_ok = pb <= medial_edge
-        else:
-            medial_edge = np.where(mb, pb, np.inf).min(axis=lr_axis, keepdims=True)
-            lateral_ok = pb >= medial_edge
-        big_close = _coarse_closing2d(mb, fill_radius_mm, psp) & near_wall[bb] & lateral_ok & (lo[bb] < fill_max_hu)
-        # the hull of the bases' thin arcs holds the diaphragm dome (pieces
-        # lying mostly right under the lung, with no lung below them) and fat,
-        # which is never lung (extrapleural, subdiaphragmatic; local mean over
-        # about 6 mm)
-        if big_close.any():
-            aer = mb & air_lung[bb]
-            big_close &= ~_dome_pieces(big_close & ~mb, _under_lung(aer, sp[0], sup_sign), aer.sum(axis=(1, 2)))
-            loc = ndimage.uniform_filter(lo[bb], size=(1, 3, 3))
-            big_close &= ~((loc >= _FAT_HU[0]) & (loc < _FAT_HU[1]))
-            del loc
-        small_close = _octagon_closing2d(mb, max(1, int(round(5.0 / min(psp)))))
-        clo = (big_close | small_close) & body[bb] & dense_ok[bb]
-        # holes enclosed by the lung (vessels, even with contrast) are lung
-        clo = ndimage.binary_fill_holes(clo | mb, structure=_CROSS2D) & not_airway[bb]
-        # the hull's chord cuts off the rim of consolidation along a curved chest
-        # wall: grow a few mm into consolidation-like (not muscle) density
-        grow_ok = near_wall[bb] & lateral_ok & (lo[bb] < grow_max_hu) & (lo[bb] >= grow_min_hu)
-        # (seeded by the dense voxels the closing or the partly-aerated step
-        # added, never by the aerated border)
-        seed = clo & ~(mb & air_lung[bb]) & (lo[bb] >= air_threshold_hu)
-        if seed.any():
-            clo |= ndimage.binary_dilation(seed, structure=_CROSS2D,
-                                           iterations=max(1, int(round(grow_mm / min(psp)))), mask=grow_ok)
-        add = clo & ~mb & (out[bb] == 0)
-        sub = out[bb]
-        sub[add] = code
+    fill = _FillParams(radius_mm=fill_radius_mm, dense_max_hu=dense_max_hu, max_depth_mm=max_fill_depth_mm,
+                       max_hu=fill_max_hu, grow_min_hu=grow_min_hu, grow_max_hu=grow_max_hu, grow_mm=grow_mm,
+                       air_hu=air_threshold_hu)
+    out, near_airway = _fill_dense_lung(box_lowres, side, air_lung, found.body, found.depth_mm, airway,
+                                        found.away_from_edge, grid, fill)
     # -- 6. back to full resolution, aerated border refined at full resolution
     if edge_hu is None:
-        # partial-volume midpoint between this lung's parenchyma and soft tissue
-        med = float(np.median(lo[air_lung][:: max(1, int(air_lung.sum()) // 200_000)]))
-        edge_hu = float(np.clip((med + 40.0) / 2.0, -500.0, -250.0))
-    labels = _to_full(out, air_lung, hu, f, full_shape, edge_hu, ~not_airway)
-    inv = np.argsort(perm)
-    labels = np.ascontiguousarray(labels.transpose(inv))
-    info = {"downsample": f, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm, "airway_voxels_lowres": int(airway.sum()),
-            "field_cut": bool(cut_body)}
-    one = _one_lung_warning(labels, cut_body)
+        edge_hu = _edge_threshold(box_lowres, air_lung)
+    labels = _to_full(_embed(out, box, lowres_hu.shape), _embed(air_lung, box, lowres_hu.shape), hu, grid.factor,
+                      hu.shape, edge_hu, _embed(near_airway, box, lowres_hu.shape))
+    return _region_map(ct, labels.transpose(np.argsort(grid.perm)), found,
+                       {"downsample": grid.factor, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm})
+
+
+def _region_map(ct: CTVolume, labels: np.ndarray, found: _Aerated, info: dict) -> RegionMap:
+    """The lung labels (CT axis order) as a RegionMap, with a warning when one lung only is found."""
+    labels = np.ascontiguousarray(labels)
+    info = {**info, "airway_voxels_lowres": int(np.count_nonzero(found.airway)), "field_cut": found.cut_body}
+    one = _one_lung_warning(labels, found.cut_body)
     if one:
         log.warning("%s: %s", ct.meta.key, one)
         info["warnings"] = (one,)
     return RegionMap(labels, dict(LUNG_CODES), method="threshold", region_set="lungs", info=info)
 
 
-def _away_from_field_edge(lung: np.ndarray, pad: np.ndarray, psp: tuple[float, float], mm: float) -> np.ndarray:
+@dataclass(frozen=True)
+class _Aerated:
+    """Steps 1-4 on the low-res grid: arrays cropped to ``box`` (the air in
+    the body plus the later steps' reach)."""
+
+    box: tuple[slice, ...]
+    side: np.ndarray  # uint8 labels 1 right, 2 left: aerated lung
+    airway: np.ndarray  # trachea and main bronchi (never lung)
+    body: np.ndarray  # tissue, air inside the body and padding
+    depth_mm: np.ndarray  # in-plane distance to the body surface
+    away_from_edge: np.ndarray  # more than 10 mm from the field's edge
+    cut_body: bool  # the body is cut by the field of view
+
+
+def _aerated_lungs(ct: CTVolume, lowres_hu: np.ndarray, grid: _Grid, *, air_threshold_hu: float,
+                   gas_threshold_hu: float, airway_hu: float, min_lung_area_mm2: float,
+                   reach_mm: tuple[float, ...]) -> _Aerated:
+    """Steps 1-4: air inside the body, airways, lung components, right / left."""
+    n_slices = lowres_hu.shape[0]
+    # -- 1. air inside the body (per slice: pure gas connected to the image border
+    # or to the outside-field padding is outside air; a lung cut by the field keeps
+    # its parenchyma statistics and stays inside)
+    pad = _outside_field(lowres_hu)
+    body, inner_lut, air_labels = _inside_air(lowres_hu, pad, air_threshold_hu, _OUTSIDE_AIR_HU, grid.ap_axis,
+                                              min_lung_area_mm2 / grid.pixel_mm2)
+    midline, cut_body = _body_midline(ct, grid.perm, grid.lr_axis, grid.factor, body & ~pad, pad)
+    candidate = inner_lut[air_labels]
+    del air_labels, inner_lut
+    # steps 2-5 work inside the box of the air in the body (lungs, airways,
+    # bowel gas, padding) plus the widest reach of any later step
+    box = _work_box(candidate | (pad & body), reach_mm, grid)
+    box_lowres, box_body = lowres_hu[box], body[box]
+    box_midline = midline[box[0]] - box[grid.lr_axis].start
+    # -- 2. trachea and main bronchi
+    airway = (_find_trachea(box_lowres, box_body, box_midline, grid, airway_hu) if n_slices >= 3
+              else np.zeros_like(box_body))
+    # -- 3. lung components
+    lung = _lung_components(ct, box_lowres, candidate[box] & ~airway, grid,
+                            gas_threshold_hu=gas_threshold_hu, min_lung_area_mm2=min_lung_area_mm2)
+    del candidate
+    if n_slices < 3:
+        lung, airway = _single_slice_airways(lung, airway, box_lowres, box_midline, grid, airway_hu)
+    # -- 4. right / left
+    side = _split_sides(lung, box_lowres.shape, grid.pixel_mm, box_midline, grid.lr_axis, grid.lr_sign)
+    # nothing dense is added within 10 mm of the field's edge (padding or an
+    # image border the lungs reach): what lies beyond is unknown, and the strip
+    # of chest wall and blurred air a small field cuts off is not lung
+    away = _away_from_field_edge(_embed(side > 0, box, pad.shape), pad, grid.pixel_mm, 10.0)[box]
+    return _Aerated(box, side, airway, box_body, _depth_mm(body, grid.pixel_mm, box), away, bool(cut_body))
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The working grid: cranio-caudal axis first, in-plane blocks of ``factor`` pixels.
+
+    ``perm`` puts the S/I axis first; ``lr_axis`` (1 or 2, in permuted order)
+    is the in-plane axis closest to LPS x and ``lr_sign`` the sign of x along
+    it; ``spacing_mm`` is the full-resolution (slice, row, column) spacing and
+    ``pixel_mm`` the low-resolution in-plane pixel size; ``sup_sign`` is +1
+    when the slice index grows towards the head.
+    """
+
+    perm: tuple[int, int, int]
+    lr_axis: int
+    lr_sign: float
+    sup_sign: float
+    spacing_mm: tuple[float, float, float]
+    factor: int
+
+    @classmethod
+    def of(cls, ct: CTVolume) -> _Grid:
+        perm, lr_axis, lr_sign = _pipeline_axes(ct)
+        if min(ct.shape[perm[1]], ct.shape[perm[2]]) < 3:
+            # a single coronal/sagittal slice: every axial section would be a line of voxels
+            raise SegmentationError(
+                f"Series {ct.meta.key} ({ct.shape[0]} slice(s), orientation {ct.orientation}) is a non-axial "
+                "image too thin to hold axial sections: the classical segmentation works on axial slices or on "
+                "volumes. Potential fix: score the axial series, or a volume covering the chest."
+            )
+        spacing_mm = tuple(float(ct.spacing_mm[k]) for k in perm)
+        # morphology on ~1.6-2.4 mm pixels; the border is refined at full resolution
+        factor = max(1, int(round(2.0 / min(spacing_mm[1], spacing_mm[2]))))
+        sup_sign = 1.0 if ct.direction[2, perm[0]] >= 0 else -1.0
+        return cls(perm, lr_axis, lr_sign, sup_sign, spacing_mm, factor)  # type: ignore[arg-type]
+
+    @property
+    def pixel_mm(self) -> tuple[float, float]:
+        return (self.spacing_mm[1] * self.factor, self.spacing_mm[2] * self.factor)
+
+    @property
+    def pixel_mm2(self) -> float:
+        return self.pixel_mm[0] * self.pixel_mm[1]
+
+    @property
+    def voxel_ml(self) -> float:
+        return self.spacing_mm[0] * self.pixel_mm2 / 1000.0
+
+    @property
+    def ap_axis(self) -> int:
+        return 3 - self.lr_axis
+
+
+@dataclass(frozen=True)
+class _FillParams:
+    """Options of the dense-lung fill (step 5); see :func:`segment_threshold`."""
+
+    radius_mm: float
+    dense_max_hu: float
+    max_depth_mm: float
+    max_hu: float
+    grow_min_hu: float
+    grow_max_hu: float
+    grow_mm: float
+    air_hu: float
+
+
+def _find_trachea(lowres_hu: np.ndarray, body: np.ndarray, midline: np.ndarray, grid: _Grid,
+                  airway_hu: float) -> np.ndarray:
+    """Trachea and main bronchi (low-res mask, dilated by about 2 mm).
+
+    A vertical chain of small (<= 8 cm²) 2-D components of pure air (lumen
+    below ``airway_hu``: the partial-volume wall separates it from lung): the
+    largest 3-D chain of at least 1 mL that spans 30 mm or more within 30 mm
+    of the body midline.
+    """
+    airway = np.zeros(lowres_hu.shape, bool)
+    lumen = (lowres_hu < airway_hu) & body
+    lumen_labels, n_lumen = ndimage.label(lumen, structure=_CROSS2D)
+    area_mm2 = _count_where(lumen_labels, lumen, n_lumen) * grid.pixel_mm2
+    tube_lut = area_mm2 <= 800.0
+    tube_lut[0] = False
+    tube = tube_lut[lumen_labels]
+    del lumen_labels
+    tube_labels, n_tubes = ndimage.label(tube, structure=_CROSS3D)
+    if n_tubes == 0:
+        return airway
+    tube_voxels = _count_where(tube_labels, tube, n_tubes)
+    tube_voxels[0] = 0
+    # a trachea holds >= 1 mL of air: only a handful of components qualify
+    candidates = np.flatnonzero(tube_voxels * grid.voxel_ml >= 1.0)
+    boxes = ndimage.find_objects(tube_labels)
+    best, best_voxels = 0, 0.0
+    for k in candidates:  # loop over a few large tube components
+        box = boxes[k - 1]
+        centre = [(x.start + x.stop - 1) / 2.0 for x in box]  # bounding-box centre
+        extent_mm = (box[0].stop - box[0].start) * grid.spacing_mm[0]
+        offset_mm = abs(centre[grid.lr_axis] - midline[int(round(centre[0]))]) * grid.pixel_mm[grid.lr_axis - 1]
+        if extent_mm >= 30.0 and offset_mm <= 30.0 and tube_voxels[k] > best_voxels:
+            best, best_voxels = int(k), float(tube_voxels[k])  # the trachea
+    if best:
+        airway = _dilate2d_local(tube_labels == best, max(1, int(round(2.0 / min(grid.pixel_mm)))))
+        log.debug("airway: %d voxels (low-res)", int(airway.sum()))
+    return airway
+
+
+def _lung_components(ct: CTVolume, lowres_hu: np.ndarray, candidate: np.ndarray, grid: _Grid, *,
+                     gas_threshold_hu: float, min_lung_area_mm2: float) -> np.ndarray:
+    """The 3-D air components inside the body that are lung (low-res mask).
+
+    Kept: not gas (at most 45 % of voxels below ``gas_threshold_hu``), a
+    largest axial section of at least a tenth of ``min_lung_area_mm2``, at
+    least 2 % of the largest lung component's volume, not below the
+    diaphragm.  Raises :class:`SegmentationError` when no component has
+    ``min_lung_area_mm2`` in one section.
+    """
+    comp_labels, n_comps = ndimage.label(candidate, structure=_CROSS3D)
+    if n_comps == 0:
+        raise _no_lung(ct, "no air-filled region inside the body")
+    comp_flat = comp_labels.ravel()
+    comp_voxels = _count_where(comp_labels, candidate, n_comps)
+    comp_gas = _count_where(comp_labels, lowres_hu < gas_threshold_hu, n_comps)
+    # largest 2-D section of each 3-D component (each 2-D piece lies in exactly one)
+    section_labels, n_sections = ndimage.label(candidate, structure=_CROSS2D)
+    section_px = _count_where(section_labels, candidate, n_sections)
+    inside = np.flatnonzero(candidate)
+    owner = np.zeros(n_sections + 1, np.int64)
+    owner[section_labels.ravel()[inside]] = comp_flat[inside]
+    del inside, section_labels
+    max_section_mm2 = np.zeros(n_comps + 1)
+    np.maximum.at(max_section_mm2, owner[1:], section_px[1:] * grid.pixel_mm2)
+    gas_frac = comp_gas / np.maximum(comp_voxels, 1)
+    keep = (gas_frac <= 0.45) & (max_section_mm2 >= min_lung_area_mm2 / 10.0)
+    keep[0] = False
+    big = keep & (max_section_mm2 >= min_lung_area_mm2)
+    if not big.any():
+        non_gas = gas_frac[1:] <= 0.45
+        seen_mm2 = float(max_section_mm2[1:][non_gas].max()) if non_gas.any() else 0.0
+        gas = (f"; gas (bowel/stomach-like) regions up to {max_section_mm2[1:][~non_gas].max() / 100:.1f} cm² "
+               "ignored" if (~non_gas).any() else "")
+        raise _no_lung(
+            ct,
+            f"no air-filled region of lung size inside the body (largest non-gas air region "
+            f"{seen_mm2 / 100:.1f} cm² in one slice; a lung needs >= {min_lung_area_mm2 / 100:.0f} cm²{gas})",
+        )
+    # keep fragments of at least 2 % of the largest lung component
+    keep &= comp_voxels >= 0.02 * comp_voxels[big].max()
+    # gas below the diaphragm (bowel, stomach) is never lung
+    keep &= ~_below_diaphragm(comp_labels, keep, comp_voxels, grid.spacing_mm[0], grid.sup_sign)
+    return keep[comp_labels]
+
+
+def _single_slice_airways(lung: np.ndarray, airway: np.ndarray, lowres_hu: np.ndarray, midline: np.ndarray,
+                          grid: _Grid, airway_hu: float) -> tuple[np.ndarray, np.ndarray]:
+    """With fewer than 3 slices there is no vertical chain to follow: a small
+    section near the midline, apart from the lungs and holding pure air
+    (lumen, not parenchyma), is the trachea or a main bronchus."""
+    section_labels, n_sections = ndimage.label(lung, structure=_CROSS2D)
+    if n_sections <= 1:
+        return lung, airway
+    index = np.arange(1, n_sections + 1)
+    section_px = ndimage.sum_labels(lung, section_labels, index)
+    lumen_px = ndimage.sum_labels(lowres_hu < airway_hu, section_labels, index)
+    centre = np.asarray(ndimage.center_of_mass(lung, section_labels, index))
+    offset_mm = (np.abs(centre[:, grid.lr_axis] - midline[np.round(centre[:, 0]).astype(int)])
+                 * grid.pixel_mm[grid.lr_axis - 1])
+    tube = np.zeros(n_sections + 1, bool)
+    # lumen share: 0.10-0.26 for real main bronchi on 5 mm slices, <= 0.03 for lung pieces
+    tube[1:] = (section_px * grid.pixel_mm2 <= 400.0) & (offset_mm <= 30.0) & (lumen_px >= 0.08 * section_px)
+    if tube.any():
+        airway = airway | ndimage.binary_dilation(tube[section_labels], structure=_SQUARE2D)
+        lung = lung & ~tube[section_labels]
+    return lung, airway
+
+
+def _fill_dense_lung(lowres_hu: np.ndarray, side: np.ndarray, air_lung: np.ndarray, body: np.ndarray,
+                     depth_mm: np.ndarray, airway: np.ndarray, away_from_edge: np.ndarray, grid: _Grid,
+                     fill: _FillParams) -> tuple[np.ndarray, np.ndarray]:
+    """Dense lung back in, per lung: hull-like closing near the chest wall,
+    small closing, hole filling, rim growth.  Returns the new labels and the
+    airway with a one-pixel margin (never lung)."""
+    near_airway = _dilate2d_local(airway, 1)
+    dense_ok = (lowres_hu < fill.dense_max_hu) & ~near_airway & away_from_edge
+    out = side.copy()
+    # a closing stays inside each slice's bounding box; only the rim growth leaves it
+    margin_px = int(math.ceil(fill.grow_mm / min(grid.pixel_mm))) + 2
+    for code in (1, 2):  # the two lungs
+        one_lung = side == code
+        if not one_lung.any():
+            continue
+        box = _bbox(one_lung, (0, margin_px, margin_px))
+        add = _fill_one_lung(code, one_lung[box], lowres_hu[box], air_lung[box], body[box] & dense_ok[box],
+                             depth_mm[box] <= fill.max_depth_mm, near_airway[box], grid, fill)
+        out_box = out[box]
+        out_box[add & (out_box == 0)] = code
+    return out, near_airway
+
+
+def _fill_one_lung(code: int, one_lung: np.ndarray, lowres_hu: np.ndarray, air_lung: np.ndarray,
+                   dense_ok: np.ndarray, near_wall: np.ndarray, near_airway: np.ndarray, grid: _Grid,
+                   fill: _FillParams) -> np.ndarray:
+    """Voxels to add to one lung (arrays cropped to its box).
+
+    Juxtapleural consolidation lies near the chest wall (``near_wall``); the
+    hilum, whose concavity a closing would also fill, lies deep in the
+    thorax.  Nothing is added medial to the lung's own aerated part in the
+    same row (mediastinum, heart, liver dome stay out).
+    """
+    lr_axis = grid.lr_axis
+    shape = [1, 1, 1]
+    shape[lr_axis] = -1
+    pos_lr = np.arange(one_lung.shape[lr_axis]).reshape(shape) * grid.lr_sign
+    if code == 1:  # right lung: smaller LPS x; medial = larger x
+        medial_edge = np.where(one_lung, pos_lr, -np.inf).max(axis=lr_axis, keepdims=True)
+        lateral_ok = pos_lr <= medial_edge
+    else:
+        medial_edge = np.where(one_lung, pos_lr, np.inf).min(axis=lr_axis, keepdims=True)
+        lateral_ok = pos_lr >= medial_edge
+    big_close = (_coarse_closing2d(one_lung, fill.radius_mm, grid.pixel_mm) & near_wall & lateral_ok
+                 & (lowres_hu < fill.max_hu))
+    # the hull of the bases' thin arcs holds the diaphragm dome (pieces lying
+    # mostly right under the lung, with no lung below them) and fat, which is
+    # never lung (extrapleural, subdiaphragmatic; local mean over about 6 mm)
+    if big_close.any():
+        aerated = one_lung & air_lung
+        big_close &= ~_dome_pieces(big_close & ~one_lung, _under_lung(aerated, grid.spacing_mm[0], grid.sup_sign),
+                                   aerated.sum(axis=(1, 2)))
+        local_hu = ndimage.uniform_filter(lowres_hu, size=(1, 3, 3))
+        big_close &= ~((local_hu >= _FAT_HU[0]) & (local_hu < _FAT_HU[1]))
+        del local_hu
+    small_close = _octagon_closing2d(one_lung, max(1, int(round(5.0 / min(grid.pixel_mm)))))
+    closed = (big_close | small_close) & dense_ok
+    # holes enclosed by the lung (vessels, even with contrast) are lung
+    closed = ndimage.binary_fill_holes(closed | one_lung, structure=_CROSS2D) & ~near_airway
+    # the hull's chord cuts off the rim of consolidation along a curved chest
+    # wall: grow a few mm into consolidation-like (not muscle) density, seeded
+    # by the dense voxels the closing or the partly-aerated step added, never
+    # by the aerated border
+    grow_ok = near_wall & lateral_ok & (lowres_hu < fill.grow_max_hu) & (lowres_hu >= fill.grow_min_hu)
+    seed = closed & ~(one_lung & air_lung) & (lowres_hu >= fill.air_hu)
+    if seed.any():
+        closed |= ndimage.binary_dilation(seed, structure=_CROSS2D,
+                                          iterations=max(1, int(round(fill.grow_mm / min(grid.pixel_mm)))),
+                                          mask=grow_ok)
+    return closed & ~one_lung
+
+
+def _edge_threshold(lowres_hu: np.ndarray, air_lung: np.ndarray) -> float:
+    """Partial-volume midpoint between the lungs' median HU and soft tissue (+40 HU), in [-500, -250]."""
+    median_hu = float(np.median(lowres_hu[air_lung][:: max(1, int(air_lung.sum()) // 200_000)]))
+    return float(np.clip((median_hu + 40.0) / 2.0, -500.0, -250.0))
+
+
+def _away_from_field_edge(lung: np.ndarray, pad: np.ndarray, pixel_mm: tuple[float, float], mm: float) -> np.ndarray:
     """False within ``mm`` (in-plane) of the padding or of an image border
     that the lungs touch; all True when neither occurs (the usual scan)."""
     edge = pad.copy()
@@ -488,12 +704,15 @@ def _away_from_field_edge(lung: np.ndarray, pad: np.ndarray, psp: tuple[float, f
         edge |= frame[None] & touched.any()
     if not edge.any():
         return np.ones(lung.shape, bool)
-    return _dist_from2d(edge, psp) > mm
+    return _dist_from2d(edge, pixel_mm) > mm
 
 
 def _one_lung_warning(labels: np.ndarray, cut: bool) -> str:
     """A warning when the mask holds one lung only (less than 2 % of it on the other side)."""
-    n_right, n_left = int((labels == 1).sum()), int((labels == 2).sum())
+    # codes are 0, 1, 2: the sum counts left voxels twice (one pass each, no temporary)
+    n_lung = int(np.count_nonzero(labels))
+    n_left = int(labels.sum(dtype=np.int64)) - n_lung
+    n_right = n_lung - n_left
     if min(n_right, n_left) >= 0.02 * max(n_right, n_left, 1):
         return ""
     side = "right" if n_right > n_left else "left"
@@ -516,7 +735,7 @@ def _dome_pieces(add: np.ndarray, under: np.ndarray, aerated_px: np.ndarray) -> 
         return np.zeros_like(add)
     flat = lab.ravel()
     tot = np.bincount(flat, minlength=n + 1)
-    hit = np.bincount(flat, weights=under.ravel(), minlength=n + 1)
+    hit = _count_where(lab, under, n)
     k_of = np.zeros(n + 1, np.int64)
     k_of[flat] = np.repeat(np.arange(add.shape[0]), add.shape[1] * add.shape[2])
     lut = (hit >= 0.5 * np.maximum(tot, 1)) & (tot >= 0.1 * aerated_px[k_of])
@@ -585,7 +804,7 @@ def _below_diaphragm(lab3: np.ndarray, ok: np.ndarray, vol3: np.ndarray, slice_m
     return out
 
 
-def _outside_field(lo: np.ndarray) -> np.ndarray:
+def _outside_field(lowres_hu: np.ndarray) -> np.ndarray:
     """Pixels outside the reconstructed field of view (low-res grid).
 
     Padding is far below air (-2048, -3024; linear interpolation of such
@@ -593,19 +812,31 @@ def _outside_field(lo: np.ndarray) -> np.ndarray:
     (-1024, -1000), exactly constant over a 3×3 neighbourhood, which noisy
     air and lung never are.
     """
-    pad = lo < -1100.0
-    low = lo <= -1000.0
-    if low.any():
-        # constant 3x3 patches: in-plane max == min (computed only where it can hold)
-        mx = ndimage.maximum_filter(lo, footprint=_SQUARE2D, mode="nearest")
-        mn = ndimage.minimum_filter(lo, footprint=_SQUARE2D, mode="nearest")
-        const = low & (mx == mn)
+    pad = lowres_hu < -1100.0
+    low = lowres_hu <= -1000.0
+    # a constant 3x3 patch (edges repeated) needs three equal pixels in its
+    # row: a cheap test that noisy air fails; the whole patch is then
+    # compared only at those candidates
+    run3 = low.copy()
+    run3[:, :, 1:] &= lowres_hu[:, :, 1:] == lowres_hu[:, :, :-1]
+    run3[:, :, :-1] &= lowres_hu[:, :, :-1] == lowres_hu[:, :, 1:]
+    slices, rows, cols = np.nonzero(run3)
+    if slices.size:
+        centre = lowres_hu[slices, rows, cols]
+        same = np.ones(slices.size, bool)
+        for d_row in (-1, 1):  # the rows above and below (the centre row passed already)
+            near_rows = np.clip(rows + d_row, 0, lowres_hu.shape[1] - 1)
+            for d_col in (-1, 0, 1):
+                same &= lowres_hu[slices, near_rows, np.clip(cols + d_col, 0, lowres_hu.shape[2] - 1)] == centre
+        const = np.zeros_like(low)
+        const[slices[same], rows[same], cols[same]] = True
         # the padding's rim (not constant over 3x3) holds the same air value
-        pad |= ndimage.binary_dilation(const, structure=_SQUARE2D, iterations=2, mask=low) if const.any() else const
+        if same.any():
+            pad |= ndimage.binary_dilation(const, structure=_SQUARE2D, iterations=2, mask=low)
     return pad
 
 
-def _inside_air(lo: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, ap_axis: int,
+def _inside_air(lowres_hu: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, ap_axis: int,
                 min_section_px: float):
     """Split air-like pixels into outside air and air inside the body, per slice.
 
@@ -621,31 +852,30 @@ def _inside_air(lo: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, a
     air and padding), the look-up table of inside air components and the
     2-D labels.
     """
-    air = (lo < air_hu) & ~pad
+    air = (lowres_hu < air_hu) & ~pad
     lab2, n2 = ndimage.label(air, structure=_CROSS2D)
     sides = np.zeros(n2 + 1, np.int8)  # number of image edges each component touches
     for e in (lab2[:, 0, :], lab2[:, -1, :], lab2[:, :, 0], lab2[:, :, -1]):
         t = np.zeros(n2 + 1, bool)
-        t[np.unique(e)] = True
+        t[e] = True
         sides += t
     edge = sides > 0
     if pad.any():
-        edge[np.unique(lab2[ndimage.binary_dilation(pad, structure=_SQUARE2D)])] = True
-    flat = lab2.ravel()
-    npx = np.bincount(flat, minlength=n2 + 1)
-    gas = np.bincount(flat, weights=(lo < gas_hu).ravel(), minlength=n2 + 1)
+        edge[lab2[ndimage.binary_dilation(pad, structure=_SQUARE2D)]] = True
+    npx = _count_where(lab2, air, n2)  # label 0 (not air) counts 0
+    gas = _count_where(lab2, lowres_hu < gas_hu, n2)
     # outside air is mostly gas, or surrounds the body (touches three or four
     # image edges, with the mattress and blankets, and still holds some pure
     # gas); a lung cut by the field is parenchyma and meets the field's edge
     # on one or two sides (both lungs joined in a tight crop: three, no gas)
-    some_gas = np.bincount(flat, weights=(lo < -940.0).ravel(), minlength=n2 + 1) >= 0.10 * npx
+    some_gas = _count_where(lab2, lowres_hu < -940.0, n2) >= 0.10 * npx
     outside = edge & ((gas > 0.45 * npx) | ((sides >= 3) & some_gas))
     outside[0] = False
     maybe = edge & ~outside
     maybe[0] = False
     open_ = maybe.copy()
     if maybe.any():
-        open_ &= ~_enclosed_by_body(lab2, maybe, lo >= air_hu, pad, ap_axis)
+        open_ &= ~_enclosed_by_body(lab2, maybe, lowres_hu >= air_hu, pad, ap_axis)
     if open_.any():
         # not enclosed in its own slice (a small reconstruction circle cuts the
         # lung laterally): lung when it continues, in 3-D, a lung section that
@@ -655,10 +885,10 @@ def _inside_air(lo: np.ndarray, pad: np.ndarray, air_hu: float, gas_hu: float, a
         sure[0] = False
         lab3, n3 = ndimage.label((sure | open_)[lab2], structure=_CROSS3D)
         good3 = np.zeros(n3 + 1, bool)
-        good3[np.unique(lab3[sure[lab2]])] = True
+        good3[lab3[sure[lab2]]] = True
         good3[0] = False
         joined = np.zeros(n2 + 1, bool)
-        joined[np.unique(lab2[good3[lab3]])] = True
+        joined[lab2[good3[lab3]]] = True
         outside |= open_ & ~joined
     outside[0] = False  # label 0 = tissue: inside the body unless proven otherwise
     kept = edge & ~outside
@@ -696,11 +926,12 @@ def _enclosed_by_body(lab2: np.ndarray, which: np.ndarray, tissue: np.ndarray, p
     after = np.flip(np.maximum.accumulate(np.flip(body, axis=ap_axis), axis=ap_axis), axis=ap_axis)
     flat = lab2.ravel()
     n = np.bincount(flat, minlength=which.size)
-    n_in = np.bincount(flat, weights=(before & after).ravel(), minlength=which.size)
+    n_in = _count_where(lab2, before & after, which.size - 1)
     return which & (n_in >= 0.6 * np.maximum(n, 1))
 
 
-def _body_midline(ct: CTVolume, perm, lr_axis: int, f: int, vis: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, bool]:
+def _body_midline(ct: CTVolume, perm, lr_axis: int, factor: int, vis: np.ndarray,
+                  pad: np.ndarray) -> tuple[np.ndarray, bool]:
     """Body midline (index along the left-right axis, low-res grid) per slice.
 
     The centre of the visible body, unless the body is cut by the image
@@ -738,14 +969,14 @@ def _body_midline(ct: CTVolume, perm, lr_axis: int, f: int, vis: np.ndarray, pad
     first = np.where(rows, first, n_lr).min(axis=1)
     last = np.where(rows, last, -1).max(axis=1)
     # LPS x along the lr axis (at the centre of the other axes); low-res pixel j
-    # covers full-res indices j*f .. j*f+f-1
+    # covers full-res indices j*factor .. j*factor+factor-1
     centre = np.array([(n - 1) / 2.0 for n in ct.shape])
     idx1 = centre.copy()
     ax = perm[lr_axis]
-    centre[ax], idx1[ax] = 0.0, float(f)
+    centre[ax], idx1[ax] = 0.0, float(factor)
     x0, x1 = ct.index_to_lps(centre)[0], ct.index_to_lps(idx1)[0]
-    j0 = -x0 / (x1 - x0) - (f - 1) / (2.0 * f) if abs(x1 - x0) > 1e-6 else np.nan
-    px_mm = abs(x1 - x0) / f
+    j0 = -x0 / (x1 - x0) - (factor - 1) / (2.0 * factor) if abs(x1 - x0) > 1e-6 else np.nan
+    px_mm = abs(x1 - x0) / factor
     if cut_lo and cut_hi:
         # cut at both sides (a small field): x = 0 when it lies in (or within
         # 30 mm of) the image, else the centre of what is visible
@@ -771,7 +1002,7 @@ def _dilate2d_local(mask: np.ndarray, iterations: int) -> np.ndarray:
     return out
 
 
-def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu_max: float,
+def _add_poorly_aerated(lowres_hu, side, body, depth_mm, airway, pixel_mm, *, sd_min: float, hu_max: float,
                         hu_min: float = -700.0, bone_hu: float = 180.0, air_hu: float = -250.0,
                         gas_hu: float = -940.0,
                         min_air_frac: float = 0.05, open_mm: float = 4.0) -> np.ndarray:
@@ -783,113 +1014,163 @@ def _add_poorly_aerated(lo, side, body, depth, airway, psp, *, sd_min: float, hu
     lung = side > 0
     if not lung.any():
         return side
-    marg = int(math.ceil(40.0 / min(psp)))
-    bb = _bbox(lung, (0, marg, marg))
-    lob = lo[bb].astype(np.float32, copy=False)
-    mean = ndimage.uniform_filter(lob, size=(1, 3, 3))  # 3x3 low-res pixels: about 5-7 mm
-    sd = ndimage.uniform_filter(lob * lob, size=(1, 3, 3))
-    sd -= mean * mean
-    np.maximum(sd, 0, out=sd)
-    np.sqrt(sd, out=sd)
+    margin_px = int(math.ceil(40.0 / min(pixel_mm)))
+    box = _bbox(lung, (0, margin_px, margin_px))
+    box_hu = lowres_hu[box].astype(np.float32, copy=False)
+    lung_box, side_box = lung[box], side[box]
+    mean_hu = ndimage.uniform_filter(box_hu, size=(1, 3, 3))  # 3x3 low-res pixels: about 5-7 mm
+    sd_hu = ndimage.uniform_filter(box_hu * box_hu, size=(1, 3, 3))
+    sd_hu -= mean_hu * mean_hu
+    np.maximum(sd_hu, 0, out=sd_hu)
+    np.sqrt(sd_hu, out=sd_hu)
     # stay off bone edges and the skin (both are heterogeneous too)
-    near_bone = _dilate2d_local(mean > bone_hu, 2)
-    inner = depth[bb] > 8.0
-    lb = lung[bb]
+    near_bone = _dilate2d_local(mean_hu > bone_hu, 2)
+    inner = depth_mm[box] > 8.0
     # air outside the lungs: small pockets (bronchograms, aerated lobules) or
     # larger pure gas (trachea, bronchi, oesophagus), whose wall must stay out
-    air = (lob < air_hu) & ~lb & body[bb]
-    laba, na = ndimage.label(air, structure=_CROSS2D)
-    npx = np.bincount(laba.ravel(), minlength=na + 1)
-    pure = np.bincount(laba.ravel(), weights=(lob < gas_hu).ravel(), minlength=na + 1)
-    gas_lut = (npx * (psp[0] * psp[1]) >= 150.0) & (pure >= 0.2 * npx)
+    air = (box_hu < air_hu) & ~lung_box & body[box]
+    air_labels, n_air = ndimage.label(air, structure=_CROSS2D)
+    air_px = _count_where(air_labels, air, n_air)  # label 0 (not air) counts 0: never gas
+    pure_px = _count_where(air_labels, box_hu < gas_hu, n_air)
+    gas_lut = (air_px * (pixel_mm[0] * pixel_mm[1]) >= 150.0) & (pure_px >= 0.2 * air_px)
     gas_lut[0] = False
-    gas = gas_lut[laba]
+    gas = gas_lut[air_labels]
     pocket = air & ~gas
-    del laba
-    near_gas = _dilate2d_local(gas, max(1, int(round(5.0 / min(psp)))))
-    cand = inner & ~near_bone & ~airway[bb] & ~lb & (sd >= sd_min) & (mean < hu_max) & (mean >= hu_min)
-    del mean, sd, near_bone, inner
-    # blobs only: an opening removes the one-pixel rims along every edge
-    cand = ndimage.binary_opening(cand, structure=_CROSS2D, iterations=max(1, int(round(open_mm / min(psp)))))
-    if not cand.any():
+    del air_labels
+    near_gas = _dilate2d_local(gas, max(1, int(round(5.0 / min(pixel_mm)))))
+    candidate = (inner & ~near_bone & ~airway[box] & ~lung_box & (sd_hu >= sd_min) & (mean_hu < hu_max)
+                 & (mean_hu >= hu_min))
+    del mean_hu, sd_hu, near_bone, inner
+    add = _poorly_aerated_blobs(candidate, pocket, near_gas, side_box, pixel_mm, min_air_frac=min_air_frac,
+                                open_mm=open_mm)
+    if add is None:
         return side
-    # partly aerated lung holds air (bronchograms, aerated lobules) that is not
-    # part of the aerated lung; a partial-volume band along an edge does not
-    lab, n = ndimage.label(cand, structure=_CROSS2D)
-    flat = lab.ravel()
-    size = np.bincount(flat, minlength=n + 1)
-    pockets = np.bincount(flat, weights=pocket.ravel(), minlength=n + 1)
-    ok = pockets >= min_air_frac * size
-    # tissue around pure gas is bowel (stool and gas under the diaphragm) or the
-    # wall of the trachea, bronchi or oesophagus: the whole blob stays out
-    ok[np.unique(lab[near_gas])] = False
-    del near_gas
-    # blobs touching a lung in their own slice join it (in 3-D, bowel under the
-    # diaphragm would join through the lung bases)
-    sb = side[bb]
-    touching = np.zeros(n + 1, bool)
-    touching[np.unique(lab[ndimage.binary_dilation(sb > 0, structure=_SQUARE2D)])] = True
-    ok &= touching
-    ok[0] = False
-    add = ok[lab]
-    if not add.any():
-        return side
-    zs = np.flatnonzero(add.any(axis=(1, 2)))
-    zsl = slice(int(zs[0]), int(zs[-1]) + 1)
-    d_right = _dist_from2d(sb[zsl] == 1, psp)
-    d_left = _dist_from2d(sb[zsl] == 2, psp)
-    code = np.where(d_right <= d_left, 1, 2).astype(np.uint8)
+    slices = np.flatnonzero(add.any(axis=(1, 2)))
+    slab = slice(int(slices[0]), int(slices[-1]) + 1)
+    dist_right = _dist_from2d(side_box[slab] == 1, pixel_mm)
+    dist_left = _dist_from2d(side_box[slab] == 2, pixel_mm)
+    code = np.where(dist_right <= dist_left, 1, 2).astype(np.uint8)
     out = side.copy()
-    ob = out[bb][zsl]
-    a = add[zsl]
-    ob[a] = code[a]
+    out_slab = out[box][slab]
+    add_slab = add[slab]
+    out_slab[add_slab] = code[add_slab]
     log.debug("poorly aerated lung: %d voxels added (low-res)", int(add.sum()))
     return out
 
 
-def _to_full(out: np.ndarray, air_lung: np.ndarray, hu: np.ndarray, f: int, shape, thr: float,
-             airway: np.ndarray) -> np.ndarray:
-    """Labels on the full grid; along the aerated border each voxel is decided by ``hu < thr``."""
-    lung = out > 0
-    res = np.zeros(shape, np.uint8)
+def _poorly_aerated_blobs(candidate: np.ndarray, pocket: np.ndarray, near_gas: np.ndarray, side_box: np.ndarray,
+                          pixel_mm: tuple[float, float], *, min_air_frac: float, open_mm: float) -> np.ndarray | None:
+    """The candidate blobs that are partly aerated lung (None when there are none).
+
+    Blobs only (an opening removes the one-pixel rims along every edge),
+    holding air pockets (>= ``min_air_frac``: bronchograms, aerated
+    lobules; a partial-volume band along an edge holds none), not around
+    pure gas (bowel, trachea, oesophagus walls), touching a lung in their
+    own slice (in 3-D, bowel under the diaphragm would join through the
+    lung bases).
+    """
+    if not candidate.any():
+        return None
+    # (inside the candidates' box: an opening never leaves its input)
+    cand_box = _bbox(candidate, (0, 1, 1))
+    opened = np.zeros_like(candidate)
+    opened[cand_box] = ndimage.binary_opening(candidate[cand_box], structure=_CROSS2D,
+                                              iterations=max(1, int(round(open_mm / min(pixel_mm)))))
+    if not opened.any():
+        return None
+    blob_labels, n_blobs = ndimage.label(opened, structure=_CROSS2D)
+    blob_px = _count_where(blob_labels, opened, n_blobs)
+    pocket_px = _count_where(blob_labels, pocket, n_blobs)
+    keep = pocket_px >= min_air_frac * blob_px
+    keep[blob_labels[near_gas]] = False
+    # (the lung dilated by one pixel is needed only on the blobs: around their box)
+    wide = _bbox(opened, (0, 2, 2))
+    near_lung = np.zeros_like(opened)
+    near_lung[wide] = ndimage.binary_dilation(side_box[wide] > 0, structure=_SQUARE2D)
+    touching = np.zeros(n_blobs + 1, bool)
+    touching[blob_labels[near_lung & opened]] = True
+    keep &= touching
+    keep[0] = False
+    add = keep[blob_labels]
+    return add if add.any() else None
+
+
+def _to_full(labels_lowres: np.ndarray, air_lung: np.ndarray, hu: np.ndarray, factor: int,
+             shape: tuple[int, ...], edge_hu: float, near_airway: np.ndarray) -> np.ndarray:
+    """Labels on the full grid; along the aerated border each voxel is decided by ``hu < edge_hu``.
+
+    Every low-res pixel is painted onto its ``factor``×``factor`` block;
+    only the blocks on the aerated lung's border (inside it, or just outside
+    and not airway) read the full-resolution HU.
+    """
+    lung = labels_lowres > 0
+    labels = np.zeros(shape, np.uint8)
     if not lung.any():
-        return res
+        return labels
     # work inside the lungs' bounding box (plus one low-res pixel)
-    bb = _bbox(lung, (0, 1, 1))
-    fb = (bb[0], slice(bb[1].start * f, min(bb[1].stop * f, shape[1])),
-          slice(bb[2].start * f, min(bb[2].stop * f, shape[2])))
-    sub_shape = tuple(x.stop - x.start for x in fb)
-    o, al, aw, lg = out[bb], air_lung[bb], airway[bb], lung[bb]
-    # low-res pixels on the border of the aerated lung: decide at full resolution
-    outer = ndimage.binary_dilation(al, structure=_SQUARE2D) & ~lg & ~aw
-    inner_edge = al & ~ndimage.binary_erosion(lg, structure=_SQUARE2D, border_value=1)
-    sub = _upsample(o, f, sub_shape).copy()
-    air_full = hu[fb] < thr
-    sub[_upsample(inner_edge, f, sub_shape) & ~air_full] = 0
-    # outer band: take full-res air voxels, labelled by the neighbouring lung
-    ob = _upsample(outer, f, sub_shape) & air_full
-    if ob.any():
-        near = _upsample(ndimage.grey_dilation(o, footprint=_SQUARE2D[1:2]), f, sub_shape)
-        sub[ob] = near[ob]
-    res[fb] = sub
-    return res
+    box = _bbox(lung, (0, 1, 1))
+    full_box = (box[0], slice(box[1].start * factor, min(box[1].stop * factor, shape[1])),
+                slice(box[2].start * factor, min(box[2].stop * factor, shape[2])))
+    labels_box, aerated, lung_box = labels_lowres[box], air_lung[box], lung[box]
+    outer = ndimage.binary_dilation(aerated, structure=_SQUARE2D) & ~lung_box & ~near_airway[box]
+    inner_edge = aerated & ~ndimage.binary_erosion(lung_box, structure=_SQUARE2D, border_value=1)
+    labels_full_box = labels[full_box]
+    _paint_blocks(labels_full_box, labels_box, factor)
+    if factor == 1:
+        air = hu[full_box] < edge_hu
+        labels_full_box[inner_edge & ~air] = 0
+        near = ndimage.grey_dilation(labels_box, footprint=_SQUARE2D[1:2])
+        labels_full_box[outer & air] = near[outer & air]
+        return labels
+    # border blocks: inner edge keeps its lung where air, outer band takes the neighbouring lung where air
+    block_k, block_r, block_c = np.nonzero(inner_edge | outer)
+    if block_k.size == 0:
+        return labels
+    near = ndimage.grey_dilation(labels_box, footprint=_SQUARE2D[1:2])
+    value = np.where(inner_edge, labels_box, near)[block_k, block_r, block_c]
+    offset_r, offset_c = np.divmod(np.arange(factor * factor), factor)
+    n_rows, n_cols = labels_full_box.shape[1], labels_full_box.shape[2]
+    hu_box = hu[full_box]
+    chunk = 1 << 17  # blocks per step: index arrays of a few MB
+    for start in range(0, block_k.size, chunk):  # chunks of border blocks, not a loop over voxels
+        part = slice(start, start + chunk)
+        # partial blocks at the image's end: clipped indices repeat a voxel of the same block
+        rows = np.minimum(block_r[part, None] * factor + offset_r, n_rows - 1)
+        cols = np.minimum(block_c[part, None] * factor + offset_c, n_cols - 1)
+        slices = block_k[part, None]
+        air = hu_box[slices, rows, cols] < edge_hu
+        labels_full_box[slices, rows, cols] = np.where(air, value[part, None], np.uint8(0))
+    return labels
 
 
-def _split_sides(lung, shape, sp, psp, mid, lr_axis, lr_sign) -> np.ndarray:
+def _paint_blocks(out: np.ndarray, values: np.ndarray, factor: int) -> None:
+    """Write each in-plane pixel of ``values`` onto its ``factor``×``factor``
+    block of ``out`` (a partial last block takes what fits)."""
+    for offset_r in range(factor):  # factor² strided views, not a loop over voxels
+        for offset_c in range(factor):
+            view = out[:, offset_r::factor, offset_c::factor]
+            view[...] = values[:, : view.shape[1], : view.shape[2]]
+
+
+def _upsample(values: np.ndarray, factor: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Nearest-neighbour in-plane upsampling by ``factor``, cut to ``shape``."""
+    if factor == 1:
+        return values
+    out = np.empty(shape, values.dtype)
+    _paint_blocks(out, values, factor)
+    return out
+
+
+def _split_sides(lung, shape, pixel_mm, mid, lr_axis, lr_sign) -> np.ndarray:
     """Label lung voxels 1 (right) / 2 (left); split components spanning both sides."""
     lab, n = ndimage.label(lung, structure=_CROSS3D)
     out = np.zeros(shape, np.uint8)
     if n == 0:
         return out
     # fraction of each component on each side of the per-slice body midline
-    pos = np.arange(shape[lr_axis], dtype=np.float32)
-    pshape = [1, 1, 1]
-    pshape[lr_axis] = -1
-    rel = pos.reshape(pshape) - mid.reshape(-1, 1, 1).astype(np.float32)
-    # +1 where LPS x is larger than the midline (patient left)
-    leftish = (rel * lr_sign) > 0
-    vol = np.bincount(lab.ravel(), minlength=n + 1)
-    nleft = np.bincount(lab.ravel(), weights=np.broadcast_to(leftish, shape).ravel(), minlength=n + 1)
+    leftish = _left_of(mid, shape[lr_axis], lr_axis, lr_sign)
+    vol = _count_where(lab, lung, n)
+    nleft = _count_where(lab, np.broadcast_to(leftish, shape), n)
     frac_left = nleft / np.maximum(vol, 1)
     two_sided = (np.minimum(frac_left, 1 - frac_left) >= 0.15) & (vol >= 0.2 * vol[1:].max())
     two_sided[0] = False
@@ -897,11 +1178,26 @@ def _split_sides(lung, shape, sp, psp, mid, lr_axis, lr_sign) -> np.ndarray:
     lut[1:] = np.where(frac_left[1:] > 0.5, 2, 1)
     out = lut[lab]
     if two_sided.any():
-        out = _split_touching(two_sided[lab], out, psp, mid, lr_axis, lr_sign, leftish)
+        comp = two_sided[lab]
+        box = _bbox(comp, (0, 0, 0))
+        mid_box = mid[box[0]] - box[lr_axis].start
+        n_lr = box[lr_axis].stop - box[lr_axis].start
+        out[box] = _split_touching(comp[box], out[box], pixel_mm, mid_box, lr_axis, lr_sign,
+                                   _left_of(mid_box, n_lr, lr_axis, lr_sign))
     return out
 
 
-def _split_touching(comp, out, psp, mid, lr_axis, lr_sign, leftish) -> np.ndarray:
+def _left_of(mid: np.ndarray, n_lr: int, lr_axis: int, lr_sign: float) -> np.ndarray:
+    """True where LPS x is larger than the per-slice midline ``mid`` (patient
+    left); shape (slices, n_lr, 1) or (slices, 1, n_lr) by ``lr_axis``."""
+    pos = np.arange(n_lr, dtype=np.float32)
+    pshape = [1, 1, 1]
+    pshape[lr_axis] = -1
+    rel = pos.reshape(pshape) - mid.reshape(-1, 1, 1).astype(np.float32)
+    return (rel * lr_sign) > 0
+
+
+def _split_touching(comp, out, pixel_mm, mid, lr_axis, lr_sign, leftish) -> np.ndarray:
     """Per-slice minimum cut of lungs that touch (anterior / posterior junction).
 
     In every slice, 2-D pieces of ``comp`` lying on one side of the midline
@@ -912,8 +1208,8 @@ def _split_touching(comp, out, psp, mid, lr_axis, lr_sign, leftish) -> np.ndarra
     shape = comp.shape
     lab2, n2 = ndimage.label(comp, structure=_CROSS2D)
     lb = np.broadcast_to(leftish, shape)
-    cnt = np.bincount(lab2.ravel(), minlength=n2 + 1)
-    nl = np.bincount(lab2.ravel(), weights=lb.ravel(), minlength=n2 + 1)
+    cnt = _count_where(lab2, comp, n2)
+    nl = _count_where(lab2, lb, n2)
     frac = nl / np.maximum(cnt, 1)
     straddle = np.minimum(frac, 1 - frac) >= 0.05
     straddle[0] = False
@@ -925,7 +1221,7 @@ def _split_touching(comp, out, psp, mid, lr_axis, lr_sign, leftish) -> np.ndarra
         row_axis = 3 - lr_axis
         prof = st.sum(axis=row_axis).astype(np.float64)  # (slices, lr positions)
         pos = np.arange(prof.shape[1], dtype=np.float64)[None, :]
-        offset_mm = np.abs(pos - mid[:, None]) * psp[lr_axis - 1]
+        offset_mm = np.abs(pos - mid[:, None]) * pixel_mm[lr_axis - 1]
         cost = np.where(offset_mm <= 30.0, prof + offset_mm * 1e-3, np.inf)
         cut = np.argmin(cost, axis=1).astype(np.float64)  # per slice
         p_shape = [1, 1, 1]

@@ -31,6 +31,7 @@ masks are then one filter away (``df[df.qc_flags != ""]``).  Flags:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,60 +88,41 @@ def qc_checks(ct: CTVolume, regions: RegionMap) -> list[QCCheck]:
     """
     lungs = regions if regions.region_set == "lungs" else regions.to_lungs()
     codes = {name: code for code, name in lungs.names.items()}
-    labels = lungs.labels
-    right = labels == codes.get("right", 1)
-    left = labels == codes.get("left", 2)
-    mask = right | left
-    out: list[QCCheck] = []
-    if not mask.any():
+    lung_codes = (codes.get("right", 1), codes.get("left", 2))
+    tight = _mask_box(lungs.labels, lung_codes)
+    if tight is None:
         return [QCCheck("lung_volume", "the lung mask is empty")]
-    vox_ml = ct.voxel_volume_ml
     si = int(np.argmax(np.abs(ct.direction[2, :])))  # the cranio-caudal axis
-    up = ct.direction[2, si] > 0  # index grows towards the head
-    other = tuple(k for k in range(3) if k != si)
-    area = mask.sum(axis=other)  # voxels per cranio-caudal position
-    ks = np.flatnonzero(area)
-    n_pos = mask.shape[si]
-    top_k, bottom_k = (ks[-1], ks[0]) if up else (ks[0], ks[-1])
-    end_top, end_bottom = (n_pos - 1, 0) if up else (0, n_pos - 1)
-    big = area.max()
-    no_apex = top_k == end_top and area[top_k] >= 0.1 * big
-    no_base = bottom_k == end_bottom and area[bottom_k] >= 0.1 * big
-
-    # -- volume for the covered length
-    total_ml = float(mask.sum() * vox_ml)
-    length_cm = len(ks) * ct.spacing_mm[si] / 10.0
-    mean_section_cm2 = total_ml / max(length_cm, 1e-6)
-    if not (no_apex or no_base):
-        if not 1000.0 <= total_ml <= 10000.0:
-            out.append(QCCheck("lung_volume", f"total lung volume {total_ml:.0f} mL with apex and base covered "
-                                              "(plausible adult range 1000-10000 mL)"))
-    elif not 5.0 <= mean_section_cm2 <= 600.0:
-        out.append(QCCheck("lung_volume", f"lung volume {total_ml:.0f} mL over {length_cm:.1f} cm covered "
-                                          f"(mean section {mean_section_cm2:.0f} cm²; plausible 5-600 cm²)"))
-    # -- right / left
-    r_ml, l_ml = float(right.sum() * vox_ml), float(left.sum() * vox_ml)
-    if not (no_apex or no_base):
-        ratio = r_ml / l_ml if l_ml > 0 else np.inf
-        if not 0.6 <= ratio <= 1.8:
-            out.append(QCCheck("right_left_ratio", f"right/left volume ratio {ratio:.2f} "
-                                                   f"({r_ml:.0f} / {l_ml:.0f} mL; plausible 0.6-1.8)"))
+    up = bool(ct.direction[2, si] > 0)  # index grows towards the head
+    # everything below works inside the mask's box, one pixel wider in-plane
+    box = tuple(s if k == si else slice(max(s.start - 1, 0), min(s.stop + 1, ct.shape[k]))
+                for k, s in enumerate(tight))
+    box_labels = lungs.labels[box]
+    right, left = box_labels == lung_codes[0], box_labels == lung_codes[1]
+    mask = right | left
+    area = np.zeros(ct.shape[si], np.int64)  # voxels per cranio-caudal position
+    area[box[si]] = np.count_nonzero(mask, axis=tuple(k for k in range(3) if k != si))
+    vox_ml = ct.voxel_volume_ml
+    out = _extent_checks(area, ct.spacing_mm[si], up, int(np.count_nonzero(right)), int(np.count_nonzero(left)),
+                         vox_ml)
     # -- outline on the image border or the padding
-    share = _border_share(ct.hu, mask, si)
+    share = _border_share(ct.hu[box], mask, si, _on_image_border(box, ct.shape, si))
     if share > 0.05:
         out.append(QCCheck("mask_on_border", f"{100 * share:.0f} % of the mask's outline lies on the image "
                                              "border or the outside-field padding (the field of view cuts the lungs)"))
     # -- gas-like pieces
-    gas = _gas_pieces(ct.hu, mask, vox_ml)
+    gas = _gas_pieces(ct.hu[box], mask, vox_ml)
     if gas:
         out.append(QCCheck("gas_in_mask", "gas-like piece(s) in the mask (median HU, mL): "
                                           + ", ".join(f"{m:.0f} HU {v:.1f} mL" for m, v in gas)))
+    del box_labels, right, left, mask
+    no_apex, no_base = _not_covered(area, up)
     if no_apex:
         out.append(QCCheck("apex_not_covered", "the lungs reach the scan's top slice: the apex is not covered"))
     if no_base:
         out.append(QCCheck("base_not_covered", "the lungs reach the scan's bottom slice: the base is not covered"))
     # -- tracheal air
-    trachea_hu = _trachea_mean_hu(ct, mask, si, up)
+    trachea_hu = _trachea_mean_hu(ct, lungs.labels, lung_codes, tight, si, up)
     if trachea_hu is not None and abs(trachea_hu + 1000.0) > 50.0:
         out.append(QCCheck("trachea_air_hu", f"tracheal air reads {trachea_hu:.0f} HU (expected -1000 ± 50): "
                                              "a calibration or reconstruction problem shifts every HU band"))
@@ -149,29 +131,93 @@ def qc_checks(ct: CTVolume, regions: RegionMap) -> list[QCCheck]:
     return out
 
 
+def _mask_box(labels: np.ndarray, lung_codes: tuple[int, int]) -> tuple[slice, ...] | None:
+    """Bounding box of the right and left labels (one pass, no temporary); None when both are empty."""
+    boxes = ndimage.find_objects(labels, max_label=max(lung_codes))
+    found = [boxes[code - 1] for code in lung_codes if code >= 1 and boxes[code - 1] is not None]
+    if not found:
+        return None
+    return tuple(slice(min(b[ax].start for b in found), max(b[ax].stop for b in found)) for ax in range(3))
+
+
+def _on_image_border(box: tuple[slice, ...], shape: tuple[int, ...], si: int) -> tuple[bool, bool, bool, bool]:
+    """Whether the box's first / last row and first / last column (in-plane, axial order) are the image's."""
+    rows, cols = (box[k] for k in range(3) if k != si)
+    n_rows, n_cols = (shape[k] for k in range(3) if k != si)
+    return rows.start == 0, rows.stop == n_rows, cols.start == 0, cols.stop == n_cols
+
+
+def _not_covered(area: np.ndarray, up: bool) -> tuple[bool, bool]:
+    """(apex, base) not covered: the lungs reach the first / last position with >= 10 % of their largest section."""
+    ks = np.flatnonzero(area)
+    n_pos = area.size
+    top_k, bottom_k = (ks[-1], ks[0]) if up else (ks[0], ks[-1])
+    end_top, end_bottom = (n_pos - 1, 0) if up else (0, n_pos - 1)
+    big = area.max()
+    return (bool(top_k == end_top and area[top_k] >= 0.1 * big),
+            bool(bottom_k == end_bottom and area[bottom_k] >= 0.1 * big))
+
+
+def _extent_checks(area: np.ndarray, slice_mm: float, up: bool, n_right: int, n_left: int,
+                   vox_ml: float) -> list[QCCheck]:
+    """Volume for the covered length and the right / left ratio (``area``: voxels per position)."""
+    out: list[QCCheck] = []
+    no_apex, no_base = _not_covered(area, up)
+    total_ml = float((n_right + n_left) * vox_ml)
+    right_ml, left_ml = float(n_right * vox_ml), float(n_left * vox_ml)
+    length_cm = np.count_nonzero(area) * slice_mm / 10.0
+    mean_section_cm2 = total_ml / max(length_cm, 1e-6)
+    if not (no_apex or no_base):
+        if not 1000.0 <= total_ml <= 10000.0:
+            out.append(QCCheck("lung_volume", f"total lung volume {total_ml:.0f} mL with apex and base covered "
+                                              "(plausible adult range 1000-10000 mL)"))
+        ratio = right_ml / left_ml if left_ml > 0 else np.inf
+        if not 0.6 <= ratio <= 1.8:
+            out.append(QCCheck("right_left_ratio", f"right/left volume ratio {ratio:.2f} "
+                                                   f"({right_ml:.0f} / {left_ml:.0f} mL; plausible 0.6-1.8)"))
+    elif not 5.0 <= mean_section_cm2 <= 600.0:
+        out.append(QCCheck("lung_volume", f"lung volume {total_ml:.0f} mL over {length_cm:.1f} cm covered "
+                                          f"(mean section {mean_section_cm2:.0f} cm²; plausible 5-600 cm²)"))
+    return out
+
+
 def _axial(a: np.ndarray, si: int) -> np.ndarray:
     return np.moveaxis(a, si, 0)
 
 
-def _border_share(hu: np.ndarray, mask: np.ndarray, si: int) -> float:
-    """Share of the in-plane outline of ``mask`` on the image border or next to padding."""
+def _border_share(hu: np.ndarray, mask: np.ndarray, si: int, on_border: tuple[bool, bool, bool, bool]) -> float:
+    """Share of the in-plane outline of ``mask`` on the image border or next to padding.
+
+    ``hu`` and ``mask`` are cropped to the mask's box, one pixel wider than
+    the mask wherever that box is not at the image border (``on_border``:
+    first / last row, first / last column), so the erosion sees the same
+    neighbours as on the whole image.
+    """
     m = _axial(mask, si)
     h = _axial(hu, si)
     outline = m & ~ndimage.binary_erosion(m, structure=_CROSS2D, border_value=0)
-    n = int(outline.sum())
+    n = int(np.count_nonzero(outline))
     if n == 0:
         return 0.0
     frame = np.zeros(m.shape[1:], bool)
-    frame[0, :] = frame[-1, :] = frame[:, 0] = frame[:, -1] = True
+    first_row, last_row, first_col, last_col = on_border
+    frame[0, :] |= first_row
+    frame[-1, :] |= last_row
+    frame[:, 0] |= first_col
+    frame[:, -1] |= last_col
     edge = np.broadcast_to(frame, m.shape) & outline
     pad = h < -1100  # outside-field padding (and interpolation undershoot)
     if pad.any():
         edge = edge | (outline & ndimage.binary_dilation(pad, structure=_CROSS2D))
-    return float(edge.sum()) / n
+    return float(np.count_nonzero(edge)) / n
 
 
 def _gas_pieces(hu: np.ndarray, mask: np.ndarray, vox_ml: float) -> list[tuple[float, float]]:
     """(median HU, volume mL) of the mask's connected pieces (>= 1 mL) with median below -950 HU."""
+    # such a piece holds >= 0.5 mL below -950 HU: without that much in the whole mask (a clean
+    # lung), there is nothing to label
+    if np.count_nonzero(hu[mask] < -950) * vox_ml < 0.5:
+        return []
     found = ndimage.find_objects(mask.view(np.uint8) if mask.dtype == bool else (mask > 0).view(np.uint8))
     if not found or found[0] is None:
         return []
@@ -197,58 +243,65 @@ def _gas_pieces(hu: np.ndarray, mask: np.ndarray, vox_ml: float) -> list[tuple[f
     return out
 
 
-def _trachea_mean_hu(ct: CTVolume, mask: np.ndarray, si: int, up: bool) -> float | None:
+def _trachea_mean_hu(ct: CTVolume, labels: np.ndarray, lung_codes: tuple[int, int], box: tuple[slice, ...],
+                     si: int, up: bool) -> float | None:
     """Mean HU of the trachea's lumen core, or None when no trachea is seen.
 
     Above the lungs' upper third, the trachea is a round air section of
-    1-6 cm² near the middle between the lungs, outside the lung mask, not
-    touching the image border, in at least 3 consecutive positions.  The core
-    (1.5 mm away from the wall) is averaged.
+    1-6 cm² near the middle between the lungs (centroid within 30 mm across
+    and 60 mm front-back), outside the lung mask, in at least 3 consecutive
+    positions.  Sections are looked for within 40 mm more than that around
+    the middle (a section reaching further is not round); one touching that
+    window or the image border is not the trachea.  The core (1.5 mm away
+    from the wall) is averaged.
     """
     hu = _axial(ct.hu, si)
-    m = _axial(mask, si)
-    if not up:
-        hu, m = hu[::-1], m[::-1]
-    sp = [ct.spacing_mm[k] for k in (si, *(k for k in range(3) if k != si))]
-    ks = np.flatnonzero(m.any(axis=(1, 2)))
-    k0 = ks[0] + int(0.6 * (ks[-1] - ks[0]))  # upper 40 % of the lungs and above
-    sub_hu = hu[k0:]
-    sub_m = m[k0:]
-    if sub_hu.shape[0] < 3:
+    lab = _axial(labels, si)
+    slices, rows, cols = box[si], *(box[k] for k in range(3) if k != si)
+    n_pos = hu.shape[0]
+    first_k, last_k = (slices.start, slices.stop - 1) if up else (n_pos - slices.stop, n_pos - 1 - slices.start)
+    k0 = first_k + int(0.6 * (last_k - first_k))  # upper 40 % of the lungs and above
+    if n_pos - k0 < 3:
         return None
-    cols = np.flatnonzero(m.any(axis=(0, 1)))
-    centre_c = 0.5 * (cols[0] + cols[-1])
-    rows = np.flatnonzero(m.any(axis=(0, 2)))
-    centre_r = 0.5 * (rows[0] + rows[-1])
-    cand = (sub_hu < -700) & ~sub_m
-    lab, n = ndimage.label(cand, structure=_CROSS2D)
+    spacing_mm = [ct.spacing_mm[k] for k in (si, *(k for k in range(3) if k != si))]
+    centre_r, centre_c = 0.5 * (rows.start + rows.stop - 1), 0.5 * (cols.start + cols.stop - 1)
+    window = (slice(k0, n_pos) if up else slice(0, n_pos - k0),
+              _around(centre_r, (60.0 + 40.0) / spacing_mm[1], hu.shape[1]),
+              _around(centre_c, (30.0 + 40.0) / spacing_mm[2], hu.shape[2]))
+    sub_hu = hu[window] if up else hu[window][::-1]
+    sub_lab = lab[window] if up else lab[window][::-1]
+    cand = (sub_hu < -700) & (sub_lab != lung_codes[0]) & (sub_lab != lung_codes[1])
+    sections, n = ndimage.label(cand, structure=_CROSS2D)
     if n == 0:
         return None
-    flat = lab.ravel()
-    npx = np.bincount(flat, minlength=n + 1)
-    area_cm2 = npx * sp[1] * sp[2] / 100.0
+    area_cm2 = np.bincount(sections[cand], minlength=n + 1) * spacing_mm[1] * spacing_mm[2] / 100.0
     edge = np.zeros(n + 1, bool)
-    for e in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1]):
-        edge[np.unique(e)] = True
+    for e in (sections[:, 0, :], sections[:, -1, :], sections[:, :, 0], sections[:, :, -1]):
+        edge[e] = True
     ok = (area_cm2 >= 1.0) & (area_cm2 <= 6.0) & ~edge
     ok[0] = False
     if not ok.any():
         return None
     # centroids of the candidate sections only (a few), from their own pixels: no pass per coordinate
-    sel = ok[lab]
+    sel = ok[sections]
     pos = np.nonzero(sel)
-    lab_sel = lab[sel]
+    lab_sel = sections[sel]
     count = np.maximum(np.bincount(lab_sel, minlength=n + 1), 1)
     cen = np.zeros((n + 1, 3))
-    for axis in (1, 2):
-        cen[:, axis] = np.bincount(lab_sel, weights=pos[axis], minlength=n + 1) / count
-    near = (np.abs(cen[:, 2] - centre_c) * sp[2] <= 30.0) & (np.abs(cen[:, 1] - centre_r) * sp[1] <= 60.0)
+    for axis, start in ((1, window[1].start), (2, window[2].start)):
+        cen[:, axis] = np.bincount(lab_sel, weights=pos[axis], minlength=n + 1) / count + start
+    near = ((np.abs(cen[:, 2] - centre_c) * spacing_mm[2] <= 30.0)
+            & (np.abs(cen[:, 1] - centre_r) * spacing_mm[1] <= 60.0))
     ok &= near
-    keep = ok[lab]
+    keep = ok[sections]
     if keep.any(axis=(1, 2)).sum() < 3:
         return None
-    r = max(1, int(round(1.5 / min(sp[1], sp[2]))))
+    r = max(1, int(round(1.5 / min(spacing_mm[1], spacing_mm[2]))))
     core = ndimage.binary_erosion(keep, structure=_CROSS2D, iterations=r)
     if core.sum() < 10:
         return None
     return float(sub_hu[core].mean())
+
+
+def _around(centre: float, half_px: float, n: int) -> slice:
+    return slice(max(int(math.floor(centre - half_px)), 0), min(int(math.ceil(centre + half_px)) + 1, n))
