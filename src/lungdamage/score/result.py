@@ -40,7 +40,7 @@ def dependency_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for dist in ("lungdamage", "numpy", "scipy", "scikit-image", "pydicom", "SimpleITK"):
+    for dist in ("lungdamage", "numpy", "scipy", "pydicom", "SimpleITK"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
