@@ -4,15 +4,18 @@
 Usage::
 
     python scripts/bench.py [core]     # read / segment / score a 512x512x400 phantom series
-    python scripts/bench.py io         # header indexing files/s; read vs SimpleITK ImageSeriesReader
+    python scripts/bench.py io         # header indexing files/s; read vs SimpleITK ImageSeriesReader; codecs
+    python scripts/bench.py scaling    # analyze on 100 / 200 / 400 / 800 slices (512x512): time, peak RSS, per slice
     python scripts/bench.py lungmask   # lungmask R231 with random weights, seconds per slice
     python scripts/bench.py batch      # batch throughput, 1 vs 2 workers
     python scripts/bench.py dicomweb   # sample trial from disk vs over DICOMweb (needs Orthanc + DICOMweb plugin)
 
 Each prints a Markdown table.  The phantom series is written once to
 ``$LUNGDAMAGE_BENCH_DIR`` (default: the system temp folder) and reused.
-Targets (2-core machine): end-to-end <= 15 s, scoring kernel <= 5x one
-``np.copy`` of the volume, classical segmentation <= 8 s.
+Targets (2-core machine, issue 19): ``analyze`` end to end <= 3.0 s (``--regions
+lobes`` <= 4.0 s) and peak RSS <= 1.0 GiB on the 512x512x400 series;
+``read_series`` <= 1.0x SimpleITK's time; per-slice cost flat within 20 % from
+100 to 800 slices; batch with 2 workers >= 1.8x one worker.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ def phantom_series(n_slices: int = 400, matrix: int = 512, slice_mm: float = 0.7
     return folder
 
 
+def scaling_series(n_slices: int) -> Path:
+    """The same 300 mm of thorax in ``n_slices`` slices (512x512): thinner slices, same anatomy."""
+    return phantom_series(n_slices=n_slices, slice_mm=300.0 / n_slices)
+
+
 def best_of(fn, repeat: int = 3) -> tuple[float, object]:
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -60,17 +68,26 @@ def best_of(fn, repeat: int = 3) -> tuple[float, object]:
     return best, out
 
 
-def _peak_rss_of(code: str) -> tuple[float, float]:
-    """Run ``code`` in a fresh interpreter; return (seconds, peak RSS in MiB)."""
+def _peak_rss_of(code: str, setup: str = "") -> tuple[float, float]:
+    """Run ``setup`` then ``code`` in a fresh interpreter; return (seconds of ``code``, peak RSS in MiB)."""
+    secs, mib, _ = _fresh_run(code, setup)
+    return secs, mib
+
+
+def _fresh_run(code: str, setup: str = "") -> tuple[float, float, float]:
+    """(seconds of ``code``, peak RSS MiB, RSS MiB after ``setup``) in a fresh interpreter."""
     wrapper = (
         "import resource, time, json\n"
+        f"{setup}\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
         "t0 = time.perf_counter()\n"
         f"{code}\n"
-        "print(json.dumps([time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print(json.dumps([time.perf_counter() - t0, peak, base]))\n"
     )
     out = subprocess.run([sys.executable, "-c", wrapper], check=True, capture_output=True, text=True).stdout
-    secs, mib = json.loads(out.strip().splitlines()[-1])
-    return secs, mib
+    secs, mib, base = json.loads(out.strip().splitlines()[-1])
+    return secs, mib, base
 
 
 def bench_core() -> None:
@@ -125,7 +142,7 @@ def bench_io() -> None:
         archive = batch_archive()
         n_arch = sum(1 for _ in archive.rglob("*.dcm"))
         for workers in (1, None):
-            t, _ = best_of(lambda: scan(archive, workers=workers), repeat=2)
+            t, _ = best_of(lambda w=workers: scan(archive, workers=w), repeat=2)
             label = "1 process" if workers == 1 else f"{os.cpu_count()} processes"
             rows.append((f"catalog.scan, {n_arch} files, {label}", t, f"{n_arch / t:,.0f} files/s (target >= 2,000)"))
 
@@ -142,6 +159,26 @@ def bench_io() -> None:
     print("| step | seconds | note |\n|---|---:|---|")
     for name, t, note in rows:
         print(f"| {name} | {t:.2f} | {note} |")
+
+
+def bench_scaling() -> None:
+    """``analyze`` (default options) on 100, 200, 400 and 800 slices of 512x512, each in a fresh process."""
+    rows = []
+    for n in (100, 200, 400, 800):
+        folder = scaling_series(n)
+        secs, mib, base = _fresh_run(f"ld.analyze({str(folder)!r}).to_frame()", setup="import lungdamage as ld")
+        rows.append((n, secs, mib, base))
+    ref_t = rows[2][1] / rows[2][0]
+    ref_m = (rows[2][2] - rows[2][3]) / rows[2][0]
+    print(f"\nMachine: {machine()}\n\nSame 300 mm of thorax in each series (slice spacing 300 mm / slices), 512x512; "
+          "fresh process each, imports excluded from the time\n")
+    print("| slices | seconds | ms per slice | vs 400 | peak RSS MiB | MiB per slice above imports | vs 400 |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for n, secs, mib, base in rows:
+        per_t, per_m = secs / n, (mib - base) / n
+        print(f"| {n} | {secs:.2f} | {1000 * per_t:.1f} | {per_t / ref_t:.2f} | {mib:.0f} | {per_m:.2f} | "
+              f"{per_m / ref_m:.2f} |")
+    print(f"\nRSS after imports: {rows[0][3]:.0f} MiB. Target: per-slice cost flat within 20 % (0.80-1.20 vs 400).")
 
 
 def bench_lungmask() -> None:
@@ -272,11 +309,12 @@ def bench_dicomweb() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="core", choices=("core", "io", "lungmask", "batch", "dicomweb"))
+    parser.add_argument("what", nargs="?", default="core",
+                        choices=("core", "io", "scaling", "lungmask", "batch", "dicomweb"))
     args = parser.parse_args()
-    {"core": bench_core, "io": bench_io, "lungmask": bench_lungmask, "batch": bench_batch, "dicomweb": bench_dicomweb}[
-        args.what
-    ]()
+    benches = {"core": bench_core, "io": bench_io, "scaling": bench_scaling, "lungmask": bench_lungmask,
+               "batch": bench_batch, "dicomweb": bench_dicomweb}
+    benches[args.what]()
 
 
 if __name__ == "__main__":
