@@ -99,8 +99,8 @@ def _axis_coords(ct: CTVolume, lps_row: int) -> tuple[int, np.ndarray]:
     return ax, coord
 
 
-def _extent(mask: np.ndarray, ax: int, coord: np.ndarray, half: float) -> tuple[float, float] | None:
-    other = tuple(k for k in range(3) if k != ax)
+def _extent(mask: np.ndarray, ax: int, coord: np.ndarray, half: float, ndim: int = 3) -> tuple[float, float] | None:
+    other = tuple(k for k in range(ndim) if k != ax)
     present = mask.any(axis=other)
     if not present.any():
         return None
@@ -371,10 +371,13 @@ def _box_geometry(ct: CTVolume, box: tuple[slice, ...]) -> _Box:
 def _lobes_of_side(geo: _Box, m: np.ndarray, side: int, model: _Model, out: np.ndarray) -> list[str]:
     """Write the lobe codes of one lung (``m``, bool on the box) into ``out``; return the refined fissures."""
     zax, yax, sp = geo.zax, geo.yax, geo.spacing_mm
-    ez = _extent(m, zax, geo.z, sp[zax] / 2.0)
-    ey = _extent(m, yax, geo.y, sp[yax] / 2.0)
-    if ez is None or ey is None:
+    counts = m.sum(axis=geo.xax, dtype=np.int32)  # voxels per (z, y) pair, axes in (zax, yax) order
+    zy = counts if zax < yax else counts.T
+    if not zy.any():
         return []
+    ez = _extent(zy, 0, geo.z, sp[zax] / 2.0, ndim=2)
+    ey = _extent(zy, 1, geo.y, sp[yax] / 2.0, ndim=2)
+    assert ez is not None and ey is not None
     hz, hy = max(ez[1] - ez[0], 1e-6), max(ey[1] - ey[0], 1e-6)
     # oblique fissure plane z = slope * y + c (mm; y posterior): the level
     # z - slope * y is above c in the upper lobe (front of / above the fissure)
@@ -382,7 +385,8 @@ def _lobes_of_side(geo: _Box, m: np.ndarray, side: int, model: _Model, out: np.n
     if model.lobe_shares is None:
         c_obl = ez[0] + model.oblique_posterior_height * hz - slope * ey[1]
     else:
-        c_obl = _oblique_level(geo, m, slope, _lobe_share(model.lobe_shares, ("RLL",) if side == 1 else ("LLL",), side))
+        lower = _lobe_share(model.lobe_shares, ("RLL",) if side == 1 else ("LLL",), side)
+        c_obl = _oblique_level(geo, zy, slope, lower)
     obl_dist = _along(zax, geo.z) - slope * _along(yax, geo.y) - c_obl  # mm, + superior of the plane
     refined = []
     obl_off: np.ndarray | float = 0.0  # cranio-caudal offset (mm) onto the visible fissure
@@ -393,8 +397,8 @@ def _lobes_of_side(geo: _Box, m: np.ndarray, side: int, model: _Model, out: np.n
             refined.append(f"{'right' if side == 1 else 'left'} oblique")
     upper = m & (obl_dist > obl_off)  # in front of / above the oblique fissure
     if side == 2:
-        out[m] = 5  # LLL
-        out[upper] = 4  # LUL
+        np.copyto(out, 5, where=m)  # LLL
+        np.copyto(out, 4, where=upper)  # LUL
         return refined
     if model.lobe_shares is None:
         h_z = ez[0] + model.horizontal_height * hz
@@ -407,21 +411,20 @@ def _lobes_of_side(geo: _Box, m: np.ndarray, side: int, model: _Model, out: np.n
         if off is not None:
             hor_off = off
             refined.append("right horizontal")
-    out[m] = 3  # RLL
-    out[upper] = 2  # RML
-    out[upper & (hor_dist >= hor_off)] = 1  # RUL
+    np.copyto(out, 3, where=m)  # RLL
+    np.copyto(out, 2, where=upper)  # RML
+    upper &= hor_dist >= hor_off
+    np.copyto(out, 1, where=upper)  # RUL
     return refined
 
 
-def _oblique_level(geo: _Box, m: np.ndarray, slope: float, lower_share: float) -> float:
-    """Level ``c`` of the oblique plane ``z - slope * y = c`` below which ``lower_share`` of the lung lies."""
-    zax, yax = geo.zax, geo.yax
-    # voxel counts per (z, y) pair: the plane's level depends on z and y only
-    counts = m.sum(axis=geo.xax)  # 2-D, axes in (zax, yax) order
-    zz = geo.z[:, None] if zax < yax else geo.z[None, :]
-    yy = geo.y[None, :] if zax < yax else geo.y[:, None]
-    level = zz - slope * yy
-    w = counts.ravel().astype(np.float64)
+def _oblique_level(geo: _Box, zy: np.ndarray, slope: float, lower_share: float) -> float:
+    """Level ``c`` of the oblique plane ``z - slope * y = c`` below which ``lower_share`` of the lung lies.
+
+    ``zy``: the lung's voxel counts per (z, y) pair (the plane's level depends on z and y only).
+    """
+    level = geo.z[:, None] - slope * geo.y[None, :]
+    w = zy.ravel().astype(np.float64)
     keep = w > 0
     return _weighted_threshold(level.ravel()[keep], w[keep], lower_share)
 
@@ -521,7 +524,8 @@ def _band_grid(geo: _Box, mask: np.ndarray, dist_mm: np.ndarray, band_mm: float)
     n_block = f[0] * f[1] * f[2]
     sub = _block_sum(geo.hu[box], f, np.float32)  # exact: integer sums far below 2**24
     sub /= np.float32(n_block)
-    nb = 2 * _block_sum(near[box], f, np.int32) >= n_block  # at least half of the block in the band
+    count_type = np.uint8 if n_block <= 255 else np.int32
+    nb = 2 * _block_sum(near[box], f, count_type).astype(np.int32) >= n_block  # at least half in the band
     if np.count_nonzero(nb) < 50:
         return None
     return sub, nb, bb, f
@@ -542,8 +546,8 @@ def _block_sum(a: np.ndarray, f: list[int], dtype: type) -> np.ndarray:
         def part(j: int, k: int = k, axis: int = axis) -> tuple[slice, ...]:
             return tuple(slice(j, None, k) if ax == axis else slice(None) for ax in range(3))
 
-        acc: np.ndarray = out[part(0)].astype(dtype)
-        for j in range(1, k):
+        acc: np.ndarray = np.add(out[part(0)], out[part(1)], dtype=dtype) if k > 1 else out.astype(dtype)
+        for j in range(2, k):
             acc += out[part(j)]
         out = acc
     return out if out is not a else a.astype(dtype)
