@@ -883,17 +883,30 @@ def _to_hu(
             hu += inter.astype(np.int16)[:, None, None]
             outside_possible = rmin + int(inter.min()) <= OUTSIDE_FIELD_HU
     if hu is None:
-        wide = raw.astype(np.float32)
-        wide *= slope.astype(np.float32)[:, None, None]
-        wide += inter.astype(np.float32)[:, None, None]
-        np.rint(wide, out=wide)
-        np.clip(wide, -32768, 32767, out=wide)
-        hu = wide.astype(np.int16)
-        del wide
+        hu = _rescale_blocks(raw, slope, inter)
     if outside_possible:
         np.putmask(hu, hu <= OUTSIDE_FIELD_HU, AIR_HU)
     if pad is not None:
         np.putmask(hu, pad, AIR_HU)
+    return hu
+
+
+def _rescale_blocks(raw: np.ndarray, slope: np.ndarray, inter: np.ndarray, block: int = 16) -> np.ndarray:
+    """``rint(raw * slope + inter)`` clipped to int16, in float32 blocks of ``block`` slices.
+
+    The float32 work array is one block, never the volume (a full-size float32
+    copy would double the reader's peak memory).
+    """
+    hu = np.empty(raw.shape, np.int16)
+    slope32, inter32 = slope.astype(np.float32)[:, None, None], inter.astype(np.float32)[:, None, None]
+    for start in range(0, raw.shape[0], block):
+        part = slice(start, start + block)
+        wide = raw[part].astype(np.float32)
+        wide *= slope32[part]
+        wide += inter32[part]
+        np.rint(wide, out=wide)
+        np.clip(wide, -32768, 32767, out=wide)
+        hu[part] = wide
     return hu
 
 
