@@ -110,7 +110,8 @@ def bench_core() -> None:
     t_e2e, mib = _peak_rss_of(f"import lungdamage as ld; ld.analyze({str(folder)!r}).to_frame()")
     lung_frac = float(np.count_nonzero(regions.labels)) / regions.labels.size
     print(f"\nMachine: {machine()}\n")
-    print(f"Series: {ct.shape[2]}x{ct.shape[1]}x{ct.shape[0]} phantom, {ct.spacing_mm} mm, lung {100 * lung_frac:.1f} % of voxels\n")
+    print(f"Series: {ct.shape[2]}x{ct.shape[1]}x{ct.shape[0]} phantom, {ct.spacing_mm} mm, "
+          f"lung {100 * lung_frac:.1f} % of voxels\n")
     print("| step | seconds | note |\n|---|---:|---|")
     print(f"| read_series (uncompressed DICOM) | {t_read:.2f} | best of 2 |")
     print(f"| segment_lungs (threshold) | {t_seg:.2f} | target <= 8 s |")
@@ -155,7 +156,14 @@ def bench_io() -> None:
     t_ours, _ = best_of(lambda: ld.read_series(folder), repeat=2)
     rows.append(("SimpleITK ImageSeriesReader", t_sitk, ""))
     rows.append(("lungdamage.read_series", t_ours, f"{t_ours / t_sitk:.2f}x SimpleITK's time (target <= 1)"))
-    print(f"\nMachine: {machine()}\n\n{len(files)} files, 512x512\n")
+    for name, folder_c in compressed_series(folder).items():
+        t1, _ = _timed_env(lambda f=folder_c: ld.read_series(f), LUNGDAMAGE_READ_THREADS="1")
+        tn, _ = best_of(lambda f=folder_c: ld.read_series(f), repeat=2)
+        n_c = sum(1 for _ in folder_c.glob("*.dcm"))
+        rows.append((f"read_series, {name}, {n_c} slices, 1 thread", t1, ""))
+        rows.append((f"read_series, {name}, {n_c} slices, default threads", tn, f"{t1 / tn:.2f}x one thread"))
+    print(f"\nMachine: {machine()}\n\n{len(files)} files, 512x512; reader threads by default: "
+          f"{_default_read_threads()}\n")
     print("| step | seconds | note |\n|---|---:|---|")
     for name, t, note in rows:
         print(f"| {name} | {t:.2f} | {note} |")
@@ -181,6 +189,48 @@ def bench_scaling() -> None:
     print(f"\nRSS after imports: {rows[0][3]:.0f} MiB. Target: per-slice cost flat within 20 % (0.80-1.20 vs 400).")
 
 
+def _default_read_threads() -> int:
+    from lungdamage.io.dicom import _reader_threads
+
+    return _reader_threads()
+
+
+def compressed_series(folder: Path, n: int = 64) -> dict[str, Path]:
+    """(Once) the middle ``n`` slices of ``folder`` re-encoded as JPEG 2000 and JPEG-LS lossless (pydicom)."""
+    import pydicom
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
+
+    files = sorted(folder.glob("*.dcm"))
+    mid = files[len(files) // 2 - n // 2 : len(files) // 2 + n // 2]
+    out = {}
+    codecs = (("JPEG 2000 lossless", "j2k", JPEG2000Lossless), ("JPEG-LS lossless", "jls", JPEGLSLossless))
+    for name, tag, uid in codecs:
+        dest = BENCH_DIR / f"{folder.name}_{tag}_{n}"
+        if not (dest / ".complete").exists():
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in mid:
+                ds = pydicom.dcmread(f)
+                ds.compress(uid)
+                ds.save_as(dest / f.name)
+            (dest / ".complete").write_text("ok")
+        out[name] = dest
+    return out
+
+
+def _timed_env(fn, repeat: int = 2, **env: str) -> tuple[float, object]:
+    """``best_of(fn)`` with environment variables set for the duration."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return best_of(fn, repeat=repeat)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def bench_lungmask() -> None:
     import tempfile as tf
 
@@ -194,7 +244,8 @@ def bench_lungmask() -> None:
         from lungmask.resunet import UNet
 
         torch.manual_seed(0)
-        net = UNet(n_classes=3, in_channels=1, padding=True, depth=5, up_mode="upsample", batch_norm=True, residual=False)
+        net = UNet(n_classes=3, in_channels=1, padding=True, depth=5, up_mode="upsample", batch_norm=True,
+                   residual=False)
         path = Path(d) / "random_R231.pth"
         torch.save(net.state_dict(), path)
         from lungdamage.errors import SegmentationError
@@ -290,7 +341,8 @@ def bench_dicomweb() -> None:
                     subprocess.run(
                         [sys.executable, "-m", "lungdamage", "-q", "batch", src, "--store", str(store),
                          "--jobs", str(jobs), "--cache-dir", str(work / "cache")] if src != str(sample) else
-                        [sys.executable, "-m", "lungdamage", "-q", "batch", src, "--store", str(store), "--jobs", str(jobs)],
+                        [sys.executable, "-m", "lungdamage", "-q", "batch", src, "--store", str(store),
+                         "--jobs", str(jobs)],
                         check=True, env=env, capture_output=True,
                     )
                     best = min(best, time.perf_counter() - t0)
@@ -312,7 +364,8 @@ def bench_dicomweb() -> None:
     finally:
         server.stop()
     n = 4
-    print(f"\nMachine: {machine()}\n\nSample trial: {n} series 128x128x64 ({n_files} files, uploaded in {t_upload:.1f} s)\n")
+    print(f"\nMachine: {machine()}\n\nSample trial: {n} series 128x128x64 ({n_files} files, "
+          f"uploaded in {t_upload:.1f} s)\n")
     print("| source | workers | seconds (whole command, best of 2) | series/min |\n|---|---:|---:|---:|")
     for (name, jobs), t in results.items():
         print(f"| {name} | {jobs} | {t:.1f} | {60 * n / t:.1f} |")

@@ -844,10 +844,14 @@ def seek_trailing_pixel_data(fh: Any, size_bytes: int, nbytes: int, *, implicit:
 
 
 def _reader_threads() -> int:
-    """Threads for reading one series: the SimpleITK thread budget when set (batch workers share the
-    cores), else the usable cores; at most 4."""
+    """Threads for reading one series: ``LUNGDAMAGE_READ_THREADS`` when set, else the SimpleITK thread
+    budget when SimpleITK is loaded (batch workers share the cores that way), else the usable cores;
+    at most 4."""
     import sys
 
+    value = os.environ.get("LUNGDAMAGE_READ_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
     sitk = sys.modules.get("SimpleITK")
     if sitk is not None:
         n = int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
