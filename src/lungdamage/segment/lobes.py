@@ -231,9 +231,12 @@ class _Box:
     z: np.ndarray
     y: np.ndarray
     start: tuple[int, int, int]
-    hu: np.ndarray
     spacing_mm: np.ndarray
     direction: np.ndarray
+    #: Block size (voxels per axis) of the fissure search grid: blocks of about 1.3 mm or more.
+    f: tuple[int, int, int]
+    #: Mean HU (float32) of each whole block of the box, blocks counted from the box's start.
+    hu_blocks: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -364,8 +367,18 @@ def _box_geometry(ct: CTVolume, box: tuple[slice, ...]) -> _Box:
         yax = [k for k in range(3) if k != zax][0]
         y = np.arange(ct.shape[yax], dtype=np.float64) * ct.spacing_mm[yax]
     start = (int(box[0].start), int(box[1].start), int(box[2].start))
-    return _Box(zax, yax, 3 - zax - yax, z[box[zax]], y[box[yax]], start, ct.hu[box],
-                np.asarray(ct.spacing_mm, float), np.asarray(ct.direction, float))
+    sp = np.asarray(ct.spacing_mm, float)
+    f = (max(1, int(round(1.3 / sp[0]))), max(1, int(round(1.3 / sp[1]))), max(1, int(round(1.3 / sp[2]))))
+    hu = ct.hu[box]
+    hu_blocks = _block_sum(hu[_whole_blocks(hu.shape, f)], f, np.float32)  # exact: integer sums << 2**24
+    hu_blocks /= np.float32(f[0] * f[1] * f[2])
+    return _Box(zax, yax, 3 - zax - yax, z[box[zax]], y[box[yax]], start, sp, np.asarray(ct.direction, float),
+                f, hu_blocks)
+
+
+def _whole_blocks(shape: tuple[int, ...], f: tuple[int, int, int]) -> tuple[slice, ...]:
+    """The part of an array of ``shape`` made of whole blocks of ``f`` voxels, counted from index 0."""
+    return tuple(slice(0, n // k * k) for n, k in zip(shape, f, strict=True))
 
 
 def _lobes_of_side(geo: _Box, m: np.ndarray, side: int, model: _Model, out: np.ndarray) -> list[str]:
@@ -502,36 +515,36 @@ def _refine_offset(geo: _Box, mask: np.ndarray, dist_mm: np.ndarray, normal_zy: 
 
 
 def _band_grid(geo: _Box, mask: np.ndarray, dist_mm: np.ndarray, band_mm: float):
-    """The search band (``mask`` within ``band_mm`` of the model) on a grid of about 1.3 mm.
+    """The search band (``mask`` within ``band_mm`` of the model) on the block grid of ``geo``.
 
-    Returns ``(sub, nb, bb, f)``: the band's bounding box (``bb``, box indices)
-    block-averaged by ``f`` voxels per axis (``sub``, float32 HU), the blocks
-    at least half inside the band (``nb``, bool); None when the band is too small.
+    Returns ``(sub, nb, bb, f)``: the block means (float32 HU) over the
+    bounding box of the band's blocks, the blocks at least half inside the
+    band (``nb``, bool), that bounding box in voxels of the box (``bb``) and
+    the block size ``f``; None when the band is too small.
     """
     near = mask & (np.abs(dist_mm) <= band_mm)  # dist_mm is 2-D at most: no full-size float array
     if np.count_nonzero(near) < 1000:
         return None
-    f = [max(1, int(round(1.3 / s))) for s in geo.spacing_mm]
-    ranges = _nonzero_ranges(near)
-    assert ranges is not None
-    bb = []
-    for a, i in enumerate(ranges):
-        n = (int(i[-1]) + 1 - int(i[0])) // f[a] * f[a]
-        if n // f[a] < 5:
-            return None
-        bb.append(slice(int(i[0]), int(i[0]) + n))
-    box = tuple(bb)
+    f = geo.f
     n_block = f[0] * f[1] * f[2]
-    sub = _block_sum(geo.hu[box], f, np.float32)  # exact: integer sums far below 2**24
-    sub /= np.float32(n_block)
     count_type = np.uint8 if n_block <= 255 else np.int32
-    nb = 2 * _block_sum(near[box], f, count_type).astype(np.int32) >= n_block  # at least half in the band
+    counts = _block_sum(near[_whole_blocks(near.shape, f)], list(f), count_type)
+    del near
+    nb_all = 2 * counts.astype(np.int32) >= n_block  # at least half of the block in the band
+    ranges = _nonzero_ranges(nb_all)  # on the block grid: a small array
+    if ranges is None:
+        return None
+    bbk = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in ranges)
+    if any(s.stop - s.start < 5 for s in bbk):
+        return None
+    nb = nb_all[bbk]
     if np.count_nonzero(nb) < 50:
         return None
-    return sub, nb, bb, f
+    bb = [slice(s.start * k, s.stop * k) for s, k in zip(bbk, f, strict=True)]
+    return geo.hu_blocks[bbk], nb, bb, list(f)
 
 
-def _block_sum(a: np.ndarray, f: list[int], dtype: type) -> np.ndarray:
+def _block_sum(a: np.ndarray, f: list[int] | tuple[int, ...], dtype: type) -> np.ndarray:
     """Sums over blocks of ``f`` voxels (per axis; each length a multiple of it), in ``dtype``.
 
     One strided add per block offset and axis: several times faster than a
