@@ -573,22 +573,7 @@ def header_from_dataset(
     pos, ori, ps, slope, inter, multi = _frame_arrays(ds, n_frames)
     rows = _i(ds, "Rows") or 0
     cols = _i(ds, "Columns") or 0
-    kernel = _s(ds, "ConvolutionKernel")
-    thickness = _f(ds, "SliceThickness")
-    sbs = _f(ds, "SpacingBetweenSlices")
-    if multi and _tag("PerFrameFunctionalGroupsSequence") in ds:
-        if thickness is None:
-            thickness = _f_val(_shared_pm(ds, "SliceThickness"))
-        if sbs is None:
-            sbs = _f_val(_shared_pm(ds, "SpacingBetweenSlices"))
-        if not kernel:
-            for seq_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-                seq = ds.get(seq_name, None)
-                if seq:
-                    rec = seq[0].get("CTReconstructionSequence", None)
-                    if rec and rec[0].get("ConvolutionKernel", None) is not None:
-                        kernel = _s(rec[0], "ConvolutionKernel")
-                        break
+    kernel, thickness, sbs = _kernel_and_thickness(ds, multi)
     contrast_parts = _text(ds, "ContrastBolusAgent")
     contrast = None if contrast_parts is None else "\\".join(contrast_parts)
     if contrast is None and _tag("ContrastBolusUsageSequence") in ds:
@@ -644,6 +629,29 @@ def header_from_dataset(
         gantry_tilt_deg=_f(ds, "GantryDetectorTilt"),
         truncated=truncated,
     )
+
+
+def _kernel_and_thickness(ds, multi: bool) -> tuple[str, float | None, float | None]:
+    """ConvolutionKernel, SliceThickness and SpacingBetweenSlices (mm), from the functional groups of an
+    enhanced multi-frame image when not at the top level."""
+    kernel = _s(ds, "ConvolutionKernel")
+    thickness = _f(ds, "SliceThickness")
+    sbs = _f(ds, "SpacingBetweenSlices")
+    if not (multi and _tag("PerFrameFunctionalGroupsSequence") in ds):
+        return kernel, thickness, sbs
+    if thickness is None:
+        thickness = _f_val(_shared_pm(ds, "SliceThickness"))
+    if sbs is None:
+        sbs = _f_val(_shared_pm(ds, "SpacingBetweenSlices"))
+    if not kernel:
+        for seq_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            seq = ds.get(seq_name, None)
+            if seq:
+                rec = seq[0].get("CTReconstructionSequence", None)
+                if rec and rec[0].get("ConvolutionKernel", None) is not None:
+                    kernel = _s(rec[0], "ConvolutionKernel")
+                    break
+    return kernel, thickness, sbs
 
 
 def _f_val(v) -> float | None:

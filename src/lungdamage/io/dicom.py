@@ -227,14 +227,7 @@ def read_series(
     problems = counts.get("problems", [])
     images = [h for h in headers if h.is_image]
     if not images:
-        raise DicomSeriesError(
-            f"No DICOM image found in {where!r} ({len(sources)} files looked at, "
-            f"{len(headers)} DICOM without image data, {n_other} non-DICOM). "
-            "Potential fix: point to the folder holding the CT slices; run `lungdamage index ROOT` "
-            "to list the series under a folder tree."
-            + (f" {len(problems)} input(s) could not be read, e.g. {problems[0][0]}: {problems[0][1]}."
-               if problems else "")
-        )
+        raise _no_image_error(where, len(sources), len(headers), n_other, problems)
     series = _pick_series(images, series_uid, where)
     reader = _SeriesReader(
         series,
@@ -252,6 +245,16 @@ def read_series(
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         reader.warn(f"{where}: {len(problems)} input(s) could not be read and were skipped: {src}: {why}{more}")
     return reader.read()
+
+
+def _no_image_error(where: str, n_sources: int, n_headers: int, n_other: int, problems: list) -> DicomSeriesError:
+    return DicomSeriesError(
+        f"No DICOM image found in {where!r} ({n_sources} files looked at, "
+        f"{n_headers} DICOM without image data, {n_other} non-DICOM). "
+        "Potential fix: point to the folder holding the CT slices; run `lungdamage index ROOT` "
+        "to list the series under a folder tree."
+        + (f" {len(problems)} input(s) could not be read, e.g. {problems[0][0]}: {problems[0][1]}." if problems else "")
+    )
 
 
 def _pick_series(images: list[DicomHeader], series_uid: str | None, where: str) -> list[DicomHeader]:

@@ -324,8 +324,13 @@ def approx_lobes(
         labels, view = lungs.labels[box], out[box]
         for side in (1, 2):
             refined += _lobes_of_side(geo, labels == side, side, model, view)
-    info = dict(lungs.info)
-    if lobe_shares is None:
+    info = _lobe_info(dict(lungs.info), lobe_shares is None, refined, warnings_)
+    return RegionMap(out, dict(LOBE_CODES), method=lungs.method, region_set="lobes-approx", info=info)
+
+
+def _lobe_info(info: dict, fixed_fractions: bool, refined: list[str], warnings_: list[str]) -> dict:
+    """``info`` with the ``lobes`` description (model, refined fissures) and the coverage warnings added."""
+    if fixed_fractions:
         text = "approximate: fissure-plane model of each lung's shape (not true lobes)"
     else:
         text = "approximate: fissure planes placed by adult lobar volume shares (Yamada et al. 2020), not true lobes"
@@ -335,7 +340,7 @@ def approx_lobes(
     if warnings_:
         prior = info.get("warnings")
         info["warnings"] = [*(prior if isinstance(prior, (list, tuple)) else ()), *warnings_]
-    return RegionMap(out, dict(LOBE_CODES), method=lungs.method, region_set="lobes-approx", info=info)
+    return info
 
 
 def _coverage_warnings(ct: CTVolume, cut: dict[str, list[str]], allow_partial: bool) -> list[str]:
