@@ -527,14 +527,11 @@ def _band_grid(geo: _Box, mask: np.ndarray, dist_mm: np.ndarray, band_mm: float)
     band (``nb``, bool), that bounding box in voxels of the box (``bb``) and
     the block size ``f``; None when the band is too small.
     """
-    near = mask & (np.abs(dist_mm) <= band_mm)  # dist_mm is 2-D at most: no full-size float array
-    if np.count_nonzero(near) < 1000:
+    counts = _band_counts(geo, mask, np.abs(dist_mm) <= band_mm)
+    if counts is None:
         return None
     f = geo.f
     n_block = f[0] * f[1] * f[2]
-    count_type = np.uint8 if n_block <= 255 else np.int32
-    counts = _block_sum(near[_whole_blocks(near.shape, f)], list(f), count_type)
-    del near
     nb_all = 2 * counts.astype(np.int32) >= n_block  # at least half of the block in the band
     ranges = _nonzero_ranges(nb_all)  # on the block grid: a small array
     if ranges is None:
@@ -549,6 +546,32 @@ def _band_grid(geo: _Box, mask: np.ndarray, dist_mm: np.ndarray, band_mm: float)
     return geo.hu_blocks[bbk], nb, bb, list(f)
 
 
+def _band_counts(geo: _Box, mask: np.ndarray, band: np.ndarray) -> np.ndarray | None:
+    """Voxels of ``mask & band`` in each whole block of the box; None when fewer than 1000 in all.
+
+    The band (``|distance| <= band_mm``) does not vary along the left-right axis, so ``mask`` is
+    first summed over blocks along that axis and the band applied on the smaller array: no
+    full-size ``mask & band`` array.
+    """
+    f = geo.f
+    n_block = f[0] * f[1] * f[2]
+    count_type = np.uint8 if n_block <= 255 else np.int32
+    whole = _whole_blocks(mask.shape, f)
+    band_whole = band[tuple(w if n > 1 else slice(None) for w, n in zip(whole, band.shape, strict=True))]
+    if band.shape[geo.xax] != 1:  # not the model's surfaces; count at full resolution
+        counts = _block_sum((mask & band)[whole], f, count_type)
+        return counts if counts.sum(dtype=np.int64) >= 1000 else None
+    along_x = [1, 1, 1]
+    along_x[geo.xax] = f[geo.xax]
+    per_x = _block_sum(mask[whole], along_x, count_type)
+    np.multiply(per_x, band_whole, out=per_x)
+    if per_x.sum(dtype=np.int64) < 1000:
+        return None
+    rest = list(f)
+    rest[geo.xax] = 1
+    return _block_sum(per_x, rest, count_type)
+
+
 def _block_sum(a: np.ndarray, f: list[int] | tuple[int, ...], dtype: type) -> np.ndarray:
     """Sums over blocks of ``f`` voxels (per axis; each length a multiple of it), in ``dtype``.
 
@@ -558,13 +581,13 @@ def _block_sum(a: np.ndarray, f: list[int] | tuple[int, ...], dtype: type) -> np
     """
     out = a
     for axis, k in enumerate(f):
-        if k == 1 and out is not a:
+        if k == 1:
             continue
 
         def part(j: int, k: int = k, axis: int = axis) -> tuple[slice, ...]:
             return tuple(slice(j, None, k) if ax == axis else slice(None) for ax in range(3))
 
-        acc: np.ndarray = np.add(out[part(0)], out[part(1)], dtype=dtype) if k > 1 else out.astype(dtype)
+        acc: np.ndarray = np.add(out[part(0)], out[part(1)], dtype=dtype)
         for j in range(2, k):
             acc += out[part(j)]
         out = acc
