@@ -213,38 +213,39 @@ def read_series(
         Several series and no ``series_uid``.
     DicomSeriesError
         No DICOM image, inconsistent geometry, conflicting duplicates, gaps.
+
+    Notes
+    -----
+    Pixels go straight into one preallocated array, read by up to 4 threads (``LUNGDAMAGE_READ_THREADS``).
     """
-    if irregular not in _IRREGULAR_CHOICES:
-        raise ValueError(f"irregular must be one of {_IRREGULAR_CHOICES}, got {irregular!r}")
-    if tilt not in _TILT_CHOICES:
-        raise ValueError(f"tilt must be one of {_TILT_CHOICES}, got {tilt!r}")
+    if irregular not in _IRREGULAR_CHOICES or tilt not in _TILT_CHOICES:
+        raise ValueError(f"irregular must be one of {_IRREGULAR_CHOICES} and tilt one of {_TILT_CHOICES}, "
+                         f"got {irregular!r} and {tilt!r}")
     counts: dict = {}
     sources, where = _resolve_sources(source, counts)
-    headers = read_headers(sources, counts=counts)
-    n_other = counts.get("non_dicom", 0) + counts.get("unreadable", 0)
-    if n_other:
-        logger.info("%s: ignored %d non-DICOM or unreadable file(s)", where, n_other)
+    series = _pick_series(_image_headers(sources, where, counts), series_uid, where)
+    opts = {"allow_gaps": allow_gaps, "gap_factor": gap_factor, "spacing_tolerance_mm": spacing_tolerance_mm,
+            "irregular": irregular, "tilt": tilt, "orientation_tolerance": orientation_tolerance,
+            "thin_slab_mm": thin_slab_mm}
+    reader = _SeriesReader(series, where=where, **opts)
     problems = counts.get("problems", [])
-    images = [h for h in headers if h.is_image]
-    if not images:
-        raise _no_image_error(where, len(sources), len(headers), n_other, problems)
-    series = _pick_series(images, series_uid, where)
-    reader = _SeriesReader(
-        series,
-        where=where,
-        allow_gaps=allow_gaps,
-        gap_factor=gap_factor,
-        spacing_tolerance_mm=spacing_tolerance_mm,
-        irregular=irregular,
-        tilt=tilt,
-        orientation_tolerance=orientation_tolerance,
-        thin_slab_mm=thin_slab_mm,
-    )
     if problems:
         src, why = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         reader.warn(f"{where}: {len(problems)} input(s) could not be read and were skipped: {src}: {why}{more}")
     return reader.read()
+
+
+def _image_headers(sources: list[tuple[str, int]], where: str, counts: dict) -> list[DicomHeader]:
+    """Headers of the image files among ``sources``; one clear error when there is none."""
+    headers = read_headers(sources, counts=counts)
+    n_other = counts.get("non_dicom", 0) + counts.get("unreadable", 0)
+    if n_other:
+        logger.info("%s: ignored %d non-DICOM or unreadable file(s)", where, n_other)
+    images = [h for h in headers if h.is_image]
+    if not images:
+        raise _no_image_error(where, len(sources), len(headers), n_other, counts.get("problems", []))
+    return images
 
 
 def _no_image_error(where: str, n_sources: int, n_headers: int, n_other: int, problems: list) -> DicomSeriesError:
