@@ -189,7 +189,8 @@ def c_mixed_frame_of_reference(tmp, w, hu):
 def c_two_series(tmp, w, hu):
     w(tmp, hu, series_uid="1.2.3.4.1", SeriesDescription="thin lung")
     w(tmp, hu[:3], series_uid="1.2.3.4.2", prefix="S", SeriesDescription="thick soft")
-    return tmp, ("raise", MultipleSeriesError, r"1.2.3.4.1 \(6 files, 'thin lung'\); 1.2.3.4.2 \(3 files, 'thick soft'\)")
+    return tmp, ("raise", MultipleSeriesError,
+                 r"1.2.3.4.1 \(6 files, 'thin lung'\); 1.2.3.4.2 \(3 files, 'thick soft'\)")
 
 
 def c_two_series_chosen(tmp, w, hu):
@@ -418,7 +419,8 @@ def test_meta_and_hash(tmp_path, series_writer, phantom):
     )
     ct = read_series([str(p) for p in paths[::-1]])
     m = ct.meta
-    assert (m.patient_id, m.modality, m.kernel, m.contrast, m.slice_thickness_mm) == ("PAT7", "CT", "Br40d\\3", True, 2.5)
+    assert (m.patient_id, m.modality, m.kernel, m.contrast, m.slice_thickness_mm) == (
+        "PAT7", "CT", "Br40d\\3", True, 2.5)
     assert (m.study_date, m.study_time, m.manufacturer) == ("20200401", "101500", "TestVendor")
     assert len(m.input_hash) == 64
     assert read_series(tmp_path).meta.input_hash == m.input_hash  # order-independent

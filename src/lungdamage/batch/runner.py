@@ -34,14 +34,15 @@ identical whichever engine ran them.
 Memory
 ------
 One worker holds one series at a time.  Measured peak RSS of a fresh process
-running ``analyze`` on a 512×512×300 phantom series (threshold method, lungs):
-**1.65 GiB** (1687 MiB; 86 MiB of it the interpreter and imports), i.e. about
-:data:`PER_SCAN_PEAK_BYTES_PER_VOXEL` bytes per voxel (int16 HU are 2 of them;
-the rest are segmentation work arrays).  :func:`default_jobs` budgets
-:data:`TYPICAL_SCAN_PEAK_MIB` (2 GiB, the measurement plus ~20 % margin) per
-worker: ``jobs = min(cores, available memory // 2 GiB)``, at least 1.  Longer
-or thinner-sliced series need proportionally more (a 512×512×800 series about
-4.3 GiB): lower ``--jobs`` for such archives.  lungmask segmentation needs more
+running ``analyze`` on the 512×512×400 phantom series of ``scripts/bench.py``
+(threshold method, lungs): :data:`MEASURED_SCAN_PEAK_MIB` (about
+:data:`PER_SCAN_PEAK_BYTES_PER_VOXEL` bytes per voxel above the interpreter
+and imports; int16 HU are 2 of them, the rest are segmentation and QC work
+arrays).  :func:`default_jobs` budgets :data:`TYPICAL_SCAN_PEAK_MIB` (the
+measurement plus 20 % margin) per worker: ``jobs = min(cores, available
+memory // budget)``, at least 1.  Peak memory grows with the voxel count
+(``scripts/bench.py scaling``): a 512×512×800 series needs about twice as
+much; lower ``--jobs`` for such archives.  lungmask segmentation needs more
 (torch); pass ``--jobs`` explicitly there.
 """
 
@@ -88,11 +89,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Memory budget (MiB) per worker used by :func:`default_jobs`: the measured peak RSS of
-#: one 512×512×300 series (1687 MiB, threshold method) plus ~20 % margin.
-TYPICAL_SCAN_PEAK_MIB = 2048
-#: The same measurement per voxel of the series (bytes), interpreter excluded.
-PER_SCAN_PEAK_BYTES_PER_VOXEL = 21
+#: Measured peak RSS (MiB) of ``analyze`` on a 512×512×400 series in a fresh process (threshold
+#: method, lungs; ``scripts/bench.py core``, 2026-11-29: 1.40-1.46 GiB; update after changes that
+#: move the peak).
+MEASURED_SCAN_PEAK_MIB = 1490
+#: Memory budget (MiB) per worker used by :func:`default_jobs`: the measurement plus 20 % margin.
+TYPICAL_SCAN_PEAK_MIB = int(round(1.2 * MEASURED_SCAN_PEAK_MIB))
+#: The same measurement per voxel of the series (bytes), interpreter and imports (about 150 MiB) excluded.
+PER_SCAN_PEAK_BYTES_PER_VOXEL = 13
 
 
 def available_memory_bytes() -> int | None:

@@ -18,7 +18,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -346,7 +346,10 @@ _TAGS: dict[str, int] = {}
 def _tag(keyword: str) -> int:
     t = _TAGS.get(keyword)
     if t is None:
-        t = _TAGS[keyword] = int(_tag_for_keyword(keyword))
+        found = _tag_for_keyword(keyword)
+        if found is None:
+            raise KeyError(f"not a DICOM keyword: {keyword}")
+        t = _TAGS[keyword] = int(found)
     return t
 
 
@@ -358,27 +361,49 @@ _US_KEYWORDS = frozenset(
 )
 
 
-def _raw_value(ds, keyword: str):
-    """``(bytes, little_endian)`` of a not-yet-converted element, or the converted value."""
+def stored_element(ds, keyword: str) -> Any:
+    """The element ``keyword`` of ``ds`` as pydicom holds it, without converting it.
+
+    Returns None when absent, a ``pydicom.dataelem.RawDataElement`` (``.value``
+    the raw bytes, or None when longer than ``defer_size``; ``.length``;
+    ``.is_little_endian``) when pydicom has not converted it yet, else the
+    converted value (a ``DataElement``'s ``.value``).
+
+    This is the one place that reads pydicom's private ``Dataset._dict`` and
+    ``RawDataElement`` (header parsing is the hot loop of indexing thousands
+    of files: the fixed-VR attributes read here are decoded from the raw
+    bytes, skipping pydicom's per-element conversion).
+    ``tests/io/test_dicom_headers.py`` compares what the
+    header reader decodes from it with the public API's values, so a pydicom
+    release that changes these internals fails there, loudly.
+    """
     e = ds._dict.get(_tag(keyword))
-    if e is None:
-        return None
-    if type(e) is _RawDataElement:
-        if e.value is None:
-            return None
+    if e is None or type(e) is _RawDataElement:
         return e
     return e.value
 
 
+def _is_raw(v: Any) -> bool:
+    return type(v) is _RawDataElement
+
+
+def _raw_value(ds, keyword: str):
+    """The raw element (bytes not None) of a not-yet-converted element, or the converted value."""
+    e = stored_element(ds, keyword)
+    if _is_raw(e) and e.value is None:
+        return None
+    return e
+
+
 def _text(ds, keyword: str) -> list[str] | None:
-    e = ds._dict.get(_tag(keyword))
-    if type(e) is _RawDataElement and e.value is None and e.length:
+    e = stored_element(ds, keyword)
+    if _is_raw(e) and e.value is None and e.length:
         # a value longer than HEADER_DEFER_BYTES was skipped, not read: say so in the text
         return [f"[{e.length} bytes not read: {e.length} chars cut]"]
-    v = _raw_value(ds, keyword)
+    v = None if _is_raw(e) and e.value is None else e
     if v is None:
         return None
-    if type(v) is _RawDataElement:
+    if _is_raw(v):
         raw = v.value
         if len(raw) > 4 * MAX_TEXT_CHARS:  # far beyond any DICOM text limit: cut before decoding
             raw = raw[: 4 * MAX_TEXT_CHARS]
@@ -424,7 +449,7 @@ def _i(ds, keyword: str) -> int | None:
         v = _raw_value(ds, keyword)
         if v is None:
             return None
-        if type(v) is _RawDataElement:
+        if _is_raw(v):
             b = v.value
             if len(b) < 2:
                 return None
@@ -480,7 +505,7 @@ def _fg(per_frame, shared, seq: str, keyword: str):
 
 def _frame_arrays(ds, n_frames: int):
     """Per-frame geometry and rescale arrays (vectorized over frames after parsing)."""
-    pfg = ds.get("PerFrameFunctionalGroupsSequence", None) if _tag("PerFrameFunctionalGroupsSequence") in ds._dict else None
+    pfg = ds.get("PerFrameFunctionalGroupsSequence", None) if _tag("PerFrameFunctionalGroupsSequence") in ds else None
     if pfg is not None and len(pfg) >= 1:
         sfg_seq = ds.get("SharedFunctionalGroupsSequence", None)
         shared = sfg_seq[0] if sfg_seq else None
@@ -548,25 +573,10 @@ def header_from_dataset(
     pos, ori, ps, slope, inter, multi = _frame_arrays(ds, n_frames)
     rows = _i(ds, "Rows") or 0
     cols = _i(ds, "Columns") or 0
-    kernel = _s(ds, "ConvolutionKernel")
-    thickness = _f(ds, "SliceThickness")
-    sbs = _f(ds, "SpacingBetweenSlices")
-    if multi and _tag("PerFrameFunctionalGroupsSequence") in ds._dict:
-        if thickness is None:
-            thickness = _f_val(_shared_pm(ds, "SliceThickness"))
-        if sbs is None:
-            sbs = _f_val(_shared_pm(ds, "SpacingBetweenSlices"))
-        if not kernel:
-            for seq_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-                seq = ds.get(seq_name, None)
-                if seq:
-                    rec = seq[0].get("CTReconstructionSequence", None)
-                    if rec and rec[0].get("ConvolutionKernel", None) is not None:
-                        kernel = _s(rec[0], "ConvolutionKernel")
-                        break
+    kernel, thickness, sbs = _kernel_and_thickness(ds, multi)
     contrast_parts = _text(ds, "ContrastBolusAgent")
     contrast = None if contrast_parts is None else "\\".join(contrast_parts)
-    if contrast is None and _tag("ContrastBolusUsageSequence") in ds._dict:
+    if contrast is None and _tag("ContrastBolusUsageSequence") in ds:
         contrast = "yes"
     image_type = tuple(x.upper() for x in (_text(ds, "ImageType") or ()))
     if not image_type or image_type == ("",):
@@ -621,6 +631,29 @@ def header_from_dataset(
     )
 
 
+def _kernel_and_thickness(ds, multi: bool) -> tuple[str, float | None, float | None]:
+    """ConvolutionKernel, SliceThickness and SpacingBetweenSlices (mm), from the functional groups of an
+    enhanced multi-frame image when not at the top level."""
+    kernel = _s(ds, "ConvolutionKernel")
+    thickness = _f(ds, "SliceThickness")
+    sbs = _f(ds, "SpacingBetweenSlices")
+    if not (multi and _tag("PerFrameFunctionalGroupsSequence") in ds):
+        return kernel, thickness, sbs
+    if thickness is None:
+        thickness = _f_val(_shared_pm(ds, "SliceThickness"))
+    if sbs is None:
+        sbs = _f_val(_shared_pm(ds, "SpacingBetweenSlices"))
+    if not kernel:
+        for seq_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            seq = ds.get(seq_name, None)
+            if seq:
+                rec = seq[0].get("CTReconstructionSequence", None)
+                if rec and rec[0].get("ConvolutionKernel", None) is not None:
+                    kernel = _s(rec[0], "ConvolutionKernel")
+                    break
+    return kernel, thickness, sbs
+
+
 def _f_val(v) -> float | None:
     if v is None or v == "":
         return None
@@ -667,11 +700,11 @@ def read_header(source: str, size_bytes: int | None = None) -> DicomHeader | Non
     except InvalidDicomError as exc:
         logger.debug("not a DICOM file: %s (%s)", source, exc)
         return None
-    if _tag("SOPClassUID") not in ds._dict and getattr(ds, "file_meta", None) is None:
+    if _tag("SOPClassUID") not in ds and getattr(ds, "file_meta", None) is None:
         return None
     # pydicom stops quietly at a premature end of file: a header that ran to the end of
     # the file without the identifiers every DICOM object has is a truncated file
-    truncated = at_end and (_tag("SOPInstanceUID") not in ds._dict or _tag("SeriesInstanceUID") not in ds._dict)
+    truncated = at_end and (_tag("SOPInstanceUID") not in ds or _tag("SeriesInstanceUID") not in ds)
     return header_from_dataset(ds, source, size_bytes, truncated=truncated)
 
 
@@ -700,7 +733,7 @@ def _parsed(sources: list[tuple[str, int]], workers: int | None) -> Iterator[tup
     if workers is None:
         workers = os.cpu_count() or 1
     if workers <= 1 or len(sources) < PARALLEL_MIN_FILES:
-        for item, res in zip(sources, _read_chunk(sources)):
+        for item, res in zip(sources, _read_chunk(sources), strict=True):
             yield item[0], res
         return
     import multiprocessing
@@ -715,8 +748,8 @@ def _parsed(sources: list[tuple[str, int]], workers: int | None) -> Iterator[tup
     from .._procs import exit_with_parent
 
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
-        for chunk, results in zip(chunks, pool.map(_read_chunk, chunks)):
-            for item, res in zip(chunk, results):
+        for chunk, results in zip(chunks, pool.map(_read_chunk, chunks), strict=True):
+            for item, res in zip(chunk, results, strict=True):
                 yield item[0], res
 
 
@@ -750,8 +783,3 @@ def read_headers(
         out.append(h)
     return out
 
-
-def source_name(source: str) -> str:
-    """Short printable name (last path part) of a source."""
-    z = split_zip_source(source)
-    return Path(z[1] if z else source).name

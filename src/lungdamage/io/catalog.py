@@ -160,7 +160,7 @@ def scan(root: str | os.PathLike, *, summary: dict | None = None, workers: int |
     if isinstance(root, str) and root.lower().startswith("dicomweb+") or type(root).__name__ == "DicomwebSource":
         from . import dicomweb  # a PACS: QIDO-RS + WADO-RS metadata, no pixels
 
-        return list(dicomweb.scan(root, summary=summary))
+        return list(dicomweb.scan(root, summary=summary))  # type: ignore[arg-type]
     root = os.fspath(root)
     if not os.path.exists(root) and "::" not in root:
         raise InputError(f"Catalog root {root!r} does not exist. Potential fix: check the path.")
@@ -507,7 +507,7 @@ def select_series(series: Sequence[SeriesInfo], policy: SelectionPolicy | None =
         t = _thickness(s)
         return (0 if t <= p.max_preferred_thickness_mm + 1e-6 else 1, fam_rank, t, -s.n_slices, s.series_uid)
 
-    for study, items in by_study.items():
+    for items in by_study.values():
         candidates = []
         for s in items:
             why = _reject_reason(s, p)

@@ -213,44 +213,49 @@ def read_series(
         Several series and no ``series_uid``.
     DicomSeriesError
         No DICOM image, inconsistent geometry, conflicting duplicates, gaps.
+
+    Notes
+    -----
+    Pixels go straight into one preallocated array, read by up to 4 threads (``LUNGDAMAGE_READ_THREADS``).
     """
-    if irregular not in _IRREGULAR_CHOICES:
-        raise ValueError(f"irregular must be one of {_IRREGULAR_CHOICES}, got {irregular!r}")
-    if tilt not in _TILT_CHOICES:
-        raise ValueError(f"tilt must be one of {_TILT_CHOICES}, got {tilt!r}")
+    if irregular not in _IRREGULAR_CHOICES or tilt not in _TILT_CHOICES:
+        raise ValueError(f"irregular must be one of {_IRREGULAR_CHOICES} and tilt one of {_TILT_CHOICES}, "
+                         f"got {irregular!r} and {tilt!r}")
     counts: dict = {}
     sources, where = _resolve_sources(source, counts)
-    headers = read_headers(sources, counts=counts)
-    n_other = counts.get("non_dicom", 0) + counts.get("unreadable", 0)
-    if n_other:
-        logger.info("%s: ignored %d non-DICOM or unreadable file(s)", where, n_other)
+    series = _pick_series(_image_headers(sources, where, counts), series_uid, where)
+    opts = {"allow_gaps": allow_gaps, "gap_factor": gap_factor, "spacing_tolerance_mm": spacing_tolerance_mm,
+            "irregular": irregular, "tilt": tilt, "orientation_tolerance": orientation_tolerance,
+            "thin_slab_mm": thin_slab_mm}
+    reader = _SeriesReader(series, where=where, **opts)
     problems = counts.get("problems", [])
-    images = [h for h in headers if h.is_image]
-    if not images:
-        raise DicomSeriesError(
-            f"No DICOM image found in {where!r} ({len(sources)} files looked at, "
-            f"{len(headers)} DICOM without image data, {n_other} non-DICOM). "
-            "Potential fix: point to the folder holding the CT slices; run `lungdamage index ROOT` "
-            "to list the series under a folder tree."
-            + (f" {len(problems)} input(s) could not be read, e.g. {problems[0][0]}: {problems[0][1]}." if problems else "")
-        )
-    series = _pick_series(images, series_uid, where)
-    reader = _SeriesReader(
-        series,
-        where=where,
-        allow_gaps=allow_gaps,
-        gap_factor=gap_factor,
-        spacing_tolerance_mm=spacing_tolerance_mm,
-        irregular=irregular,
-        tilt=tilt,
-        orientation_tolerance=orientation_tolerance,
-        thin_slab_mm=thin_slab_mm,
-    )
     if problems:
         src, why = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         reader.warn(f"{where}: {len(problems)} input(s) could not be read and were skipped: {src}: {why}{more}")
     return reader.read()
+
+
+def _image_headers(sources: list[tuple[str, int]], where: str, counts: dict) -> list[DicomHeader]:
+    """Headers of the image files among ``sources``; one clear error when there is none."""
+    headers = read_headers(sources, counts=counts)
+    n_other = counts.get("non_dicom", 0) + counts.get("unreadable", 0)
+    if n_other:
+        logger.info("%s: ignored %d non-DICOM or unreadable file(s)", where, n_other)
+    images = [h for h in headers if h.is_image]
+    if not images:
+        raise _no_image_error(where, len(sources), len(headers), n_other, counts.get("problems", []))
+    return images
+
+
+def _no_image_error(where: str, n_sources: int, n_headers: int, n_other: int, problems: list) -> DicomSeriesError:
+    return DicomSeriesError(
+        f"No DICOM image found in {where!r} ({n_sources} files looked at, "
+        f"{n_headers} DICOM without image data, {n_other} non-DICOM). "
+        "Potential fix: point to the folder holding the CT slices; run `lungdamage index ROOT` "
+        "to list the series under a folder tree."
+        + (f" {len(problems)} input(s) could not be read, e.g. {problems[0][0]}: {problems[0][1]}." if problems else "")
+    )
 
 
 def _pick_series(images: list[DicomHeader], series_uid: str | None, where: str) -> list[DicomHeader]:
@@ -398,7 +403,10 @@ class _SeriesReader:
         ps = np.concatenate([h.pixel_spacing for h in hs])
         slope = np.concatenate([h.slope for h in hs])
         inter = np.concatenate([h.intercept for h in hs])
-        labels = [Path(hs[i].source).name + (f"[frame {f}]" if hs[i].is_multiframe else "") for i, f in zip(fi, fr)]
+        labels = [
+            Path(hs[i].source).name + (f"[frame {f}]" if hs[i].is_multiframe else "")
+            for i, f in zip(fi, fr, strict=True)
+        ]
 
         self._check_consistency(fi)
         self._check_orientation(ori, ps, labels)
@@ -420,14 +428,14 @@ class _SeriesReader:
         labels = [labels[k] for k in order]
 
         keep = self._duplicates(fi, fr, d, labels)
-        raw = self._decode(fi, fr)
+        raw, value_range = self._decode(fi, fr)
         if keep is not None:
             raw = self._resolve_duplicates(raw, keep, fi, fr, d, labels)
             sel = keep[0]
             fi, fr, pos, d, slope, inter = fi[sel], fr[sel], pos[sel], d[sel], slope[sel], inter[sel]
             labels = [labels[k] for k in sel]
 
-        hu = _to_hu(raw, slope, inter, hs, fi)
+        hu = _to_hu(raw, slope, inter, hs, fi, value_range)
         del raw
         row_mm, col_mm = float(ps[0, 0]), float(ps[0, 1])
         hu, spacing0, origin = self._geometry(hu, pos, d, normal, row_cos, col_cos, row_mm, col_mm, labels)
@@ -467,7 +475,8 @@ class _SeriesReader:
         return raw[sel]
 
     # -- decoding -------------------------------------------------------------
-    def _decode(self, fi: np.ndarray, fr: np.ndarray) -> np.ndarray:
+    def _decode(self, fi: np.ndarray, fr: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """Stored values of every frame, in ``fi``/``fr`` order, and their (min, max)."""
         hs = self.headers
         first = hs[fi[0]]
         rows, cols = first.rows, first.columns
@@ -479,22 +488,15 @@ class _SeriesReader:
         else:
             dtype = np.dtype(np.int32)
         self._check_size(fi, rows, cols)
-        raw = np.empty((len(fi), rows, cols), dtype=dtype)
-        multi_cache: dict[int, np.ndarray] = {}
-        for k in range(len(fi)):
-            h = hs[fi[k]]
-            if not (h.n_frames == 1 and self._read_fast(h, raw[k])):
-                if fi[k] not in multi_cache:
-                    multi_cache[fi[k]] = self._decode_pydicom(h)
-                arr = multi_cache[fi[k]]
-                raw[k] = arr[fr[k]] if arr.ndim == 3 else arr
+        raw = np.empty((len(fi), rows, cols), dtype=dtype)  # the one full-size buffer; filled in place
+        value_range = self._fill(raw, fi, fr)
         # unused high bits (PS3.5 8.1.1): sign-extend / mask, only when a value uses them
         bs = np.array([hs[i].bits_stored for i in fi])
         nbits = raw.dtype.itemsize * 8
         if (bs < nbits).any() and raw.size:
             b = int(bs.min())
             lo, hi = (-(1 << (b - 1)), (1 << (b - 1)) - 1) if dtype.kind == "i" else (0, (1 << b) - 1)
-            if int(raw.min()) < lo or int(raw.max()) > hi:
+            if value_range[0] < lo or value_range[1] > hi:
                 for b in np.unique(bs[bs < nbits]):  # one pass per distinct BitsStored
                     shift = nbits - int(b)
                     sel = slice(None) if (bs == b).all() else bs == b
@@ -502,7 +504,55 @@ class _SeriesReader:
                         raw[sel] = (raw[sel] << shift) >> shift
                     else:
                         raw[sel] &= (1 << int(b)) - 1
-        return raw
+                value_range = (int(raw.min()), int(raw.max()))
+        return raw, value_range
+
+    def _fill(self, raw: np.ndarray, fi: np.ndarray, fr: np.ndarray) -> tuple[int, int]:
+        """Read or decode every frame into ``raw``; return the (min, max) stored value.
+
+        Multi-frame files are decoded once each and their frames scattered into
+        place, the decoded array dropped before the next file.  Single-frame
+        files are read in blocks of consecutive slices by a few threads (file
+        reads and the JPEG 2000 / JPEG-LS decoders release the GIL); each block's
+        range is taken while it is still in cache.
+        """
+        hs = self.headers
+        multi = np.array([hs[i].n_frames > 1 for i in fi], dtype=bool)
+        for i in np.unique(fi[multi]):
+            ks = np.flatnonzero(fi == i)
+            arr = self._decode_pydicom(hs[i])
+            raw[ks] = arr[fr[ks]] if arr.ndim == 3 else arr
+            del arr  # released before the next file is decoded
+        n = len(fi)
+        block = 16
+        starts = range(0, n, block)
+
+        def fill_block(start: int) -> tuple[int, int]:
+            stop = min(start + block, n)
+            for k in range(start, stop):
+                if not multi[k]:
+                    self._read_frame(hs[fi[k]], raw[k])
+            sub = raw[start:stop]
+            return int(sub.min()), int(sub.max())
+
+        threads = _reader_threads()
+        if threads > 1 and n > block and not any(split_zip_source(hs[i].source) for i in np.unique(fi)):
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(threads, thread_name_prefix="lungdamage-read") as pool:
+                ranges = list(pool.map(fill_block, starts))
+        else:  # zip members share one archive handle: read them in order
+            ranges = [fill_block(start) for start in starts]
+        if not ranges:
+            return 0, 0
+        return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+    def _read_frame(self, h: DicomHeader, out: np.ndarray) -> None:
+        """One single-frame file's pixels into ``out`` (direct read when uncompressed, else pydicom)."""
+        if self._read_fast(h, out):
+            return
+        arr = self._decode_pydicom(h)
+        out[...] = arr[0] if arr.ndim == 3 else arr
 
     def _check_size(self, fi: np.ndarray, rows: int, cols: int) -> None:
         """Refuse declared sizes beyond the voxel budget or the files' bytes, before allocating."""
@@ -529,28 +579,23 @@ class _SeriesReader:
 
     @staticmethod
     def _read_fast(h: DicomHeader, out: np.ndarray) -> bool:
-        """Read uncompressed little-endian pixel bytes straight into ``out``.
+        """Read uncompressed little-endian pixel bytes straight into ``out``; False when not possible.
 
-        The pixel data element is located from the end of the file (it is the
-        last element in practice); its tag and length are verified, else False.
+        The pixel data element is found by :func:`seek_trailing_pixel_data`.
         """
         if h.transfer_syntax not in UNCOMPRESSED_LE or h.bits_allocated != 16 or out.dtype.itemsize != 2:
             return False
         nbytes = out.nbytes
-        hdr = 8 if h.transfer_syntax == IMPLICIT_LE else 12
+        implicit = h.transfer_syntax == IMPLICIT_LE
         z = split_zip_source(h.source)
         if z is not None:
             # streamed: seek to the pixel data (decompressing, not keeping, what comes before)
             _, info = zip_member(h.source)
-            start = info.file_size - nbytes - hdr
-            if start < 0:
-                return False
             try:
                 with open_member(h.source) as fh:
-                    fh.seek(start)
-                    if not _pixel_header_ok(fh.read(hdr), nbytes):
+                    if seek_trailing_pixel_data(fh, info.file_size, nbytes, implicit=implicit) is None:
                         return False
-                    got = fh.readinto(memoryview(out).cast("B"))
+                    got = fh.readinto(out.data.cast("B"))
                     fh.read(1)  # reach the end of the member: its CRC is checked there
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as exc:
                 raise DicomSeriesError(
@@ -561,13 +606,9 @@ class _SeriesReader:
         try:
             with open(h.source, "rb", buffering=0) as fh:
                 size = os.fstat(fh.fileno()).st_size
-                start = size - nbytes - hdr
-                if start < 0:
+                if seek_trailing_pixel_data(fh, size, nbytes, implicit=implicit) is None:
                     return False
-                fh.seek(start)
-                if not _pixel_header_ok(fh.read(hdr), nbytes):
-                    return False
-                got = fh.readinto(memoryview(out).cast("B"))
+                got = fh.readinto(out.data.cast("B"))
         except OSError:
             return False
         return got == nbytes
@@ -774,38 +815,106 @@ def _check_j2k_size(ds: Any, h: DicomHeader, name: str) -> None:
         )
 
 
-def _pixel_header_ok(b: bytes, nbytes: int) -> bool:
-    if len(b) == 12:  # explicit VR little endian: tag, VR, 2 reserved, uint32 length
-        return (
-            b[:4] == b"\xe0\x7f\x10\x00"
-            and b[4:6] in (b"OW", b"OB")
-            and int.from_bytes(b[8:12], "little") == nbytes
-        )
-    return b[:4] == b"\xe0\x7f\x10\x00" and int.from_bytes(b[4:8], "little") == nbytes
+def seek_trailing_pixel_data(fh: Any, size_bytes: int, nbytes: int, *, implicit: bool) -> int | None:
+    """Seek ``fh`` to the value of an uncompressed Pixel Data element that ends the file.
+
+    The fast path of :func:`read_series` reads pixel bytes without parsing the
+    file again: in practice Pixel Data (7FE0,0010) is the last element, so its
+    ``nbytes`` value ends the file and its element header (tag, VR for
+    explicit VR, length) sits just before.  The header is verified; anything
+    else (a trailing element, another length, a compressed file) returns None
+    and the caller decodes through pydicom.  This is the one place that relies
+    on that layout: ``tests/io/test_dicom_headers.py`` compares the bytes it
+    finds with ``pydicom.dcmread(...).PixelData``.
+
+    Returns
+    -------
+    int or None
+        Offset (bytes) of the first pixel byte, ``fh`` positioned there; None when not found.
+    """
+    hdr = 8 if implicit else 12
+    start = size_bytes - nbytes - hdr
+    if start < 0:
+        return None
+    fh.seek(start)
+    b = fh.read(hdr)
+    if len(b) != hdr or b[:4] != b"\xe0\x7f\x10\x00":
+        return None
+    if implicit:
+        ok = int.from_bytes(b[4:8], "little") == nbytes
+    else:  # explicit VR little endian: tag, VR, 2 reserved, uint32 length
+        ok = b[4:6] in (b"OW", b"OB") and int.from_bytes(b[8:12], "little") == nbytes
+    return start + hdr if ok else None
 
 
-def _to_hu(raw: np.ndarray, slope: np.ndarray, inter: np.ndarray, hs: list[DicomHeader], fi: np.ndarray) -> np.ndarray:
-    """Stored values -> HU int16, padding and outside-field values -> air. Vectorized."""
+def _reader_threads() -> int:
+    """Threads for reading one series: ``LUNGDAMAGE_READ_THREADS`` when set, else the SimpleITK thread
+    budget when SimpleITK is loaded (batch workers share the cores that way), else the usable cores;
+    at most 4."""
+    import sys
+
+    value = os.environ.get("LUNGDAMAGE_READ_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    sitk = sys.modules.get("SimpleITK")
+    if sitk is not None:
+        n = int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
+    else:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            n = os.cpu_count() or 1
+    return max(1, min(4, n))
+
+
+def _to_hu(
+    raw: np.ndarray,
+    slope: np.ndarray,
+    inter: np.ndarray,
+    hs: list[DicomHeader],
+    fi: np.ndarray,
+    value_range: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Stored values -> HU int16, padding and outside-field values -> air. Vectorized.
+
+    ``value_range``: (min, max) of ``raw`` when already known (saves two passes).
+    """
     pad = _padding_mask(raw, hs, fi)
     integral = bool(np.all(slope == 1.0) and np.all(inter == np.round(inter)))
     hu = None
+    outside_possible = True
     if integral and raw.size:
-        rmin, rmax = int(raw.min()), int(raw.max())
+        rmin, rmax = value_range if value_range is not None else (int(raw.min()), int(raw.max()))
         if -32768 <= rmin + int(inter.min()) and rmax + int(inter.max()) <= 32767 and rmax <= 32767:
             # fits: add in place in int16 (raw is ours), no wide temporaries
             hu = raw.view(np.int16) if raw.dtype.itemsize == 2 else raw.astype(np.int16)
             hu += inter.astype(np.int16)[:, None, None]
+            outside_possible = rmin + int(inter.min()) <= OUTSIDE_FIELD_HU
     if hu is None:
-        wide = raw.astype(np.float32)
-        wide *= slope.astype(np.float32)[:, None, None]
-        wide += inter.astype(np.float32)[:, None, None]
-        np.rint(wide, out=wide)
-        np.clip(wide, -32768, 32767, out=wide)
-        hu = wide.astype(np.int16)
-        del wide
-    np.putmask(hu, hu <= OUTSIDE_FIELD_HU, AIR_HU)
+        hu = _rescale_blocks(raw, slope, inter)
+    if outside_possible:
+        np.putmask(hu, hu <= OUTSIDE_FIELD_HU, AIR_HU)
     if pad is not None:
         np.putmask(hu, pad, AIR_HU)
+    return hu
+
+
+def _rescale_blocks(raw: np.ndarray, slope: np.ndarray, inter: np.ndarray, block: int = 16) -> np.ndarray:
+    """``rint(raw * slope + inter)`` clipped to int16, in float32 blocks of ``block`` slices.
+
+    The float32 work array is one block, never the volume (a full-size float32
+    copy would double the reader's peak memory).
+    """
+    hu = np.empty(raw.shape, np.int16)
+    slope32, inter32 = slope.astype(np.float32)[:, None, None], inter.astype(np.float32)[:, None, None]
+    for start in range(0, raw.shape[0], block):
+        part = slice(start, start + block)
+        wide = raw[part].astype(np.float32)
+        wide *= slope32[part]
+        wide += inter32[part]
+        np.rint(wide, out=wide)
+        np.clip(wide, -32768, 32767, out=wide)
+        hu[part] = wide
     return hu
 
 
