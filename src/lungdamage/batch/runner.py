@@ -90,13 +90,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Measured peak RSS (MiB) of ``analyze`` on a 512×512×400 series in a fresh process (threshold
-#: method, lungs; ``scripts/bench.py core``, 2026-11-29: 1.40-1.46 GiB; update after changes that
-#: move the peak).
-MEASURED_SCAN_PEAK_MIB = 1490
+#: method, lungs; ``scripts/bench.py core``, 2026-11-29 after the segmentation and reader work:
+#: 1033 MiB, was 1.40-1.46 GiB; update after changes that move the peak).
+MEASURED_SCAN_PEAK_MIB = 1040
 #: Memory budget (MiB) per worker used by :func:`default_jobs`: the measurement plus 20 % margin.
 TYPICAL_SCAN_PEAK_MIB = int(round(1.2 * MEASURED_SCAN_PEAK_MIB))
 #: The same measurement per voxel of the series (bytes), interpreter and imports (about 150 MiB) excluded.
-PER_SCAN_PEAK_BYTES_PER_VOXEL = 13
+PER_SCAN_PEAK_BYTES_PER_VOXEL = 9
 
 
 def available_memory_bytes() -> int | None:
@@ -294,7 +294,7 @@ def _crash_outcome(task: SeriesTask, exc: BaseException, *, alone: bool) -> Outc
     )
     msg = (
         f"{cause}: {_one_line(exc)} Series {task.series_uid} in {task.source or '?'}. "
-        f"A 512x512x300 series needs about {TYPICAL_SCAN_PEAK_MIB / 1024:.1f} GiB per worker. "
+        f"A 512x512x400 series needs about {TYPICAL_SCAN_PEAK_MIB / 1024:.1f} GiB per worker. "
         "Potential fix: lower --jobs, check the series with `lungdamage score`, then rerun with --retry-failed."
     )
     return Outcome(task.series_uid, failure=Failure("worker", type(exc).__name__, msg))

@@ -10,16 +10,16 @@ from ._privacy import add_pseudonymize_option
 from ._selection import add_selection_options, selection_policy
 
 _MEMORY_NOTE = (
-    "Memory: one worker peaks at about 1.65 GiB on a 512x512x300 series (threshold method; proportional to "
+    "Memory: one worker peaks at about {measured:.1f} GiB on a 512x512x400 series (threshold method; proportional to "
     "the voxel count); the default --jobs budgets {peak:.1f} GiB per worker: min(cores, available memory / "
     "{peak:.1f} GiB) = {jobs} on this machine."
 )
 
 
 def register(sub) -> None:
-    from ..batch.runner import TYPICAL_SCAN_PEAK_MIB, default_jobs
+    from ..batch.runner import MEASURED_SCAN_PEAK_MIB, TYPICAL_SCAN_PEAK_MIB, default_jobs
 
-    note = _MEMORY_NOTE.format(peak=TYPICAL_SCAN_PEAK_MIB / 1024, jobs=default_jobs())
+    note = _MEMORY_NOTE.format(measured=MEASURED_SCAN_PEAK_MIB / 1024, peak=TYPICAL_SCAN_PEAK_MIB / 1024, jobs=default_jobs())
     p = sub.add_parser(
         "batch",
         help="score every CT series of an archive into a resumable result store",
