@@ -19,7 +19,9 @@ _MEMORY_NOTE = (
 def register(sub) -> None:
     from ..batch.runner import MEASURED_SCAN_PEAK_MIB, TYPICAL_SCAN_PEAK_MIB, default_jobs
 
-    note = _MEMORY_NOTE.format(measured=MEASURED_SCAN_PEAK_MIB / 1024, peak=TYPICAL_SCAN_PEAK_MIB / 1024, jobs=default_jobs())
+    note = _MEMORY_NOTE.format(
+        measured=MEASURED_SCAN_PEAK_MIB / 1024, peak=TYPICAL_SCAN_PEAK_MIB / 1024, jobs=default_jobs()
+    )
     p = sub.add_parser(
         "batch",
         help="score every CT series of an archive into a resumable result store",
