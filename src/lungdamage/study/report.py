@@ -8,9 +8,7 @@ thing.  Every column of every table shown is defined in the report's
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
 import logging
 import math
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._html import escape, img_tag, page, write_page
 from .analysis import StudyResult
 from .visits import SELECTION_RULE
 
@@ -166,40 +165,36 @@ def _md(blocks: list[_Block]) -> str:
     return "\n".join(lines)
 
 
+#: The study report's own rules, on top of :data:`lungdamage._html.BASE_CSS`.
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}
-.tw{max-width:100%;overflow-x:auto;margin:0.5em 0 1.5em}
-table{border-collapse:collapse;font-size:0.85em}
-
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#f0f0f0} tr:nth-child(even) td{background:#fafafa}
-img{max-width:100%;border:1px solid #ddd} h2{border-bottom:1px solid #ddd;padding-bottom:0.2em;margin-top:1.6em}
+body{max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}
+.tw{margin:0.5em 0 1.5em}
+table{font-size:.85em}
+th,td{text-align:left}
+tr:nth-child(even) td{background:#fafafa}
+img{border:1px solid #ddd} h2{border-bottom:1px solid #ddd;padding-bottom:0.2em;margin-top:1.6em}
 """
 
 
+def _html_block(b: _Block) -> str:
+    if b.kind in ("h1", "h2"):
+        return f"<{b.kind}>{escape(b.content)}</{b.kind}>"
+    if b.kind == "p":
+        return f"<p>{escape(b.content)}</p>"
+    if b.kind == "ul":
+        return "<ul>" + "".join(f"<li>{escape(i)}</li>" for i in b.content) + "</ul>"
+    if b.kind == "table":
+        df = b.content
+        head = "".join(f"<th>{escape(c)}</th>" for c in df.columns)
+        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in _cells(df))
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if b.kind == "img":
+        return f"<figure>{img_tag(b.content, str(b.extra))}<figcaption>{escape(b.extra)}</figcaption></figure>"
+    return ""
+
+
 def _html(blocks: list[_Block], title: str) -> str:
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"]
-    for b in blocks:
-        if b.kind in ("h1", "h2"):
-            out.append(f"<{b.kind}>{html.escape(str(b.content))}</{b.kind}>")
-        elif b.kind == "p":
-            out.append(f"<p>{html.escape(str(b.content))}</p>")
-        elif b.kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{html.escape(str(i))}</li>" for i in b.content) + "</ul>")
-        elif b.kind == "table":
-            df = b.content
-            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in _cells(df))
-            # wide tables scroll inside their own box; the page itself never scrolls sideways
-            out.append(f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
-        elif b.kind == "img":
-            data = base64.b64encode(Path(b.content).read_bytes()).decode("ascii")
-            out.append(f'<figure><img alt="{html.escape(str(b.extra))}" src="data:image/png;base64,{data}">'
-                       f"<figcaption>{html.escape(str(b.extra))}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out)
+    return page(title, "\n".join(_html_block(b) for b in blocks), css=_CSS)
 
 
 # -----------------------------------------------------------------------------
@@ -263,7 +258,7 @@ def write_report(
         written["report.md"] = p
     if "html" in formats:
         p = out_dir / "report.html"
-        p.write_text(_html(blocks, title), encoding="utf-8")
+        write_page(p, _html(blocks, title))
         written["report.html"] = p
     logger.info("study report written to %s", out_dir)
     return written
