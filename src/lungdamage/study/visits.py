@@ -14,6 +14,7 @@ blind.  Dates are normalised in exactly one place, :func:`to_dates`
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -160,7 +161,7 @@ class Protocol:
                 if k in keys and keys[k] != v.name:
                     problems.append(f"name/alias {alias!r} of {v.name!r} also names {keys[k]!r}")
                 keys[k] = v.name
-        for a, b in zip(self.visits, self.visits[1:]):
+        for a, b in itertools.pairwise(self.visits):
             if b.day <= a.day:
                 problems.append(f"visits not in increasing day order: {a.name!r} day {a.day}, {b.name!r} day {b.day}")
             elif a.day + a.window_days >= b.day - b.window_days:
@@ -271,8 +272,9 @@ def default_protocol() -> Protocol:
     return protocol_from_dict(tomllib.loads(text), source="default (lungdamage/data/visits_default.toml)")
 
 
-def read_protocol(path: str | Path | None = None) -> Protocol:
-    """Read a visit protocol from a TOML or YAML file; ``None`` gives :func:`default_protocol`.
+def read_protocol(path: Protocol | str | Path | None = None) -> Protocol:
+    """Read a visit protocol from a TOML or YAML file; ``None`` gives :func:`default_protocol`
+    (a :class:`Protocol` is returned as it is).
 
     Raises
     ------
@@ -289,7 +291,9 @@ def read_protocol(path: str | Path | None = None) -> Protocol:
     except FileNotFoundError:
         raise ManifestError(f"Visit protocol {path} does not exist. Potential fix: check the path.") from None
     except ConfigSyntaxError as exc:
-        raise ManifestError(f"Visit protocol {path} cannot be parsed: it {exc}. Potential fix: fix the syntax.") from None
+        raise ManifestError(
+            f"Visit protocol {path} cannot be parsed: it {exc}. Potential fix: fix the syntax."
+        ) from None
     except ValueError as exc:
         raise ManifestError(f"Visit protocol {path}: {exc}. Potential fix: use a .toml or .yaml file.") from None
     if not isinstance(data, Mapping):
@@ -328,7 +332,7 @@ class Manifest:
         return sorted(self.patients["arm"].unique())
 
     def arm_of(self) -> dict[str, str]:
-        return dict(zip(self.patients["patient_id"], self.patients["arm"]))
+        return dict(zip(self.patients["patient_id"], self.patients["arm"], strict=True))
 
     def __repr__(self) -> str:
         counts = self.patients["arm"].value_counts().sort_index()
@@ -431,7 +435,9 @@ def read_manifest(path: str | Path) -> Manifest:
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, comment="#")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"Manifest {path} cannot be read as CSV: {exc}. Potential fix: save it as CSV (UTF-8).") from exc
+        raise ManifestError(
+            f"Manifest {path} cannot be read as CSV: {exc}. Potential fix: save it as CSV (UTF-8)."
+        ) from exc
     return manifest_from_frame(df, source=str(path))
 
 
@@ -701,7 +707,9 @@ def select_results(
         hashes = sorted(sel["params_hash"].astype(str).unique())
         sel = sel[sel["params_hash"].astype(str) == params_hash]
         if sel.empty:
-            raise InputError(f"No results with params_hash {params_hash!r}; present: {hashes}. Potential fix: use one of these.")
+            raise InputError(
+                f"No results with params_hash {params_hash!r}; present: {hashes}. Potential fix: use one of these."
+            )
     dup = sel["series_uid"].duplicated(keep=False)
     if dup.any():
         for col in ("params_hash", "run_hash"):
@@ -857,16 +865,17 @@ def comparability_warnings(table: pd.DataFrame) -> pd.DataFrame:
             rows.append((pid, "regions segmented differently between visits", detail))
         thick = g["slice_thickness_mm"].astype(float)
         if thick.dropna().round(2).nunique() > 1:
-            detail = ", ".join(f"{v}: {t:g} mm" for v, t in zip(g["visit"], thick) if np.isfinite(t))
+            detail = ", ".join(f"{v}: {t:g} mm" for v, t in zip(g["visit"], thick, strict=True) if np.isfinite(t))
             rows.append((pid, "slice thickness changed between visits", detail))
         kern = g["kernel"].fillna("").astype(str).str.strip()
         if kern[kern != ""].nunique() > 1:
-            detail = ", ".join(f"{v}: {k or '?'}" for v, k in zip(g["visit"], kern))
+            detail = ", ".join(f"{v}: {k or '?'}" for v, k in zip(g["visit"], kern, strict=True))
             rows.append((pid, "reconstruction kernel changed between visits", detail))
     if "scan_warnings" in table.columns:
         # one row per distinct message (they are usually the same on every scan of a protocol)
         per_msg: dict[str, list[str]] = {}
-        for pid, visit, text in zip(table["patient_id"], table["visit"], table["scan_warnings"].astype(str)):
+        warnings_text = table["scan_warnings"].astype(str)
+        for pid, visit, text in zip(table["patient_id"], table["visit"], warnings_text, strict=True):
             for msg in filter(None, (m.strip() for m in text.split(";"))):
                 per_msg.setdefault(msg, []).append(f"{pid} {visit}")
         for msg, where in per_msg.items():
