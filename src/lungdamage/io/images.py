@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -160,7 +161,8 @@ def _scan_nifti(path: Path) -> tuple[int | None, int, int]:
 
 def _nifti_layout(head: bytes) -> tuple[int | None, str | None]:
     """``vox_offset`` and float dtype (None for integer voxels) of a NIfTI-1/-2 header, either byte order."""
-    for order, name in (("<", "little"), (">", "big")):
+    byte_orders: tuple[tuple[str, Literal["little", "big"]], ...] = (("<", "little"), (">", "big"))
+    for order, name in byte_orders:
         size = int.from_bytes(head[:4], name)
         if size == 348 and len(head) >= 112:
             code = int.from_bytes(head[70:72], name)
