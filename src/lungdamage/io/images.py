@@ -58,6 +58,16 @@ def _read_sitk(path: Path, what: str):
     return img
 
 
+def _read_volume(path: Path, what: str):
+    """The image at ``path`` (a 2-D image becomes one slice) and its array, shape (slices, rows, columns)."""
+    import SimpleITK as sitk
+
+    img = _read_sitk(path, what)
+    if img.GetDimension() == 2:
+        img = sitk.JoinSeries(img)
+    return img, sitk.GetArrayFromImage(img)
+
+
 def _check_declared_size(path: Path, what: str) -> None:
     """Refuse, before reading voxels, an image whose header declares more voxels than the budget
     (:func:`lungdamage.io.dicom.max_voxels`) or whose NIfTI file is shorter than its header says
@@ -197,13 +207,8 @@ def read_image(path: str | Path) -> CTVolume:
         Missing, unreadable or multi-component file.
     """
 
-    import SimpleITK as sitk
-
     path = Path(path)
-    img = _read_sitk(path, "Image")
-    if img.GetDimension() == 2:
-        img = sitk.JoinSeries(img)
-    arr = sitk.GetArrayFromImage(img)
+    img, arr = _read_volume(path, "Image")
     if arr.dtype.kind == "f":
         bad = ~np.isfinite(arr)
         if bad.any():
@@ -238,13 +243,8 @@ def read_label_image(path: str | Path, ct: CTVolume | None = None, *, atol_mm: f
         The label map's size, spacing, origin or direction differ from the CT's
         (beyond ``atol_mm``).
     """
-    import SimpleITK as sitk
-
     path = Path(path)
-    img = _read_sitk(path, "Label map")
-    if img.GetDimension() == 2:
-        img = sitk.JoinSeries(img)
-    arr = sitk.GetArrayFromImage(img)
+    img, arr = _read_volume(path, "Label map")
     if arr.dtype.kind == "f":
         if not np.all(arr == np.rint(arr)):
             raise InputError(f"Label map {path} has non-integer values. Potential fix: export integer labels.")
