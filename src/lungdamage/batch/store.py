@@ -280,6 +280,48 @@ class _WriterLock:
             self._fd = None
 
 
+def _scan_row(parts: list[Any], frame, uid: str, *, run_hash: str, version: str, source: str,
+              elapsed_s: float | None, worker: str, run_id: int | None, hook_value: Any) -> dict[str, Any]:
+    """The ``scans`` row of one scored series (``parts``: its result under each scheme)."""
+    first = parts[0]
+    meta = first.meta
+    return {
+        "series_uid": uid,
+        "run_hash": run_hash,
+        "version": version,
+        "study_uid": meta.study_uid,
+        "patient_id": meta.patient_id,
+        "study_date": meta.study_date,
+        "study_time": meta.study_time,
+        "modality": meta.modality,
+        "series_description": meta.series_description,
+        "kernel": meta.kernel,
+        "slice_thickness_mm": _opt_float(meta.slice_thickness_mm),
+        "manufacturer": meta.manufacturer,
+        "input_hash": meta.input_hash,
+        "source": source or meta.source,
+        "method": first.method,
+        "scheme": ",".join(r.scheme.name for r in parts),
+        "region_set": first.region_set,
+        "params_hash": ",".join(dict.fromkeys(r.params_hash for r in parts)),
+        "params_json": _dumps([r.params for r in parts] if len(parts) > 1 else first.params),
+        "versions_json": _dumps(first.versions),
+        "warnings_json": _dumps(list(first.warnings)),
+        "timings_json": _dumps(first.timings_s),
+        "regions_json": _dumps(list(first.regions)),
+        "dtypes_json": _dumps({str(c): frame[c].dtype.kind for c in frame.columns}),
+        # one segmentation and one kernel pass: the histograms are those of every scheme
+        "hist_lo_hu": int(first.hist_lo_hu),
+        "voxel_volume_ml": float(first.voxel_volume_ml),
+        "histograms": _hist_bytes(first.histograms),
+        "hook_json": None if hook_value is None else _dumps(hook_value),
+        "elapsed_s": elapsed_s,
+        "worker": worker,
+        "run_id": run_id,
+        "finished_at": _now(),
+    }
+
+
 def _row_id(cur: sqlite3.Cursor) -> int:
     """The row id of the row an INSERT just added."""
     if cur.lastrowid is None:
@@ -458,41 +500,8 @@ class ResultStore:
                 "Potential fix: batch stores DICOM series only; score image files with `lungdamage score`."
             )
         records = frame.to_dict(orient="records")
-        scan_row = {
-            "series_uid": uid,
-            "run_hash": run_hash,
-            "version": version,
-            "study_uid": meta.study_uid,
-            "patient_id": meta.patient_id,
-            "study_date": meta.study_date,
-            "study_time": meta.study_time,
-            "modality": meta.modality,
-            "series_description": meta.series_description,
-            "kernel": meta.kernel,
-            "slice_thickness_mm": _opt_float(meta.slice_thickness_mm),
-            "manufacturer": meta.manufacturer,
-            "input_hash": meta.input_hash,
-            "source": source or meta.source,
-            "method": first.method,
-            "scheme": ",".join(r.scheme.name for r in parts),
-            "region_set": first.region_set,
-            "params_hash": ",".join(dict.fromkeys(r.params_hash for r in parts)),
-            "params_json": _dumps([r.params for r in parts] if len(parts) > 1 else first.params),
-            "versions_json": _dumps(first.versions),
-            "warnings_json": _dumps(list(first.warnings)),
-            "timings_json": _dumps(first.timings_s),
-            "regions_json": _dumps(list(first.regions)),
-            "dtypes_json": _dumps({str(c): frame[c].dtype.kind for c in frame.columns}),
-            # one segmentation and one kernel pass: the histograms are those of every scheme
-            "hist_lo_hu": int(first.hist_lo_hu),
-            "voxel_volume_ml": float(first.voxel_volume_ml),
-            "histograms": _hist_bytes(first.histograms),
-            "hook_json": None if hook_value is None else _dumps(hook_value),
-            "elapsed_s": elapsed_s,
-            "worker": worker,
-            "run_id": run_id,
-            "finished_at": _now(),
-        }
+        scan_row = _scan_row(parts, frame, uid, run_hash=run_hash, version=version, source=source,
+                             elapsed_s=elapsed_s, worker=worker, run_id=run_id, hook_value=hook_value)
         cols = ", ".join(scan_row)
         marks = ", ".join("?" for _ in scan_row)
         with self._transaction() as conn:

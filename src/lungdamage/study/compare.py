@@ -477,6 +477,37 @@ def mixed_model(
     except ImportError:
         raise MissingDependencyError("The linear mixed model", "statsmodels", "stats") from None
     treated, ctrl = choose_control(sorted(table["arm"].unique()), control)
+    data, baseline_visit = _mixed_model_data(table, metric, baseline_visit)
+    formula = f"y ~ C(arm, Treatment('{_quoted(ctrl)}')) * C(visit, Treatment('{_quoted(baseline_visit)}'))"
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fit = smf.mixedlm(formula, data, groups=data["patient_id"]).fit(reml=True)
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            raise InputError(f"The mixed model could not be fitted: {exc}.") from exc
+    for w in caught:
+        msg = f"{w.category.__name__}: {w.message}"
+        if msg not in notes:
+            notes.append(msg)
+    out = _fixed_effects(fit, ctrl, baseline_visit)
+    out.attrs.update(
+        formula=f"{metric} ~ arm × visit + (1 | patient_id); arm reference {ctrl!r}, "
+        f"visit reference {baseline_visit!r}",
+        n_obs=int(fit.nobs), n_patients=int(data["patient_id"].nunique()), converged=bool(fit.converged),
+        group_var=float(np.asarray(fit.cov_re)[0, 0]), notes=notes,
+    )
+    return out
+
+
+def _quoted(text: str) -> str:
+    """``text`` inside single quotes of a patsy formula."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _mixed_model_data(table: pd.DataFrame, metric: str, baseline_visit: str | None) -> tuple[pd.DataFrame, str]:
+    """Rows with a value (``metric`` renamed ``y``), visits categorical in protocol order, and the
+    baseline visit (default: the earliest); refuses fewer than 4 rows or 3 patients."""
     data = table[["patient_id", "arm", "visit", metric] + (["visit_day"] if "visit_day" in table else [])].dropna(
         subset=[metric])
     data = data.rename(columns={metric: "y"})
@@ -489,30 +520,19 @@ def mixed_model(
         raise InputError(
             f"Too few observations for a mixed model ({len(data)} rows, {data['patient_id'].nunique()} patients)."
         )
+    return data, baseline_visit
 
-    def q(s: str) -> str:
-        return s.replace("\\", "\\\\").replace("'", "\\'")
 
-    formula = f"y ~ C(arm, Treatment('{q(ctrl)}')) * C(visit, Treatment('{q(baseline_visit)}'))"
-    notes: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            fit = smf.mixedlm(formula, data, groups=data["patient_id"]).fit(reml=True)
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            raise InputError(f"The mixed model could not be fitted: {exc}.") from exc
-    for w in caught:
-        msg = f"{w.category.__name__}: {w.message}"
-        if msg not in notes:
-            notes.append(msg)
+def _fixed_effects(fit, ctrl: str, baseline_visit: str) -> pd.DataFrame:
+    """The fixed effects of a statsmodels MixedLM fit, terms renamed ``arm[X]``, ``visit[V]``."""
     names = [n for n in fit.fe_params.index]
     ci = fit.conf_int().loc[names]
     pretty = {
-        n: n.replace(f"C(arm, Treatment('{q(ctrl)}'))[T.", "arm[").replace(
-            f"C(visit, Treatment('{q(baseline_visit)}'))[T.", "visit[")
+        n: n.replace(f"C(arm, Treatment('{_quoted(ctrl)}'))[T.", "arm[").replace(
+            f"C(visit, Treatment('{_quoted(baseline_visit)}'))[T.", "visit[")
         for n in names
     }
-    out = pd.DataFrame({
+    return pd.DataFrame({
         "term": [pretty[n] for n in names],
         "coef": fit.fe_params.to_numpy(),
         "se": fit.bse_fe.loc[names].to_numpy(),
@@ -521,10 +541,3 @@ def mixed_model(
         "ci_low": ci.iloc[:, 0].to_numpy(),
         "ci_high": ci.iloc[:, 1].to_numpy(),
     })
-    out.attrs.update(
-        formula=f"{metric} ~ arm × visit + (1 | patient_id); arm reference {ctrl!r}, "
-        f"visit reference {baseline_visit!r}",
-        n_obs=int(fit.nobs), n_patients=int(data["patient_id"].nunique()), converged=bool(fit.converged),
-        group_var=float(np.asarray(fit.cov_re)[0, 0]), notes=notes,
-    )
-    return out
