@@ -234,11 +234,12 @@ def _study_inputs(results: pd.DataFrame, manifest, protocol, pseudonymize, blind
     protocol = read_protocol(protocol)
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
-    if pseudonymize is not None:
+    if pseudonymize is not None:  # the pipeline is imported only when needed
         from ..pipeline import _pseudonymizer
 
         pz = _pseudonymizer(pseudonymize)
-        results, manifest = pz.frame(results), pz.manifest(manifest)
+        if pz is not None:
+            results, manifest = pz.frame(results), pz.manifest(manifest)
     if blind:
         manifest = blind_arms(manifest, key=blind_key)
     return results, manifest, protocol
