@@ -21,12 +21,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("lungmask")
 
-import lungmask.mask as lm_mask
-from lungmask.resunet import UNet
+import lungmask.mask as lm_mask  # noqa: E402
+from lungmask.resunet import UNet  # noqa: E402
 
-from lungdamage import models
-from lungdamage.cli import main
-from lungdamage.models import (
+from lungdamage import models  # noqa: E402
+from lungdamage.cli import main  # noqa: E402
+from lungdamage.models import (  # noqa: E402
     ChecksumError,
     DownloadError,
     download_weights,

@@ -348,7 +348,7 @@ def test_dicom_geometry_read_by_simpleitk(small, tmp_path):
 def test_dicom_is_deterministic_and_signed_when_needed(small, tmp_path):
     a = write_dicom_series(small.ct, tmp_path / "a")
     b = write_dicom_series(small.ct, tmp_path / "b")
-    assert all(pa.read_bytes() == pb.read_bytes() for pa, pb in zip(a, b))
+    assert all(pa.read_bytes() == pb.read_bytes() for pa, pb in zip(a, b, strict=True))
     other = write_dicom_series(small.ct, tmp_path / "c", patient_id="OTHER")
     assert pydicom.dcmread(other[0]).SeriesInstanceUID != pydicom.dcmread(a[0]).SeriesInstanceUID
     # HU below -1024 need a signed representation

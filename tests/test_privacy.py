@@ -299,7 +299,10 @@ def _check_seg(pz_dir: Path) -> None:
         assert {c.CodeValue for c in ds.DeidentificationMethodCodeSequence} == {"113100", "113107"}
         assert ds.PatientName == "" and ds.PatientBirthDate == "" and ds.AccessionNumber == ""
         assert is_pseudonym(ds.PatientID)
-        refs = ds.ReferencedSeriesSequence if ds.Modality == "SEG" else ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+        if ds.Modality == "SEG":
+            refs = ds.ReferencedSeriesSequence
+        else:
+            refs = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
         assert refs[0].SeriesInstanceUID.startswith("2.25.") and ds.StudyInstanceUID.startswith("2.25.")
         assert ds.ContentDate == ds.StudyDate
         # the file name carries the pseudonymous key, and the SEG's study date is the row's

@@ -379,7 +379,9 @@ def download_weights(
                 continue
             log.warning("%s in %s does not verify (%s); downloading it again", wf.filename, folder, why)
         with _folder_lock(folder):
-            results.append(_download_one(wf, dest, force=force, retries=retries, timeout_s=timeout_s, progress=progress))
+            results.append(
+                _download_one(wf, dest, force=force, retries=retries, timeout_s=timeout_s, progress=progress)
+            )
     return results
 
 

@@ -398,7 +398,8 @@ class Pseudonymizer:
             self._keep(info.series_uid, info.study_uid, info.frame_of_reference_uid)
             terms = self.terms_for(info)
             return dataclasses.replace(
-                info, files=tuple(self.token(f) for f in info.files), issues=tuple(self.scrub(i, terms) for i in info.issues)
+                info, files=tuple(self.token(f) for f in info.files),
+                issues=tuple(self.scrub(i, terms) for i in info.issues),
             )
         terms = {**self.terms_for(info), **_name_terms(_patient_name_of(info.files[0]) if info.files else "")}
         pid = info.patient_id
@@ -496,16 +497,20 @@ class Pseudonymizer:
         patients = manifest.patients.copy()
         orig = patients["patient_id"].astype(str)
         patients["baseline_date"] = pd.to_datetime(
-            [self.shift_date(d, p) if not is_pseudonym(p) else d for d, p in zip(patients["baseline_date"], orig)]
+            [self.shift_date(d, p) if not is_pseudonym(p) else d
+             for d, p in zip(patients["baseline_date"], orig, strict=True)]
         )
         patients["patient_id"] = [self.patient_id(p) for p in orig]
         ov = manifest.overrides.copy()
         if len(ov):
             pids = ov["patient_id"].astype(str).tolist()
             ov["study_date"] = pd.to_datetime(
-                [self.shift_date(d, p) if not is_pseudonym(p) else d for d, p in zip(ov["study_date"], pids)]
+                [self.shift_date(d, p) if not is_pseudonym(p) else d
+                 for d, p in zip(ov["study_date"], pids, strict=True)]
             )
-            ov["series_uid"] = [u if is_pseudonym(p) else self.uid(u) for u, p in zip(ov["series_uid"], pids)]
+            ov["series_uid"] = [
+                u if is_pseudonym(p) else self.uid(u) for u, p in zip(ov["series_uid"], pids, strict=True)
+            ]
             ov["patient_id"] = [self.patient_id(p) for p in pids]
         return dataclasses.replace(manifest, patients=patients, overrides=ov)
 
@@ -599,35 +604,7 @@ def deidentify_dataset(ds, pz: Pseudonymizer, *, patient_id: str | None = None):
     if str(ds.get("PatientIdentityRemoved", "")).upper() == "YES" and is_pseudonym(str(ds.get("PatientID", ""))):
         return ds
     pid = str(ds.get("PatientID", "") if patient_id is None else patient_id)
-
-    def clean(d) -> None:
-        d.remove_private_tags()
-        for tag in list(d.keys()):
-            if 0x5000 <= tag.group <= 0x50FF or 0x6000 <= tag.group <= 0x60FF:  # curves, overlays (may hold text)
-                del d[tag]
-                continue
-            elem = d[tag]
-            kw = elem.keyword
-            if kw in _REMOVE:
-                del d[tag]
-                continue
-            if kw == "PatientID":
-                elem.value = pz.patient_id(pid)
-            elif kw in _EMPTY or elem.VR == "PN":
-                elem.value = ""
-            elif elem.VR == "SQ":
-                for item in elem.value:
-                    clean(item)
-            elif elem.VR == "UI" and elem.value:
-                vals = elem.value if elem.VM > 1 else [elem.value]
-                new = [str(v) if _well_known_uid(str(v)) else pz.uid(str(v)) for v in vals]
-                elem.value = new if elem.VM > 1 else new[0]
-            elif elem.VR in ("DA", "DT") and elem.value:
-                vals = elem.value if elem.VM > 1 else [elem.value]
-                new = [pz.shift_date(str(v), pid) for v in vals]
-                elem.value = new if elem.VM > 1 else new[0]
-
-    clean(ds)
+    _clean_elements(ds, pz, pid)
     fm = getattr(ds, "file_meta", None)
     if fm is not None:
         for kw in ("MediaStorageSOPInstanceUID",):
@@ -645,6 +622,35 @@ def deidentify_dataset(ds, pz: Pseudonymizer, *, patient_id: str | None = None):
     ds.DeidentificationMethodCodeSequence = seq
     ds.LongitudinalTemporalInformationModified = "MODIFIED"
     return ds
+
+
+def _clean_elements(d, pz: Pseudonymizer, pid: str) -> None:
+    """The element-by-element part of :func:`deidentify_dataset`, into sequences (``d`` modified)."""
+    d.remove_private_tags()
+    for tag in list(d.keys()):
+        if 0x5000 <= tag.group <= 0x50FF or 0x6000 <= tag.group <= 0x60FF:  # curves, overlays (may hold text)
+            del d[tag]
+            continue
+        elem = d[tag]
+        kw = elem.keyword
+        if kw in _REMOVE:
+            del d[tag]
+            continue
+        if kw == "PatientID":
+            elem.value = pz.patient_id(pid)
+        elif kw in _EMPTY or elem.VR == "PN":
+            elem.value = ""
+        elif elem.VR == "SQ":
+            for item in elem.value:
+                _clean_elements(item, pz, pid)
+        elif elem.VR == "UI" and elem.value:
+            vals = elem.value if elem.VM > 1 else [elem.value]
+            new = [str(v) if _well_known_uid(str(v)) else pz.uid(str(v)) for v in vals]
+            elem.value = new if elem.VM > 1 else new[0]
+        elif elem.VR in ("DA", "DT") and elem.value:
+            vals = elem.value if elem.VM > 1 else [elem.value]
+            new = [pz.shift_date(str(v), pid) for v in vals]
+            elem.value = new if elem.VM > 1 else new[0]
 
 
 def deidentify_series(

@@ -115,7 +115,7 @@ class RegionMap:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.labels.shape)  # type: ignore[return-value]
+        return tuple(self.labels.shape)
 
     @property
     def lung_mask(self) -> np.ndarray:

@@ -99,7 +99,10 @@ def test_export_cli(reference_store, tmp_path, suffix, capsys):
     out = tmp_path / f"results{suffix}"
     fails = tmp_path / "failures.csv"
     assert main(["-q", "export", "--store", str(reference_store), "-o", str(out), "--failures", str(fails)]) == 0
-    back = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out, dtype={"study_date": str, "patient_id": str})
+    if suffix == ".parquet":
+        back = pd.read_parquet(out)
+    else:
+        back = pd.read_csv(out, dtype={"study_date": str, "patient_id": str})
     ref = load_results(reference_store)
     assert back.shape == ref.shape
     np.testing.assert_allclose(back.damage_pct.to_numpy(), ref.damage_pct.to_numpy(), rtol=1e-12)

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+
+from lungdamage.phantom import write_dicom_series
+from lungdamage.volume import CTVolume, ScanMeta
 
 SPACING = (2.5, 1.25, 1.25)  # slice, row, column (mm)
 SHAPE = (40, 72, 88)
@@ -46,7 +48,8 @@ def make_synth(seed: int = 0, noise_hu: float = 12.0) -> Synth:
     centres = {"ggo": (24, 36, 26), "consolidation": (16, 36, 62)}
 
     def ball(c, r_mm):
-        return ((zmm - c[0] * SPACING[0]) ** 2 + (ymm - c[1] * SPACING[1]) ** 2 + (xmm - c[2] * SPACING[2]) ** 2) <= r_mm**2
+        distance2_mm2 = (zmm - c[0] * SPACING[0]) ** 2 + (ymm - c[1] * SPACING[1]) ** 2 + (xmm - c[2] * SPACING[2]) ** 2
+        return distance2_mm2 <= r_mm**2
 
     ggo = ball(centres["ggo"], 11.0) & (lungs == 1)
     cons = ball(centres["consolidation"], 9.0) & (lungs == 2)
@@ -58,62 +61,16 @@ def make_synth(seed: int = 0, noise_hu: float = 12.0) -> Synth:
     return Synth(hu, lungs, ggo, cons, centres)
 
 
-def write_dicom(folder: Path, hu: np.ndarray, *, patient_id: str = "SYN-001", study_date: str = "20200415") -> list[Path]:
-    """One CT file per slice; files named in reverse slice order with reversed
-    InstanceNumbers so that only ImagePositionPatient gives the right order."""
-    folder.mkdir(parents=True, exist_ok=True)
-    series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
-    n, rows, cols = hu.shape
-    paths = []
-    for k in range(n):
-        fm = FileMetaDataset()
-        fm.MediaStorageSOPClassUID = CTImageStorage
-        fm.MediaStorageSOPInstanceUID = generate_uid()
-        fm.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = fm
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = fm.MediaStorageSOPInstanceUID
-        ds.PatientID = patient_id
-        ds.PatientName = "Synthetic^Thorax"
-        ds.PatientBirthDate = ""
-        ds.PatientSex = "O"
-        ds.StudyInstanceUID = study_uid
-        ds.StudyDate = study_date
-        ds.StudyTime = "101500"
-        ds.StudyID = "1"
-        ds.AccessionNumber = ""
-        ds.ReferringPhysicianName = ""
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = 3
-        ds.SeriesDescription = "synthetic thorax"
-        ds.Modality = "CT"
-        ds.Manufacturer = "lungdamage-tests"
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        ds.InstanceNumber = n - k
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [ORIGIN[0], ORIGIN[1], ORIGIN[2] + k * SPACING[0]]
-        ds.PixelSpacing = [SPACING[1], SPACING[2]]
-        ds.SliceThickness = SPACING[0]
-        ds.KVP = 120
-        ds.ConvolutionKernel = "B30f"
-        ds.Rows, ds.Columns = rows, cols
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.RescaleIntercept = 0
-        ds.RescaleSlope = 1
-        ds.RescaleType = "HU"
-        ds.PixelData = np.ascontiguousarray(hu[k]).astype("<i2").tobytes()
-        path = folder / f"IM{n - k:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
+def write_dicom(
+    folder: Path, hu: np.ndarray, *, patient_id: str = "SYN-001", study_date: str = "20200415"
+) -> list[Path]:
+    """One CT file per slice, written by the phantom's writer (the suite's one writer of ordinary CT series)."""
+    ct = CTVolume(hu, SPACING, ORIGIN, meta=ScanMeta(source="synthetic"))
+    return write_dicom_series(
+        ct, folder, patient_id=patient_id, patient_name="Synthetic^Thorax", study_date=study_date,
+        study_time="101500", series_number=3, series_description="synthetic thorax", kernel="B30f",
+        manufacturer="lungdamage-tests",
+    )
 
 
 @pytest.fixture(scope="session")

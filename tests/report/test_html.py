@@ -61,7 +61,7 @@ def test_pages_render_in_headless_chromium(review, tmp_path, page):
     url = review[page].resolve().as_uri()
     dom = _chromium("--dump-dom", url, tmp_path=tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    console = [l for l in dom.stderr.splitlines() if ":CONSOLE" in l]
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console
     sizes = re.search(r'<body data-images="([^"]*)"', dom.stdout)
     assert sizes, "load handler did not run"

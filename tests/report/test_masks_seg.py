@@ -49,13 +49,15 @@ def test_masks_read_back_with_ct_geometry_and_counts(tmp_path, synth_analysis, s
         assert np.array_equal(b == bands.index("consolidation") + 1, synth.consolidation)
     # Slicer segmentation fields and colour table
     nrrd = sitk.ReadImage(str(files["bands_nrrd"]))
-    names = {nrrd.GetMetaData(f"Segment{i}_Name"): int(nrrd.GetMetaData(f"Segment{i}_LabelValue")) for i in range(len(bands))}
+    names = {
+        nrrd.GetMetaData(f"Segment{i}_Name"): int(nrrd.GetMetaData(f"Segment{i}_LabelValue")) for i in range(len(bands))
+    }
     assert names == {n: k + 1 for k, n in enumerate(bands)}
     lines = files["bands_ctbl"].read_text().splitlines()
     assert lines[0].startswith("# Color table file")
-    table = {int(l.split()[0]): l.split()[1] for l in lines if not l.startswith("#")}
+    table = {int(line.split()[0]): line.split()[1] for line in lines if not line.startswith("#")}
     assert table == {0: "Background", **{k + 1: n for k, n in enumerate(bands)}}
-    assert all(len(l.split()) == 6 for l in lines if not l.startswith("#"))
+    assert all(len(line.split()) == 6 for line in lines if not line.startswith("#"))
 
 
 def _sorted_sources(files):

@@ -19,7 +19,7 @@ from lungdamage.score import score
 
 def _volume():
     shape, spacing = (40, 96, 96), (1.5, 1.0, 1.0)
-    Z, Y, X = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, spacing)), indexing="ij", sparse=True)
+    Z, Y, X = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, spacing, strict=True)), indexing="ij", sparse=True)
     hu = np.full(shape, -1000.0, np.float32)
     body = (Y - 48) ** 2 / 46**2 + (X - 48) ** 2 / 46**2 <= 1
     hu[np.broadcast_to(body, shape)] = 40

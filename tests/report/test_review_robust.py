@@ -21,7 +21,9 @@ from lungdamage.io.catalog import SelectionPolicy
 from lungdamage.pipeline import analyze_scan
 from lungdamage.report import ReviewHook, default_stem, safe_stem, write_review
 
-ALL_KINDS = {"qc_png", "qc_json", "thumbnail", "regions_nifti", "bands_nifti", "regions_nrrd", "bands_nrrd", "seg", "html"}
+ALL_KINDS = {
+    "qc_png", "qc_json", "thumbnail", "regions_nifti", "bands_nifti", "regions_nrrd", "bands_nrrd", "seg", "html",
+}
 
 
 def _edited_copy(synth_dicom, tmp_path: Path, edit) -> Path:

@@ -79,8 +79,11 @@ def test_sr_units_codes_and_algorithm(seg_and_sr):
     right = next(g for g in groups if str(g.tracking_identifier) == "right")
     site = right.finding_sites[0]
     assert (site.value.value, site.value.scheme_designator) == ("3341006", "SCT")
-    units = {str(m.name.meaning).split(":")[0]: (m.unit.value, m.unit.scheme_designator) for m in right.get_measurements()}
-    assert units["Volume"] == ("ml", "UCUM") and units["ggo_pct"] == ("%", "UCUM") and units["damage_pct"] == ("%", "UCUM")
+    units = {
+        str(m.name.meaning).split(":")[0]: (m.unit.value, m.unit.scheme_designator) for m in right.get_measurements()
+    }
+    assert units["Volume"] == ("ml", "UCUM") and units["ggo_pct"] == ("%", "UCUM")
+    assert units["damage_pct"] == ("%", "UCUM")
     texts = [str(i.TextValue) for i in right[0].ContentSequence if i.ValueType == "TEXT"]
     assert "lungdamage" in texts and any(t.startswith("scheme=") for t in texts)
 

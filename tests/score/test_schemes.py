@@ -50,7 +50,9 @@ def test_every_example_scheme_file_loads_and_scores(path):
     assert df[[f"{b}_pct" for b in s.band_names]].sum(axis=1).iloc[0] == pytest.approx(100.0)
 
 
-@pytest.mark.parametrize(("path", "preset"), [("covid.toml", "covid"), ("lcta.yaml", "lcta"), ("aeration.yaml", "aeration")])
+@pytest.mark.parametrize(
+    ("path", "preset"), [("covid.toml", "covid"), ("lcta.yaml", "lcta"), ("aeration.yaml", "aeration")]
+)
 def test_example_files_equal_their_presets(path, preset):
     f, p = get_scheme(EXAMPLES / path), PRESETS[preset]
     assert f.edges() == p.edges() and f.damage == p.damage
@@ -84,19 +86,24 @@ BROKEN = [
     ),
     (
         "edge.yaml",
-        "name: x\nbands:\n  - {name: a, lo_hu: -inf, hi_hu: -700}\n  - name: b\n    lo_hu: minus 700\n    hi_hu: -300\n",
+        "name: x\nbands:\n  - {name: a, lo_hu: -inf, hi_hu: -700}\n  - name: b\n    lo_hu: minus 700\n"
+        "    hi_hu: -300\n",
         [r"bands\[1\]\.lo_hu \(line 5\): expected a number or '-inf'/'inf', got 'minus 700'"],
     ),
     (
         "order.yaml",
         "name: x\nbandz: []\nbands:\n  - {name: other, lo_hu: 0, hi_hu: -10}\n",
         [
-            r"bandz \(line 2\): unknown field; allowed fields: \['name', 'bands', 'damage', 'description', 'reference'\]",
+            r"bandz \(line 2\): unknown field; allowed fields: "
+            r"\['name', 'bands', 'damage', 'description', 'reference'\]",
             r"bands\[0\]\.name \(line 4\): band name 'other' is reserved",
             r"bands\[0\] \(line 4\): needs lo_hu < hi_hu, got \[0, -10\)",
         ],
     ),
-    ("missing.toml", 'name = "x"\n[[bands]]\nname = "a"\nlo_hu = 0\n', [r"bands\[0\] \(line 2\): missing field 'hi_hu'"]),
+    (
+        "missing.toml", 'name = "x"\n[[bands]]\nname = "a"\nlo_hu = 0\n',
+        [r"bands\[0\] \(line 2\): missing field 'hi_hu'"],
+    ),
     ("nobands.json", '{"name": "x"}', [r"bands: missing"]),
 ]
 

@@ -38,7 +38,9 @@ def _all_split_u(pooled: np.ndarray, n: int) -> np.ndarray:
 
 def _table(x, y, visit="month 4", metric="damage_pct"):
     rows = [dict(patient_id=f"T{i}", arm="treated", visit=visit, visit_day=120, **{metric: v}) for i, v in enumerate(x)]
-    rows += [dict(patient_id=f"P{i}", arm="placebo", visit=visit, visit_day=120, **{metric: v}) for i, v in enumerate(y)]
+    rows += [
+        dict(patient_id=f"P{i}", arm="placebo", visit=visit, visit_day=120, **{metric: v}) for i, v in enumerate(y)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -183,7 +185,8 @@ def test_mixed_model_matches_statsmodels_and_recovers_planted_interaction():
     assert abs(mm.loc["arm[treated]:visit[day 14]", "coef"]) < 1.0
     assert list(mm.index[2:5]) == ["visit[day 14]", "visit[month 2]", "visit[month 4]"]  # protocol order
     data = t.assign(visit=pd.Categorical(t["visit"], ["day 0", "day 14", "month 2", "month 4"]))
-    ref = smf.mixedlm("damage_pct ~ C(arm, Treatment('placebo')) * visit", data, groups=data["patient_id"]).fit(reml=True)
+    model = smf.mixedlm("damage_pct ~ C(arm, Treatment('placebo')) * visit", data, groups=data["patient_id"])
+    ref = model.fit(reml=True)
     np.testing.assert_allclose(mm["coef"].to_numpy(), ref.fe_params.to_numpy(), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(mm["se"].to_numpy(), ref.bse_fe.to_numpy(), rtol=1e-6)
     assert mm.attrs["n_obs"] == 80 and mm.attrs["n_patients"] == 20 and mm.attrs["converged"]

@@ -43,7 +43,7 @@ def test_lobe_change_only_with_the_same_lobe_method_at_every_visit(results_frame
     total = visit_table(df, manifest, region="total").set_index(["patient_id", "visit"])
     assert total.loc[("P2", "month 4"), "damage_pct_change"] == -16
     w = comparability_warnings(visit_table(df, manifest, region="total"))
-    assert ("P2", "regions segmented differently between visits") in set(zip(w["patient_id"], w["issue"]))
+    assert ("P2", "regions segmented differently between visits") in set(zip(w["patient_id"], w["issue"], strict=True))
     assert "P1" not in set(w["patient_id"])
 
 

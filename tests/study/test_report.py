@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
@@ -88,7 +89,7 @@ def test_report_names_provenance_and_defines_every_column(written):
     # every column of every table in the report has a definition line
     defs = md.split("## Definitions", 1)[1]
     lines = md.split("## Definitions")[0].splitlines()
-    headers = [a for a, b in zip(lines, lines[1:]) if b.startswith("|---")]
+    headers = [a for a, b in itertools.pairwise(lines) if b.startswith("|---")]
     cols = {c.strip() for h in headers for c in h.strip("|").split("|")}
     assert {"damage_pct", "css_pan", "damage_pct_change", "p_value", "coef", "flag", "ci_low"} <= cols
     for col in cols:

@@ -250,7 +250,7 @@ def test_comparability_warnings_slice_thickness_and_kernel(results_frame):
         if s["series_uid"] == "2.1.120":
             s["kernel"] = "LUNG"
     w = comparability_warnings(visit_table(results_frame(scans), manifest))
-    assert set(zip(w["patient_id"], w["issue"])) == {
+    assert set(zip(w["patient_id"], w["issue"], strict=True)) == {
         ("P1", "slice thickness changed between visits"), ("P2", "reconstruction kernel changed between visits")}
     assert "month 4: 1.25 mm" in w.loc[w["patient_id"] == "P1", "detail"].iloc[0]
     none = comparability_warnings(visit_table(results_frame(_trial_scans()[0]), manifest))
@@ -265,7 +265,7 @@ def test_sample_dicom_visits_csv_is_a_valid_manifest(results_frame):
     m = read_manifest(SAMPLE_VISITS)
     raw = pd.read_csv(SAMPLE_VISITS, dtype=str)
     assert sorted(m.patients["patient_id"]) == sorted(raw["patient_id"].unique())
-    assert m.arm_of() == dict(zip(raw["patient_id"], raw["arm"]))
+    assert m.arm_of() == dict(zip(raw["patient_id"], raw["arm"], strict=True))
     assert len(m.overrides) == len(raw)
     p = default_protocol()
     for name in raw["visit"]:

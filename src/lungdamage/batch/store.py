@@ -47,6 +47,7 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -56,7 +57,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,55 @@ class _WriterLock:
             self._fd = None
 
 
+def _scan_row(parts: list[Any], frame, uid: str, *, run_hash: str, version: str, source: str,
+              elapsed_s: float | None, worker: str, run_id: int | None, hook_value: Any) -> dict[str, Any]:
+    """The ``scans`` row of one scored series (``parts``: its result under each scheme)."""
+    first = parts[0]
+    meta = first.meta
+    return {
+        "series_uid": uid,
+        "run_hash": run_hash,
+        "version": version,
+        "study_uid": meta.study_uid,
+        "patient_id": meta.patient_id,
+        "study_date": meta.study_date,
+        "study_time": meta.study_time,
+        "modality": meta.modality,
+        "series_description": meta.series_description,
+        "kernel": meta.kernel,
+        "slice_thickness_mm": _opt_float(meta.slice_thickness_mm),
+        "manufacturer": meta.manufacturer,
+        "input_hash": meta.input_hash,
+        "source": source or meta.source,
+        "method": first.method,
+        "scheme": ",".join(r.scheme.name for r in parts),
+        "region_set": first.region_set,
+        "params_hash": ",".join(dict.fromkeys(r.params_hash for r in parts)),
+        "params_json": _dumps([r.params for r in parts] if len(parts) > 1 else first.params),
+        "versions_json": _dumps(first.versions),
+        "warnings_json": _dumps(list(first.warnings)),
+        "timings_json": _dumps(first.timings_s),
+        "regions_json": _dumps(list(first.regions)),
+        "dtypes_json": _dumps({str(c): frame[c].dtype.kind for c in frame.columns}),
+        # one segmentation and one kernel pass: the histograms are those of every scheme
+        "hist_lo_hu": int(first.hist_lo_hu),
+        "voxel_volume_ml": float(first.voxel_volume_ml),
+        "histograms": _hist_bytes(first.histograms),
+        "hook_json": None if hook_value is None else _dumps(hook_value),
+        "elapsed_s": elapsed_s,
+        "worker": worker,
+        "run_id": run_id,
+        "finished_at": _now(),
+    }
+
+
+def _row_id(cur: sqlite3.Cursor) -> int:
+    """The row id of the row an INSERT just added."""
+    if cur.lastrowid is None:
+        raise StoreError("SQLite returned no row id for an INSERT. Potential fix: report this as a bug.")
+    return int(cur.lastrowid)
+
+
 class ResultStore:
     """SQLite result store of batch runs (see the module docstring for the schema).
 
@@ -359,29 +409,23 @@ class ResultStore:
             self._conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
 
     # -- plumbing ------------------------------------------------------------------
-    def _transaction(self):
-        store = self
-
-        class _Tx:
-            def __enter__(self_inner):
-                store._conn.execute("BEGIN IMMEDIATE")
-                return store._conn
-
-            def __exit__(self_inner, exc_type, exc, tb):
-                if exc_type is None:
-                    store._conn.execute("COMMIT")
-                else:
-                    store._conn.execute("ROLLBACK")
-                return False
-
-        return _Tx()
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; ``ROLLBACK`` when the block raises (anything, an interrupt too)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close the connection and release the writer lock."""
-        conn = getattr(self, "_conn", None)
+        conn = vars(self).pop("_conn", None)  # closed: any later query fails at once
         if conn is not None:
             conn.close()
-            self._conn = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -403,7 +447,7 @@ class ResultStore:
                 "INSERT INTO runs (started_at, root, run_hash, version, params_json, engine) VALUES (?,?,?,?,?,?)",
                 (_now(), root, run_hash, version, _dumps(params), engine),
             )
-            return int(cur.lastrowid)
+            return _row_id(cur)
 
     def end_run(self, run_id: int, counts: Mapping[str, Any]) -> None:
         with self._transaction() as conn:
@@ -456,41 +500,8 @@ class ResultStore:
                 "Potential fix: batch stores DICOM series only; score image files with `lungdamage score`."
             )
         records = frame.to_dict(orient="records")
-        scan_row = {
-            "series_uid": uid,
-            "run_hash": run_hash,
-            "version": version,
-            "study_uid": meta.study_uid,
-            "patient_id": meta.patient_id,
-            "study_date": meta.study_date,
-            "study_time": meta.study_time,
-            "modality": meta.modality,
-            "series_description": meta.series_description,
-            "kernel": meta.kernel,
-            "slice_thickness_mm": _opt_float(meta.slice_thickness_mm),
-            "manufacturer": meta.manufacturer,
-            "input_hash": meta.input_hash,
-            "source": source or meta.source,
-            "method": first.method,
-            "scheme": ",".join(r.scheme.name for r in parts),
-            "region_set": first.region_set,
-            "params_hash": ",".join(dict.fromkeys(r.params_hash for r in parts)),
-            "params_json": _dumps([r.params for r in parts] if len(parts) > 1 else first.params),
-            "versions_json": _dumps(first.versions),
-            "warnings_json": _dumps(list(first.warnings)),
-            "timings_json": _dumps(first.timings_s),
-            "regions_json": _dumps(list(first.regions)),
-            "dtypes_json": _dumps({str(c): frame[c].dtype.kind for c in frame.columns}),
-            # one segmentation and one kernel pass: the histograms are those of every scheme
-            "hist_lo_hu": int(first.hist_lo_hu),
-            "voxel_volume_ml": float(first.voxel_volume_ml),
-            "histograms": _hist_bytes(first.histograms),
-            "hook_json": None if hook_value is None else _dumps(hook_value),
-            "elapsed_s": elapsed_s,
-            "worker": worker,
-            "run_id": run_id,
-            "finished_at": _now(),
-        }
+        scan_row = _scan_row(parts, frame, uid, run_hash=run_hash, version=version, source=source,
+                             elapsed_s=elapsed_s, worker=worker, run_id=run_id, hook_value=hook_value)
         cols = ", ".join(scan_row)
         marks = ", ".join("?" for _ in scan_row)
         with self._transaction() as conn:
@@ -498,7 +509,7 @@ class ResultStore:
                 "DELETE FROM scans WHERE series_uid=? AND run_hash=? AND version=?", (uid, run_hash, version)
             )
             cur = conn.execute(f"INSERT INTO scans ({cols}) VALUES ({marks})", tuple(scan_row.values()))
-            scan_id = int(cur.lastrowid)
+            scan_id = _row_id(cur)
             conn.executemany(
                 "INSERT INTO region_metrics (scan_id, row, region, metrics_json) VALUES (?,?,?,?)",
                 [(scan_id, i, str(rec["region"]), _dumps(rec)) for i, rec in enumerate(records)],
@@ -541,8 +552,8 @@ class ResultStore:
             return
         with self._transaction() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO excluded (series_uid, reason, source, patient_id, study_date, modality, run_id) "
-                "VALUES (?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO excluded (series_uid, reason, source, patient_id, study_date, modality, "
+                "run_id) VALUES (?,?,?,?,?,?,?)",
                 [
                     (
                         r["series_uid"], r["reason"], r.get("source", ""), r.get("patient_id", ""),
@@ -581,14 +592,14 @@ class ResultStore:
                     kinds.setdefault(name, kind)
             rec = json.loads(metrics_json)
             columns.update(dict.fromkeys(rec))
-            for name, value in zip(EXTRA_COLUMNS, extra):
+            for name, value in zip(EXTRA_COLUMNS, extra, strict=True):
                 rec.setdefault(name, value)
             records.append(rec)
         order = list(columns) + [c for c in EXTRA_COLUMNS if c not in columns]
         if not records:
             return pd.DataFrame(columns=order)
         df = pd.DataFrame.from_records(records, columns=order)
-        for name in df.columns[df.dtypes == object]:
+        for name in df.columns[df.dtypes == np.dtype(object)]:
             # float columns come back as None where they were NaN (stored as JSON null)
             if kinds.get(name) == "f" and df[name].map(_is_number_or_none).all():
                 df[name] = df[name].astype(float)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -55,6 +56,16 @@ def _read_sitk(path: Path, what: str):
     if img.GetDimension() not in (2, 3):
         raise InputError(f"{what} {path} is {img.GetDimension()}-D; expected a 2-D or 3-D image.")
     return img
+
+
+def _read_volume(path: Path, what: str):
+    """The image at ``path`` (a 2-D image becomes one slice) and its array, shape (slices, rows, columns)."""
+    import SimpleITK as sitk
+
+    img = _read_sitk(path, what)
+    if img.GetDimension() == 2:
+        img = sitk.JoinSeries(img)
+    return img, sitk.GetArrayFromImage(img)
 
 
 def _check_declared_size(path: Path, what: str) -> None:
@@ -160,7 +171,8 @@ def _scan_nifti(path: Path) -> tuple[int | None, int, int]:
 
 def _nifti_layout(head: bytes) -> tuple[int | None, str | None]:
     """``vox_offset`` and float dtype (None for integer voxels) of a NIfTI-1/-2 header, either byte order."""
-    for order, name in (("<", "little"), (">", "big")):
+    byte_orders: tuple[tuple[str, Literal["little", "big"]], ...] = (("<", "little"), (">", "big"))
+    for order, name in byte_orders:
         size = int.from_bytes(head[:4], name)
         if size == 348 and len(head) >= 112:
             code = int.from_bytes(head[70:72], name)
@@ -195,13 +207,8 @@ def read_image(path: str | Path) -> CTVolume:
         Missing, unreadable or multi-component file.
     """
 
-    import SimpleITK as sitk
-
     path = Path(path)
-    img = _read_sitk(path, "Image")
-    if img.GetDimension() == 2:
-        img = sitk.JoinSeries(img)
-    arr = sitk.GetArrayFromImage(img)
+    img, arr = _read_volume(path, "Image")
     if arr.dtype.kind == "f":
         bad = ~np.isfinite(arr)
         if bad.any():
@@ -236,13 +243,8 @@ def read_label_image(path: str | Path, ct: CTVolume | None = None, *, atol_mm: f
         The label map's size, spacing, origin or direction differ from the CT's
         (beyond ``atol_mm``).
     """
-    import SimpleITK as sitk
-
     path = Path(path)
-    img = _read_sitk(path, "Label map")
-    if img.GetDimension() == 2:
-        img = sitk.JoinSeries(img)
-    arr = sitk.GetArrayFromImage(img)
+    img, arr = _read_volume(path, "Label map")
     if arr.dtype.kind == "f":
         if not np.all(arr == np.rint(arr)):
             raise InputError(f"Label map {path} has non-integer values. Potential fix: export integer labels.")

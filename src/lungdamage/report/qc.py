@@ -189,56 +189,77 @@ def plan_panels(
     list of Panel
         ``box`` still unset (0); :func:`render_montage` lays them out.
     """
-    axes = _patient_axes(ct.direction)
-    shape = ct.shape
-    spacing = ct.spacing_mm
     lung = regions.labels > 0
-    # lung bounding box in canonical (positive-direction) index per patient axis
-    lo_hi: dict[int, tuple[int, int]] = {}
-    lung_lo_hi: dict[int, tuple[int, int]] = {}
-    for m in range(3):
-        a, sign = axes[m]
-        n = shape[a]
-        other = tuple(i for i in range(3) if i != a)
-        present = np.flatnonzero(lung.any(axis=other)) if lung.any() else np.arange(n)
-        if sign < 0:
-            present = np.sort(n - 1 - present)
-        first, last = int(present[0]), int(present[-1])
-        lung_lo_hi[m] = (first, last)
-        pad = int(math.ceil(margin_mm / spacing[a]))
-        lo_hi[m] = (max(first - pad, 0), min(last + pad + 1, n))
+    field = _Field.around(ct, lung, margin_mm)
+    panels = _axial_panels(ct, field, fractions, panel_px)
+    # a coronal plane of a thin slab is a strip a few pixels high: left out (the axial panels show it all)
+    k_co = panel_px / max(field.extent_mm(0), field.extent_mm(2))
+    if coronal and field.extent_mm(2) * k_co >= MIN_CORONAL_PX:
+        panels.append(_coronal_panel(field, lung, k_co))
+    return panels
 
-    def sampling(m: int, px_per_mm: float) -> tuple[int, float]:
-        a = axes[m][0]
-        lo, hi = lo_hi[m]
-        extent_mm = (hi - lo) * spacing[a]
-        n_px = max(int(round(extent_mm * px_per_mm)), 1)
-        return n_px, (hi - lo) / n_px
 
-    def axis_index(m: int, px_per_mm: float, *, reverse: bool = False) -> np.ndarray:
-        a, sign = axes[m]
-        n_px, vpp = sampling(m, px_per_mm)
-        lo, hi = lo_hi[m]
+@dataclass(frozen=True)
+class _Field:
+    """The field shown: per patient axis ``m`` (0 x, 1 y, 2 z), the array axis and sign (``axes``),
+    the shown canonical index range ``lo_hi[m]`` and the lungs' own range ``lung_lo_hi[m]``
+    (canonical: positive patient direction)."""
+
+    axes: Mapping[int, tuple[int, int]]
+    shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    lo_hi: dict[int, tuple[int, int]]
+    lung_lo_hi: dict[int, tuple[int, int]]
+
+    @classmethod
+    def around(cls, ct: CTVolume, lung: np.ndarray, margin_mm: float) -> _Field:
+        """The lungs' bounding box plus ``margin_mm`` (the whole field if no lung)."""
+        axes = _patient_axes(ct.direction)
+        lo_hi: dict[int, tuple[int, int]] = {}
+        lung_lo_hi: dict[int, tuple[int, int]] = {}
+        for m in range(3):
+            a, sign = axes[m]
+            n = ct.shape[a]
+            other = tuple(i for i in range(3) if i != a)
+            present = np.flatnonzero(lung.any(axis=other)) if lung.any() else np.arange(n)
+            if sign < 0:
+                present = np.sort(n - 1 - present)
+            first, last = int(present[0]), int(present[-1])
+            lung_lo_hi[m] = (first, last)
+            pad = int(math.ceil(margin_mm / ct.spacing_mm[a]))
+            lo_hi[m] = (max(first - pad, 0), min(last + pad + 1, n))
+        return cls(axes, ct.shape, ct.spacing_mm, lo_hi, lung_lo_hi)
+
+    def extent_mm(self, m: int) -> float:
+        lo, hi = self.lo_hi[m]
+        return (hi - lo) * self.spacing_mm[self.axes[m][0]]
+
+    def axis_index(self, m: int, px_per_mm: float, *, reverse: bool = False) -> np.ndarray:
+        """Voxel index along patient axis ``m`` of each display pixel at ``px_per_mm``."""
+        a, sign = self.axes[m]
+        lo, hi = self.lo_hi[m]
+        n_px = max(int(round(self.extent_mm(m) * px_per_mm)), 1)
+        voxels_per_px = (hi - lo) / n_px
         if reverse:  # walk the patient axis in its negative direction (e.g. superior at top)
-            c = hi - 1 - np.floor((np.arange(n_px) + 0.5) * vpp).astype(np.int64)
-            c = np.clip(c, 0, shape[a] - 1)
-            return c if sign > 0 else shape[a] - 1 - c
-        return _display_index(n_px, lo, vpp, shape[a], sign)
+            c = hi - 1 - np.floor((np.arange(n_px) + 0.5) * voxels_per_px).astype(np.int64)
+            c = np.clip(c, 0, self.shape[a] - 1)
+            return c if sign > 0 else self.shape[a] - 1 - c
+        return _display_index(n_px, lo, voxels_per_px, self.shape[a], sign)
 
-    def extent_mm(m: int) -> float:
-        lo, hi = lo_hi[m]
-        return (hi - lo) * spacing[axes[m][0]]
 
-    panels: list[Panel] = []
+def _axial_panels(ct: CTVolume, field: _Field, fractions: Sequence[float], panel_px: int) -> list[Panel]:
+    """Axial planes at ``fractions`` of the lungs' height, each slice once."""
+    axes = field.axes
     za, zsign = axes[2]
-    apex, base = lung_lo_hi[2][1], lung_lo_hi[2][0]  # canonical: larger = more superior
-    k_ax = panel_px / max(extent_mm(0), extent_mm(1))
-    rows_ax = axis_index(1, k_ax)  # anterior (low y) at top
-    cols_ax = axis_index(0, k_ax)  # patient right (low x) at left
+    apex, base = field.lung_lo_hi[2][1], field.lung_lo_hi[2][0]  # canonical: larger = more superior
+    k_ax = panel_px / max(field.extent_mm(0), field.extent_mm(1))
+    rows_ax = field.axis_index(1, k_ax)  # anterior (low y) at top
+    cols_ax = field.axis_index(0, k_ax)  # patient right (low x) at left
+    panels: list[Panel] = []
     seen_slices: set[int] = set()
     for f in fractions:
         c = int(round(apex - float(f) * (apex - base)))
-        index = c if zsign > 0 else shape[za] - 1 - c
+        index = c if zsign > 0 else field.shape[za] - 1 - c
         if index in seen_slices:  # few slices: show each once, never the same slice twice
             continue
         seen_slices.add(index)
@@ -251,26 +272,25 @@ def plan_panels(
                 orientation=("A", "P", "R", "L"),
             )
         )
-    # a coronal plane of a thin slab is a strip a few pixels high: left out (the axial panels show it all)
-    k_co = panel_px / max(extent_mm(0), extent_mm(2))
-    if coronal and extent_mm(2) * k_co >= MIN_CORONAL_PX:
-        ya, ysign = axes[1]
-        ys = np.flatnonzero(lung.any(axis=tuple(i for i in range(3) if i != ya)))
-        if ys.size:
-            # the coronal plane with the most lung voxels near the lungs' AP centre
-            per_plane = lung.sum(axis=tuple(i for i in range(3) if i != ya))
-            centre = int(round(np.average(np.arange(shape[ya]), weights=per_plane)))
-        else:
-            centre = shape[ya] // 2
-        panels.append(
-            Panel(
-                "coronal",
-                f"coronal · row {centre} (AP centre of the lungs)" if ya == 1 else f"coronal · index {centre}",
-                ya, centre, axes[2][0], axes[0][0], axis_index(2, k_co, reverse=True), axis_index(0, k_co),
-                orientation=("S", "I", "R", "L"),
-            )
-        )
     return panels
+
+
+def _coronal_panel(field: _Field, lung: np.ndarray, k_co: float) -> Panel:
+    """The coronal plane with the most lung voxels near the lungs' antero-posterior centre."""
+    axes = field.axes
+    ya = axes[1][0]
+    others = tuple(i for i in range(3) if i != ya)
+    if np.flatnonzero(lung.any(axis=others)).size:
+        per_plane = lung.sum(axis=others)
+        centre = int(round(np.average(np.arange(field.shape[ya]), weights=per_plane)))
+    else:
+        centre = field.shape[ya] // 2
+    return Panel(
+        "coronal",
+        f"coronal · row {centre} (AP centre of the lungs)" if ya == 1 else f"coronal · index {centre}",
+        ya, centre, axes[2][0], axes[0][0], field.axis_index(2, k_co, reverse=True), field.axis_index(0, k_co),
+        orientation=("S", "I", "R", "L"),
+    )
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -490,12 +510,6 @@ def render_qc(
     dict
         ``{"qc_png": ..., "qc_json": ..., ["thumbnail": ...]}``.
     """
-    # the Agg canvas is used directly: no pyplot, no global backend switch, no display
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
     regions.check_grid(ct.shape, where=ct.meta.key)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -503,28 +517,65 @@ def render_qc(
     if len(panels) == 1:  # a single slice (or a thin slab): one large panel instead of copies of it
         panel_px *= 2
         panels = plan_panels(ct, regions, fractions=fractions, coronal=coronal, panel_px=panel_px)
-    lesion_classes = None
-    lesion_opts = result.params.get("lesion") if lesions else None
-    if lesion_opts is not None:
-        from ..score import scan_lesions
-        from ..score.lesion import lesion_classes as _classes
-
-        lung = regions.lung_mask
-        lesion_map = scan_lesions(ct, regions, lesion_opts, reuse=lesion_map)
-        lesion_classes = _classes(ct.hu, lung, lesion_map)
+    lesion_classes = _lesion_classes(ct, regions, result, lesion_map) if lesions else None
     canvas, panels, lay = render_montage(
         ct, regions, result, panels, panel_px=panel_px, window_hu=window_hu, alpha=alpha,
         lesion_classes=lesion_classes,
     )
-    H, W = lay.height, lay.width
+    fig = _figure(canvas, lay)
+    at = _FigurePosition(lay.width, lay.height)
+    _draw_titles(fig, at, ct, regions, result, panels, lay, panel_px)
+    side_x, y = _draw_side_text(fig, at, ct, result, lay, panel_px, window_hu)
+    _draw_legend(fig, at, side_x, y, result, regions, lesion_classes, window_hu, alpha)
+    fig.savefig(path, dpi=_DPI, facecolor=fig.get_facecolor())
+    json_path = _write_sidecar(path, lay, panels, result, regions, window_hu, alpha, lesion_classes)
+    out = {"qc_png": path, "qc_json": json_path}
+    if thumbnail is not None:
+        out["thumbnail"] = _write_thumbnail(canvas, panels, Path(thumbnail), thumbnail_px)
+    log.debug("wrote QC montage %s", path)
+    return out
 
-    fig = Figure(figsize=(W / _DPI, H / _DPI), dpi=_DPI, facecolor=np.asarray(_BG) / 255)
+
+def _lesion_classes(ct: CTVolume, regions: RegionMap, result: ScanResult, lesion_map: Any) -> np.ndarray | None:
+    """Lesion classes of the band voxels when the result carries the lesion measure, else None."""
+    lesion_opts = result.params.get("lesion")
+    if lesion_opts is None:
+        return None
+    from ..score import scan_lesions
+    from ..score.lesion import lesion_classes as _classes
+
+    lung = regions.lung_mask
+    lesion_map = scan_lesions(ct, regions, lesion_opts, reuse=lesion_map)
+    return _classes(ct.hu, lung, lesion_map)
+
+
+@dataclass(frozen=True)
+class _FigurePosition:
+    """PNG pixel (x, y) -> figure fraction of a ``width_px`` × ``height_px`` figure."""
+
+    width_px: int
+    height_px: int
+
+    def __call__(self, x_px: float, y_px: float) -> tuple[float, float]:
+        return x_px / self.width_px, 1.0 - y_px / self.height_px
+
+
+def _figure(canvas: np.ndarray, lay: _Layout) -> Any:
+    """A matplotlib Figure on the Agg canvas (no pyplot, no global backend switch, no display)
+    showing the composed RGB ``canvas`` pixel for pixel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    background = (_BG[0] / 255, _BG[1] / 255, _BG[2] / 255)
+    fig = Figure(figsize=(lay.width / _DPI, lay.height / _DPI), dpi=_DPI, facecolor=background)
     FigureCanvasAgg(fig)
     fig.figimage(canvas, xo=0, yo=0, origin="upper", resize=False)
+    return fig
 
-    def at(x_px: float, y_px: float) -> tuple[float, float]:  # PNG pixel -> figure fraction
-        return x_px / W, 1.0 - y_px / H
 
+def _draw_titles(fig, at: _FigurePosition, ct: CTVolume, regions: RegionMap, result: ScanResult,
+                 panels: Sequence[Panel], lay: _Layout, panel_px: int) -> None:
+    """The title lines, each panel's caption and its orientation letters."""
     from matplotlib import patheffects
 
     outline = [patheffects.withStroke(linewidth=2, foreground="black")]
@@ -539,12 +590,16 @@ def render_qc(
         _text(fig, *at(left + 2, top + 4), p.label, color=_TEXT, fontsize=8.5, va="top", ha="left")
         y0, x0, h, w = p.box
         t, b, lft, rgt = p.orientation
-        kw = dict(color="white", fontsize=9, fontweight="bold", path_effects=outline)
+        kw: dict[str, Any] = dict(color="white", fontsize=9, fontweight="bold", path_effects=outline)
         _text(fig, *at(x0 + w / 2, y0 + 2), t, va="top", ha="center", **kw)
         _text(fig, *at(x0 + w / 2, y0 + h - 2), b, va="bottom", ha="center", **kw)
         _text(fig, *at(x0 + 3, y0 + h / 2), lft, va="center", ha="left", **kw)
         _text(fig, *at(x0 + w - 3, y0 + h / 2), rgt, va="center", ha="right", **kw)
 
+
+def _draw_side_text(fig, at: _FigurePosition, ct: CTVolume, result: ScanResult, lay: _Layout, panel_px: int,
+                    window_hu: tuple[float, float]) -> tuple[int, int]:
+    """The numbers table and the scan facts right of the panels; returns (x, y) px of the legend."""
     side_x = lay.margin + lay.ncols * (panel_px + lay.gap) + 4
     y = lay.title_h
     _text(fig, *at(side_x, y), "% of region volume", color=_TEXT, fontsize=9.5, fontweight="bold", va="top")
@@ -565,7 +620,17 @@ def render_qc(
     facts.append("QC FLAGS: " + ", ".join(qc_flags) if qc_flags else "QC flags: none")
     _text(fig, *at(side_x, y), "\n".join(facts), color=_TEXT, fontsize=8.5, va="top", linespacing=1.3)
     y += int(len(facts) * 8.5 * 1.3 * _DPI / 72) + 14
+    return side_x, y
 
+
+def _draw_legend(fig, at: _FigurePosition, side_x: int, y: int, result: ScanResult, regions: RegionMap,
+                 lesion_classes: np.ndarray | None, window_hu: tuple[float, float], alpha: float) -> None:
+    """Legend of the damage (lesion) colours, the excluded-band colours and the region outlines."""
+    from matplotlib import lines, patches
+
+    # matplotlib draws RGB arrays as colours; its type stubs admit only tuples and strings
+    Patch: Any = patches.Patch
+    Line2D: Any = lines.Line2D
     colors = band_colors(result.scheme)
     bands = {b.name: b for b in result.scheme.bands}
     prefix = "lesion, " if lesion_classes is not None else ""
@@ -591,11 +656,15 @@ def render_qc(
         labelcolor=_TEXT, handlelength=1.6,
     )
     leg.get_title().set_color(_TEXT)
-    fig.savefig(path, dpi=_DPI, facecolor=fig.get_facecolor())
 
+
+def _write_sidecar(path: Path, lay: _Layout, panels: Sequence[Panel], result: ScanResult, regions: RegionMap,
+                   window_hu: tuple[float, float], alpha: float, lesion_classes: np.ndarray | None) -> Path:
+    """The JSON sidecar of the PNG ``path``: size, convention, colours and every panel's voxel mapping."""
+    colors = band_colors(result.scheme)
     sidecar = {
         "png": path.name,
-        "size": [H, W],
+        "size": [lay.height, lay.width],
         "window_hu": list(window_hu),
         "alpha": alpha,
         "convention": "radiological: axial = patient right on image left, anterior at top; "
@@ -612,11 +681,7 @@ def render_qc(
     }
     json_path = path.with_suffix(".json")
     json_path.write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
-    out = {"qc_png": path, "qc_json": json_path}
-    if thumbnail is not None:
-        out["thumbnail"] = _write_thumbnail(canvas, panels, Path(thumbnail), thumbnail_px)
-    log.debug("wrote QC montage %s", path)
-    return out
+    return json_path
 
 
 def _write_thumbnail(canvas: np.ndarray, panels: Sequence[Panel], path: Path, size_px: int) -> Path:

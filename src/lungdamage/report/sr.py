@@ -146,17 +146,39 @@ def write_sr(
     """
     import highdicom as hd
     import pydicom
+
+    from .seg import _fit_for_seg, _mark_deidentified, source_datasets
+
+    results = list(result) if isinstance(result, tuple) else [result]
+    # as for the SEG: empty Type 2 patient/study attributes
+    sources = _fit_for_seg(source_datasets(ct, source_files, pseudonymize=pseudonymize))
+    seg_ds = pydicom.dcmread(os.fspath(seg), stop_before_pixels=True) if isinstance(seg, (str, os.PathLike)) else seg
+    groups = _measurement_groups(hd, results, seg_ds, hd.sr.SourceSeriesForSegmentation(ct.meta.series_uid))
+    if not groups:
+        raise InputError(
+            f"Nothing to report in the SR of {ct.meta.key}: the result has no region. Potential fix: check the scoring."
+        )
+    evidence = list(sources) + ([seg_ds] if seg_ds is not None else [])
+    sr = _sr_dataset(hd, groups, evidence, series_number,
+                     f"lungdamage measurements ({', '.join(r.scheme.name for r in results)})"[:64])
+    if pseudonymize is not None:
+        _mark_deidentified(sr, sources[0])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sr.save_as(path)
+    log.debug("wrote DICOM SR %s (%d measurement groups)", path, len(groups))
+    return path
+
+
+def _measurement_groups(hd, results: Sequence[Any], seg_ds, source_series) -> list[Any]:
+    """One measurement group per region and scheme: a volumetric ROI group (TID 1411) referencing the
+    region's segment when the SEG has one, else a TID 1501 group."""
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     from .._version import __version__
-    from .seg import _fit_for_seg, _mark_deidentified, source_datasets
 
-    results = list(result) if isinstance(result, tuple) else [result]
-    sources = _fit_for_seg(source_datasets(ct, source_files, pseudonymize=pseudonymize))  # as for the SEG: empty Type 2 patient/study attributes
-    seg_ds = pydicom.dcmread(os.fspath(seg), stop_before_pixels=True) if isinstance(seg, (str, os.PathLike)) else seg
     seg_numbers = _segment_numbers(seg_ds) if seg_ds is not None else {}
-    source_series = hd.sr.SourceSeriesForSegmentation(ct.meta.series_uid)
     groups: list[Any] = []
     for res in results:
         scheme = res.scheme
@@ -169,34 +191,15 @@ def write_sr(
         ]
         algo = hd.sr.AlgorithmIdentification(name="lungdamage", version=__version__, parameters=params)
         method = hd.sr.CodedConcept(scheme.name[:16], SR_SCHEME_DESIGNATOR, f"lungdamage scheme {scheme.name}"[:64])
-        edges = {b.name: str(b) for b in scheme.bands}
-        frame = res.to_frame()
-        for row in frame.to_dict("records"):
+        for row in res.to_frame().to_dict("records"):
             region = str(row["region"])
-            measurements: list = []
-
-            def add(column: str, unit: str, name=None, description: str = "", _row=row, _m=measurements, _a=algo):
-                value = _row.get(column)
-                if value is None or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-                    return
-                concept = name or _column_concept(hd, column, description or column)
-                _m.append(hd.sr.Measurement(name=concept, value=float(value), unit=_unit(hd, unit), algorithm_id=_a))
-
-            add("volume_ml", "ml", name=codes.SCT.Volume)
-            for band in scheme.band_names:
-                add(f"{band}_pct", "%", description=f"percent of region volume, HU band {edges.get(band, 'other')}")
-            add("damage_pct", "%", description=f"percent of region volume in {'+'.join(scheme.damage)}")
-            for column in _lesion_columns(row):
-                add(column, OPTIONAL_COLUMNS.get(column, "%" if column.endswith("_pct") else "ml"),
-                    description=column.replace("_", " "))
-            tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=region)
             common = {
-                "tracking_identifier": tracking,
+                "tracking_identifier": hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=region),
                 "finding_type": codes.SCT.Lung,
                 "method": method,
                 "algorithm_id": algo,
                 "finding_sites": [_finding_site(hd, region)],
-                "measurements": measurements,
+                "measurements": _measurements(hd, row, scheme, algo),
             }
             if region in seg_numbers and seg_ds is not None:
                 ref = hd.sr.ReferencedSegment(
@@ -205,11 +208,46 @@ def write_sr(
                     segment_number=seg_numbers[region],
                     source_series=source_series,
                 )
-                groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=ref, **common))
+                groups.append(
+                    hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=ref, **common)
+                )
             else:
                 groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
-    if not groups:
-        raise InputError(f"Nothing to report in the SR of {ct.meta.key}: the result has no region. Potential fix: check the scoring.")
+    return groups
+
+
+def _measurements(hd, row: dict, scheme, algo) -> list[Any]:
+    """The finite values of one table row: volume, every band's %, damage %, the lesion columns."""
+    from pydicom.sr.codedict import codes
+
+    measurements: list[Any] = []
+
+    def add(column: str, unit: str, name=None, description: str = "") -> None:
+        value = row.get(column)
+        if value is None or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+            return
+        concept = name or _column_concept(hd, column, description or column)
+        measurements.append(hd.sr.Measurement(name=concept, value=float(value), unit=_unit(hd, unit),
+                                              algorithm_id=algo))
+
+    edges = {b.name: str(b) for b in scheme.bands}
+    add("volume_ml", "ml", name=codes.SCT.Volume)
+    for band in scheme.band_names:
+        add(f"{band}_pct", "%", description=f"percent of region volume, HU band {edges.get(band, 'other')}")
+    add("damage_pct", "%", description=f"percent of region volume in {'+'.join(scheme.damage)}")
+    for column in _lesion_columns(row):
+        add(column, OPTIONAL_COLUMNS.get(column, "%" if column.endswith("_pct") else "ml"),
+            description=column.replace("_", " "))
+    return measurements
+
+
+def _sr_dataset(hd, groups: list[Any], evidence: list, series_number: int, series_description: str):
+    """The Comprehensive 3D SR holding the measurement report of ``groups``."""
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    from .._version import __version__
+
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -221,11 +259,11 @@ def write_sr(
         procedure_reported=hd.sr.CodedConcept(*_LOINC_CT_CHEST),
         imaging_measurements=groups,
     )
-    evidence = list(sources) + ([seg_ds] if seg_ds is not None else [])
     with warnings.catch_warnings():
         # as for the SEG: a one-component patient name ("P001") of an anonymised archive is not an error
-        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name", category=UserWarning)
-        sr = hd.sr.Comprehensive3DSR(
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name",
+                                category=UserWarning)
+        return hd.sr.Comprehensive3DSR(
             evidence=evidence,
             content=report,
             series_instance_uid=generate_uid(),
@@ -234,15 +272,8 @@ def write_sr(
             instance_number=1,
             manufacturer="lungdamage",
             is_complete=True,
-            series_description=f"lungdamage measurements ({', '.join(r.scheme.name for r in results)})"[:64],
+            series_description=series_description,
         )
-    if pseudonymize is not None:
-        _mark_deidentified(sr, sources[0])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sr.save_as(path)
-    log.debug("wrote DICOM SR %s (%d measurement groups)", path, len(groups))
-    return path
 
 
 def _column_of(concept) -> tuple[str, str]:
@@ -282,23 +313,16 @@ def read_sr(path: str | os.PathLike | Any):
     ds = pydicom.dcmread(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else path
     try:
         sr = hd.sr.Comprehensive3DSR.from_dataset(ds, copy=False)
-        content = sr.content
+        content: Any = sr.content  # a MeasurementReport (typed as its base class)
         groups = list(content.get_volumetric_roi_measurement_groups()) + list(content.get_image_measurement_groups())
     except (AttributeError, ValueError, TypeError, KeyError) as exc:
         raise InputError(
             f"{getattr(ds, 'filename', path)} is not a TID 1500 measurement report ({exc}). "
             "Potential fix: pass an SR written by lungdamage."
         ) from None
-    source_series = ""
-    for item in getattr(ds, "CurrentRequestedProcedureEvidenceSequence", []):
-        for se in item.ReferencedSeriesSequence:
-            sops = [str(r.ReferencedSOPClassUID) for r in se.ReferencedSOPSequence]
-            if any(s.startswith("1.2.840.10008.5.1.4.1.1.2") for s in sops):
-                source_series = str(se.SeriesInstanceUID)
+    source_series = _source_ct_series(ds)
     rows = []
     for g in groups:
-        algo: dict[str, str] = {}
-        params: dict[str, str] = {}
         row: dict[str, Any] = {
             "series_uid": source_series,
             "study_uid": str(ds.StudyInstanceUID),
@@ -313,18 +337,7 @@ def read_sr(path: str | os.PathLike | Any):
         if ref is not None:
             row["seg_sop_instance_uid"] = str(ref.referenced_sop_instance_uid)
             row["segment_number"] = int(ref.referenced_segment_numbers[0]) if ref.referenced_segment_numbers else None
-        items = g[0].ContentSequence if len(g) == 1 and g[0].get("ValueType") == "CONTAINER" else g
-        for item in items:  # the group's algorithm identification (TID 4019): DCM 111001 name, 111003 version, 111002 parameter
-            code = str(item.ConceptNameCodeSequence[0].CodeValue) if "ConceptNameCodeSequence" in item else ""
-            if item.get("ValueType") == "TEXT" and code in ("111001", "111003", "111002"):
-                text = str(item.TextValue)
-                if code == "111001":
-                    algo["name"] = text
-                elif code == "111003":
-                    algo["version"] = text
-                elif "=" in text:
-                    key, value = text.split("=", 1)
-                    params[key] = value
+        algo, params = _algorithm_of(g)
         for m in g.get_measurements():
             column, other = _column_of(m.name)
             if not column:
@@ -336,6 +349,37 @@ def read_sr(path: str | os.PathLike | Any):
         row["version"] = algo.get("version", "")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _source_ct_series(ds) -> str:
+    """SeriesInstanceUID of the CT images in the SR's evidence ("" if none)."""
+    source_series = ""
+    for item in getattr(ds, "CurrentRequestedProcedureEvidenceSequence", []):
+        for se in item.ReferencedSeriesSequence:
+            sops = [str(r.ReferencedSOPClassUID) for r in se.ReferencedSOPSequence]
+            if any(s.startswith("1.2.840.10008.5.1.4.1.1.2") for s in sops):
+                source_series = str(se.SeriesInstanceUID)
+    return source_series
+
+
+def _algorithm_of(group) -> tuple[dict[str, str], dict[str, str]]:
+    """The group's algorithm identification (TID 4019: DCM 111001 name, 111003 version, 111002
+    parameter) as ``({"name", "version"}, {parameter: value})``."""
+    algo: dict[str, str] = {}
+    params: dict[str, str] = {}
+    items = group[0].ContentSequence if len(group) == 1 and group[0].get("ValueType") == "CONTAINER" else group
+    for item in items:
+        code = str(item.ConceptNameCodeSequence[0].CodeValue) if "ConceptNameCodeSequence" in item else ""
+        if item.get("ValueType") == "TEXT" and code in ("111001", "111003", "111002"):
+            text = str(item.TextValue)
+            if code == "111001":
+                algo["name"] = text
+            elif code == "111003":
+                algo["version"] = text
+            elif "=" in text:
+                key, value = text.split("=", 1)
+                params[key] = value
+    return algo, params
 
 
 def read_srs(paths: Sequence[str | os.PathLike]):

@@ -20,8 +20,9 @@ the implicit band ``other`` so that percentages of a region always sum to 100.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,7 +115,7 @@ class Scheme:
         lo = max(self.bands[0].lo_hu, _HU_MIN)
         if lo > _HU_MIN:
             return True
-        for a, b in zip(self.bands, self.bands[1:]):
+        for a, b in itertools.pairwise(self.bands):
             if a.hi_hu < b.lo_hu:
                 return True
         return self.bands[-1].hi_hu <= _HU_MAX
@@ -181,7 +182,7 @@ def _validate(name: str, bands: Sequence[Band], damage: Sequence[str]) -> list[s
             continue
         if math.isnan(b.lo_hu) or math.isnan(b.hi_hu) or not b.lo_hu < b.hi_hu:
             problems.append(f"band {b.name!r} needs lo < hi, got [{b.lo_hu}, {b.hi_hu})")
-    for a, b in zip(bands, bands[1:]):
+    for a, b in itertools.pairwise(bands):
         if _is_number(a.hi_hu) and _is_number(b.lo_hu) and b.lo_hu < a.hi_hu:
             problems.append(f"bands {a.name!r} and {b.name!r} overlap or are not sorted")
     for d in damage:
@@ -355,29 +356,7 @@ def scheme_from_dict(
     if not isinstance(name, str) or not name.strip():
         problems.append(f"{where('name')}: must be a non-empty string, got {name!r}")
         name = "custom"
-    raw_bands = data.get("bands")
-    bands: list[Band] = []
-    if raw_bands is None:
-        problems.append("bands: missing; a scheme needs a list of {name, lo_hu, hi_hu} tables")
-    elif not isinstance(raw_bands, Sequence) or isinstance(raw_bands, str):
-        problems.append(f"{where('bands')}: must be a list of {{name, lo_hu, hi_hu}} tables, got {raw_bands!r}")
-    else:
-        for i, b in enumerate(raw_bands):
-            fld = f"bands[{i}]"
-            if not isinstance(b, Mapping):
-                problems.append(f"{where(fld)}: expected a table with name, lo_hu, hi_hu; got {b!r}")
-                continue
-            for e in sorted(set(b) - set(_BAND_FIELDS)):
-                problems.append(f"{where(f'{fld}.{e}')}: unknown field; allowed band fields: {list(_BAND_FIELDS)}")
-            for m in [f for f in _BAND_FIELDS if f not in b]:
-                problems.append(f"{where(fld)}: missing field {m!r}; a band needs {list(_BAND_FIELDS)}")
-            if any(f not in b for f in _BAND_FIELDS):
-                continue
-            if not isinstance(b["name"], str):
-                problems.append(f"{where(f'{fld}.name')}: must be a string, got {b['name']!r}")
-            lo = _edge(b["lo_hu"], where(f"{fld}.lo_hu"), problems)
-            hi = _edge(b["hi_hu"], where(f"{fld}.hi_hu"), problems)
-            bands.append(Band(str(b["name"]), lo, hi))
+    bands = _parse_bands(data.get("bands"), where, problems)
     damage = data.get("damage", ())
     if isinstance(damage, str):
         damage = (damage,)
@@ -387,23 +366,7 @@ def scheme_from_dict(
     for fld in ("description", "reference"):
         if fld in data and not isinstance(data[fld], str):
             problems.append(f"{where(fld)}: must be a string, got {data[fld]!r}")
-    seen: set[str] = set()
-    for i, b in enumerate(bands):
-        fld = f"bands[{i}]"
-        if not b.name or not b.name.replace("_", "").isalnum():
-            problems.append(f"{where(fld + '.name')}: band name {b.name!r} must be letters, digits or '_'")
-        elif b.name == OTHER_BAND:
-            problems.append(f"{where(fld + '.name')}: band name {OTHER_BAND!r} is reserved (voxels in no band)")
-        elif b.name in seen:
-            problems.append(f"{where(fld + '.name')}: band name {b.name!r} repeated")
-        seen.add(b.name)
-        if not (math.isnan(b.lo_hu) or math.isnan(b.hi_hu)) and not b.lo_hu < b.hi_hu:
-            problems.append(f"{where(fld)}: needs lo_hu < hi_hu, got [{b.lo_hu:g}, {b.hi_hu:g})")
-        if i and bands[i - 1].hi_hu > b.lo_hu:
-            problems.append(
-                f"{where(fld + '.lo_hu')}: band {b.name!r} starts at {b.lo_hu:g}, below the end "
-                f"{bands[i - 1].hi_hu:g} of band {bands[i - 1].name!r} (bands must be sorted and not overlap)"
-            )
+    seen = _check_band_names_and_order(bands, where, problems)
     for j, d in enumerate(damage):
         if d not in seen:
             problems.append(f"{where('damage')}: damage[{j}] = {d!r} is not a band; bands: {sorted(seen)}")
@@ -423,3 +386,52 @@ def scheme_from_dict(
         reference=str(data.get("reference", "")),
         source=source,
     )
+
+
+def _parse_bands(raw_bands: Any, where: Callable[[str], str], problems: list[str]) -> list[Band]:
+    """The bands of a scheme mapping; every problem appended to ``problems``."""
+    bands: list[Band] = []
+    if raw_bands is None:
+        problems.append("bands: missing; a scheme needs a list of {name, lo_hu, hi_hu} tables")
+    elif not isinstance(raw_bands, Sequence) or isinstance(raw_bands, str):
+        problems.append(f"{where('bands')}: must be a list of {{name, lo_hu, hi_hu}} tables, got {raw_bands!r}")
+    else:
+        for i, b in enumerate(raw_bands):
+            fld = f"bands[{i}]"
+            if not isinstance(b, Mapping):
+                problems.append(f"{where(fld)}: expected a table with name, lo_hu, hi_hu; got {b!r}")
+                continue
+            for e in sorted(set(b) - set(_BAND_FIELDS)):
+                problems.append(f"{where(f'{fld}.{e}')}: unknown field; allowed band fields: {list(_BAND_FIELDS)}")
+            for m in [f for f in _BAND_FIELDS if f not in b]:
+                problems.append(f"{where(fld)}: missing field {m!r}; a band needs {list(_BAND_FIELDS)}")
+            if any(f not in b for f in _BAND_FIELDS):
+                continue
+            if not isinstance(b["name"], str):
+                problems.append(f"{where(f'{fld}.name')}: must be a string, got {b['name']!r}")
+            lo_hu = _edge(b["lo_hu"], where(f"{fld}.lo_hu"), problems)
+            hi_hu = _edge(b["hi_hu"], where(f"{fld}.hi_hu"), problems)
+            bands.append(Band(str(b["name"]), lo_hu, hi_hu))
+    return bands
+
+
+def _check_band_names_and_order(bands: list[Band], where: Callable[[str], str], problems: list[str]) -> set[str]:
+    """Band names valid and unique, each band non-empty, bands sorted without overlap; returns the names."""
+    seen: set[str] = set()
+    for i, b in enumerate(bands):
+        fld = f"bands[{i}]"
+        if not b.name or not b.name.replace("_", "").isalnum():
+            problems.append(f"{where(fld + '.name')}: band name {b.name!r} must be letters, digits or '_'")
+        elif b.name == OTHER_BAND:
+            problems.append(f"{where(fld + '.name')}: band name {OTHER_BAND!r} is reserved (voxels in no band)")
+        elif b.name in seen:
+            problems.append(f"{where(fld + '.name')}: band name {b.name!r} repeated")
+        seen.add(b.name)
+        if not (math.isnan(b.lo_hu) or math.isnan(b.hi_hu)) and not b.lo_hu < b.hi_hu:
+            problems.append(f"{where(fld)}: needs lo_hu < hi_hu, got [{b.lo_hu:g}, {b.hi_hu:g})")
+        if i and bands[i - 1].hi_hu > b.lo_hu:
+            problems.append(
+                f"{where(fld + '.lo_hu')}: band {b.name!r} starts at {b.lo_hu:g}, below the end "
+                f"{bands[i - 1].hi_hu:g} of band {bands[i - 1].name!r} (bands must be sorted and not overlap)"
+            )
+    return seen

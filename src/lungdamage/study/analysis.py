@@ -203,22 +203,51 @@ def analyze_study(
         raise InputError(f"confidence must be between 0 and 1 (e.g. 0.95), got {confidence!r}.")
     if not np.isfinite(float(threshold)):
         raise InputError(f"threshold must be a finite number (percent), got {threshold!r}.")
+    results, manifest_, protocol_ = _study_inputs(results, manifest, protocol, pseudonymize, blind, blind_key)
+    control = None if blind else control
+    compare_visit = protocol_.lookup(visit).name if visit else protocol_.compare
+    sel = select_results(results, region=region, params_hash=params_hash)
+    metric = resolve_metric(metric, sel)
+    assignments = assign_visits(sel, manifest_, protocol=protocol_)
+    table = _placed_visits(sel, manifest_, protocol_, region, metric, assignments)
+    arms = sorted(manifest_.patients["arm"].unique())
+    treated, ctrl = choose_control(arms, control) if len(arms) == 2 else (arms[0], "")
+    visits_order = [v for v in protocol_.names if v in set(table["visit"])]
+    summary = pd.concat(
+        [arm_summary(table, metric=m, visits=visits_order) for m in (metric, f"{metric}_change")], ignore_index=True
+    )
+    comparison, comparison_note = _try_compare_arms(table, metric, compare_visit, ctrl, threshold, confidence)
+    fit, mixed_note = _try_mixed_model(table, metric, ctrl, protocol_.baseline.name, mixed)
+    used = sel[sel["series_uid"].isin(set(table["series_uid"]))]
+    return StudyResult(
+        assignments=assignments, visits=table, summary=summary, comparison=comparison, mixed=fit,
+        warnings=comparability_warnings(table), protocol=protocol_, manifest=manifest_, metric=metric,
+        region=region, compare_visit=compare_visit, threshold=threshold, treated=treated, control=ctrl,
+        provenance=_provenance(used), notes=list(table.attrs.get("notes", assignments.attrs.get("notes", []))),
+        mixed_note=mixed_note, comparison_note=comparison_note,
+    )
+
+
+def _study_inputs(results: pd.DataFrame, manifest, protocol, pseudonymize, blind: bool,
+                  blind_key: str) -> tuple[pd.DataFrame, Manifest, Protocol]:
+    """Read the protocol and manifest; pseudonymize, then blind, before any computation."""
     protocol = read_protocol(protocol)
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
-    if pseudonymize is not None:
+    if pseudonymize is not None:  # the pipeline is imported only when needed
         from ..pipeline import _pseudonymizer
 
         pz = _pseudonymizer(pseudonymize)
-        results, manifest = pz.frame(results), pz.manifest(manifest)
+        if pz is not None:
+            results, manifest = pz.frame(results), pz.manifest(manifest)
     if blind:
         manifest = blind_arms(manifest, key=blind_key)
-        control = None
-    compare_visit = protocol.lookup(visit).name if visit else protocol.compare
+    return results, manifest, protocol
 
-    sel = select_results(results, region=region, params_hash=params_hash)
-    metric = resolve_metric(metric, sel)
-    assignments = assign_visits(sel, manifest, protocol=protocol)
+
+def _placed_visits(sel: pd.DataFrame, manifest: Manifest, protocol: Protocol, region: str, metric: str,
+                   assignments: pd.DataFrame) -> pd.DataFrame:
+    """The patient × visit table; refuses when no scan could be placed at a visit."""
     table = visit_table(sel, manifest, protocol=protocol, region=region, metric=metric, assignments=assignments)
     if table.empty:
         raise InputError(
@@ -226,54 +255,33 @@ def analyze_study(
             f"(scans seen: {sel['series_uid'].nunique()}, patients in results: {sel['patient_id'].nunique()}). "
             "Potential fix: check that the manifest's patient_id values match the DICOM PatientID."
         )
-    arms = sorted(manifest.patients["arm"].unique())
-    treated, ctrl = choose_control(arms, control) if len(arms) == 2 else (arms[0], "")
-    visits_order = [v for v in protocol.names if v in set(table["visit"])]
-    summary = pd.concat(
-        [arm_summary(table, metric=m, visits=visits_order) for m in (metric, f"{metric}_change")], ignore_index=True
-    )
+    return table
 
-    comparison, comparison_note = None, ""
+
+def _try_compare_arms(table: pd.DataFrame, metric: str, compare_visit: str, control: str, threshold: float,
+                      confidence: float) -> tuple[pd.DataFrame | None, str]:
+    """The arm comparison, or None and the reason it could not be made."""
     try:
-        comparison = compare_arms(table, metric=metric, visit=compare_visit, control=ctrl or None,
-                                  threshold=threshold, confidence=confidence)
+        return compare_arms(table, metric=metric, visit=compare_visit, control=control or None,
+                            threshold=threshold, confidence=confidence), ""
     except InputError as exc:
-        comparison_note = f"No arm comparison: {exc}"
-        logger.warning("%s", comparison_note)
+        note = f"No arm comparison: {exc}"
+        logger.warning("%s", note)
+        return None, note
 
-    fit, mixed_note = None, ""
-    if mixed is not False:
-        try:
-            fit = mixed_model(table, metric=metric, control=ctrl or None, baseline_visit=protocol.baseline.name)
-        except MissingDependencyError as exc:
-            if mixed:
-                raise
-            mixed_note = f"Linear mixed model not fitted: {exc}"
-        except InputError as exc:
-            mixed_note = f"Linear mixed model not fitted: {exc}"
-        except Exception as exc:  # patsy / statsmodels errors on degenerate designs (e.g. no baseline scans)
-            mixed_note = f"Linear mixed model not fitted: {type(exc).__name__}: {exc}"
-    else:
-        mixed_note = "Linear mixed model not requested."
 
-    used = sel[sel["series_uid"].isin(set(table["series_uid"]))]
-    return StudyResult(
-        assignments=assignments,
-        visits=table,
-        summary=summary,
-        comparison=comparison,
-        mixed=fit,
-        warnings=comparability_warnings(table),
-        protocol=protocol,
-        manifest=manifest,
-        metric=metric,
-        region=region,
-        compare_visit=compare_visit,
-        threshold=threshold,
-        treated=treated,
-        control=ctrl,
-        provenance=_provenance(used),
-        notes=list(table.attrs.get("notes", assignments.attrs.get("notes", []))),
-        mixed_note=mixed_note,
-        comparison_note=comparison_note,
-    )
+def _try_mixed_model(table: pd.DataFrame, metric: str, control: str, baseline_visit: str,
+                     mixed: bool | None) -> tuple[pd.DataFrame | None, str]:
+    """The mixed-model fit (tri-state ``mixed``), or None and why it was not fitted."""
+    if mixed is False:
+        return None, "Linear mixed model not requested."
+    try:
+        return mixed_model(table, metric=metric, control=control or None, baseline_visit=baseline_visit), ""
+    except MissingDependencyError as exc:
+        if mixed:
+            raise
+        return None, f"Linear mixed model not fitted: {exc}"
+    except InputError as exc:
+        return None, f"Linear mixed model not fitted: {exc}"
+    except Exception as exc:  # patsy / statsmodels errors on degenerate designs (e.g. no baseline scans)
+        return None, f"Linear mixed model not fitted: {type(exc).__name__}: {exc}"

@@ -64,7 +64,9 @@ def arm_summary(table: pd.DataFrame, *, metric: str = "damage_pct", visits: list
         has ``ddof=1`` (NaN for n < 2).
     """
     if metric not in table.columns:
-        raise InputError(f"Column {metric!r} is not in the visit table ({list(table.columns)}). Potential fix: pick one of those.")
+        raise InputError(
+            f"Column {metric!r} is not in the visit table ({list(table.columns)}). Potential fix: pick one of those."
+        )
     if visits is None:
         src = table.sort_values("visit_day") if "visit_day" in table.columns else table
         visits = list(dict.fromkeys(src["visit"]))
@@ -344,10 +346,10 @@ def compare_arms(
     InputError
         Not two arms, or an arm without values at the visit.
     """
-    from scipy import stats
-
     if metric not in table.columns:
-        raise InputError(f"Column {metric!r} is not in the visit table. Potential fix: choose one of {list(table.columns)}.")
+        raise InputError(
+            f"Column {metric!r} is not in the visit table. Potential fix: choose one of {list(table.columns)}."
+        )
     treated, ctrl = choose_control(sorted(table["arm"].unique()), control)
     at = table[table["visit"] == visit]
     x = at.loc[at["arm"] == treated, metric].astype(float).dropna().to_numpy()
@@ -358,30 +360,69 @@ def compare_arms(
             f"(visits present: {sorted(table['visit'].unique())}). Potential fix: check the visit assignment "
             "or choose another visit."
         )
-    pair = f"{treated} vs {ctrl}"
-    unit = ", in percentage points" if metric.endswith("_pct") or metric.endswith("_pct_change") else ""
-    rows = []
+    what = _Compared(treated, ctrl, x, y, metric, visit)
+    rows = [_mann_whitney_row(what), _hodges_lehmann_row(what, confidence)]
+    rows += _threshold_rows(what, threshold, confidence)
+    out = pd.DataFrame(rows, columns=["quantity", "arm", "n", "value", "ci_low", "ci_high", "p_value", "method",
+                                      "definition"])
+    out.attrs.update(treated=treated, control=ctrl, visit=visit, metric=metric, threshold=threshold,
+                     n_treated=int(x.size), n_control=int(y.size), power_note=power_note(x.size, y.size))
+    return out
+
+
+@dataclass(frozen=True)
+class _Compared:
+    """The two samples of :func:`compare_arms`: ``x`` of the treated arm, ``y`` of the control arm."""
+
+    treated: str
+    control: str
+    x: np.ndarray
+    y: np.ndarray
+    metric: str
+    visit: str
+
+    @property
+    def pair(self) -> str:
+        return f"{self.treated} vs {self.control}"
+
+
+def _mann_whitney_row(c: _Compared) -> dict:
+    x, y = c.x, c.y
     u, p, how = mann_whitney(x, y)
-    rows.append(dict(
-        quantity="mann_whitney_u", arm=pair, n=x.size + y.size, value=u, ci_low=np.nan, ci_high=np.nan, p_value=p,
-        method=how,
-        definition=f"U = number of ({treated}, {ctrl}) patient pairs in which the {treated} patient has the higher "
-        f"{metric} at {visit} (ties count ½), out of {x.size}×{y.size} = {x.size * y.size} pairs; two-sided p-value "
-        "for the null hypothesis that both arms have the same distribution.",
-    ))
+    return dict(
+        quantity="mann_whitney_u", arm=c.pair, n=x.size + y.size, value=u, ci_low=np.nan, ci_high=np.nan,
+        p_value=p, method=how,
+        definition=f"U = number of ({c.treated}, {c.control}) patient pairs in which the {c.treated} patient has "
+        f"the higher {c.metric} at {c.visit} (ties count ½), out of {x.size}×{y.size} = {x.size * y.size} pairs; "
+        "two-sided p-value for the null hypothesis that both arms have the same distribution.",
+    )
+
+
+def _hodges_lehmann_row(c: _Compared, confidence: float) -> dict:
+    x, y = c.x, c.y
+    unit = ", in percentage points" if c.metric.endswith("_pct") or c.metric.endswith("_pct_change") else ""
     hl = hodges_lehmann(x, y, confidence=confidence)
-    rows.append(dict(
-        quantity="hodges_lehmann", arm=f"{treated} − {ctrl}", n=x.size + y.size, value=hl.estimate,
-        ci_low=hl.ci_low, ci_high=hl.ci_high, p_value=np.nan,
-        method=(f"{hl.method} distribution-free {confidence:.0%} CI"
-                + (f" (achieved {hl.achieved_confidence:.1%}, k = {hl.k})" if np.isfinite(hl.achieved_confidence) else ""))
-        if hl.k else ci_not_estimable(x.size, y.size, confidence),
-        definition=f"Median of the {x.size * y.size} pairwise differences {treated} − {ctrl} of {metric} at {visit}"
-        f"{unit}; negative = lower in {treated}. The interval [D(k), D(N+1−k)] of the sorted differences inverts "
-        "the exact Mann–Whitney test (Bauer 1972; Hollander & Wolfe).",
-    ))
-    above = {}
-    for arm, v in ((treated, x), (ctrl, y)):
+    if hl.k:
+        achieved = (f" (achieved {hl.achieved_confidence:.1%}, k = {hl.k})"
+                    if np.isfinite(hl.achieved_confidence) else "")
+        method = f"{hl.method} distribution-free {confidence:.0%} CI" + achieved
+    else:
+        method = ci_not_estimable(x.size, y.size, confidence)
+    return dict(
+        quantity="hodges_lehmann", arm=f"{c.treated} − {c.control}", n=x.size + y.size, value=hl.estimate,
+        ci_low=hl.ci_low, ci_high=hl.ci_high, p_value=np.nan, method=method,
+        definition=f"Median of the {x.size * y.size} pairwise differences {c.treated} − {c.control} of {c.metric} "
+        f"at {c.visit}{unit}; negative = lower in {c.treated}. The interval [D(k), D(N+1−k)] of the sorted "
+        "differences inverts the exact Mann–Whitney test (Bauer 1972; Hollander & Wolfe).",
+    )
+
+
+def _threshold_rows(c: _Compared, threshold: float, confidence: float) -> list[dict]:
+    """Percent of each arm above ``threshold`` (Clopper–Pearson) and Fisher's exact test of the 2×2 table."""
+    from scipy import stats
+
+    rows, above = [], {}
+    for arm, v in ((c.treated, c.x), (c.control, c.y)):
         k = int((v > threshold).sum())
         above[arm] = k
         ci = stats.binomtest(k, v.size).proportion_ci(confidence_level=confidence, method="exact")
@@ -389,21 +430,18 @@ def compare_arms(
             quantity="proportion_above", arm=arm, n=v.size, value=100.0 * k / v.size,
             ci_low=100.0 * ci.low, ci_high=100.0 * ci.high, p_value=np.nan,
             method=f"{k}/{v.size}; Clopper–Pearson exact {confidence:.0%} CI",
-            definition=f"Percent of {arm} patients with residual damage, {metric} > {threshold:g} at {visit}.",
+            definition=f"Percent of {arm} patients with residual damage, {c.metric} > {threshold:g} at {c.visit}.",
         ))
-    table2 = [[above[treated], x.size - above[treated]], [above[ctrl], y.size - above[ctrl]]]
-    odds, pf = stats.fisher_exact(table2, alternative="two-sided")
+    counts = [[above[c.treated], c.x.size - above[c.treated]], [above[c.control], c.y.size - above[c.control]]]
+    odds, p_fisher = stats.fisher_exact(counts, alternative="two-sided")
     rows.append(dict(
-        quantity="fisher_exact", arm=pair, n=x.size + y.size, value=float(odds), ci_low=np.nan, ci_high=np.nan,
-        p_value=float(pf), method=f"Fisher's exact test, two-sided, 2×2 table {table2}",
-        definition=f"Odds ratio (sample, unconditional) of residual damage ({metric} > {threshold:g}) in {treated} "
-        f"relative to {ctrl} at {visit}, rows [{treated}, {ctrl}] × columns [above, not above]; two-sided p.",
+        quantity="fisher_exact", arm=c.pair, n=c.x.size + c.y.size, value=float(odds), ci_low=np.nan,
+        ci_high=np.nan, p_value=float(p_fisher), method=f"Fisher's exact test, two-sided, 2×2 table {counts}",
+        definition=f"Odds ratio (sample, unconditional) of residual damage ({c.metric} > {threshold:g}) in "
+        f"{c.treated} relative to {c.control} at {c.visit}, rows [{c.treated}, {c.control}] × columns "
+        "[above, not above]; two-sided p.",
     ))
-    out = pd.DataFrame(rows, columns=["quantity", "arm", "n", "value", "ci_low", "ci_high", "p_value", "method",
-                                      "definition"])
-    out.attrs.update(treated=treated, control=ctrl, visit=visit, metric=metric, threshold=threshold,
-                     n_treated=int(x.size), n_control=int(y.size), power_note=power_note(x.size, y.size))
-    return out
+    return rows
 
 
 def mixed_model(
@@ -439,21 +477,8 @@ def mixed_model(
     except ImportError:
         raise MissingDependencyError("The linear mixed model", "statsmodels", "stats") from None
     treated, ctrl = choose_control(sorted(table["arm"].unique()), control)
-    data = table[["patient_id", "arm", "visit", metric] + (["visit_day"] if "visit_day" in table else [])].dropna(
-        subset=[metric])
-    data = data.rename(columns={metric: "y"})
-    levels = list(dict.fromkeys(data.sort_values("visit_day")["visit"] if "visit_day" in data else data["visit"]))
-    if baseline_visit is None:
-        baseline_visit = levels[0]
-    # categorical in protocol order, so the terms come out day 7, day 14, ... not alphabetically
-    data["visit"] = pd.Categorical(data["visit"], categories=levels)
-    if len(data) < 4 or data["patient_id"].nunique() < 3:
-        raise InputError(f"Too few observations for a mixed model ({len(data)} rows, {data['patient_id'].nunique()} patients).")
-
-    def q(s: str) -> str:
-        return s.replace("\\", "\\\\").replace("'", "\\'")
-
-    formula = f"y ~ C(arm, Treatment('{q(ctrl)}')) * C(visit, Treatment('{q(baseline_visit)}'))"
+    data, baseline_visit = _mixed_model_data(table, metric, baseline_visit)
+    formula = f"y ~ C(arm, Treatment('{_quoted(ctrl)}')) * C(visit, Treatment('{_quoted(baseline_visit)}'))"
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -465,14 +490,49 @@ def mixed_model(
         msg = f"{w.category.__name__}: {w.message}"
         if msg not in notes:
             notes.append(msg)
+    out = _fixed_effects(fit, ctrl, baseline_visit)
+    out.attrs.update(
+        formula=f"{metric} ~ arm × visit + (1 | patient_id); arm reference {ctrl!r}, "
+        f"visit reference {baseline_visit!r}",
+        n_obs=int(fit.nobs), n_patients=int(data["patient_id"].nunique()), converged=bool(fit.converged),
+        group_var=float(np.asarray(fit.cov_re)[0, 0]), notes=notes,
+    )
+    return out
+
+
+def _quoted(text: str) -> str:
+    """``text`` inside single quotes of a patsy formula."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _mixed_model_data(table: pd.DataFrame, metric: str, baseline_visit: str | None) -> tuple[pd.DataFrame, str]:
+    """Rows with a value (``metric`` renamed ``y``), visits categorical in protocol order, and the
+    baseline visit (default: the earliest); refuses fewer than 4 rows or 3 patients."""
+    data = table[["patient_id", "arm", "visit", metric] + (["visit_day"] if "visit_day" in table else [])].dropna(
+        subset=[metric])
+    data = data.rename(columns={metric: "y"})
+    levels = list(dict.fromkeys(data.sort_values("visit_day")["visit"] if "visit_day" in data else data["visit"]))
+    if baseline_visit is None:
+        baseline_visit = levels[0]
+    # categorical in protocol order, so the terms come out day 7, day 14, ... not alphabetically
+    data["visit"] = pd.Categorical(data["visit"], categories=levels)
+    if len(data) < 4 or data["patient_id"].nunique() < 3:
+        raise InputError(
+            f"Too few observations for a mixed model ({len(data)} rows, {data['patient_id'].nunique()} patients)."
+        )
+    return data, baseline_visit
+
+
+def _fixed_effects(fit, ctrl: str, baseline_visit: str) -> pd.DataFrame:
+    """The fixed effects of a statsmodels MixedLM fit, terms renamed ``arm[X]``, ``visit[V]``."""
     names = [n for n in fit.fe_params.index]
     ci = fit.conf_int().loc[names]
     pretty = {
-        n: n.replace(f"C(arm, Treatment('{q(ctrl)}'))[T.", "arm[").replace(
-            f"C(visit, Treatment('{q(baseline_visit)}'))[T.", "visit[")
+        n: n.replace(f"C(arm, Treatment('{_quoted(ctrl)}'))[T.", "arm[").replace(
+            f"C(visit, Treatment('{_quoted(baseline_visit)}'))[T.", "visit[")
         for n in names
     }
-    out = pd.DataFrame({
+    return pd.DataFrame({
         "term": [pretty[n] for n in names],
         "coef": fit.fe_params.to_numpy(),
         "se": fit.bse_fe.loc[names].to_numpy(),
@@ -481,9 +541,3 @@ def mixed_model(
         "ci_low": ci.iloc[:, 0].to_numpy(),
         "ci_high": ci.iloc[:, 1].to_numpy(),
     })
-    out.attrs.update(
-        formula=f"{metric} ~ arm × visit + (1 | patient_id); arm reference {ctrl!r}, visit reference {baseline_visit!r}",
-        n_obs=int(fit.nobs), n_patients=int(data["patient_id"].nunique()), converged=bool(fit.converged),
-        group_var=float(np.asarray(fit.cov_re)[0, 0]), notes=notes,
-    )
-    return out

@@ -94,7 +94,7 @@ def plot_trajectories(table: pd.DataFrame, path: str | Path, *, metric: str = "d
     ax = fig.add_subplot()
     colours = _colours(table["arm"].unique())
     seen = set()
-    for pid, g in table.sort_values("visit_day").groupby("patient_id", sort=True):
+    for _patient, g in table.sort_values("visit_day").groupby("patient_id", sort=True):
         arm = g["arm"].iloc[0]
         x = g["day"].astype(float).fillna(g["visit_day"].astype(float)).to_numpy()
         ax.plot(x, g[metric].astype(float).to_numpy(), marker="o", ms=3, lw=1, alpha=0.75, color=colours[arm],
@@ -105,7 +105,7 @@ def plot_trajectories(table: pd.DataFrame, path: str | Path, *, metric: str = "d
     ticks = table[["visit", "visit_day"]].drop_duplicates().sort_values("visit_day")
     days = ticks["visit_day"].astype(float).to_numpy()
     _sqrt_days(ax)
-    ax.set_xticks(days, [f"{d:g}\n{v}" for d, v in zip(days, ticks["visit"])])
+    ax.set_xticks(days, [f"{d:g}\n{v}" for d, v in zip(days, ticks["visit"], strict=True)])
     ax.set_xlabel("days since baseline (square-root scale; ticks at the nominal visit days)")
     ax.legend(title="arm", loc="best", fontsize=8)
     ax.grid(alpha=0.3)
@@ -128,7 +128,7 @@ def plot_arm_medians(summary: pd.DataFrame, table: pd.DataFrame, path: str | Pat
     ax = fig.add_subplot()
     arms = sorted(summary["arm"].unique())
     colours = _colours(arms)
-    day_of = dict(zip(table["visit"], table["visit_day"].astype(float)))
+    day_of = dict(zip(table["visit"], table["visit_day"].astype(float), strict=True))
     for i, arm in enumerate(arms):
         s = summary[(summary["arm"] == arm) & (summary["n"] > 0)].copy()
         # dodge arms apart by a constant step on the square-root axis
@@ -137,7 +137,7 @@ def plot_arm_medians(summary: pd.DataFrame, table: pd.DataFrame, path: str | Pat
         s = s.sort_values("x")
         ax.errorbar(s["x"], s["median"], yerr=[s["median"] - s["q1"], s["q3"] - s["median"]], marker="o",
                     capsize=3, color=colours[arm], label=f"{arm}")
-        for xv, yv, n in zip(s["x"], s["q3"], s["n"]):
+        for xv, yv, n in zip(s["x"], s["q3"], s["n"], strict=True):
             ax.annotate(f"n={n}", (xv, yv), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7,
                         color=colours[arm])
     _visit_axis(ax, table)
@@ -162,9 +162,9 @@ def plot_distribution(table: pd.DataFrame, path: str | Path, *, metric: str = "d
     ax.boxplot([d if d.size else [np.nan] for d in data], positions=np.arange(len(arms)), widths=0.5,
                showfliers=False, medianprops={"color": "black"})
     rng = np.random.default_rng(0)  # fixed jitter: the same figure every run
-    for i, (a, d) in enumerate(zip(arms, data)):
+    for i, (a, d) in enumerate(zip(arms, data, strict=True)):
         ax.scatter(i + rng.uniform(-0.12, 0.12, d.size), d, color=colours[a], s=22, zorder=3, alpha=0.85)
-    ax.set_xticks(np.arange(len(arms)), [f"{a}\n(n = {d.size})" for a, d in zip(arms, data)])
+    ax.set_xticks(np.arange(len(arms)), [f"{a}\n(n = {d.size})" for a, d in zip(arms, data, strict=True)])
     if threshold is not None:
         ax.axhline(threshold, ls="--", lw=1, color="grey")
         ax.annotate(f"threshold {threshold:g}", (len(arms) - 0.5, threshold), xytext=(0, 3), textcoords="offset points",

@@ -8,17 +8,17 @@ thing.  Every column of every table shown is defined in the report's
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .._html import escape, img_tag, page, write_page
 from .analysis import StudyResult
 from .visits import SELECTION_RULE
 
@@ -49,7 +49,8 @@ COLUMN_DEFINITIONS: dict[str, str] = {
     "walls, partial-volume shells and opacities below the minimum size excluded), percent of the region's voxels",
     "css_pan": "CT severity score, Pan/Francone bins per lobe (0: none, 1: <5 %, 2: 5–25 %, 3: 26–50 %, "
     "4: 51–75 %, 5: >75 %), summed over five lobes (0–25; over six zones 0–30 — see css_region_set)",
-    "css_chung": "CT severity score, Chung/Li bins per lobe (0–4), summed over five lobes (0–20; over six zones 0–24 — see css_region_set)",
+    "css_chung": "CT severity score, Chung/Li bins per lobe (0–4), summed over five lobes (0–20; over six zones "
+    "0–24 — see css_region_set)",
     "slice_thickness_mm": "reconstructed slice thickness of the scan (mm)",
     "kernel": "reconstruction kernel (DICOM ConvolutionKernel)",
     "scheme": "HU band scheme used for scoring",
@@ -108,8 +109,8 @@ def _definition(col: str) -> str:
 @dataclass
 class _Block:
     kind: str  # h1 h2 p ul table img
-    content: object
-    extra: object = None
+    content: Any
+    extra: Any = None
 
 
 def _fmt(v) -> str:
@@ -133,7 +134,7 @@ def _cells(df: pd.DataFrame) -> list[list[str]]:
     out = []
     for row in df.itertuples(index=False):
         cells = []
-        for col, v in zip(df.columns, row):
+        for col, v in zip(df.columns, row, strict=True):
             if col == "p_value" and isinstance(v, (float, np.floating)) and np.isfinite(v):
                 cells.append(f"{v:.4f}" if v >= 0.0001 else f"{v:.2e}")
             else:
@@ -166,40 +167,36 @@ def _md(blocks: list[_Block]) -> str:
     return "\n".join(lines)
 
 
+#: The study report's own rules, on top of :data:`lungdamage._html.BASE_CSS`.
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}
-.tw{max-width:100%;overflow-x:auto;margin:0.5em 0 1.5em}
-table{border-collapse:collapse;font-size:0.85em}
-
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#f0f0f0} tr:nth-child(even) td{background:#fafafa}
-img{max-width:100%;border:1px solid #ddd} h2{border-bottom:1px solid #ddd;padding-bottom:0.2em;margin-top:1.6em}
+body{max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}
+.tw{margin:0.5em 0 1.5em}
+table{font-size:.85em}
+th,td{text-align:left}
+tr:nth-child(even) td{background:#fafafa}
+img{border:1px solid #ddd} h2{border-bottom:1px solid #ddd;padding-bottom:0.2em;margin-top:1.6em}
 """
 
 
+def _html_block(b: _Block) -> str:
+    if b.kind in ("h1", "h2"):
+        return f"<{b.kind}>{escape(b.content)}</{b.kind}>"
+    if b.kind == "p":
+        return f"<p>{escape(b.content)}</p>"
+    if b.kind == "ul":
+        return "<ul>" + "".join(f"<li>{escape(i)}</li>" for i in b.content) + "</ul>"
+    if b.kind == "table":
+        df = b.content
+        head = "".join(f"<th>{escape(c)}</th>" for c in df.columns)
+        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in _cells(df))
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if b.kind == "img":
+        return f"<figure>{img_tag(b.content, str(b.extra))}<figcaption>{escape(b.extra)}</figcaption></figure>"
+    return ""
+
+
 def _html(blocks: list[_Block], title: str) -> str:
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"]
-    for b in blocks:
-        if b.kind in ("h1", "h2"):
-            out.append(f"<{b.kind}>{html.escape(str(b.content))}</{b.kind}>")
-        elif b.kind == "p":
-            out.append(f"<p>{html.escape(str(b.content))}</p>")
-        elif b.kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{html.escape(str(i))}</li>" for i in b.content) + "</ul>")
-        elif b.kind == "table":
-            df = b.content
-            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in _cells(df))
-            # wide tables scroll inside their own box; the page itself never scrolls sideways
-            out.append(f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
-        elif b.kind == "img":
-            data = base64.b64encode(Path(b.content).read_bytes()).decode("ascii")
-            out.append(f'<figure><img alt="{html.escape(str(b.extra))}" src="data:image/png;base64,{data}">'
-                       f"<figcaption>{html.escape(str(b.extra))}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out)
+    return page(title, "\n".join(_html_block(b) for b in blocks), css=_CSS)
 
 
 # -----------------------------------------------------------------------------
@@ -263,46 +260,67 @@ def write_report(
         written["report.md"] = p
     if "html" in formats:
         p = out_dir / "report.html"
-        p.write_text(_html(blocks, title), encoding="utf-8")
+        write_page(p, _html(blocks, title))
         written["report.html"] = p
     logger.info("study report written to %s", out_dir)
     return written
 
 
 def _blocks(study: StudyResult, figures: list[tuple[Path, str]]) -> list[_Block]:
+    """The report, section by section; the Definitions section lists every column of every table shown."""
+    blocks = _intro_blocks(study)
+    blocks += _numbers_blocks(study)
+    blocks += _assignment_blocks(study)
+    blocks += _comparability_blocks(study)
+    blocks += _summary_blocks(study)
+    blocks += _comparison_blocks(study)
+    blocks += _mixed_model_blocks(study)
+    if figures:
+        blocks.append(_Block("h2", "Figures"))
+        blocks += [_Block("img", path, caption) for path, caption in figures]
+    blocks.append(_Block("h2", "Per-patient values by visit"))
+    blocks += _per_patient_blocks(study.visits)
+    blocks += _definition_blocks(study, blocks)
+    return blocks
+
+
+def _intro_blocks(study: StudyResult) -> list[_Block]:
     from .. import __version__
 
-    B = _Block
-    t, m, prov = study.visits, study.metric, study.provenance
-    a = study.assignments
-    blocks: list[_Block] = [B("h1", "lungdamage study report" + (" (blinded)" if study.blinded else ""))]
+    t, a = study.visits, study.assignments
+    blocks = [_Block("h1", "lungdamage study report" + (" (blinded)" if study.blinded else ""))]
     per_arm = t.groupby("arm")["patient_id"].nunique()
-    blocks.append(B("p", (
+    blocks.append(_Block("p", (
         f"Generated {_dt.date.today().isoformat()} by lungdamage {__version__}. "
         f"{t['patient_id'].nunique()} patients ("
         + ", ".join(f"{arm}: {n}" for arm, n in per_arm.items())
         + f"), {len(t)} patient-visits from {int(a['used'].sum())} of {len(a)} scans. "
-        f"Primary metric: {m} of region '{study.region}'; arm comparison at visit '{study.compare_visit}'."
+        f"Primary metric: {study.metric} of region '{study.region}'; arm comparison at visit "
+        f"'{study.compare_visit}'."
     )))
     if study.blinded:
-        blocks.append(B("p", (
+        blocks.append(_Block("p", (
             "BLINDED REPORT: arms are relabelled A and B by a deterministic mapping whose key is withheld; "
             "it is not written to this report or to any file next to it. Differences are A − B; neither label "
             "reveals which arm received the treatment."
         )))
+    return blocks
 
-    # --- what the numbers are -------------------------------------------------
-    blocks.append(B("h2", "What the numbers are"))
+
+def _numbers_blocks(study: StudyResult) -> list[_Block]:
+    """What the numbers are: scheme, metric, regions, method, provenance, protocol."""
+    m, prov = study.metric, study.provenance
     scheme = _join(prov.get("scheme", []))
-    blocks.append(B("ul", [
-        f"HU band scheme: {scheme}" + (f" — bands {_join(prov.get('scheme_edges', []))} (half-open [lo, hi) HU)"
-                                       if prov.get("scheme_edges") else ""),
+    edges = (f" — bands {_join(prov.get('scheme_edges', []))} (half-open [lo, hi) HU)"
+             if prov.get("scheme_edges") else "")
+    css_on = (f" CT severity scores were computed on: {_join(prov['css_region_set'])}."
+              if prov.get("css_region_set") else "")
+    return [_Block("h2", "What the numbers are"), _Block("ul", [
+        f"HU band scheme: {scheme}" + edges,
         f"{m}: {_definition(m)}.",
         f"Region: '{study.region}'; region set: {_join(prov.get('region_set', []))} "
         "(CT severity scores, when present, are computed on this region set: lobes, or zones as a lobe surrogate).",
-        f"Segmentation method: {_join(prov.get('method', []))}."
-        + (f" CT severity scores were computed on: {_join(prov['css_region_set'])}." if prov.get("css_region_set")
-           else ""),
+        f"Segmentation method: {_join(prov.get('method', []))}." + css_on,
         f"Parameter hash(es): {_join(prov.get('params_hash', []))}; scored with lungdamage "
         f"{_join(prov.get('version', []))}.",
         f"Visit protocol: {study.protocol.source}; manifest: {study.manifest.source}.",
@@ -310,124 +328,124 @@ def _blocks(study: StudyResult, figures: list[tuple[Path, str]]) -> list[_Block]
         f"whose window holds their day since baseline. When several scans fall in one visit the rule is: "
         f"{SELECTION_RULE}.",
         f"Residual damage: {m} > {study.threshold:g} at {study.compare_visit}.",
-    ]))
-    blocks.append(B("table", study.protocol.to_frame()))
+    ]), _Block("table", study.protocol.to_frame())]
 
-    # --- visit assignment -----------------------------------------------------
-    blocks.append(B("h2", "Visit assignment"))
+
+def _assignment_blocks(study: StudyResult) -> list[_Block]:
+    a = study.assignments
+    blocks = [_Block("h2", "Visit assignment")]
     counts = a.groupby("assigned_by").size()
-    blocks.append(B("p", "Scans by assignment rule: " + ", ".join(f"{k}: {v}" for k, v in counts.items())
-                    + f"; not used: {int((~a['used']).sum())}."))
+    blocks.append(_Block("p", "Scans by assignment rule: " + ", ".join(f"{k}: {v}" for k, v in counts.items())
+                         + f"; not used: {int((~a['used']).sum())}."))
     flagged = a[a["flag"] != ""][["patient_id", "series_uid", "study_date", "day", "visit", "assigned_by", "used",
                                   "flag"]]
     off = a[a["off_window"]] if "off_window" in a.columns else a.iloc[:0]
     if len(off):
-        where = ", ".join(f"{p} {v} (day {d})" for p, v, d in zip(off["patient_id"], off["visit"], off["day"]))
-        blocks.append(B("p", (
+        where = ", ".join(f"{p} {v} (day {d})"
+                          for p, v, d in zip(off["patient_id"], off["visit"], off["day"], strict=True))
+        blocks.append(_Block("p", (
             f"OFF WINDOW: {len(off)} scan(s) were placed by a manifest override at a visit whose window does not "
             f"hold their day, and are used as the manifest says: {where}. Check the manifest rows."
         )))
     if len(flagged):
-        blocks.append(B("p", "Flagged scans (out of window, placed off-window by a manifest override, several in "
-                        "one window, or no date):"))
-        blocks.append(B("table", flagged))
+        blocks.append(_Block("p", "Flagged scans (out of window, placed off-window by a manifest override, several "
+                             "in one window, or no date):"))
+        blocks.append(_Block("table", flagged))
     else:
-        blocks.append(B("p", "No scan was out of window or competing with another for the same visit."))
+        blocks.append(_Block("p", "No scan was out of window or competing with another for the same visit."))
     if study.notes:
-        blocks.append(B("ul", study.notes))
+        blocks.append(_Block("ul", study.notes))
+    return blocks
 
-    # --- comparability --------------------------------------------------------
-    blocks.append(B("h2", "Comparability warnings"))
+
+def _comparability_blocks(study: StudyResult) -> list[_Block]:
     if len(study.warnings):
-        blocks.append(B("p", "Slice thickness and reconstruction kernel change partial-volume averaging and noise, "
-                        "and so the HU bands; values of visits listed here are less comparable."))
-        blocks.append(B("table", study.warnings))
-    else:
-        blocks.append(B("p", "None: every patient's visits share slice thickness and kernel, and all scans were "
-                        "scored with one scheme, region set, method and parameter set."))
+        return [_Block("h2", "Comparability warnings"), _Block("p", (
+            "Slice thickness and reconstruction kernel change partial-volume averaging and noise, "
+            "and so the HU bands; values of visits listed here are less comparable.")),
+            _Block("table", study.warnings)]
+    return [_Block("h2", "Comparability warnings"), _Block("p", (
+        "None: every patient's visits share slice thickness and kernel, and all scans were "
+        "scored with one scheme, region set, method and parameter set."))]
 
-    # --- summaries ------------------------------------------------------------
-    blocks.append(B("h2", f"Per-arm summary of {m} by visit"))
-    s = study.summary
-    blocks.append(B("table", s[s["metric"] == m]))
-    blocks.append(B("h2", f"Per-arm summary of the change from baseline ({m}_change)"))
-    blocks.append(B("table", s[s["metric"] == f"{m}_change"]))
 
-    # --- comparison -----------------------------------------------------------
-    blocks.append(B("h2", f"Comparison of arms at {study.compare_visit}"))
-    if study.comparison is not None:
-        c = study.comparison
-        n1, n2 = c.attrs["n_treated"], c.attrs["n_control"]
-        blocks.append(B("p", (
-            f"{study.treated} (n = {n1}) vs {study.control} (n = {n2}); differences are {study.treated} − "
-            f"{study.control}. " + ("" if study.blinded else
-                                     f"Reference (control) arm: {study.control}. ")
+def _summary_blocks(study: StudyResult) -> list[_Block]:
+    m, s = study.metric, study.summary
+    return [
+        _Block("h2", f"Per-arm summary of {m} by visit"),
+        _Block("table", s[s["metric"] == m]),
+        _Block("h2", f"Per-arm summary of the change from baseline ({m}_change)"),
+        _Block("table", s[s["metric"] == f"{m}_change"]),
+    ]
+
+
+def _comparison_blocks(study: StudyResult) -> list[_Block]:
+    blocks = [_Block("h2", f"Comparison of arms at {study.compare_visit}")]
+    c = study.comparison
+    if c is None:
+        return blocks + [_Block("p", study.comparison_note)]
+    n1, n2 = c.attrs["n_treated"], c.attrs["n_control"]
+    blocks.append(_Block("p", (
+        f"{study.treated} (n = {n1}) vs {study.control} (n = {n2}); differences are {study.treated} − "
+        f"{study.control}. " + ("" if study.blinded else f"Reference (control) arm: {study.control}. ")
+    )))
+    n_off = study.off_window_at_compare
+    n_at = int((study.visits["visit"] == study.compare_visit).sum())
+    if n_off:
+        blocks.append(_Block("p", (
+            f"{n_off} of the {n_at} scans at {study.compare_visit} are off-window manifest overrides (see Visit "
+            "assignment): their day is outside the visit's window, so they measure a different time point."
         )))
-        n_off = study.off_window_at_compare
-        n_at = int((t["visit"] == study.compare_visit).sum())
-        if n_off:
-            blocks.append(B("p", (
-                f"{n_off} of the {n_at} scans at {study.compare_visit} are off-window manifest overrides (see Visit "
-                "assignment): their day is outside the visit's window, so they measure a different time point."
-            )))
-        # "method" here is the statistical method, not the segmentation method of the provenance
-        blocks.append(B("table", c.rename(columns={"method": "statistical_method"})))
-        hl = c[c["quantity"] == "hodges_lehmann"].iloc[0]
-        mw = c[c["quantity"] == "mann_whitney_u"].iloc[0]
-        if np.isfinite(hl["ci_low"]) and np.isfinite(hl["ci_high"]):
-            interval = f"({_fmt(hl['ci_low'])} to {_fmt(hl['ci_high'])}, {hl['method']})"
-        else:
-            interval = f"(the {hl['method']})"
-        blocks.append(B("p", (
-            f"In words: the Hodges–Lehmann estimate of the difference in {m} is {_fmt(hl['value'])} "
-            f"{interval}; Mann–Whitney U = {_fmt(mw['value'])}, p = {mw['p_value']:.4f} ({mw['method']})."
-        )))
-        blocks.append(B("p", "Power: " + c.attrs["power_note"]))
+    # "method" here is the statistical method, not the segmentation method of the provenance
+    blocks.append(_Block("table", c.rename(columns={"method": "statistical_method"})))
+    hl = c[c["quantity"] == "hodges_lehmann"].iloc[0]
+    mw = c[c["quantity"] == "mann_whitney_u"].iloc[0]
+    if np.isfinite(hl["ci_low"]) and np.isfinite(hl["ci_high"]):
+        interval = f"({_fmt(hl['ci_low'])} to {_fmt(hl['ci_high'])}, {hl['method']})"
     else:
-        blocks.append(B("p", study.comparison_note))
+        interval = f"(the {hl['method']})"
+    blocks.append(_Block("p", (
+        f"In words: the Hodges–Lehmann estimate of the difference in {study.metric} is {_fmt(hl['value'])} "
+        f"{interval}; Mann–Whitney U = {_fmt(mw['value'])}, p = {mw['p_value']:.4f} ({mw['method']})."
+    )))
+    blocks.append(_Block("p", "Power: " + c.attrs["power_note"]))
+    return blocks
 
-    blocks.append(B("h2", "Linear mixed model (all visits)"))
-    if study.mixed is not None:
-        mm = study.mixed
-        blocks.append(B("p", (
-            f"Model: {mm.attrs['formula']}; REML fit by statsmodels mixedlm on {mm.attrs['n_obs']} observations of "
-            f"{mm.attrs['n_patients']} patients; converged: {'yes' if mm.attrs['converged'] else 'NO'}; "
-            f"random-intercept variance {mm.attrs['group_var']:.3g}. 95 % Wald intervals. With few patients per "
-            "arm the model-based p-values are approximate; read them with the exact tests above."
-        )))
-        blocks.append(B("table", mm))
-        if mm.attrs.get("notes"):
-            blocks.append(B("p", "Fitting warnings:"))
-            blocks.append(B("ul", mm.attrs["notes"]))
-    else:
-        blocks.append(B("p", study.mixed_note))
 
-    # --- figures --------------------------------------------------------------
-    if figures:
-        blocks.append(B("h2", "Figures"))
-        for path, caption in figures:
-            blocks.append(B("img", path, caption))
+def _mixed_model_blocks(study: StudyResult) -> list[_Block]:
+    blocks = [_Block("h2", "Linear mixed model (all visits)")]
+    mm = study.mixed
+    if mm is None:
+        return blocks + [_Block("p", study.mixed_note)]
+    blocks.append(_Block("p", (
+        f"Model: {mm.attrs['formula']}; REML fit by statsmodels mixedlm on {mm.attrs['n_obs']} observations of "
+        f"{mm.attrs['n_patients']} patients; converged: {'yes' if mm.attrs['converged'] else 'NO'}; "
+        f"random-intercept variance {mm.attrs['group_var']:.3g}. 95 % Wald intervals. With few patients per "
+        "arm the model-based p-values are approximate; read them with the exact tests above."
+    )))
+    blocks.append(_Block("table", mm))
+    if mm.attrs.get("notes"):
+        blocks.append(_Block("p", "Fitting warnings:"))
+        blocks.append(_Block("ul", mm.attrs["notes"]))
+    return blocks
 
-    # --- per-patient table ----------------------------------------------------
-    blocks.append(B("h2", "Per-patient values by visit"))
-    blocks += _per_patient_blocks(t)
 
-    # --- definitions ----------------------------------------------------------
-    blocks.append(B("h2", "Definitions"))
+def _definition_blocks(study: StudyResult, blocks: list[_Block]) -> list[_Block]:
+    """Definitions of every column of the tables in ``blocks``, then of the comparison statistics."""
     shown: list[str] = []
     for b in blocks:
         if b.kind == "table":
             shown += [c for c in b.content.columns if c not in shown]
-    blocks.append(B("ul", [f"{c}: {_definition(c)}." for c in shown]))
+    out = [_Block("h2", "Definitions"), _Block("ul", [f"{c}: {_definition(c)}." for c in shown])]
     if study.comparison is not None:
-        blocks.append(B("p", "Comparison statistics:"))
-        blocks.append(B("ul", [f"{r.quantity} ({r.arm}): {r.definition}" for r in study.comparison.itertuples()]))
-    blocks.append(B("p", (
+        out.append(_Block("p", "Comparison statistics:"))
+        out.append(_Block("ul", [f"{r.quantity} ({r.arm}): {r.definition}" for r in study.comparison.itertuples()]))
+    out.append(_Block("p", (
         "Percentages are of the region's voxel count (equivalently its volume). Medians and quartiles are over "
         "patients. p-values are two-sided and not adjusted for multiplicity; the comparison at "
         f"{study.compare_visit} is the pre-specified one, everything else is descriptive."
     )))
-    return blocks
+    return out
 
 
 def _per_patient_blocks(t: pd.DataFrame) -> list[_Block]:

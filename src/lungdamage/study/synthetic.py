@@ -109,55 +109,32 @@ def make_trial(
         true_ggo_pct, true_consolidation_pct, true_volume_ml, folder``;
         ``planned_visit_day`` is NaN for ``extra_days`` scans.
     """
-    from pydicom.uid import generate_uid
-
-    from ..errors import InputError
-    from ..phantom import make_phantom, write_dicom_series
-
     out = Path(out_dir)
     (out / "dicom").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     n = n_treated + n_placebo
     arms = np.array(["treated"] * n_treated + ["placebo"] * n_placebo)
     arms = arms[rng.permutation(n)]
-    width = max(2, len(str(n)))
-    start = pd.Timestamp(start_date)
     extra_days = dict(extra_days or {})
-    pids = [f"SYN{k + 1:0{width}d}" for k in range(n)]
-    unknown = sorted(set(extra_days) - set(pids))
-    if unknown:
-        raise InputError(
-            f"make_trial: extra_days names unknown patients {unknown}. Potential fix: use ids {pids[0]}..{pids[-1]}."
-        )
+    pids = _patient_ids(n, extra_days)
+    start = pd.Timestamp(start_date)
+    phantom_options = dict(matrix=matrix, slice_thickness_mm=slice_thickness_mm, n_slices=n_slices,
+                           noise_hu=noise_hu, vessels=vessels, truth_samples=truth_samples)
     rows = []
-    for k in range(n):
-        pid = pids[k]
+    for k, pid in enumerate(pids):
         arm = str(arms[k])
-        b = rng.uniform(*baseline_scale)
-        r = rng.uniform(*(residual_treated if arm == "treated" else residual_placebo))
+        baseline = rng.uniform(*baseline_scale)
+        residual = rng.uniform(*(residual_treated if arm == "treated" else residual_placebo))
         base_date = start + pd.Timedelta(days=3 * k)
-        scans = [(int(d) + (int(rng.integers(-day_jitter, day_jitter + 1)) if d else 0), int(d)) for d in visit_days]
+        scans: list[tuple[int, int | None]] = [
+            (int(d) + (int(rng.integers(-day_jitter, day_jitter + 1)) if d else 0), int(d)) for d in visit_days
+        ]
         scans += [(int(d), None) for d in extra_days.pop(pid, ())]
         for day, planned in scans:
-            scale = b * (r + (1.0 - r) * math.exp(-day / tau_days))
+            scale = baseline * (residual + (1.0 - residual) * math.exp(-day / tau_days))
             date = (base_date + pd.Timedelta(days=day)).strftime("%Y%m%d")
-            ph = make_phantom(
-                matrix=matrix, slice_thickness_mm=slice_thickness_mm, n_slices=n_slices, noise_hu=noise_hu,
-                vessels=vessels, damage_scale=scale, seed=int(rng.integers(2**31)), patient_id=pid,
-                study_date=date, truth_samples=truth_samples,
-            )
-            uid = generate_uid(entropy_srcs=["lungdamage-synthetic-trial", str(seed), pid, date, str(day)])
-            folder = out / "dicom" / pid / date
-            write_dicom_series(ph.ct, folder, patient_id=pid, study_date=date, series_uid=uid,
-                               series_description="SYNTHETIC phantom (not patient data)")
-            t = ph.truth.fractions["total"]
-            rows.append(dict(
-                patient_id=pid, arm=arm, day=day, planned_visit_day=planned, study_date=date, series_uid=uid,
-                damage_scale=scale, true_damage_pct=t["damage_pct"], true_ggo_pct=t["ggo_pct"],
-                true_consolidation_pct=t["consolidation_pct"], true_volume_ml=t["volume_ml"],
-                folder=str(folder.relative_to(out)),
-            ))
-            logger.debug("synthetic scan %s day %d scale %.2f damage %.1f %%", pid, day, scale, t["damage_pct"])
+            row = _write_scan(out, pid, date, day, scale, rng, phantom_options, seed)
+            rows.append(dict(patient_id=pid, arm=arm, day=day, planned_visit_day=planned, **row))
     truth = pd.DataFrame(rows)
     truth["planned_visit_day"] = truth["planned_visit_day"].astype("Int64")
     truth[["patient_id", "arm"]].drop_duplicates().to_csv(out / "arms.csv", index=False)
@@ -168,3 +145,39 @@ def make_trial(
                   residual_treated=residual_treated, tau_days=tau_days, seed=seed)
     (out / "README.txt").write_text(TRIAL_README.format(params=params, root=out), encoding="utf-8")
     return truth
+
+
+def _patient_ids(n: int, extra_days: Mapping[str, Sequence[int]]) -> list[str]:
+    """``SYN01`` ... ``SYNnn``; refuses ``extra_days`` of other patients."""
+    from ..errors import InputError
+
+    width = max(2, len(str(n)))
+    pids = [f"SYN{k + 1:0{width}d}" for k in range(n)]
+    unknown = sorted(set(extra_days) - set(pids))
+    if unknown:
+        raise InputError(
+            f"make_trial: extra_days names unknown patients {unknown}. Potential fix: use ids {pids[0]}..{pids[-1]}."
+        )
+    return pids
+
+
+def _write_scan(out: Path, pid: str, date: str, day: int, scale: float, rng: np.random.Generator,
+                phantom_options: dict, seed: int) -> dict:
+    """Render and write one scan; its truth-table columns from ``study_date`` on."""
+    from pydicom.uid import generate_uid
+
+    from ..phantom import make_phantom, write_dicom_series
+
+    ph = make_phantom(damage_scale=scale, seed=int(rng.integers(2**31)), patient_id=pid, study_date=date,
+                      **phantom_options)
+    uid = generate_uid(entropy_srcs=["lungdamage-synthetic-trial", str(seed), pid, date, str(day)])
+    folder = out / "dicom" / pid / date
+    write_dicom_series(ph.ct, folder, patient_id=pid, study_date=date, series_uid=uid,
+                       series_description="SYNTHETIC phantom (not patient data)")
+    t = ph.truth.fractions["total"]
+    logger.debug("synthetic scan %s day %d scale %.2f damage %.1f %%", pid, day, scale, t["damage_pct"])
+    return dict(
+        study_date=date, series_uid=uid, damage_scale=scale, true_damage_pct=t["damage_pct"],
+        true_ggo_pct=t["ggo_pct"], true_consolidation_pct=t["consolidation_pct"], true_volume_ml=t["volume_ml"],
+        folder=str(folder.relative_to(out)),
+    )

@@ -14,6 +14,7 @@ blind.  Dates are normalised in exactly one place, :func:`to_dates`
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -160,7 +161,7 @@ class Protocol:
                 if k in keys and keys[k] != v.name:
                     problems.append(f"name/alias {alias!r} of {v.name!r} also names {keys[k]!r}")
                 keys[k] = v.name
-        for a, b in zip(self.visits, self.visits[1:]):
+        for a, b in itertools.pairwise(self.visits):
             if b.day <= a.day:
                 problems.append(f"visits not in increasing day order: {a.name!r} day {a.day}, {b.name!r} day {b.day}")
             elif a.day + a.window_days >= b.day - b.window_days:
@@ -271,8 +272,9 @@ def default_protocol() -> Protocol:
     return protocol_from_dict(tomllib.loads(text), source="default (lungdamage/data/visits_default.toml)")
 
 
-def read_protocol(path: str | Path | None = None) -> Protocol:
-    """Read a visit protocol from a TOML or YAML file; ``None`` gives :func:`default_protocol`.
+def read_protocol(path: Protocol | str | Path | None = None) -> Protocol:
+    """Read a visit protocol from a TOML or YAML file; ``None`` gives :func:`default_protocol`
+    (a :class:`Protocol` is returned as it is).
 
     Raises
     ------
@@ -289,7 +291,9 @@ def read_protocol(path: str | Path | None = None) -> Protocol:
     except FileNotFoundError:
         raise ManifestError(f"Visit protocol {path} does not exist. Potential fix: check the path.") from None
     except ConfigSyntaxError as exc:
-        raise ManifestError(f"Visit protocol {path} cannot be parsed: it {exc}. Potential fix: fix the syntax.") from None
+        raise ManifestError(
+            f"Visit protocol {path} cannot be parsed: it {exc}. Potential fix: fix the syntax."
+        ) from None
     except ValueError as exc:
         raise ManifestError(f"Visit protocol {path}: {exc}. Potential fix: use a .toml or .yaml file.") from None
     if not isinstance(data, Mapping):
@@ -328,7 +332,7 @@ class Manifest:
         return sorted(self.patients["arm"].unique())
 
     def arm_of(self) -> dict[str, str]:
-        return dict(zip(self.patients["patient_id"], self.patients["arm"]))
+        return dict(zip(self.patients["patient_id"], self.patients["arm"], strict=True))
 
     def __repr__(self) -> str:
         counts = self.patients["arm"].value_counts().sort_index()
@@ -431,7 +435,9 @@ def read_manifest(path: str | Path) -> Manifest:
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, comment="#")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"Manifest {path} cannot be read as CSV: {exc}. Potential fix: save it as CSV (UTF-8).") from exc
+        raise ManifestError(
+            f"Manifest {path} cannot be read as CSV: {exc}. Potential fix: save it as CSV (UTF-8)."
+        ) from exc
     return manifest_from_frame(df, source=str(path))
 
 
@@ -514,7 +520,29 @@ def assign_visits(
         of another patient.
     """
     protocol = read_protocol(protocol)
-    scans = _scans_of(results)
+    scans, owner, notes = _manifest_scans(_scans_of(results), manifest)
+    _apply_overrides(scans, manifest, protocol, owner, notes)
+    _add_baseline_and_day(scans, manifest, protocol)
+    _flag_off_window_overrides(scans, protocol)
+    _assign_by_window(scans, protocol)
+    scans["visit_day"] = scans["visit"].map({v.name: v.day for v in protocol.visits}).astype("Int64")
+    scans["used"] = scans["visit"].notna()
+    _choose_one_per_visit(scans)
+
+    order = ["patient_id", "arm", "series_uid", "study_date", "baseline_date", "day", "visit", "visit_day",
+             "assigned_by", "used", "off_window", "flag", "slice_thickness_mm", "kernel"]
+    if "kernel" not in scans:
+        scans["kernel"] = ""
+    out = scans[order].sort_values(["patient_id", "study_date", "series_uid"]).reset_index(drop=True)
+    out.attrs["notes"] = notes
+    for n in notes:
+        logger.warning("%s", n)
+    return out
+
+
+def _manifest_scans(scans: pd.DataFrame, manifest: Manifest) -> tuple[pd.DataFrame, dict, list[str]]:
+    """The scans of manifest patients with empty assignment columns, every scan's owner, and notes
+    on patients seen on one side only."""
     notes: list[str] = []
     arm_of = manifest.arm_of()
     unknown = sorted(set(scans["patient_id"]) - set(arm_of))
@@ -524,7 +552,7 @@ def assign_visits(
             f"{n} scan(s) of {len(unknown)} patient(s) not in the manifest were ignored: "
             f"{', '.join(repr(p) for p in unknown[:10])}{' ...' if len(unknown) > 10 else ''}."
         )
-    owner = dict(zip(scans["series_uid"], scans["patient_id"]))
+    owner = dict(zip(scans["series_uid"], scans["patient_id"], strict=True))
     scans = scans[scans["patient_id"].isin(set(arm_of))].copy()
     no_scans = sorted(set(arm_of) - set(scans["patient_id"]))
     if no_scans:
@@ -534,10 +562,13 @@ def assign_visits(
     scans["visit"] = pd.Series([None] * len(scans), index=scans.index, dtype=object)
     scans["assigned_by"] = "none"
     scans["flag"] = ""
+    return scans, owner, notes
 
-    # explicit overrides: series UID first, then (patient, study date)
-    ov = manifest.overrides
-    for row in ov.itertuples(index=False):
+
+def _apply_overrides(scans: pd.DataFrame, manifest: Manifest, protocol: Protocol, owner: dict,
+                     notes: list[str]) -> None:
+    """Explicit manifest overrides (``scans`` modified): series UID first, then (patient, study date)."""
+    for row in manifest.overrides.itertuples(index=False):
         where = f"manifest {manifest.source} line {row.line}"
         visit = protocol.lookup(row.visit, where=where).name
         if row.series_uid:
@@ -559,7 +590,10 @@ def assign_visits(
         scans.loc[hit, "visit"] = visit
         scans.loc[hit, "assigned_by"] = how
 
-    # baseline date per patient: manifest > scan pinned to the baseline visit > first scan
+
+def _add_baseline_and_day(scans: pd.DataFrame, manifest: Manifest, protocol: Protocol) -> None:
+    """``baseline_date`` per patient (manifest > scan pinned to the baseline visit > first scan) and
+    ``day`` since it."""
     baseline = manifest.patients.set_index("patient_id")["baseline_date"]
     pinned = scans[scans["visit"] == protocol.baseline.name].groupby("patient_id")["study_date"].min()
     first = scans.groupby("patient_id")["study_date"].min()
@@ -567,34 +601,38 @@ def assign_visits(
     scans["baseline_date"] = scans["patient_id"].map(base)
     scans["day"] = (scans["study_date"] - scans["baseline_date"]).dt.days.astype("Int64")
 
-    # a manifest override decides the visit, but one outside that visit's window is flagged, never silent
+
+def _flag_off_window_overrides(scans: pd.DataFrame, protocol: Protocol) -> None:
+    """A manifest override decides the visit, but one outside that visit's window is flagged, never silent."""
     scans["off_window"] = False
     spec = {v.name: v for v in protocol.visits}
     pinned_rows = scans.index[scans["assigned_by"].str.startswith("override") & scans["day"].notna()]
     for i in pinned_rows:
-        v, d = spec[scans.at[i, "visit"]], int(scans.at[i, "day"])
-        if abs(d - v.day) > v.window_days:
+        v, day = spec[scans.at[i, "visit"]], int(scans.at[i, "day"])
+        if abs(day - v.day) > v.window_days:
             scans.at[i, "off_window"] = True
             scans.at[i, "flag"] = (
-                f"off window: the manifest places day {d} at visit {v.name!r}, whose window is days "
+                f"off window: the manifest places day {day} at visit {v.name!r}, whose window is days "
                 f"{v.day - v.window_days}–{v.day + v.window_days}; used as the manifest says"
             )
 
-    # date windows for the rest (vectorised over scans x visits)
+
+def _assign_by_window(scans: pd.DataFrame, protocol: Protocol) -> None:
+    """Date windows for the scans no override placed (vectorised over scans × visits)."""
     free = (scans["assigned_by"] == "none") & scans["day"].notna()
-    nominal = np.array([v.day for v in protocol.visits])
-    window = np.array([v.window_days for v in protocol.visits])
+    nominal_day = np.array([v.day for v in protocol.visits])
+    window_days = np.array([v.window_days for v in protocol.visits])
     if free.any():
         day = scans.loc[free, "day"].to_numpy(dtype=np.int64)[:, None]
-        dist = np.abs(day - nominal[None, :])
-        inside = dist <= window[None, :]
-        best = np.where(inside, dist, np.iinfo(np.int64).max).argmin(axis=1)
+        distance_days = np.abs(day - nominal_day[None, :])
+        inside = distance_days <= window_days[None, :]
+        best = np.where(inside, distance_days, np.iinfo(np.int64).max).argmin(axis=1)
         ok = inside.any(axis=1)
         idx = scans.index[free]
         scans.loc[idx[ok], "visit"] = np.array(protocol.names, dtype=object)[best[ok]]
         scans.loc[idx[ok], "assigned_by"] = "window"
-        outside = np.maximum(dist - window[None, :], 0)  # days from each window's edge
-        for i, d, b in zip(idx[~ok], day[~ok, 0], outside[~ok].argmin(axis=1)):
+        outside_days = np.maximum(distance_days - window_days[None, :], 0)  # days from each window's edge
+        for i, d, b in zip(idx[~ok], day[~ok, 0], outside_days[~ok].argmin(axis=1), strict=True):
             v = protocol.visits[b]
             scans.loc[i, "flag"] = (
                 f"out of window: day {d} is outside every visit window (nearest window: {v}); not used"
@@ -602,10 +640,9 @@ def assign_visits(
     undated = scans["day"].isna() & (scans["assigned_by"] == "none")
     scans.loc[undated, "flag"] = "no study date and no manifest override; not used"
 
-    scans["visit_day"] = scans["visit"].map({v.name: v.day for v in protocol.visits}).astype("Int64")
-    scans["used"] = scans["visit"].notna()
 
-    # several scans in one patient's visit: keep one by SELECTION_RULE
+def _choose_one_per_visit(scans: pd.DataFrame) -> None:
+    """Several scans in one patient's visit: keep one by :data:`SELECTION_RULE`, flag every one."""
     scans["_override"] = scans["assigned_by"].str.startswith("override").astype(int)
     scans["_dist"] = (scans["day"] - scans["visit_day"]).abs().astype("float").fillna(np.inf)
     scans["_thick"] = scans["slice_thickness_mm"].fillna(np.inf)
@@ -624,16 +661,6 @@ def assign_visits(
             scans.at[i, "used"] = False
             why = f"not used: another of {n} scans at visit {visit!r} was chosen (rule: {SELECTION_RULE})"
         scans.at[i, "flag"] = "; ".join(f for f in (scans.at[i, "flag"], why) if f)
-
-    order = ["patient_id", "arm", "series_uid", "study_date", "baseline_date", "day", "visit", "visit_day",
-             "assigned_by", "used", "off_window", "flag", "slice_thickness_mm", "kernel"]
-    if "kernel" not in scans:
-        scans["kernel"] = ""
-    out = scans[order].sort_values(["patient_id", "study_date", "series_uid"]).reset_index(drop=True)
-    out.attrs["notes"] = notes
-    for n in notes:
-        logger.warning("%s", n)
-    return out
 
 
 # -----------------------------------------------------------------------------
@@ -680,7 +707,9 @@ def select_results(
         hashes = sorted(sel["params_hash"].astype(str).unique())
         sel = sel[sel["params_hash"].astype(str) == params_hash]
         if sel.empty:
-            raise InputError(f"No results with params_hash {params_hash!r}; present: {hashes}. Potential fix: use one of these.")
+            raise InputError(
+                f"No results with params_hash {params_hash!r}; present: {hashes}. Potential fix: use one of these."
+            )
     dup = sel["series_uid"].duplicated(keep=False)
     if dup.any():
         for col in ("params_hash", "run_hash"):
@@ -836,16 +865,17 @@ def comparability_warnings(table: pd.DataFrame) -> pd.DataFrame:
             rows.append((pid, "regions segmented differently between visits", detail))
         thick = g["slice_thickness_mm"].astype(float)
         if thick.dropna().round(2).nunique() > 1:
-            detail = ", ".join(f"{v}: {t:g} mm" for v, t in zip(g["visit"], thick) if np.isfinite(t))
+            detail = ", ".join(f"{v}: {t:g} mm" for v, t in zip(g["visit"], thick, strict=True) if np.isfinite(t))
             rows.append((pid, "slice thickness changed between visits", detail))
         kern = g["kernel"].fillna("").astype(str).str.strip()
         if kern[kern != ""].nunique() > 1:
-            detail = ", ".join(f"{v}: {k or '?'}" for v, k in zip(g["visit"], kern))
+            detail = ", ".join(f"{v}: {k or '?'}" for v, k in zip(g["visit"], kern, strict=True))
             rows.append((pid, "reconstruction kernel changed between visits", detail))
     if "scan_warnings" in table.columns:
         # one row per distinct message (they are usually the same on every scan of a protocol)
         per_msg: dict[str, list[str]] = {}
-        for pid, visit, text in zip(table["patient_id"], table["visit"], table["scan_warnings"].astype(str)):
+        warnings_text = table["scan_warnings"].astype(str)
+        for pid, visit, text in zip(table["patient_id"], table["visit"], warnings_text, strict=True):
             for msg in filter(None, (m.strip() for m in text.split(";"))):
                 per_msg.setdefault(msg, []).append(f"{pid} {visit}")
         for msg, where in per_msg.items():
