@@ -63,7 +63,8 @@ is per voxel at the end).
    beyond it on one side; gaps inside one lung (diaphragm dome, an airway
    lumen outside the mask) are neither.  COVID-19 opacities are typically
    subpleural: they touch the chest wall and are kept.  Guard (only hilar
-   structures go): an opacity that reaches more than ``hilar_reach`` of its
+   structures go): an opacity whose solid core (parts thicker than about
+   twice ``hilar_core_mm``) reaches more than ``hilar_reach`` of its
    hemithorax's width into the lung (a large perihilar consolidation), or
    whose mediastinal contact lies mostly outside the hilar slab (the middle
    third of the lung height, ``hilar_slab``: apex, paracardiac bases; 3-D
@@ -189,6 +190,11 @@ class LesionParams:
         opacity that reaches farther than this fraction of its hemithorax's
         left-right width (midline to chest wall, the lung's widest extent)
         from the mediastinal surface is parenchymal (perihilar consolidation).
+    hilar_core_mm : float
+        The reach is that of the opacity's solid core: its mostly-band cells
+        deeper than this (mm) inside them, i.e. parts thicker than about twice
+        this.  Vessels and bronchi leaving the hilum (segmental, 5-10 mm) have
+        no core; consolidation has.
     hilar_slab : (float, float)
         The hilum's craniocaudal extent (carina to the inferior pulmonary
         veins) as fractions of the lungs' height, measured from either end
@@ -228,6 +234,7 @@ class LesionParams:
     min_diameter_mm: float = 6.0
     hilar: bool = True
     hilar_reach: float = 1.0 / 3.0
+    hilar_core_mm: float = 5.0
     hilar_slab: tuple[float, float] = (1.0 / 3.0, 2.0 / 3.0)
     subsample: bool = False
 
@@ -255,6 +262,8 @@ class LesionParams:
             bad.append(f"min_diameter_mm={self.min_diameter_mm}")
         if not self.hilar_reach > 0:
             bad.append(f"hilar_reach={self.hilar_reach}")
+        if not self.hilar_core_mm >= 0:
+            bad.append(f"hilar_core_mm={self.hilar_core_mm}")
         if not 0.0 <= self.hilar_slab[0] <= self.hilar_slab[1] <= 1.0:
             bad.append(f"hilar_slab={self.hilar_slab}")
         if bad:
@@ -852,12 +861,15 @@ def _mediastinal(lung_cells: np.ndarray, lr_axis: int) -> tuple[np.ndarray, np.n
 
 
 def _reach(g: _Grid, comp: np.ndarray, ids: np.ndarray, mediastinal: np.ndarray, lr_axis: int) -> np.ndarray:
-    """How far each opacity ``ids`` reaches into the lung from the mediastinal surface, as a fraction of
-    its hemithorax's left-right width (the lung's widest extent on that side of the midline).
+    """How far each opacity ``ids`` reaches into the lung from the mediastinal surface with its solid core,
+    as a fraction of its hemithorax's left-right width (the lung's widest extent on that side of the
+    midline).
 
     Distance (mm, Euclidean on the cell grid) from the nearest mediastinal cell to the opacity's farthest
-    cell; only distances up to ``hilar_reach`` widths matter, so the transform runs on the opacities'
-    bounding box widened by that much."""
+    core cell: a cell of the opacity's mostly-band cells lying deeper than ``hilar_core_mm`` inside them
+    (structures thicker than about twice that; the vessels and bronchi leaving the hilum are thinner, a
+    consolidation is not).  Only distances up to ``hilar_reach`` widths matter, so the transforms run on
+    the opacities' bounding box widened by that much."""
     lung_cells = g.n_l > 0
     mid = _midline(lung_cells, lr_axis)
     if mid is None:  # (not reached: _hilar found a mediastinum)
@@ -871,11 +883,13 @@ def _reach(g: _Grid, comp: np.ndarray, ids: np.ndarray, mediastinal: np.ndarray,
     box = tuple(slice(max(s.start - int(math.ceil(limit_mm / c)) - 1, 0), s.stop + int(math.ceil(limit_mm / c)) + 1)
                 for s, c in zip(sub, g.cell_mm, strict=True))
     dist_mm = ndimage.distance_transform_edt(~mediastinal[box], sampling=g.cell_mm)
+    solid = sel[box] & (2 * g.n_b[box] >= g.n_l[box]) & (g.n_l[box] > 0)
+    core = ndimage.distance_transform_edt(solid, sampling=g.cell_mm) > g.p.hilar_core_mm
     cb = np.where(sel[box], comp[box], 0)
-    far_mm = ndimage.maximum(dist_mm, cb, ids)
+    far_mm = np.array(ndimage.maximum(np.where(core, dist_mm, 0.0), cb, ids), np.float64).reshape(-1)
     centre = ndimage.center_of_mass(sel[box], cb, ids)
     side = np.array([int(c[lr_axis] + box[lr_axis].start > mid) for c in centre], np.intp)
-    return np.asarray(far_mm, np.float64) / width_mm[side]
+    return far_mm / width_mm[side]
 
 
 def _in_slab(g: _Grid, comp: np.ndarray, ids: np.ndarray, mediastinal: np.ndarray, cc_axis: int) -> np.ndarray:
