@@ -883,8 +883,12 @@ def _reach(g: _Grid, comp: np.ndarray, ids: np.ndarray, mediastinal: np.ndarray,
     box = tuple(slice(max(s.start - int(math.ceil(limit_mm / c)) - 1, 0), s.stop + int(math.ceil(limit_mm / c)) + 1)
                 for s, c in zip(sub, g.cell_mm, strict=True))
     dist_mm = ndimage.distance_transform_edt(~mediastinal[box], sampling=g.cell_mm)
-    solid = sel[box] & (2 * g.n_b[box] >= g.n_l[box]) & (g.n_l[box] > 0)
-    core = ndimage.distance_transform_edt(solid, sampling=g.cell_mm) > g.p.hilar_core_mm
+    # (the core needs only the opacities' own box and a one-cell rim)
+    own = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sub)
+    solid = sel[own] & (2 * g.n_b[own] >= g.n_l[own]) & (g.n_l[own] > 0)
+    core = np.zeros(dist_mm.shape, bool)
+    core[tuple(slice(o.start - b.start, o.stop - b.start) for o, b in zip(own, box, strict=True))] = (
+        ndimage.distance_transform_edt(solid, sampling=g.cell_mm) > g.p.hilar_core_mm)
     cb = np.where(sel[box], comp[box], 0)
     far_mm = np.array(ndimage.maximum(np.where(core, dist_mm, 0.0), cb, ids), np.float64).reshape(-1)
     centre = ndimage.center_of_mass(sel[box], cb, ids)
