@@ -62,7 +62,13 @@ is per voxel at the end).
    and the left lung along its row (left-right axis), costal when no lung lies
    beyond it on one side; gaps inside one lung (diaphragm dome, an airway
    lumen outside the mask) are neither.  COVID-19 opacities are typically
-   subpleural: they touch the chest wall and are kept.
+   subpleural: they touch the chest wall and are kept.  Guard (only hilar
+   structures go): an opacity whose solid core (parts thicker than about
+   twice ``hilar_core_mm``) reaches more than ``hilar_reach`` of its
+   hemithorax's width into the lung (a large perihilar consolidation), or
+   whose mediastinal contact lies mostly outside the hilar slab (the middle
+   third of the lung height, ``hilar_slab``: apex, paracardiac bases; 3-D
+   series showing the whole lung height only) is parenchymal and kept.
 
 Every parameter is in :meth:`LesionParams.to_dict`, which goes into the
 result's params hash.
@@ -71,6 +77,7 @@ result's params hash.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -80,6 +87,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "LesionParams",
@@ -174,7 +183,26 @@ class LesionParams:
         costal surface is where no lung lies beyond the border on its row
         (gaps inside one lung count as neither).  Peripheral opacities (typical of COVID-19) touch the
         chest wall and are kept; opacities touching no surface are kept.
-        Limit: an opacity confined to the paramediastinal lung is not counted.
+        Guarded by ``hilar_reach`` and ``hilar_slab``: only opacities near the
+        mediastinum at the level of the hilum are dropped.
+    hilar_reach : float
+        The hilum lies in the central zone, the inner third of the lung: an
+        opacity that reaches farther than this fraction of its hemithorax's
+        left-right width (midline to chest wall, the lung's widest extent)
+        from the mediastinal surface is parenchymal (perihilar consolidation).
+    hilar_core_mm : float
+        The reach is that of the opacity's solid core: its mostly-band cells
+        deeper than this (mm) inside them, i.e. parts thicker than about twice
+        this.  Vessels and bronchi leaving the hilum (segmental, 5-10 mm) have
+        no core; consolidation has.
+    hilar_slab : (float, float)
+        The hilum's craniocaudal extent (carina to the inferior pulmonary
+        veins) as fractions of the lungs' height, measured from either end
+        (symmetric: the slice order need not be known).  An opacity whose
+        mediastinal contact lies mostly outside it (apical, paracardiac at the
+        bases) is parenchymal.  Used on 3-D series whose lung extent ends
+        inside the image (apex and base imaged); on single slices and partial
+        scans only ``hilar_reach`` guards.
     subsample : bool
         Estimate the cell statistics from every other row and column (when a
         cell spans an even number of both): about half the time on sub-mm
@@ -205,6 +233,9 @@ class LesionParams:
     grow_cells: int = 1
     min_diameter_mm: float = 6.0
     hilar: bool = True
+    hilar_reach: float = 1.0 / 3.0
+    hilar_core_mm: float = 5.0
+    hilar_slab: tuple[float, float] = (1.0 / 3.0, 2.0 / 3.0)
     subsample: bool = False
 
     def __post_init__(self) -> None:
@@ -229,6 +260,12 @@ class LesionParams:
             bad.append(f"grow_cells={self.grow_cells}")
         if not (math.isfinite(self.min_diameter_mm) and self.min_diameter_mm >= 0):
             bad.append(f"min_diameter_mm={self.min_diameter_mm}")
+        if not self.hilar_reach > 0:
+            bad.append(f"hilar_reach={self.hilar_reach}")
+        if not self.hilar_core_mm >= 0:
+            bad.append(f"hilar_core_mm={self.hilar_core_mm}")
+        if not 0.0 <= self.hilar_slab[0] <= self.hilar_slab[1] <= 1.0:
+            bad.append(f"hilar_slab={self.hilar_slab}")
         if bad:
             raise InputError(
                 f"Invalid lesion parameters: {', '.join(bad)}. Potential fix: leave them at their defaults "
@@ -786,16 +823,10 @@ def _size_filter(g: _Grid, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return comp, ok
 
 
-def _mediastinal(lung_cells: np.ndarray, lr_axis: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Non-lung cells in the gap between the two lungs along the left-right axis (the same image row),
-    and all non-lung cells with lung on both sides along it.
-
-    The midline is the column (along ``lr_axis``) with the fewest lung cells in the middle half of the
-    lungs' left-right extent (mediastinum and spine); a cell is mediastinal when the nearest lung on one
-    side of it along its row lies before the midline and on the other side after it.  A gap inside one
-    lung (the diaphragm dome seen in cross-section, an airway lumen outside the mask) is not, but is
-    inner (second array).  None when the midline column holds more than half as many lung cells as the
-    fullest column (no gap: one lung) or one side of it less than a tenth of the lung cells."""
+def _midline(lung_cells: np.ndarray, lr_axis: int) -> int | None:
+    """The midline column (along ``lr_axis``): fewest lung cells in the middle half of the lungs'
+    left-right extent (mediastinum and spine).  None when it holds more than half as many lung cells as
+    the fullest column (no gap: one lung) or one side of it less than a tenth of the lung cells."""
     other = tuple(a for a in range(lung_cells.ndim) if a != lr_axis)
     proj = lung_cells.sum(axis=other)
     cols = np.flatnonzero(proj)
@@ -806,6 +837,20 @@ def _mediastinal(lung_cells: np.ndarray, lr_axis: int) -> tuple[np.ndarray, np.n
     total = float(proj.sum())
     if proj[mid] > 0.5 * proj.max() or min(float(proj[:mid].sum()), float(proj[mid + 1:].sum())) < 0.1 * total:
         return None  # no gap between two lungs (one lung), or one side nearly empty
+    return mid
+
+
+def _mediastinal(lung_cells: np.ndarray, lr_axis: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Non-lung cells in the gap between the two lungs along the left-right axis (the same image row),
+    and all non-lung cells with lung on both sides along it.
+
+    A cell is mediastinal when the nearest lung on one side of it along its row lies before the midline
+    (:func:`_midline`) and on the other side after it.  A gap inside one lung (the diaphragm dome seen in
+    cross-section, an airway lumen outside the mask) is not, but is inner (second array).  None with one
+    lung."""
+    mid = _midline(lung_cells, lr_axis)
+    if mid is None:
+        return None
     n = lung_cells.shape[lr_axis]
     idx = np.arange(n, dtype=np.int32).reshape([-1 if a == lr_axis else 1 for a in range(lung_cells.ndim)])
     before = np.maximum.accumulate(np.where(lung_cells, idx, np.int32(-1)), axis=lr_axis)
@@ -815,15 +860,84 @@ def _mediastinal(lung_cells: np.ndarray, lr_axis: int) -> tuple[np.ndarray, np.n
     return inner & (before < mid) & (after > mid), inner
 
 
-def _hilar(g: _Grid, comp: np.ndarray, kept: np.ndarray, lr_axis: int) -> np.ndarray:
-    """Step 6: component ids (of ``comp``) that touch the mediastinal lung surface and not the costal one.
+def _reach(g: _Grid, comp: np.ndarray, ids: np.ndarray, mediastinal: np.ndarray, lr_axis: int) -> np.ndarray:
+    """How far each opacity ``ids`` reaches into the lung from the mediastinal surface with its solid core,
+    as a fraction of its hemithorax's left-right width (the lung's widest extent on that side of the
+    midline).
 
-    Surfaces on the cell grid: a kept cell next to a cell without lung.  That non-lung cell is
-    mediastinal when it lies in the gap between the right and the left lung along its row (mediastinum,
-    hilum, the spine between the paravertebral lungs; :func:`_mediastinal`), costal when no lung lies
-    beyond it on one side of its row (chest wall, the diaphragm below the lungs' edge); gaps inside one
-    lung (the diaphragm dome in cross-section, airway lumina left out of the mask) are neither.  No ids
-    when only one lung is in the image."""
+    Distance (mm, Euclidean on the cell grid) from the nearest mediastinal cell to the opacity's farthest
+    core cell: a cell of the opacity's mostly-band cells lying deeper than ``hilar_core_mm`` inside them
+    (structures thicker than about twice that; the vessels and bronchi leaving the hilum are thinner, a
+    consolidation is not).  Only distances up to ``hilar_reach`` widths matter, so the transforms run on
+    the opacities' bounding box widened by that much."""
+    lung_cells = g.n_l > 0
+    mid = _midline(lung_cells, lr_axis)
+    if mid is None:  # (not reached: _hilar found a mediastinum)
+        return np.zeros(ids.size)
+    other = tuple(a for a in range(lung_cells.ndim) if a != lr_axis)
+    cols = np.flatnonzero(lung_cells.any(axis=other))
+    width_mm = np.array([mid - cols[0] + 1, cols[-1] - mid + 1], np.float64) * g.cell_mm[lr_axis]
+    sel = np.isin(comp, ids)
+    limit_mm = g.p.hilar_reach * float(width_mm.max())
+    sub = ndimage.find_objects(sel.view(np.uint8))[0]
+    box = tuple(slice(max(s.start - int(math.ceil(limit_mm / c)) - 1, 0), s.stop + int(math.ceil(limit_mm / c)) + 1)
+                for s, c in zip(sub, g.cell_mm, strict=True))
+    dist_mm = ndimage.distance_transform_edt(~mediastinal[box], sampling=g.cell_mm)
+    # (the core needs only the opacities' own box and a one-cell rim)
+    own = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sub)
+    solid = sel[own] & (2 * g.n_b[own] >= g.n_l[own]) & (g.n_l[own] > 0)
+    core = np.zeros(dist_mm.shape, bool)
+    core[tuple(slice(o.start - b.start, o.stop - b.start) for o, b in zip(own, box, strict=True))] = (
+        ndimage.distance_transform_edt(solid, sampling=g.cell_mm) > g.p.hilar_core_mm)
+    cb = np.where(sel[box], comp[box], 0)
+    far_mm = np.array(ndimage.maximum(np.where(core, dist_mm, 0.0), cb, ids), np.float64).reshape(-1)
+    centre = ndimage.center_of_mass(sel[box], cb, ids)
+    side = np.array([int(c[lr_axis] + box[lr_axis].start > mid) for c in centre], np.intp)
+    return far_mm / width_mm[side]
+
+
+def _in_slab(g: _Grid, comp: np.ndarray, ids: np.ndarray, mediastinal: np.ndarray, cc_axis: int) -> np.ndarray:
+    """Share of each opacity's mediastinal contact (its cells next to a mediastinal cell) that lies in the
+    hilar slab: the ``hilar_slab`` part (fractions of the lungs' craniocaudal extent, either end) between
+    the carina and the inferior pulmonary veins."""
+    lung_cells = g.n_l > 0
+    other = tuple(a for a in range(lung_cells.ndim) if a != cc_axis)
+    levels = np.flatnonzero(lung_cells.any(axis=other))
+    lo, hi = int(levels[0]), int(levels[-1])
+    pos = (np.arange(lung_cells.shape[cc_axis]) - lo) / max(hi - lo, 1)
+    pos = pos.reshape([-1 if a == cc_axis else 1 for a in range(lung_cells.ndim)])
+    a, b = g.p.hilar_slab
+    slab = np.broadcast_to(((pos >= a) & (pos <= b)) | ((1.0 - pos >= a) & (1.0 - pos <= b)), lung_cells.shape)
+    contact = np.where(ndimage.binary_dilation(mediastinal, g.structure(1)) & np.isin(comp, ids), comp, 0)
+    n_all = ndimage.sum_labels(contact > 0, contact, ids)
+    n_in = ndimage.sum_labels(slab, contact, ids)
+    return np.asarray(n_in, np.float64) / np.maximum(np.asarray(n_all, np.float64), 1.0)
+
+
+def _whole_height_axis(lung: np.ndarray, ap_axis: int, lr_axis: int) -> int | None:
+    """The craniocaudal array axis when the lungs' whole height is imaged (apex and base inside the
+    image: neither end of the lung extent on the image's edge), else None (the hilar slab is unknown)."""
+    rest = [a for a in range(3) if a not in (ap_axis, lr_axis)]
+    if len(rest) != 1:
+        return None
+    cc = rest[0]
+    levels = np.flatnonzero(lung_slices_any(lung, cc))
+    return cc if levels[0] > 0 and levels[-1] < lung.shape[cc] - 1 else None
+
+
+def _hilar(g: _Grid, comp: np.ndarray, kept: np.ndarray, lr_axis: int, cc_axis: int | None) -> np.ndarray:
+    """Step 6: component ids (of ``comp``) of hilar structures.
+
+    An opacity is hilar when it touches the mediastinal lung surface and not the costal one, stays near
+    the mediastinum (reaches at most ``hilar_reach`` of its hemithorax's width into the lung,
+    :func:`_reach`) and, when the whole lung height is imaged (``cc_axis`` given), touches the
+    mediastinum mostly within the hilar slab (:func:`_in_slab`; not at the apex or beside the heart
+    at the bases).  Surfaces on the cell grid: a kept cell next to a cell without lung.  That non-lung
+    cell is mediastinal when it lies in the gap between the right and the left lung along its row
+    (mediastinum, hilum, the spine between the paravertebral lungs; :func:`_mediastinal`), costal when no
+    lung lies beyond it on one side of its row (chest wall, the diaphragm below the lungs' edge); gaps
+    inside one lung (the diaphragm dome in cross-section, airway lumina left out of the mask) are
+    neither.  No ids when only one lung is in the image."""
     lung_cells = g.n_l > 0
     found = _mediastinal(lung_cells, lr_axis)
     if found is None:
@@ -836,7 +950,15 @@ def _hilar(g: _Grid, comp: np.ndarray, kept: np.ndarray, lr_axis: int) -> np.nda
     comp_k = np.where(kept[grow], comp[grow], 0)
     touch_m = np.unique(comp_k[ndimage.binary_dilation(mediastinal[grow], st)])
     touch_c = np.unique(comp_k[ndimage.binary_dilation(costal[grow], st)])
-    return np.setdiff1d(touch_m[touch_m > 0], touch_c)
+    ids = np.setdiff1d(touch_m[touch_m > 0], touch_c)
+    if not ids.size:
+        return ids
+    reach = _reach(g, comp, ids, mediastinal, lr_axis)
+    in_slab = _in_slab(g, comp, ids, mediastinal, cc_axis) if cc_axis is not None else np.ones(ids.size)
+    for i, r, s in zip(ids, reach, in_slab, strict=True):
+        logger.debug("step 6: opacity %d reach %.3f of the hemithorax, %.2f of its contact in the hilar slab",
+                     i, r, s)
+    return ids[(reach <= g.p.hilar_reach) & (in_slab >= 0.5)]
 
 
 def _voxel_lesions(g: _Grid, shape: tuple[int, ...], comp: np.ndarray, new_id: np.ndarray,
@@ -934,7 +1056,9 @@ def find_lesions(
     comp, ok = _size_filter(g, region)  # step 5
     hilar = np.zeros_like(region)
     if p.hilar and ok.any():  # step 6
-        hilar_ids = _hilar(g, comp, ok[comp], (0 if ap_axis == 2 else 2) if lr_axis is None else lr_axis)
+        lr = (0 if ap_axis == 2 else 2) if lr_axis is None else lr_axis
+        cc_axis = _whole_height_axis(lung, ap_axis, lr) if not g.planar else None
+        hilar_ids = _hilar(g, comp, ok[comp], lr, cc_axis)
         ok[hilar_ids] = False
         hilar = np.isin(comp, hilar_ids) & region
     new_id = np.zeros(ok.size, np.int32)
