@@ -55,6 +55,10 @@ def write_series(
     (n, 3) is given; stored values are ``(hu - intercept) / slope`` unless
     ``stored`` is given.  ``attrs`` are set on every slice; ``per_slice(k, ds)``
     may modify each dataset before it is written.
+
+    Kept apart from :func:`lungdamage.phantom.write_dicom_series` (the one writer of
+    ordinary CT series) on purpose: the reader's tests need per-slice rescale,
+    arbitrary positions and instance numbers, raw stored values and per-slice hooks.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
