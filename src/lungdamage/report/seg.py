@@ -138,11 +138,7 @@ def write_seg(
             "ignore", message=".*unlikely to represent the intended person name", category=UserWarning
         )
         seg = _build_seg(hd, sources, pixel_array, descriptions, series_number, regions, scheme, generate_uid)
-    if pseudonymize is not None:
-        _mark_deidentified(seg, sources[0])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(path)
+    path = _save_derived(seg, path, sources[0], deidentified=pseudonymize is not None)
     log.debug("wrote DICOM SEG %s (%d segments)", path, len(descriptions))
     return path
 
@@ -294,6 +290,16 @@ def _build_seg(hd, sources, pixel_array, descriptions, series_number, regions, s
         content_label="LUNGDAMAGE",
         series_description=f"lungdamage {regions.region_set} + {scheme.name} bands"[:64],
     )
+
+
+def _save_derived(ds, path: str | os.PathLike, source, *, deidentified: bool) -> Path:
+    """Write a derived object (SEG, SR) to ``path``, marked de-identified when it copied pseudonymous headers."""
+    if deidentified:
+        _mark_deidentified(ds, source)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path)
+    return path
 
 
 def _mark_deidentified(seg, source) -> None:

@@ -147,7 +147,7 @@ def write_sr(
     import highdicom as hd
     import pydicom
 
-    from .seg import _fit_for_seg, _mark_deidentified, source_datasets
+    from .seg import _fit_for_seg, _save_derived, source_datasets
 
     results = list(result) if isinstance(result, tuple) else [result]
     # as for the SEG: empty Type 2 patient/study attributes
@@ -161,11 +161,7 @@ def write_sr(
     evidence = list(sources) + ([seg_ds] if seg_ds is not None else [])
     sr = _sr_dataset(hd, groups, evidence, series_number,
                      f"lungdamage measurements ({', '.join(r.scheme.name for r in results)})"[:64])
-    if pseudonymize is not None:
-        _mark_deidentified(sr, sources[0])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sr.save_as(path)
+    path = _save_derived(sr, path, sources[0], deidentified=pseudonymize is not None)
     log.debug("wrote DICOM SR %s (%d measurement groups)", path, len(groups))
     return path
 
