@@ -342,8 +342,11 @@ def _trachea_mean_hu(ct: CTVolume, labels: np.ndarray, lung_codes: tuple[int, in
     near = ((np.abs(cen[:, 2] - centre_c) * spacing_mm[2] <= 30.0)
             & (np.abs(cen[:, 1] - centre_r) * spacing_mm[1] <= 60.0))
     ok &= near
-    keep = ok[sections]
-    if keep.any(axis=(1, 2)).sum() < 3:
+    # the kept sections' pixels, scattered from the candidates' positions (no second pass over the window)
+    chosen = ok[lab_sel]
+    keep = np.zeros(sections.shape, bool)
+    keep[tuple(p[chosen] for p in pos)] = True
+    if np.unique(pos[0][chosen]).size < 3:
         return None
     r = max(1, int(round(1.5 / min(spacing_mm[1], spacing_mm[2]))))
     core = ndimage.binary_erosion(keep, structure=_CROSS2D, iterations=r)
