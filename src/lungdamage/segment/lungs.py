@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -434,7 +435,8 @@ def _aerated_lungs(ct: CTVolume, lowres_hu: np.ndarray, grid: _Grid, *, air_thre
     if n_slices < 3:
         lung, airway = _single_slice_airways(lung, airway, box_lowres, box_midline, grid, airway_hu)
     # -- 4. right / left
-    side = _split_sides(lung, box_lowres.shape, grid.pixel_mm, box_midline, grid.lr_axis, grid.lr_sign)
+    side = _split_sides(lung, box_lowres.shape, grid.pixel_mm, box_midline, grid.lr_axis, grid.lr_sign,
+                        slice_mm=grid.spacing_mm[0])
     # nothing dense is added within 10 mm of the field's edge (padding or an
     # image border the lungs reach): what lies beyond is unknown, and the strip
     # of chest wall and blurred air a small field cuts off is not lung
@@ -1161,7 +1163,7 @@ def _upsample(values: np.ndarray, factor: int, shape: tuple[int, ...]) -> np.nda
     return out
 
 
-def _split_sides(lung, shape, pixel_mm, mid, lr_axis, lr_sign) -> np.ndarray:
+def _split_sides(lung, shape, pixel_mm, mid, lr_axis, lr_sign, slice_mm: float = 0.0) -> np.ndarray:
     """Label lung voxels 1 (right) / 2 (left); split components spanning both sides."""
     lab, n = ndimage.label(lung, structure=_CROSS3D)
     out = np.zeros(shape, np.uint8)
@@ -1183,7 +1185,7 @@ def _split_sides(lung, shape, pixel_mm, mid, lr_axis, lr_sign) -> np.ndarray:
         mid_box = mid[box[0]] - box[lr_axis].start
         n_lr = box[lr_axis].stop - box[lr_axis].start
         out[box] = _split_touching(comp[box], out[box], pixel_mm, mid_box, lr_axis, lr_sign,
-                                   _left_of(mid_box, n_lr, lr_axis, lr_sign))
+                                   _left_of(mid_box, n_lr, lr_axis, lr_sign), slice_mm)
     return out
 
 
@@ -1197,7 +1199,7 @@ def _left_of(mid: np.ndarray, n_lr: int, lr_axis: int, lr_sign: float) -> np.nda
     return (rel * lr_sign) > 0
 
 
-def _split_touching(comp, out, pixel_mm, mid, lr_axis, lr_sign, leftish) -> np.ndarray:
+def _split_touching(comp, out, pixel_mm, mid, lr_axis, lr_sign, leftish, slice_mm: float = 0.0) -> np.ndarray:
     """Per-slice minimum cut of lungs that touch (anterior / posterior junction).
 
     In every slice, 2-D pieces of ``comp`` lying on one side of the midline
@@ -1223,13 +1225,73 @@ def _split_touching(comp, out, pixel_mm, mid, lr_axis, lr_sign, leftish) -> np.n
         pos = np.arange(prof.shape[1], dtype=np.float64)[None, :]
         offset_mm = np.abs(pos - mid[:, None]) * pixel_mm[lr_axis - 1]
         cost = np.where(offset_mm <= 30.0, prof + offset_mm * 1e-3, np.inf)
-        cut = np.argmin(cost, axis=1).astype(np.float64)  # per slice
+        cut = _subpixel_cut(prof, np.argmin(cost, axis=1))  # per slice
+        cut = _continuous_cut(cut, st.any(axis=(1, 2)), slice_mm, pixel_mm[lr_axis - 1])
         p_shape = [1, 1, 1]
         p_shape[lr_axis] = -1
         rel = (np.arange(shape[lr_axis], dtype=np.float64).reshape(p_shape) - cut.reshape(-1, 1, 1)) * lr_sign
-        left_of_cut = np.broadcast_to(rel > 0, shape)
+        # a column the cut runs through goes to the side of the body midline it lies on
+        left_of_cut = np.broadcast_to((rel > 0) | ((rel == 0) & leftish), shape)
         res[st] = np.where(left_of_cut[st], 2, 1)
     return res
+
+
+def _continuous_cut(cut: np.ndarray, have: np.ndarray, slice_mm: float, col_mm: float) -> np.ndarray:
+    """A slice's cut that jumps away from its neighbours' takes their median.
+
+    The junction line is a continuous sheet along the body axis: within
+    ±7.5 mm of a slice it moves by a few millimetres, not by a lung's tip.
+    A slice whose cut lies more than 5 mm from the median cut of the
+    straddling slices within ±7.5 mm (itself included, at least 5 of them)
+    takes that median.
+    ``have`` marks the slices with a straddling section; ``slice_mm = 0``
+    (unknown) leaves the cuts alone.
+    """
+    if slice_mm <= 0 or have.sum() < 3:
+        return cut
+    half = max(1, int(round(7.5 / slice_mm)))
+    padded = np.pad(np.where(have, cut, np.nan), half, constant_values=np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(windows, axis=1)
+    # a median of fewer than 5 slices is no majority against a 2-slice jump
+    support = np.count_nonzero(~np.isnan(windows), axis=1)
+    jump = have & (support >= 5) & (np.abs(cut - median) * col_mm > 5.0)
+    return np.where(jump, median, cut)
+
+
+def _subpixel_cut(prof: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Sub-pixel position of each slice's fewest-lung-voxel cut.
+
+    Where two lungs touch with nothing between them, the lung voxels a line
+    crosses fall to a minimum at the contact (the gaps in front of and behind
+    it are deepest there) and the contact lies between two columns, not on
+    one.  The parabola through the best column and its two neighbours places
+    the minimum within half a column of the best one, on the side of the
+    neighbour crossing fewer voxels; equal counts on both sides keep it on
+    the best column.
+
+    Parameters
+    ----------
+    prof : ndarray, (slices, lr positions)
+        Lung voxels crossed by each column.
+    best : ndarray of int, (slices,)
+        The chosen cut column per slice.
+
+    Returns
+    -------
+    ndarray of float, (slices,)
+        The cut position per slice (column index, in ``[best - 0.5, best + 0.5]``).
+    """
+    n_lr = prof.shape[1]
+    inner = (best > 0) & (best < n_lr - 1)
+    idx = np.clip(best, 1, n_lr - 2)[:, None]
+    before, centre, after = (np.take_along_axis(prof, idx + d, axis=1)[:, 0] for d in (-1, 0, 1))
+    curvature = before - 2.0 * centre + after
+    with np.errstate(divide="ignore", invalid="ignore"):
+        offset = np.where(curvature > 0, (before - after) / (2.0 * curvature), 0.0)
+    return best + np.where(inner, np.clip(offset, -0.5, 0.5), 0.0)
 
 
 def _no_lung(ct: CTVolume, what: str) -> SegmentationError:
