@@ -117,12 +117,10 @@ def _name_terms(name: str) -> dict[str, str]:
 
 def _patient_name_of(source: str) -> str:
     """PatientName of one DICOM file (header only), or "" when it cannot be read."""
-    import pydicom
-
-    from .io._dicom_headers import open_source
+    from .io.sources import read_source_header
 
     try:
-        ds = pydicom.dcmread(open_source(source), stop_before_pixels=True, specific_tags=["PatientName"])
+        ds = read_source_header(source, tags=["PatientName"])
         return str(ds.get("PatientName", "") or "")
     except Exception:  # noqa: BLE001 -- a listing never fails on one unreadable file
         return ""

@@ -87,15 +87,21 @@ def _store_frames(store: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return load_results(store), load_failures(store)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_score(case: Case, table):
+def _checked_run(case: Case, table, command: str):
+    """The case's recorded results and its run of ``command``, checked for crashes and memory (skips cases not run)."""
     if case.name not in table:
         pytest.skip("case not run: needs a non-root user (root reads every folder), or filtered out")
     r = table[case.name]
-    run = r["score"]
-    _no_crash(run, "score")
+    run = r[command]
+    _no_crash(run, command)
     if case.memory:
-        assert run.maxrss_mib < MEMORY_LIMIT_MIB, f"score peaked at {run.maxrss_mib:.0f} MiB"
+        assert run.maxrss_mib < MEMORY_LIMIT_MIB, f"{command} peaked at {run.maxrss_mib:.0f} MiB"
+    return r, run
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_score(case: Case, table):
+    r, run = _checked_run(case, table, "score")
     if case.score == "error":
         _one_error_line(run, "score", case.expect)
         return
@@ -107,13 +113,7 @@ def test_score(case: Case, table):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_batch(case: Case, table):
-    if case.name not in table:
-        pytest.skip("case not run: needs a non-root user (root reads every folder), or filtered out")
-    r = table[case.name]
-    run = r["batch"]
-    _no_crash(run, "batch")
-    if case.memory:
-        assert run.maxrss_mib < MEMORY_LIMIT_MIB, f"batch peaked at {run.maxrss_mib:.0f} MiB"
+    r, run = _checked_run(case, table, "batch")
     if case.batch == "error":
         _one_error_line(run, "batch", case.batch_pattern)
         return

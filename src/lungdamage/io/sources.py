@@ -23,10 +23,10 @@ from ._dicom_headers import open_source
 if TYPE_CHECKING:
     from pydicom import Dataset
 
-__all__ = ["open_source", "read_header", "source_datasets"]
+__all__ = ["open_source", "read_source_header", "source_datasets"]
 
 
-def read_header(source: str | os.PathLike, *, tags: Sequence[str] | None = None) -> Dataset:
+def read_source_header(source: str | os.PathLike, *, tags: Sequence[str] | None = None) -> Dataset:
     """The header (no pixel data) of one source file or zip member.
 
     Parameters
@@ -103,7 +103,7 @@ def source_datasets(
             "Potential fix: pass source_files= (the series' DICOM files)."
         )
     by_slice = _match_slices(ct, images, tolerance_mm)
-    datasets = [read_header(by_slice[k]) for k in range(ct.shape[0])]
+    datasets = [read_source_header(by_slice[k]) for k in range(ct.shape[0])]
     if pseudonymize is not None:
         from ..privacy import deidentify_dataset
 
@@ -144,7 +144,7 @@ def _series_images(candidates: Sequence[str], uid: str, pseudonymize: Any) -> li
     images = []
     for source in candidates:
         try:
-            header = read_header(source, tags=tags)
+            header = read_source_header(source, tags=tags)
         except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError):
             continue
         file_uid = str(header.get("SeriesInstanceUID", ""))

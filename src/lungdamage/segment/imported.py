@@ -109,7 +109,7 @@ def labels_from_dicom_seg(ct: CTVolume, path: str | Path) -> RegionMap:
     import highdicom as hd
     import numpy as np
 
-    from ..io.sources import read_header
+    from ..io.sources import read_source_header
 
     path = Path(path)
     files = ct.meta.extra.get("files") if ct.meta.extra else None
@@ -122,7 +122,7 @@ def labels_from_dicom_seg(ct: CTVolume, path: str | Path) -> RegionMap:
     seg = hd.seg.segread(path)
     labels = {n: seg.get_segment_description(n).segment_label for n in seg.segment_numbers}
     region_set, canon, chosen = _seg_region_set(labels, path)
-    uids = [str(read_header(f, tags=["SOPInstanceUID"]).SOPInstanceUID) for f in files]
+    uids = [str(read_source_header(f, tags=["SOPInstanceUID"]).SOPInstanceUID) for f in files]
     referenced = {uid for _, _, uid in seg.get_source_image_uids()}
     if not referenced & set(uids):
         raise GeometryError(
