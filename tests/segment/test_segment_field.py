@@ -190,7 +190,8 @@ def test_totalsegmentator_bases_without_bowel_gas():
     near_lung = np.convolve(lung.any(axis=(1, 2)), np.ones(3), mode="same") > 0
     assert not (m.any(axis=(1, 2)) & ~near_lung).any()
     assert (m & np.isin(ref, [6, 18, 19, 20])).sum() == 0  # stomach, small bowel, duodenum, colon
-    assert dice(m, lung) >= 0.90  # measured 0.912 (before: 0.832); the 0.95 is not reached
+    # the hull closing's partial-volume rind against the liver dome left out (test_segment_noise)
+    assert dice(m, lung) >= 0.95  # measured 0.963 (before: 0.832, then 0.912)
 
 
 @pytest.mark.realdata

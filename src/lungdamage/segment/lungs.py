@@ -84,6 +84,17 @@ _CROSS3D = ndimage.generate_binary_structure(3, 1)
 _OUTSIDE_AIR_HU = -980.0
 # Fat (about -100 HU): no lung tissue, even consolidated, has this local mean.
 _FAT_HU = (-190.0, -80.0)
+# Image noise (HU, standard deviation on the working grid, measured in soft
+# tissue by :func:`_noise_sd`) above which the working image is smoothed
+# in-plane before any threshold: the thresholds sit 100-150 HU from the
+# densities they separate (trachea lumen -1000 vs lung -850, lung vs -250).
+# Diagnostic scans measure 17-43 HU here (realdata: CIP, LIDC, COVID-19-NY-SBU,
+# TotalSegmentator); low-dose scans with sharp kernels 60-120 HU.
+_NOISY_HU = 55.0
+# ... and the noise the smoothing aims at.
+_DENOISED_HU = 35.0
+# Largest lumen (mL) taken for trachea and main bronchi (adults: about 40-70 mL).
+_AIRWAY_MAX_ML = 150.0
 
 
 def _pipeline_axes(ct: CTVolume) -> tuple[tuple[int, int, int], int, float]:
@@ -353,9 +364,21 @@ def segment_threshold(
     grid = _Grid.of(ct)
     hu = ct.hu.transpose(grid.perm)
     lowres_hu = _block_mean(hu, grid.factor)
+    # noisy (low-dose, sharp-kernel) images: every threshold below reads an
+    # in-plane mean that brings the noise down to about 35 HU
+    noise_hu = _noise_sd(lowres_hu)
+    smooth_px = _smoothing_px(lowres_hu, noise_hu, min(grid.pixel_mm))
+    if smooth_px > 1:
+        lowres_hu = ndimage.uniform_filter(lowres_hu.astype(np.float32), size=(1, smooth_px, smooth_px))
+        hu = ndimage.uniform_filter(hu.astype(np.float32), size=(1, grid.factor * smooth_px, grid.factor * smooth_px))
+        log.info("%s: image noise %.0f HU (soft tissue): segmenting a %dx%d-pixel in-plane mean", ct.meta.key,
+                 noise_hu, smooth_px, smooth_px)
+        if poor_sd_hu is not None:  # texture, not noise: the measured SD adds both in quadrature
+            poor_sd_hu = math.hypot(poor_sd_hu, _noise_sd(lowres_hu))
     # -- 1.-4. aerated lungs, right / left, on the low-res grid, inside the work box
     found = _aerated_lungs(ct, lowres_hu, grid, air_threshold_hu=air_threshold_hu, gas_threshold_hu=gas_threshold_hu,
-                           airway_hu=airway_hu, min_lung_area_mm2=min_lung_area_mm2, reach_mm=(40.0, grow_mm))
+                           airway_hu=airway_hu, min_lung_area_mm2=min_lung_area_mm2, reach_mm=(40.0, grow_mm),
+                           smooth_px=smooth_px)
     box, side, airway = found.box, found.side, found.airway
     box_lowres = lowres_hu[box]
     air_lung = side > 0
@@ -378,7 +401,44 @@ def segment_threshold(
     labels = _to_full(_embed(out, box, lowres_hu.shape), _embed(air_lung, box, lowres_hu.shape), hu, grid.factor,
                       hu.shape, edge_hu, _embed(near_airway, box, lowres_hu.shape))
     return _region_map(ct, labels.transpose(np.argsort(grid.perm)), found,
-                       {"downsample": grid.factor, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm})
+                       {"downsample": grid.factor, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm,
+                        "noise_hu": round(noise_hu, 1), "smoothing_px": smooth_px})
+
+
+def _noise_sd(lowres_hu: np.ndarray, max_slices: int = 24) -> float:
+    """Noise standard deviation (HU) of the working image, measured in soft tissue.
+
+    Differences of pixels 3 columns apart (beyond the reconstruction
+    kernel's correlation length) where both lie in [-300, 300] HU, on at most
+    ``max_slices`` evenly spaced slices: 1.4826 × their median absolute
+    deviation / √2.  Tissue texture adds a little (a noise-free phantom
+    measures about 10 HU).  0 when there is too little soft tissue.
+    """
+    n_slices = lowres_hu.shape[0]
+    picked = np.unique(np.linspace(0, n_slices - 1, min(n_slices, max_slices)).round().astype(np.intp))
+    sub = lowres_hu[picked].astype(np.float32)
+    left, right = sub[:, :, :-3], sub[:, :, 3:]
+    ok = (left > -300) & (left < 300) & (right > -300) & (right < 300)
+    if np.count_nonzero(ok) < 1000:
+        return 0.0
+    diff = (left - right)[ok]
+    return float(1.4826 * np.median(np.abs(diff - np.median(diff))) / math.sqrt(2.0))
+
+
+def _smoothing_px(lowres_hu: np.ndarray, noise_hu: float, pixel_mm: float) -> int:
+    """Width (pixels, odd) of the in-plane mean that brings noise of
+    ``noise_hu`` to :data:`_DENOISED_HU`; 1 (none) below :data:`_NOISY_HU`.
+    Measured on the image itself (correlated noise averages out more slowly
+    than white noise).  At most 8 mm wide, so that the trachea (15-25 mm)
+    keeps a lumen of pure air."""
+    if noise_hu <= _NOISY_HU:
+        return 1
+    widest = max(3, int((8.0 / pixel_mm - 1) // 2) * 2 + 1)
+    sample = lowres_hu[:: max(1, lowres_hu.shape[0] // 24)].astype(np.float32)
+    for width in range(3, widest, 2):
+        if _noise_sd(ndimage.uniform_filter(sample, size=(1, width, width))) <= _DENOISED_HU:
+            return width
+    return widest
 
 
 def _region_map(ct: CTVolume, labels: np.ndarray, found: _Aerated, info: dict) -> RegionMap:
@@ -408,7 +468,7 @@ class _Aerated:
 
 def _aerated_lungs(ct: CTVolume, lowres_hu: np.ndarray, grid: _Grid, *, air_threshold_hu: float,
                    gas_threshold_hu: float, airway_hu: float, min_lung_area_mm2: float,
-                   reach_mm: tuple[float, ...]) -> _Aerated:
+                   reach_mm: tuple[float, ...], smooth_px: int = 1) -> _Aerated:
     """Steps 1-4: air inside the body, airways, lung components, right / left."""
     n_slices = lowres_hu.shape[0]
     # -- 1. air inside the body (per slice: pure gas connected to the image border
@@ -426,8 +486,9 @@ def _aerated_lungs(ct: CTVolume, lowres_hu: np.ndarray, grid: _Grid, *, air_thre
     box_lowres, box_body = lowres_hu[box], body[box]
     box_midline = midline[box[0]] - box[grid.lr_axis].start
     # -- 2. trachea and main bronchi
-    airway = (_find_trachea(box_lowres, box_body, box_midline, grid, airway_hu) if n_slices >= 3
-              else np.zeros_like(box_body))
+    # (an in-plane mean of smooth_px pixels narrows the lumen by half its width)
+    airway = (_find_trachea(box_lowres, box_body, box_midline, grid, airway_hu, grow_px=(smooth_px - 1) // 2)
+              if n_slices >= 3 else np.zeros_like(box_body))
     # -- 3. lung components
     lung = _lung_components(ct, box_lowres, candidate[box] & ~airway, grid,
                             gas_threshold_hu=gas_threshold_hu, min_lung_area_mm2=min_lung_area_mm2)
@@ -510,13 +571,14 @@ class _FillParams:
 
 
 def _find_trachea(lowres_hu: np.ndarray, body: np.ndarray, midline: np.ndarray, grid: _Grid,
-                  airway_hu: float) -> np.ndarray:
-    """Trachea and main bronchi (low-res mask, dilated by about 2 mm).
+                  airway_hu: float, grow_px: int = 0) -> np.ndarray:
+    """Trachea and main bronchi (low-res mask, dilated by about 2 mm plus ``grow_px``).
 
     A vertical chain of small (<= 8 cm²) 2-D components of pure air (lumen
     below ``airway_hu``: the partial-volume wall separates it from lung): the
-    largest 3-D chain of at least 1 mL that spans 30 mm or more within 30 mm
-    of the body midline.
+    largest 3-D chain of 1 mL to :data:`_AIRWAY_MAX_ML`, with at most 3
+    pieces per slice on average, that spans 30 mm or more within 30 mm of
+    the body midline.
     """
     airway = np.zeros(lowres_hu.shape, bool)
     lumen = (lowres_hu < airway_hu) & body
@@ -525,14 +587,16 @@ def _find_trachea(lowres_hu: np.ndarray, body: np.ndarray, midline: np.ndarray, 
     tube_lut = area_mm2 <= 800.0
     tube_lut[0] = False
     tube = tube_lut[lumen_labels]
-    del lumen_labels
     tube_labels, n_tubes = ndimage.label(tube, structure=_CROSS3D)
     if n_tubes == 0:
         return airway
     tube_voxels = _count_where(tube_labels, tube, n_tubes)
     tube_voxels[0] = 0
-    # a trachea holds >= 1 mL of air: only a handful of components qualify
-    candidates = np.flatnonzero(tube_voxels * grid.voxel_ml >= 1.0)
+    # a trachea holds >= 1 mL of air: only a handful of components qualify;
+    # trachea and main bronchi together hold about 40-70 mL in adults: a chain
+    # of several hundred mL is lung threaded by noise (low-dose images)
+    tube_ml = tube_voxels * grid.voxel_ml
+    candidates = np.flatnonzero((tube_ml >= 1.0) & (tube_ml <= _AIRWAY_MAX_ML))
     boxes = ndimage.find_objects(tube_labels)
     best, best_voxels = 0, 0.0
     for k in candidates:  # loop over a few large tube components
@@ -541,9 +605,13 @@ def _find_trachea(lowres_hu: np.ndarray, body: np.ndarray, midline: np.ndarray, 
         extent_mm = (box[0].stop - box[0].start) * grid.spacing_mm[0]
         offset_mm = abs(centre[grid.lr_axis] - midline[int(round(centre[0]))]) * grid.pixel_mm[grid.lr_axis - 1]
         if extent_mm >= 30.0 and offset_mm <= 30.0 and tube_voxels[k] > best_voxels:
-            best, best_voxels = int(k), float(tube_voxels[k])  # the trachea
+            # one lumen per slice (two below the carina, a few more at lobar
+            # bronchi); lung threaded by noise has many small pieces per slice
+            n_pieces = np.unique(lumen_labels[box][tube_labels[box] == k]).size
+            if n_pieces <= 3 * (box[0].stop - box[0].start):
+                best, best_voxels = int(k), float(tube_voxels[k])  # the trachea
     if best:
-        airway = _dilate2d_local(tube_labels == best, max(1, int(round(2.0 / min(grid.pixel_mm)))))
+        airway = _dilate2d_local(tube_labels == best, max(1, int(round(2.0 / min(grid.pixel_mm)))) + grow_px)
         log.debug("airway: %d voxels (low-res)", int(airway.sum()))
     return airway
 
@@ -670,8 +738,17 @@ def _fill_one_lung(code: int, one_lung: np.ndarray, lowres_hu: np.ndarray, air_l
         big_close &= ~_dome_pieces(big_close & ~one_lung, _under_lung(aerated, grid.spacing_mm[0], grid.sup_sign),
                                    aerated.sum(axis=(1, 2)))
         local_hu = ndimage.uniform_filter(lowres_hu, size=(1, 3, 3))
-        big_close &= ~((local_hu >= _FAT_HU[0]) & (local_hu < _FAT_HU[1]))
-        del local_hu
+        fat = (local_hu >= _FAT_HU[0]) & (local_hu < _FAT_HU[1])
+        # a pixel between aerated lung and consolidation-dense tissue (nothing
+        # denser than the fill's limit near it) with a fat-like mean is their
+        # partial-volume blend (a consolidation's rim), not fat
+        fat &= ((ndimage.minimum_filter(lowres_hu, size=(1, 3, 3)) >= fill.air_hu)
+                | (ndimage.maximum_filter(lowres_hu, size=(1, 3, 3)) >= fill.max_hu))
+        big_close &= ~fat
+        del local_hu, fat
+        added = big_close & ~one_lung
+        core = ndimage.binary_erosion(added, structure=_SQUARE2D)
+        big_close = (big_close & one_lung) | ndimage.binary_propagation(core, structure=_CROSS3D, mask=added)
     small_close = _octagon_closing2d(one_lung, max(1, int(round(5.0 / min(grid.pixel_mm)))))
     closed = (big_close | small_close) & dense_ok
     # holes enclosed by the lung (vessels, even with contrast) are lung
