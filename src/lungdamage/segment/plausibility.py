@@ -134,9 +134,9 @@ def qc_checks(ct: CTVolume, regions: RegionMap) -> list[QCCheck]:
     if trachea_hu is not None and abs(trachea_hu + 1000.0) > 50.0:
         out.append(QCCheck("trachea_air_hu", f"tracheal air reads {trachea_hu:.0f} HU (expected -1000 ± 50): "
                                              "a calibration or reconstruction problem shifts every HU band"))
-    smooth_px = int(lungs.info.get("smoothing_px", 1) or 1)
-    if smooth_px > 1:
-        out.append(QCCheck("noisy_image", f"image noise {float(lungs.info.get('noise_hu', 0.0)):.0f} HU in soft "
+    smooth_px, noise_hu = lungs.info.get("smoothing_px", 1), lungs.info.get("noise_hu", 0.0)
+    if isinstance(smooth_px, int) and smooth_px > 1:
+        out.append(QCCheck("noisy_image", f"image noise {noise_hu:.0f} HU in soft "
                                           f"tissue (diagnostic scans: 17-43 HU): the lungs were segmented on a "
                                           f"{smooth_px}x{smooth_px}-pixel mean; chest-wall consolidation may be "
                                           "partly missed and every HU band carries the noise"))
