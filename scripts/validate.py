@@ -245,6 +245,43 @@ def lesion_rows(data: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def noise_rows() -> list[tuple[str, str, str, str]]:
+    """Low-dose (noisy) phantoms and a coarse grid, built as in ``tests/segment/test_segment_noise.py``."""
+    sys.path.insert(0, str(REPO / "tests" / "segment"))
+    from test_segment_field import resample
+    from test_segment_noise import _with_white_noise
+
+    from lungdamage.phantom import make_phantom
+    from lungdamage.segment import segment_lungs
+    from lungdamage.segment.plausibility import qc_flags
+
+    rows = []
+    clean = make_phantom(matrix=256, slice_thickness_mm=2.5, vessels=True, seed=0, noise_hu=0.0)
+    cases = [(f"phantom 256² 2.5 mm + white noise SD {sd:.0f} HU (sharp kernel)", clean,
+              _with_white_noise(clean.ct, sd)) for sd in (60.0, 120.0)]
+    corr = make_phantom(slice_thickness_mm=2.5, vessels=True, seed=0, noise_hu=120.0)
+    cases.append(("phantom 128² 2.5 mm, its correlated noise SD 120 HU", corr, corr.ct))
+    for name, ph, ct in cases:
+        rm = segment_lungs(ct)
+        lab, t = rm.labels, ph.truth.lungs
+        cw = np.asarray(ph.truth.chest_wall_consolidation, bool)
+        aw = np.asarray(ph.truth.airways, bool)
+        rows.append((name, "noise measured (HU); lung Dice right / left; chest-wall consolidation / airways in mask; "
+                     "qc_flags",
+                     f"{rm.info['noise_hu']:.0f}; {dice(lab == 1, t == 1):.4f} / {dice(lab == 2, t == 2):.4f}; "
+                     f"{100 * (lab[cw] > 0).mean():.0f} % / {100 * (lab[aw] > 0).mean():.1f} %; "
+                     f"{';'.join(qc_flags(ct, rm)) or '-'}",
+                     "≥ 0.97 each; airways ≤ 1 %; noisy_image"))
+    ph = make_phantom(matrix=160, slice_thickness_mm=2.5, seed=0)
+    ct, t = resample(ph.ct, ph.truth.lungs, spacing_mm=(3.0, 3.0, 3.0))
+    lab = segment_lungs(ct).labels
+    rind = (lab > 0) & (t == 0) & (ct.hu > -200)
+    rows.append(("phantom resampled to 3 mm isotropic", "lung Dice right / left; tissue (> -200 HU) outside the lungs "
+                 "in the mask", f"{dice(lab == 1, t == 1):.4f} / {dice(lab == 2, t == 2):.4f}; "
+                 f"{100 * rind.sum() / max((lab > 0).sum(), 1):.2f} % of the mask", "≥ 0.97 each; ≤ 0.6 %"))
+    return rows
+
+
 def field_rows(data: Path) -> list[tuple[str, str, str, str]]:
     """Fields of view, gas below the diaphragm, coarse grids and qc_flags (issue 12).
 
@@ -291,6 +328,7 @@ def field_rows(data: Path) -> list[tuple[str, str, str, str]]:
     rows.append(("phantom 5 mm bases + stomach and colon gas (abdomen-first)", "lung Dice right / left; gas voxels in mask",
                  f"{both(rm.labels, g.truth.lungs[sl])}; {int((rm.labels[gas] > 0).sum())} of {int(gas.sum())}",
                  "≥ 0.97 each; 0"))
+    rows += noise_rows()
 
     ct64 = read_image(data / "cip" / "ct-64.nrrd")
     ref = _labels(data / "cip" / "leftLungRightLung_on_ct64.nrrd") & 255
@@ -315,7 +353,7 @@ def field_rows(data: Path) -> list[tuple[str, str, str, str]]:
     bowel = int((m & np.isin(lab, [6, 18, 19, 20])).sum())
     rows.append(("TotalSegmentator example_ct_sm (lung bases, upper abdomen)",
                  "lung Dice vs lobes 10-14; mask voxels in stomach/bowel labels",
-                 f"{dice(m, lung):.4f}; {bowel}", "≥ 0.95 (issue 12; not reached); 0"))
+                 f"{dice(m, lung):.4f}; {bowel}", "≥ 0.95; 0"))
     return rows
 
 

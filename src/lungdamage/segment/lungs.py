@@ -59,7 +59,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -696,15 +698,24 @@ def _fill_dense_lung(lowres_hu: np.ndarray, side: np.ndarray, air_lung: np.ndarr
     out = side.copy()
     # a closing stays inside each slice's bounding box; only the rim growth leaves it
     margin_px = int(math.ceil(fill.grow_mm / min(grid.pixel_mm))) + 2
-    for code in (1, 2):  # the two lungs
+
+    def one(code: int) -> tuple[tuple[slice, ...], np.ndarray] | None:
         one_lung = side == code
         if not one_lung.any():
-            continue
+            return None
         box = _bbox(one_lung, (0, margin_px, margin_px))
-        add = _fill_one_lung(code, one_lung[box], lowres_hu[box], air_lung[box], body[box] & dense_ok[box],
-                             depth_mm[box] <= fill.max_depth_mm, near_airway[box], grid, fill)
-        out_box = out[box]
-        out_box[add & (out_box == 0)] = code
+        return box, _fill_one_lung(code, one_lung[box], lowres_hu[box], air_lung[box], body[box] & dense_ok[box],
+                                   depth_mm[box] <= fill.max_depth_mm, near_airway[box], grid, fill)
+
+    # the two lungs in two threads (scipy.ndimage and SimpleITK release the GIL);
+    # the right lung's additions are written first, as in a sequential run
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(one, (1, 2)))
+    for code, result in zip((1, 2), results):
+        if result is not None:
+            box, add = result
+            out_box = out[box]
+            out_box[add & (out_box == 0)] = code
     return out, near_airway
 
 
