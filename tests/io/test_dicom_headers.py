@@ -133,3 +133,33 @@ def test_element_after_pixel_data_falls_back_to_pydicom(tmp_path, series_writer,
     with open(paths[0], "rb") as fh:
         assert seek_trailing_pixel_data(fh, paths[0].stat().st_size, len(ds.PixelData), implicit=False) is None
     np.testing.assert_array_equal(read_series(tmp_path).hu, phantom())
+
+
+def test_header_of_a_huge_zip_member_is_streamed(tmp_path, series_writer, phantom):
+    """``read_source_header`` (patient-name scrubbing, SEG import) on a zip member of 512 MiB
+    (a slice followed by zeros, about 0.5 MB deflated) reads the header only: before, the whole
+    member was inflated into memory twice (2.1 GiB peak for a 1 GiB member)."""
+    import json
+    import subprocess
+    import sys
+    import zipfile
+
+    first = series_writer(tmp_path, phantom()[:1], patient_id="HUGE1")[0]
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open("big/IM0001.dcm", "w", force_zip64=True) as fh:
+            fh.write(first.read_bytes())
+            zeros = bytes(1 << 22)
+            for _ in range(128):  # 512 MiB of zeros after the slice
+                fh.write(zeros)
+    code = (
+        "import json, resource, sys\n"
+        "from lungdamage.io.sources import read_source_header\n"
+        "ds = read_source_header(sys.argv[1], tags=['PatientID'])\n"
+        "print(json.dumps([str(ds.PatientID), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, f"{archive}::big/IM0001.dcm"], check=True,
+                         capture_output=True, text=True).stdout
+    patient_id, peak_mib = json.loads(out.strip().splitlines()[-1])
+    assert patient_id == "HUGE1"
+    assert peak_mib < 400  # measured about 70 MiB (before: the member's size twice over)

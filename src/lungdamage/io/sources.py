@@ -43,8 +43,14 @@ def read_source_header(source: str | os.PathLike, *, tags: Sequence[str] | None 
     """
     import pydicom
 
-    return pydicom.dcmread(open_source(source), stop_before_pixels=True,
-                           specific_tags=list(tags) if tags is not None else None)
+    from ._dicom_headers import open_member, split_zip_source
+
+    specific = list(tags) if tags is not None else None
+    if split_zip_source(str(source)) is not None:
+        # streamed: a member of any size costs no memory (the header ends before the pixels)
+        with open_member(str(source)) as stream:
+            return pydicom.dcmread(stream, stop_before_pixels=True, specific_tags=specific)
+    return pydicom.dcmread(source, stop_before_pixels=True, specific_tags=specific)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,13 @@
 
 Outline (all steps vectorized over the whole volume; no loop over slices):
 
-1. Put the cranio-caudal axis first (from ``ct.direction``), and work on an
-   in-plane block-averaged copy (about 2 mm pixels) for the morphology;
-   steps 3-5 run inside the box of the air in the body (plus their reach).
+1. Put the cranio-caudal axis first (from ``ct.direction``), and work on a
+   block-averaged copy (about 2 mm pixels; sub-millimetre slices pooled to
+   about 1.5 mm) for the morphology; steps 3-5 run inside the box of the air
+   in the body (plus their reach).  The image noise is measured in soft
+   tissue; above 55 HU (low-dose or sharp-kernel images; diagnostic scans
+   measure 17-43 HU) the working copy is an in-plane mean (at most 8 mm
+   wide) that brings it to about 35 HU, and the flag ``noisy_image`` says so.
 2. Air-like voxels (< ``air_threshold_hu``) not connected, within their
    axial slice, to the image border are *inside the body*: this drops the air
    around the patient, the outside-field padding and gaps under the table.
@@ -17,7 +21,9 @@ Outline (all steps vectorized over the whole volume; no loop over slices):
    one side, the midline is LPS x = 0 (or beyond the cut border) and a
    lone lung is labelled by its side of it, with a warning.
 3. The trachea and main bronchi are found as a vertical chain of small, dark
-   (pure-air) 2-D components near the body midline, and removed with a margin.
+   (pure-air) 2-D components near the body midline, at most 150 mL and
+   mostly one or two pieces per slice (a noise-threaded lung is neither),
+   and removed with a margin.
    With fewer than 3 slices there is no chain: a separate air section of at
    most 4 cm² within 30 mm of the midline is taken as an airway.
 4. The remaining 3-D components of lung size that are not pure gas (bowel,
@@ -43,7 +49,11 @@ Outline (all steps vectorized over the whole volume; no loop over slices):
    hilum and liver dome stay out) and below ``fill_max_hu`` (muscle stays
    out), never fat (local mean in [-190, -80) HU), never a piece of the
    diaphragm dome seen inside a thin basal arc (mostly right under the lung,
-   no lung below it), never within 10 mm of the field's edge; then a short
+   no lung below it), never within 10 mm of the field's edge, and only in
+   pieces with a core of 3x3 pixels (a thinner addition is the one-pixel
+   partial-volume rind of the diaphragm or chest wall, not consolidation;
+   a consolidation's rim blended with aerated lung is not taken for fat);
+   then a short
    growth into consolidation-like density recovers the rim the hull's chord
    cuts off along a curved wall.  A 5 mm closing and
    per-slice hole filling add vessels and enclosed consolidation.
@@ -51,7 +61,8 @@ Outline (all steps vectorized over the whole volume; no loop over slices):
    ``fill_max_hu`` that is outside the hull, and a section consolidated
    throughout (no aerated lung in that slice to grow from), are lost; use
    ``method='lungmask'`` for such scans.
-6. The mask is brought back to full resolution; along the aerated border the
+6. The mask is brought back to full resolution; along the aerated border
+   (in-plane, and above and below when slices were pooled) the
    full-resolution threshold decides each voxel.
 """
 
@@ -142,23 +153,30 @@ def _block_sum_axis(values: np.ndarray, factor: int, axis: int) -> np.ndarray:
     return out
 
 
-def _block_mean(hu: np.ndarray, factor: int) -> np.ndarray:
-    """In-plane ``factor``×``factor`` block mean as float32 (a last, partial
-    block is edge-padded, as ``np.pad(mode="edge")`` would).
+def _block_mean(hu: np.ndarray, factor: int, zfactor: int = 1) -> np.ndarray:
+    """Block mean as float32 over ``factor``×``factor`` pixels in-plane and
+    ``zfactor`` slices (a last, partial block is edge-padded, as
+    ``np.pad(mode="edge")`` would).
 
-    Exact integer block sums (columns, then rows: two passes over the
-    volume), then one scaling.
+    Exact integer block sums (columns, then rows, then slices), then one
+    scaling.
     """
-    if factor == 1:
+    if factor == 1 and zfactor == 1:
         return hu
     n_slices, n_rows, n_cols = hu.shape
-    mean = np.empty((n_slices, -(-n_rows // factor), -(-n_cols // factor)), np.float32)
+    mean = np.empty((-(-n_slices // zfactor), -(-n_rows // factor), -(-n_cols // factor)), np.float32)
     # slabs of slices keep the int32 temporaries small (a few MB) and in cache
-    slab = max(1, (4 << 20) // max(1, n_rows * n_cols))
+    slab = max(1, (4 << 20) // max(1, n_rows * n_cols)) * zfactor
     for start in range(0, n_slices, slab):  # slabs of slices, not a loop over voxels
         part = hu[start: start + slab]
-        mean[start: start + slab] = _block_sum_axis(_block_sum_axis(part, factor, 2), factor, 1)
-    mean *= np.float32(1.0 / (factor * factor))
+        sums = _block_sum_axis(_block_sum_axis(part, factor, 2), factor, 1) if factor > 1 else part.astype(np.int32)
+        if zfactor > 1:
+            rest = (-sums.shape[0]) % zfactor
+            if rest:
+                sums = np.concatenate([sums, np.repeat(sums[-1:], rest, axis=0)])
+            sums = sums.reshape(-1, zfactor, sums.shape[1], sums.shape[2]).sum(axis=1, dtype=np.int32)
+        mean[start // zfactor: start // zfactor + sums.shape[0]] = sums
+    mean *= np.float32(1.0 / (factor * factor * zfactor))
     return mean
 
 
@@ -365,7 +383,7 @@ def segment_threshold(
     """
     grid = _Grid.of(ct)
     hu = ct.hu.transpose(grid.perm)
-    lowres_hu = _block_mean(hu, grid.factor)
+    lowres_hu = _block_mean(hu, grid.factor, grid.zfactor)
     # noisy (low-dose, sharp-kernel) images: every threshold below reads an
     # in-plane mean that brings the noise down to about 35 HU
     noise_hu = _noise_sd(lowres_hu)
@@ -400,11 +418,11 @@ def segment_threshold(
     # -- 6. back to full resolution, aerated border refined at full resolution
     if edge_hu is None:
         edge_hu = _edge_threshold(box_lowres, air_lung)
-    labels = _to_full(_embed(out, box, lowres_hu.shape), _embed(air_lung, box, lowres_hu.shape), hu, grid.factor,
-                      hu.shape, edge_hu, _embed(near_airway, box, lowres_hu.shape))
+    labels = _to_full(_embed(out, box, lowres_hu.shape), _embed(air_lung, box, lowres_hu.shape), hu,
+                      (grid.zfactor, grid.factor), edge_hu, _embed(near_airway, box, lowres_hu.shape))
     return _region_map(ct, labels.transpose(np.argsort(grid.perm)), found,
-                       {"downsample": grid.factor, "edge_hu": edge_hu, "fill_radius_mm": fill_radius_mm,
-                        "noise_hu": round(noise_hu, 1), "smoothing_px": smooth_px})
+                       {"downsample": grid.factor, "slices_pooled": grid.zfactor, "edge_hu": edge_hu,
+                        "fill_radius_mm": fill_radius_mm, "noise_hu": round(noise_hu, 1), "smoothing_px": smooth_px})
 
 
 def _noise_sd(lowres_hu: np.ndarray, max_slices: int = 24) -> float:
@@ -499,7 +517,7 @@ def _aerated_lungs(ct: CTVolume, lowres_hu: np.ndarray, grid: _Grid, *, air_thre
         lung, airway = _single_slice_airways(lung, airway, box_lowres, box_midline, grid, airway_hu)
     # -- 4. right / left
     side = _split_sides(lung, box_lowres.shape, grid.pixel_mm, box_midline, grid.lr_axis, grid.lr_sign,
-                        slice_mm=grid.spacing_mm[0])
+                        slice_mm=grid.slice_mm)
     # nothing dense is added within 10 mm of the field's edge (padding or an
     # image border the lungs reach): what lies beyond is unknown, and the strip
     # of chest wall and blurred air a small field cuts off is not lung
@@ -509,13 +527,15 @@ def _aerated_lungs(ct: CTVolume, lowres_hu: np.ndarray, grid: _Grid, *, air_thre
 
 @dataclass(frozen=True)
 class _Grid:
-    """The working grid: cranio-caudal axis first, in-plane blocks of ``factor`` pixels.
+    """The working grid: cranio-caudal axis first, in-plane blocks of ``factor``
+    pixels, and sub-millimetre slices pooled by ``zfactor``.
 
     ``perm`` puts the S/I axis first; ``lr_axis`` (1 or 2, in permuted order)
     is the in-plane axis closest to LPS x and ``lr_sign`` the sign of x along
-    it; ``spacing_mm`` is the full-resolution (slice, row, column) spacing and
-    ``pixel_mm`` the low-resolution in-plane pixel size; ``sup_sign`` is +1
-    when the slice index grows towards the head.
+    it; ``spacing_mm`` is the full-resolution (slice, row, column) spacing,
+    ``pixel_mm`` the low-resolution in-plane pixel size and ``slice_mm`` the
+    low-resolution slice spacing; ``sup_sign`` is +1 when the slice index
+    grows towards the head.
     """
 
     perm: tuple[int, int, int]
@@ -524,6 +544,7 @@ class _Grid:
     sup_sign: float
     spacing_mm: tuple[float, float, float]
     factor: int
+    zfactor: int = 1
 
     @classmethod
     def of(cls, ct: CTVolume) -> _Grid:
@@ -538,8 +559,13 @@ class _Grid:
         spacing_mm = tuple(float(ct.spacing_mm[k]) for k in perm)
         # morphology on ~1.6-2.4 mm pixels; the border is refined at full resolution
         factor = max(1, int(round(2.0 / min(spacing_mm[1], spacing_mm[2]))))
+        # sub-millimetre slices are pooled to about 1.5 mm (the border, the
+        # domes included, is refined at full resolution)
+        zfactor = min(4, max(1, int(round(1.5 / spacing_mm[0])))) if spacing_mm[0] < 1.0 else 1
+        if ct.shape[perm[0]] < 12 * zfactor:
+            zfactor = 1
         sup_sign = 1.0 if ct.direction[2, perm[0]] >= 0 else -1.0
-        return cls(perm, lr_axis, lr_sign, sup_sign, spacing_mm, factor)  # type: ignore[arg-type]
+        return cls(perm, lr_axis, lr_sign, sup_sign, spacing_mm, factor, zfactor)  # type: ignore[arg-type]
 
     @property
     def pixel_mm(self) -> tuple[float, float]:
@@ -550,8 +576,12 @@ class _Grid:
         return self.pixel_mm[0] * self.pixel_mm[1]
 
     @property
+    def slice_mm(self) -> float:
+        return self.spacing_mm[0] * self.zfactor
+
+    @property
     def voxel_ml(self) -> float:
-        return self.spacing_mm[0] * self.pixel_mm2 / 1000.0
+        return self.slice_mm * self.pixel_mm2 / 1000.0
 
     @property
     def ap_axis(self) -> int:
@@ -604,7 +634,7 @@ def _find_trachea(lowres_hu: np.ndarray, body: np.ndarray, midline: np.ndarray, 
     for k in candidates:  # loop over a few large tube components
         box = boxes[k - 1]
         centre = [(x.start + x.stop - 1) / 2.0 for x in box]  # bounding-box centre
-        extent_mm = (box[0].stop - box[0].start) * grid.spacing_mm[0]
+        extent_mm = (box[0].stop - box[0].start) * grid.slice_mm
         offset_mm = abs(centre[grid.lr_axis] - midline[int(round(centre[0]))]) * grid.pixel_mm[grid.lr_axis - 1]
         if extent_mm >= 30.0 and offset_mm <= 30.0 and tube_voxels[k] > best_voxels:
             # one lumen per slice (two below the carina, a few more at lobar
@@ -660,7 +690,7 @@ def _lung_components(ct: CTVolume, lowres_hu: np.ndarray, candidate: np.ndarray,
     # keep fragments of at least 2 % of the largest lung component
     keep &= comp_voxels >= 0.02 * comp_voxels[big].max()
     # gas below the diaphragm (bowel, stomach) is never lung
-    keep &= ~_below_diaphragm(comp_labels, keep, comp_voxels, grid.spacing_mm[0], grid.sup_sign)
+    keep &= ~_below_diaphragm(comp_labels, keep, comp_voxels, grid.slice_mm, grid.sup_sign)
     return keep[comp_labels]
 
 
@@ -711,7 +741,7 @@ def _fill_dense_lung(lowres_hu: np.ndarray, side: np.ndarray, air_lung: np.ndarr
     # the right lung's additions are written first, as in a sequential run
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         results = list(pool.map(one, (1, 2)))
-    for code, result in zip((1, 2), results):
+    for code, result in zip((1, 2), results, strict=True):
         if result is not None:
             box, add = result
             out_box = out[box]
@@ -746,7 +776,7 @@ def _fill_one_lung(code: int, one_lung: np.ndarray, lowres_hu: np.ndarray, air_l
     # never lung (extrapleural, subdiaphragmatic; local mean over about 6 mm)
     if big_close.any():
         aerated = one_lung & air_lung
-        big_close &= ~_dome_pieces(big_close & ~one_lung, _under_lung(aerated, grid.spacing_mm[0], grid.sup_sign),
+        big_close &= ~_dome_pieces(big_close & ~one_lung, _under_lung(aerated, grid.slice_mm, grid.sup_sign),
                                    aerated.sum(axis=(1, 2)))
         local_hu = ndimage.uniform_filter(lowres_hu, size=(1, 3, 3))
         fat = (local_hu >= _FAT_HU[0]) & (local_hu < _FAT_HU[1])
@@ -1185,61 +1215,66 @@ def _poorly_aerated_blobs(candidate: np.ndarray, pocket: np.ndarray, near_gas: n
     return add if add.any() else None
 
 
-def _to_full(labels_lowres: np.ndarray, air_lung: np.ndarray, hu: np.ndarray, factor: int,
-             shape: tuple[int, ...], edge_hu: float, near_airway: np.ndarray) -> np.ndarray:
-    """Labels on the full grid; along the aerated border each voxel is decided by ``hu < edge_hu``.
+def _to_full(labels_lowres: np.ndarray, air_lung: np.ndarray, hu: np.ndarray, factors: tuple[int, int],
+             edge_hu: float, near_airway: np.ndarray) -> np.ndarray:
+    """Labels on the full grid of ``hu``; along the aerated border each voxel is decided by ``hu < edge_hu``.
 
-    Every low-res pixel is painted onto its ``factor``×``factor`` block;
-    only the blocks on the aerated lung's border (inside it, or just outside
-    and not airway) read the full-resolution HU.
+    Every low-res voxel is painted onto its block of ``factors`` (slices,
+    in-plane pixels); only the blocks on the aerated lung's border (inside
+    it, or just outside and not airway) read the full-resolution HU.  With
+    pooled slices the border includes the blocks above and below the
+    aerated lung (apex, domes).
     """
+    zfactor, factor = factors
+    shape = hu.shape
     lung = labels_lowres > 0
     labels = np.zeros(shape, np.uint8)
     if not lung.any():
         return labels
-    # work inside the lungs' bounding box (plus one low-res pixel)
-    box = _bbox(lung, (0, 1, 1))
-    full_box = (box[0], slice(box[1].start * factor, min(box[1].stop * factor, shape[1])),
-                slice(box[2].start * factor, min(box[2].stop * factor, shape[2])))
+    # work inside the lungs' bounding box (plus one low-res voxel)
+    box = _bbox(lung, (1 if zfactor > 1 else 0, 1, 1))
+    full_box = tuple(slice(b.start * f, min(b.stop * f, n))
+                     for b, f, n in zip(box, (zfactor, factor, factor), shape, strict=True))
     labels_box, aerated, lung_box = labels_lowres[box], air_lung[box], lung[box]
-    outer = ndimage.binary_dilation(aerated, structure=_SQUARE2D) & ~lung_box & ~near_airway[box]
-    inner_edge = aerated & ~ndimage.binary_erosion(lung_box, structure=_SQUARE2D, border_value=1)
+    near_struct = _SQUARE2D if zfactor == 1 else np.ones((3, 3, 3), bool)
+    outer = ndimage.binary_dilation(aerated, structure=near_struct) & ~lung_box & ~near_airway[box]
+    inner_edge = aerated & ~ndimage.binary_erosion(lung_box, structure=near_struct, border_value=1)
     labels_full_box = labels[full_box]
-    _paint_blocks(labels_full_box, labels_box, factor)
-    if factor == 1:
+    _paint_blocks(labels_full_box, labels_box, factor, zfactor)
+    near = ndimage.grey_dilation(labels_box, footprint=near_struct[1:2] if zfactor == 1 else near_struct)
+    if factor == 1 and zfactor == 1:
         air = hu[full_box] < edge_hu
         labels_full_box[inner_edge & ~air] = 0
-        near = ndimage.grey_dilation(labels_box, footprint=_SQUARE2D[1:2])
         labels_full_box[outer & air] = near[outer & air]
         return labels
     # border blocks: inner edge keeps its lung where air, outer band takes the neighbouring lung where air
     block_k, block_r, block_c = np.nonzero(inner_edge | outer)
     if block_k.size == 0:
         return labels
-    near = ndimage.grey_dilation(labels_box, footprint=_SQUARE2D[1:2])
     value = np.where(inner_edge, labels_box, near)[block_k, block_r, block_c]
-    offset_r, offset_c = np.divmod(np.arange(factor * factor), factor)
-    n_rows, n_cols = labels_full_box.shape[1], labels_full_box.shape[2]
+    offset_k, offset_r, offset_c = np.unravel_index(np.arange(zfactor * factor * factor), (zfactor, factor, factor))
+    n_slices, n_rows, n_cols = labels_full_box.shape
     hu_box = hu[full_box]
-    chunk = 1 << 17  # blocks per step: index arrays of a few MB
+    chunk = max(1, (1 << 21) // (zfactor * factor * factor))  # blocks per step: index arrays of a few MB
     for start in range(0, block_k.size, chunk):  # chunks of border blocks, not a loop over voxels
         part = slice(start, start + chunk)
         # partial blocks at the image's end: clipped indices repeat a voxel of the same block
+        slices = np.minimum(block_k[part, None] * zfactor + offset_k, n_slices - 1)
         rows = np.minimum(block_r[part, None] * factor + offset_r, n_rows - 1)
         cols = np.minimum(block_c[part, None] * factor + offset_c, n_cols - 1)
-        slices = block_k[part, None]
         air = hu_box[slices, rows, cols] < edge_hu
         labels_full_box[slices, rows, cols] = np.where(air, value[part, None], np.uint8(0))
     return labels
 
 
-def _paint_blocks(out: np.ndarray, values: np.ndarray, factor: int) -> None:
-    """Write each in-plane pixel of ``values`` onto its ``factor``×``factor``
-    block of ``out`` (a partial last block takes what fits)."""
-    for offset_r in range(factor):  # factor² strided views, not a loop over voxels
-        for offset_c in range(factor):
-            view = out[:, offset_r::factor, offset_c::factor]
-            view[...] = values[:, : view.shape[1], : view.shape[2]]
+def _paint_blocks(out: np.ndarray, values: np.ndarray, factor: int, zfactor: int = 1) -> None:
+    """Write each voxel of ``values`` onto its block of ``zfactor`` slices and
+    ``factor``×``factor`` pixels of ``out`` (a partial last block takes what fits)."""
+    for offset_k in range(zfactor):  # zfactor·factor² strided views, not a loop over voxels
+        for offset_r in range(factor):
+            for offset_c in range(factor):
+                view = out[offset_k::zfactor, offset_r::factor, offset_c::factor]
+                view[...] = values[: view.shape[0], : view.shape[1], : view.shape[2]]
 
 
 def _upsample(values: np.ndarray, factor: int, shape: tuple[int, ...]) -> np.ndarray:
