@@ -139,10 +139,10 @@ def test_header_of_a_huge_zip_member_is_streamed(tmp_path, series_writer, phanto
     """``read_source_header`` (patient-name scrubbing, SEG import) on a zip member of 512 MiB
     (a slice followed by zeros, about 0.5 MB deflated) reads the header only: before, the whole
     member was inflated into memory twice (2.1 GiB peak for a 1 GiB member)."""
-    import json
-    import subprocess
-    import sys
+    import tracemalloc
     import zipfile
+
+    from lungdamage.io.sources import read_source_header
 
     first = series_writer(tmp_path, phantom()[:1], patient_id="HUGE1")[0]
     archive = tmp_path / "big.zip"
@@ -152,14 +152,13 @@ def test_header_of_a_huge_zip_member_is_streamed(tmp_path, series_writer, phanto
             zeros = bytes(1 << 22)
             for _ in range(128):  # 512 MiB of zeros after the slice
                 fh.write(zeros)
-    code = (
-        "import json, resource, sys\n"
-        "from lungdamage.io.sources import read_source_header\n"
-        "ds = read_source_header(sys.argv[1], tags=['PatientID'])\n"
-        "print(json.dumps([str(ds.PatientID), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, f"{archive}::big/IM0001.dcm"], check=True,
-                         capture_output=True, text=True).stdout
-    patient_id, peak_mib = json.loads(out.strip().splitlines()[-1])
-    assert patient_id == "HUGE1"
-    assert peak_mib < 400  # measured about 70 MiB (before: the member's size twice over)
+    # Python-level allocations (the inflated member would be one bytes object); a child's
+    # ru_maxrss is no measure here: Linux carries the parent's peak across exec
+    tracemalloc.start()
+    try:
+        ds = read_source_header(f"{archive}::big/IM0001.dcm", tags=["PatientID"])
+        peak_mib = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    assert str(ds.PatientID) == "HUGE1"
+    assert peak_mib < 64, peak_mib  # measured under 1 MiB (before: 1072 MiB)
