@@ -106,6 +106,8 @@ _FAT_HU = (-190.0, -80.0)
 _NOISY_HU = 55.0
 # ... and the noise the smoothing aims at.
 _DENOISED_HU = 35.0
+# Fewest pixels (low-res grid, in one slice) of a constant region taken for padding.
+_PAD_MIN_PX = 30
 # Largest lumen (mL) taken for trachea and main bronchi (adults: about 40-70 mL).
 _AIRWAY_MAX_ML = 150.0
 
@@ -388,8 +390,12 @@ def segment_threshold(
     # in-plane mean that brings the noise down to about 35 HU
     noise_hu = _noise_sd(lowres_hu)
     smooth_px = _smoothing_px(lowres_hu, noise_hu, min(grid.pixel_mm))
+    pad = None
     if smooth_px > 1:
+        unsmoothed = lowres_hu
         lowres_hu = ndimage.uniform_filter(lowres_hu.astype(np.float32), size=(1, smooth_px, smooth_px))
+        pad = _outside_field(lowres_hu, unsmoothed)
+        del unsmoothed
         hu = ndimage.uniform_filter(hu.astype(np.float32), size=(1, grid.factor * smooth_px, grid.factor * smooth_px))
         log.info("%s: image noise %.0f HU (soft tissue): segmenting a %dx%d-pixel in-plane mean", ct.meta.key,
                  noise_hu, smooth_px, smooth_px)
@@ -398,7 +404,7 @@ def segment_threshold(
     # -- 1.-4. aerated lungs, right / left, on the low-res grid, inside the work box
     found = _aerated_lungs(ct, lowres_hu, grid, air_threshold_hu=air_threshold_hu, gas_threshold_hu=gas_threshold_hu,
                            airway_hu=airway_hu, min_lung_area_mm2=min_lung_area_mm2, reach_mm=(40.0, grow_mm),
-                           smooth_px=smooth_px)
+                           smooth_px=smooth_px, pad=pad)
     box, side, airway = found.box, found.side, found.airway
     box_lowres = lowres_hu[box]
     air_lung = side > 0
@@ -488,13 +494,17 @@ class _Aerated:
 
 def _aerated_lungs(ct: CTVolume, lowres_hu: np.ndarray, grid: _Grid, *, air_threshold_hu: float,
                    gas_threshold_hu: float, airway_hu: float, min_lung_area_mm2: float,
-                   reach_mm: tuple[float, ...], smooth_px: int = 1) -> _Aerated:
-    """Steps 1-4: air inside the body, airways, lung components, right / left."""
+                   reach_mm: tuple[float, ...], smooth_px: int = 1, pad: np.ndarray | None = None) -> _Aerated:
+    """Steps 1-4: air inside the body, airways, lung components, right / left.
+
+    ``pad``: the outside-field padding, when found before the image was smoothed.
+    """
     n_slices = lowres_hu.shape[0]
     # -- 1. air inside the body (per slice: pure gas connected to the image border
     # or to the outside-field padding is outside air; a lung cut by the field keeps
     # its parenchyma statistics and stays inside)
-    pad = _outside_field(lowres_hu)
+    if pad is None:
+        pad = _outside_field(lowres_hu)
     body, inner_lut, air_labels = _inside_air(lowres_hu, pad, air_threshold_hu, _OUTSIDE_AIR_HU, grid.ap_axis,
                                               min_lung_area_mm2 / grid.pixel_mm2)
     midline, cut_body = _body_midline(ct, grid.perm, grid.lr_axis, grid.factor, body & ~pad, pad)
@@ -924,15 +934,19 @@ def _below_diaphragm(lab3: np.ndarray, ok: np.ndarray, vol3: np.ndarray, slice_m
     return out
 
 
-def _outside_field(lowres_hu: np.ndarray) -> np.ndarray:
+def _outside_field(lowres_hu: np.ndarray, unsmoothed_hu: np.ndarray | None = None) -> np.ndarray:
     """Pixels outside the reconstructed field of view (low-res grid).
 
     Padding is far below air (-2048, -3024; linear interpolation of such
     padding undershoots -1024) or, when the scanner pads with an air value
     (-1024, -1000), exactly constant over a 3×3 neighbourhood, which noisy
-    air and lung never are.
+    air and lung never are.  On a smoothed image the constant test reads
+    ``unsmoothed_hu`` (averaging with the body breaks the constancy; noisy
+    air reaches below -1100 only before smoothing).
     """
     pad = lowres_hu < -1100.0
+    if unsmoothed_hu is not None:
+        lowres_hu = unsmoothed_hu
     low = lowres_hu <= -1000.0
     # a constant 3x3 patch (edges repeated) needs three equal pixels in its
     # row: a cheap test that noisy air fails; the whole patch is then
@@ -950,8 +964,15 @@ def _outside_field(lowres_hu: np.ndarray) -> np.ndarray:
                 same &= lowres_hu[slices, near_rows, np.clip(cols + d_col, 0, lowres_hu.shape[2] - 1)] == centre
         const = np.zeros_like(low)
         const[slices[same], rows[same], cols[same]] = True
-        # the padding's rim (not constant over 3x3) holds the same air value
+        # noisy air clipped at the stored minimum (-1024) holds scattered constant
+        # patches; padding is one wide constant region per slice
         if same.any():
+            const_labels, n_const = ndimage.label(const, structure=_SQUARE2D)
+            wide = _count_where(const_labels, const, n_const) >= _PAD_MIN_PX
+            wide[0] = False
+            const = wide[const_labels]
+        # the padding's rim (not constant over 3x3) holds the same air value
+        if const.any():
             pad |= ndimage.binary_dilation(const, structure=_SQUARE2D, iterations=2, mask=low)
     return pad
 
