@@ -281,8 +281,8 @@ def _region_histograms(ct: CTVolume, regions: RegionMap, vessel_mask: np.ndarray
             raise ValueError(f"vessel suppression needs region codes <= 127, got {max_code}")
         labels = labels.copy()
         labels[vessel_mask] += np.uint8(max_code)
-    slab = _labelled_slab(labels)  # the kernel's passes skip the slices without any region voxel
-    code_hist = region_histograms(ct.hu[slab], labels[slab])
+    box = _labelled_box(labels)  # the kernel's passes skip the voxels outside the regions' bounding box
+    code_hist = region_histograms(ct.hu[box], labels[box])
     n_codes = max(code_hist.shape[0], (2 if vessel_mask is not None else 1) * max_code + 1)
     if code_hist.shape[0] < n_codes:
         padding = np.zeros((n_codes - code_hist.shape[0], code_hist.shape[1]), code_hist.dtype)
@@ -295,17 +295,21 @@ def _region_histograms(ct: CTVolume, regions: RegionMap, vessel_mask: np.ndarray
     return _RegionCounts(per_region, vessel_voxels, None, None)
 
 
-def _labelled_slab(labels: np.ndarray) -> slice:
-    """The slices (first axis) holding any labelled voxel: a contiguous slab, so no copy is made.
+def _labelled_box(labels: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of the labelled voxels (views, no copy; empty slices when there are none).
 
     Every non-zero label lies inside it, hence any count over it equals the count over the whole volume.
+    Two passes: the slices holding a label, then the rows and columns over those slices only.
     """
     if labels.ndim != 3 or not labels.size:
-        return slice(None)
+        return (slice(None),) * labels.ndim
     occupied = np.flatnonzero(labels.reshape(labels.shape[0], -1).max(axis=1))
     if not occupied.size:
-        return slice(0, 0)
-    return slice(int(occupied[0]), int(occupied[-1]) + 1)
+        return (slice(0, 0),) * 3
+    slab = slice(int(occupied[0]), int(occupied[-1]) + 1)
+    plane = np.asarray(labels[slab].max(axis=0))
+    rows, cols = np.flatnonzero(plane.max(axis=1)), np.flatnonzero(plane.max(axis=0))
+    return slab, slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def _with_lesion_counts(
