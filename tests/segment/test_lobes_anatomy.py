@@ -189,3 +189,28 @@ def test_lobes_follow_the_direction_matrix_not_the_array_order(adult5):
     b = segment_lungs(flipped, regions="lobes").labels[::-1, ::-1, :]
     assert (a == b).mean() > 0.999  # a few voxels may differ where the lung mask does
     assert_adult(lobe_pct(b))
+
+
+@pytest.mark.parametrize("slab", [1, 3, 24])
+def test_fissure_hessian_in_slabs_equals_the_whole_grid(slab):
+    """The fissure search's Hessian, computed slab by slab on crops around the band, equals (bit for bit,
+    in the same order) the straightforward filtering of the whole grid read at the band's voxels."""
+    from scipy.ndimage import gaussian_filter
+
+    from lungdamage.segment.lobes import _hessian_in_slabs
+
+    rng = np.random.default_rng(7)
+    grid = rng.normal(-800, 60, (40, 37, 33)).astype(np.float32)
+    z, y, _x = np.meshgrid(*(np.arange(n) for n in grid.shape), indexing="ij", sparse=True)
+    band = np.broadcast_to(np.abs(z - 0.6 * y - 8) <= 4, grid.shape).copy()  # an oblique band
+    band[:, :, :3] = False
+    spl = np.array([1.5, 1.4, 1.3])
+    sigma = np.maximum(1.0 / spl, 0.7)
+    got = _hessian_in_slabs(grid, sigma, band, spl, slab=slab)
+    for (i, j), values in got.items():
+        order = [0, 0, 0]
+        order[i] += 1
+        order[j] += 1
+        expected = gaussian_filter(grid, sigma, order=order)[band] / np.float32(spl[i] * spl[j])
+        assert np.array_equal(values, expected), (i, j)
+    assert len(got) == 6

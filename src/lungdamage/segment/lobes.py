@@ -38,6 +38,7 @@ Approximate lobes (``region_set='lobes-approx'``)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -323,7 +324,10 @@ def approx_lobes(
                        refine and ct.shape[geo.zax] >= MIN_REFINE_SLICES, band_mm)
         labels, view = lungs.labels[box], out[box]
         for side in (1, 2):
-            refined += _lobes_of_side(geo, labels == side, side, model, view)
+            m = labels == side
+            side_box = _side_box(m, geo.f)
+            if side_box is not None:  # each lung on its own box: about half the voxels of both lungs' box
+                refined += _lobes_of_side(_sub_geometry(geo, side_box), m[side_box], side, model, view[side_box])
     info = _lobe_info(dict(lungs.info), lobe_shares is None, refined, warnings_)
     return RegionMap(out, dict(LOBE_CODES), method=lungs.method, region_set="lobes-approx", info=info)
 
@@ -379,6 +383,27 @@ def _box_geometry(ct: CTVolume, box: tuple[slice, ...]) -> _Box:
     hu_blocks /= np.float32(f[0] * f[1] * f[2])
     return _Box(zax, yax, 3 - zax - yax, z[box[zax]], y[box[yax]], start, sp, np.asarray(ct.direction, float),
                 f, hu_blocks)
+
+
+def _side_box(m: np.ndarray, f: tuple[int, int, int]) -> tuple[slice, ...] | None:
+    """Bounding box of ``m`` (one lung, on the lungs' box) widened to whole blocks of ``f`` counted from the
+    box's start (or to the box's end): the block grid of the box is the block grid of the sub-box."""
+    ranges = _nonzero_ranges(m)
+    if ranges is None:
+        return None
+    return tuple(slice(int(i[0]) // k * k, min(-(-(int(i[-1]) + 1) // k) * k, n))
+                 for i, k, n in zip(ranges, f, m.shape, strict=True))
+
+
+def _sub_geometry(geo: _Box, sub: tuple[slice, ...]) -> _Box:
+    """``geo`` of the block-aligned sub-box ``sub`` (:func:`_side_box`) of its box."""
+    return dataclasses.replace(
+        geo,
+        z=geo.z[sub[geo.zax]],
+        y=geo.y[sub[geo.yax]],
+        start=(geo.start[0] + sub[0].start, geo.start[1] + sub[1].start, geo.start[2] + sub[2].start),
+        hu_blocks=geo.hu_blocks[tuple(slice(s.start // k, None) for s, k in zip(sub, geo.f, strict=True))],
+    )
 
 
 def _whole_blocks(shape: tuple[int, ...], f: tuple[int, int, int]) -> tuple[slice, ...]:
@@ -602,7 +627,7 @@ def _sheet_points(sub: np.ndarray, nb: np.ndarray, spl: np.ndarray, sigma_mm: fl
     eigenvalues in closed form for every band voxel, eigenvectors only where
     the sheet strength passes the threshold.
     """
-    comp = _hessian(sub, np.maximum(sigma_mm / spl, 0.7), nb, spl)
+    comp = _hessian_in_slabs(sub, np.maximum(sigma_mm / spl, 0.7), nb, spl)
     lam = _sym3_eigvals(comp)
     sheet = -lam[0] - np.abs(lam[1])
     del lam
@@ -620,6 +645,30 @@ def _sheet_points(sub: np.ndarray, nb: np.ndarray, spl: np.ndarray, sigma_mm: fl
         return None
     pos = tuple(c[ok] for c in np.nonzero(nb))
     return pos, sheet[ok].astype(np.float64)
+
+
+def _hessian_in_slabs(sub: np.ndarray, sigma: np.ndarray, nb: np.ndarray, spl: np.ndarray,
+                      slab: int = 24) -> dict[tuple[int, int], np.ndarray]:
+    """:func:`_hessian` computed slab by slab along the first axis, each slab cropped to its band voxels
+    (``nb``) plus the filters' radius: the same values (every filtered value depends only on the input
+    within the radius; the array's own edges stay edges), in the same (C) order, on the band's voxels
+    instead of its whole bounding box (an oblique band fills a fraction of it)."""
+    radius = [int(4.0 * float(s_) + 0.5) for s_ in sigma]  # gaussian_filter1d's (truncate 4)
+    parts: dict[tuple[int, int], list[np.ndarray]] = {}
+    for a0 in range(0, nb.shape[0], slab):
+        a1 = min(a0 + slab, nb.shape[0])
+        ranges = _nonzero_ranges(nb[a0:a1])
+        if ranges is None:
+            continue
+        lo = (a0, int(ranges[1][0]), int(ranges[2][0]))
+        hi = (a1, int(ranges[1][-1]) + 1, int(ranges[2][-1]) + 1)
+        crop = tuple(slice(max(lo[a] - radius[a], 0), min(hi[a] + radius[a], nb.shape[a])) for a in range(3))
+        target = np.zeros(tuple(c.stop - c.start for c in crop), bool)
+        target[tuple(slice(lo[a] - crop[a].start, hi[a] - crop[a].start) for a in range(3))] = (
+            nb[tuple(slice(lo[a], hi[a]) for a in range(3))])
+        for key, values in _hessian(sub[crop], sigma, target, spl).items():
+            parts.setdefault(key, []).append(values)
+    return {key: np.concatenate(v) for key, v in parts.items()}
 
 
 def _hessian(sub: np.ndarray, sigma: np.ndarray, nb: np.ndarray, spl: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
