@@ -173,8 +173,9 @@ def lobe_coverage(
 
 
 def _coverage(ct: CTVolume, labels: np.ndarray, box: tuple[slice, ...] | None,
-              max_edge_fraction: float) -> dict[str, list[str]]:
-    """:func:`lobe_coverage` on the lungs' bounding box ``box`` (None: no lung)."""
+              max_edge_fraction: float, sides: Mapping[int, np.ndarray] | None = None) -> dict[str, list[str]]:
+    """:func:`lobe_coverage` on the lungs' bounding box ``box`` (None: no lung); ``sides``: each lung's
+    mask on the box (code 1, 2), when already made."""
     zax, z = _axis_coords(ct, 2)
     other = tuple(k for k in range(3) if k != zax)
     top, bottom = int(np.argmax(z)), int(np.argmin(z))
@@ -182,7 +183,8 @@ def _coverage(ct: CTVolume, labels: np.ndarray, box: tuple[slice, ...] | None,
     for side, name in ((1, "right"), (2, "left")):
         area = np.zeros(ct.shape[zax], np.int64)
         if box is not None:
-            area[box[zax]] = (labels[box] == side).sum(axis=other)
+            m = sides[side] if sides else labels[box] == side
+            area[box[zax]] = m.sum(axis=other)
         peak = int(area.max()) if area.size else 0
         cut = []
         if peak:
@@ -315,16 +317,17 @@ def approx_lobes(
     lungs = lungs.to_lungs() if lungs.region_set != "lungs" else lungs
     lungs.check_grid(ct.shape)
     box = _lung_box(lungs.labels)
-    warnings_ = _coverage_warnings(ct, _coverage(ct, lungs.labels, box, MAX_EDGE_FRACTION), allow_partial)
+    # each lung's mask on the box, made once: the coverage test and the lobe model share it
+    sides = {} if box is None else {side: lungs.labels[box] == side for side in (1, 2)}
+    warnings_ = _coverage_warnings(ct, _coverage(ct, lungs.labels, box, MAX_EDGE_FRACTION, sides), allow_partial)
     out = np.zeros(ct.shape, np.uint8)
     refined: list[str] = []
     if box is not None:
         geo = _box_geometry(ct, box)
         model = _Model(oblique_posterior_height, oblique_anterior_depth, horizontal_height, lobe_shares,
                        refine and ct.shape[geo.zax] >= MIN_REFINE_SLICES, band_mm)
-        labels, view = lungs.labels[box], out[box]
-        for side in (1, 2):
-            m = labels == side
+        view = out[box]
+        for side, m in sides.items():
             side_box = _side_box(m, geo.f)
             if side_box is not None:  # each lung on its own box: about half the voxels of both lungs' box
                 refined += _lobes_of_side(_sub_geometry(geo, side_box), m[side_box], side, model, view[side_box])
@@ -379,7 +382,12 @@ def _box_geometry(ct: CTVolume, box: tuple[slice, ...]) -> _Box:
     sp = np.asarray(ct.spacing_mm, float)
     f = (max(1, int(round(1.3 / sp[0]))), max(1, int(round(1.3 / sp[1]))), max(1, int(round(1.3 / sp[2]))))
     hu = ct.hu[box]
-    hu_blocks = _block_sum(hu[_whole_blocks(hu.shape, f)], f, np.float32)  # exact: integer sums << 2**24
+    hu = hu[_whole_blocks(hu.shape, f)]
+    # exact (integer sums << 2**24); slabs of a few block rows keep the float temporaries small
+    hu_blocks = np.empty(tuple(n // k for n, k in zip(hu.shape, f, strict=True)), np.float32)
+    step = max(1, (1 << 22) // max(1, f[0] * hu.shape[1] * hu.shape[2]))
+    for b0 in range(0, hu_blocks.shape[0], step):
+        hu_blocks[b0:b0 + step] = _block_sum(hu[b0 * f[0]:(b0 + step) * f[0]], f, np.float32)
     hu_blocks /= np.float32(f[0] * f[1] * f[2])
     return _Box(zax, yax, 3 - zax - yax, z[box[zax]], y[box[yax]], start, sp, np.asarray(ct.direction, float),
                 f, hu_blocks)
