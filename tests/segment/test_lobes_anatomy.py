@@ -214,3 +214,24 @@ def test_fissure_hessian_in_slabs_equals_the_whole_grid(slab):
         expected = gaussian_filter(grid, sigma, order=order)[band] / np.float32(spl[i] * spl[j])
         assert np.array_equal(values, expected), (i, j)
     assert len(got) == 6
+
+
+def test_closed_form_eigenvalues_equal_lapack():
+    """The fissure search's closed-form 3x3 eigenvalues (ascending) against LAPACK's, including
+    diagonal, repeated and zero matrices."""
+    from lungdamage.segment.lobes import _sym3_eigvals
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    comp = {k: rng.normal(0, 50, n).astype(np.float32) for k in [(0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (0, 2)]}
+    for k in [(0, 1), (1, 2), (0, 2)]:
+        comp[k][:30] = 0  # diagonal matrices
+    for k in [(0, 0), (1, 1), (2, 2)]:
+        comp[k][:10] = 7  # 7 I: one triple eigenvalue
+        comp[k][10:20] = 0  # the zero matrix
+    h = np.empty((n, 3, 3))
+    for (i, j), v in comp.items():
+        h[:, i, j] = h[:, j, i] = v
+    got = _sym3_eigvals(comp)
+    assert got.shape == (3, n)
+    np.testing.assert_allclose(got.T, np.linalg.eigvalsh(h), atol=1e-6 * 150)

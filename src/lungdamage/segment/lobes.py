@@ -704,22 +704,58 @@ def _hessian(sub: np.ndarray, sigma: np.ndarray, nb: np.ndarray, spl: np.ndarray
 def _sym3_eigvals(comp: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
     """Eigenvalues (ascending, shape (3, n), float64) of symmetric 3x3 matrices given by their components.
 
-    Closed form (trigonometric solution of the characteristic cubic), vectorized.
+    Closed form (trigonometric solution of the characteristic cubic), vectorized; in place on float64
+    copies of the components (the same operations in the same order as the textbook formula, a third
+    of its temporaries).
     """
     a, b, c = (comp[(k, k)].astype(np.float64) for k in range(3))
     d, e, g = (comp[k].astype(np.float64) for k in ((0, 1), (1, 2), (0, 2)))
-    q = (a + b + c) / 3.0
-    off = d * d + e * e + g * g
-    p = np.sqrt(((a - q) ** 2 + (b - q) ** 2 + (c - q) ** 2 + 2.0 * off) / 6.0)
+    q = a + b
+    q += c
+    q /= 3.0  # q = (a + b + c) / 3
+    a -= q
+    b -= q
+    c -= q  # a, b, c: the diagonal minus q
+    p = a * a
+    p += b * b
+    p += c * c
+    off = d * d
+    off += e * e
+    off += g * g
+    off *= 2.0
+    p += off
+    p /= 6.0
+    np.sqrt(p, out=p)  # p = sqrt(((a-q)^2 + (b-q)^2 + (c-q)^2 + 2 (d^2 + e^2 + g^2)) / 6)
     safe = np.where(p > 0, p, 1.0)
-    ba, bb, bc = (a - q) / safe, (b - q) / safe, (c - q) / safe
-    bd, be, bg = d / safe, e / safe, g / safe
-    det = ba * (bb * bc - be * be) - bd * (bd * bc - be * bg) + bg * (bd * be - bb * bg)
-    phi = np.arccos(np.clip(det / 2.0, -1.0, 1.0)) / 3.0
-    hi = q + 2.0 * p * np.cos(phi)
-    lo = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
-    mid = 3.0 * q - hi - lo
-    return np.stack([lo, mid, hi])
+    for x in (a, b, c, d, e, g):
+        x /= safe  # the matrix (A - q I) / p
+    t = b * c
+    t -= e * e
+    t *= a
+    u = d * c
+    u -= e * g
+    u *= d
+    t -= u
+    np.multiply(d, e, out=u)
+    u -= b * g
+    u *= g
+    t += u  # det = a (b c - e^2) - d (d c - e g) + g (d e - b g)
+    t /= 2.0
+    np.clip(t, -1.0, 1.0, out=t)
+    np.arccos(t, out=t)
+    t /= 3.0  # phi
+    p *= 2.0
+    hi = np.cos(t)
+    hi *= p
+    hi += q
+    t += 2.0 * np.pi / 3.0
+    lo = np.cos(t, out=t)
+    lo *= p
+    lo += q
+    q *= 3.0
+    q -= hi
+    q -= lo  # mid = 3 q - hi - lo
+    return np.stack([lo, q, hi])
 
 
 def _fit_surface(e: np.ndarray, w: np.ndarray, u: np.ndarray, v: np.ndarray):
