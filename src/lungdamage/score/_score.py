@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InputError, SchemeError
-from ..regions import RegionMap
+from ..regions import RegionMap, labelled_box
 from ..volume import CTVolume
 from .kernels import HU_OFFSET, region_histograms
 from .metrics import slice_spacing_warnings
@@ -281,7 +281,7 @@ def _region_histograms(ct: CTVolume, regions: RegionMap, vessel_mask: np.ndarray
             raise ValueError(f"vessel suppression needs region codes <= 127, got {max_code}")
         labels = labels.copy()
         labels[vessel_mask] += np.uint8(max_code)
-    box = _labelled_box(labels)  # the kernel's passes skip the voxels outside the regions' bounding box
+    box = labelled_box(labels)  # the kernel's passes skip the voxels outside the regions' bounding box
     code_hist = region_histograms(ct.hu[box], labels[box])
     n_codes = max(code_hist.shape[0], (2 if vessel_mask is not None else 1) * max_code + 1)
     if code_hist.shape[0] < n_codes:
@@ -293,23 +293,6 @@ def _region_histograms(ct: CTVolume, regions: RegionMap, vessel_mask: np.ndarray
     if vessel_mask is not None:
         vessel_voxels = np.array([int(code_hist[[c + max_code for c in codes]].sum()) for codes in groups])
     return _RegionCounts(per_region, vessel_voxels, None, None)
-
-
-def _labelled_box(labels: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of the labelled voxels (views, no copy; empty slices when there are none).
-
-    Every non-zero label lies inside it, hence any count over it equals the count over the whole volume.
-    Two passes: the slices holding a label, then the rows and columns over those slices only.
-    """
-    if labels.ndim != 3 or not labels.size:
-        return (slice(None),) * labels.ndim
-    occupied = np.flatnonzero(labels.reshape(labels.shape[0], -1).max(axis=1))
-    if not occupied.size:
-        return (slice(0, 0),) * 3
-    slab = slice(int(occupied[0]), int(occupied[-1]) + 1)
-    plane = np.asarray(labels[slab].max(axis=0))
-    rows, cols = np.flatnonzero(plane.max(axis=1)), np.flatnonzero(plane.max(axis=0))
-    return slab, slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def _with_lesion_counts(
@@ -413,7 +396,7 @@ def scan_lesions(
     ap_axis = int(np.argmax(np.abs(np.asarray(ct.direction, dtype=float)[1, :])))  # array axis along P
     # the lung mask (every region together), made on the regions' bounding box only: the rest of the
     # volume stays untouched zero pages
-    box = _labelled_box(regions.labels)
+    box = labelled_box(regions.labels)
     lung = np.zeros(ct.shape, bool)
     np.not_equal(regions.labels[box], 0, out=lung[box])
     return find_lesions(ct.hu, lung, ct.spacing_mm, lesion, ap_axis=ap_axis)
