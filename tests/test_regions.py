@@ -85,3 +85,31 @@ def test_float_hu_are_rounded_and_nan_refused():
     assert ct.hu.ravel().tolist() == [-701, -300, 0]
     with pytest.raises(ValueError, match="NaN"):
         CTVolume(np.array([[[np.nan]]]), (1, 1, 1))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_collapse_to_lungs_equals_code_by_code_and_box_holds_every_label(seed):
+    """Lobes collapsed to lungs (computed on the labels' bounding box) equal the code-by-code mapping on
+    the whole array, also with labels on the array's faces; the box holds every labelled voxel."""
+    from lungdamage.regions import labelled_box
+
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((9, 11, 13), np.uint8)
+    n = int(rng.integers(1, 12))
+    idx = tuple(rng.integers(0, s, n) for s in labels.shape)
+    labels[idx] = rng.integers(1, 6, n)
+    if seed % 2:  # labels on opposite corners of the array
+        labels[0, 0, 0], labels[-1, -1, -1] = 4, 1
+    rm = RegionMap(labels, dict(LOBE_CODES), region_set="lobes")
+    lungs = rm.to_lungs()
+    expected = np.where(np.isin(labels, [1, 2, 3]), 1, np.where(np.isin(labels, [4, 5]), 2, 0))
+    assert np.array_equal(lungs.labels, expected)
+    box = labelled_box(labels)
+    inside = np.zeros(labels.shape, bool)
+    inside[box] = True
+    assert not (labels.astype(bool) & ~inside).any()
+    lo = [int(np.flatnonzero(labels.any(axis=tuple(k for k in range(3) if k != a)))[0]) for a in range(3)]
+    hi = [int(np.flatnonzero(labels.any(axis=tuple(k for k in range(3) if k != a)))[-1]) + 1 for a in range(3)]
+    assert [(s.start, s.stop) for s in box] == list(zip(lo, hi, strict=True))  # tight on every axis
+    empty = labelled_box(np.zeros((2, 3, 4), np.uint8))
+    assert np.zeros((2, 3, 4))[empty].size == 0

@@ -30,6 +30,7 @@ __all__ = [
     "REGION_SETS",
     "side_of",
     "translate_labels",
+    "labelled_box",
     "load_label_codes",
 ]
 
@@ -146,7 +147,11 @@ class RegionMap:
         for code, name in self.names.items():
             side = side_of(name)
             lut[code] = 1 if side == "right" else 2 if side == "left" else 0
-        return dataclasses.replace(self, labels=lut[self.labels], names=dict(LUNG_CODES), region_set="lungs")
+        # (code 0 stays 0: the table is applied on the labelled voxels' bounding box only)
+        box = labelled_box(self.labels)
+        labels = np.zeros(self.labels.shape, np.uint8)
+        labels[box] = lut[self.labels[box]]
+        return dataclasses.replace(self, labels=labels, names=dict(LUNG_CODES), region_set="lungs")
 
     def voxel_counts(self) -> dict[str, int]:
         """Voxels per finest region (name -> count)."""
@@ -198,6 +203,29 @@ def load_label_codes(codes: str | Mapping[int, str] | Path) -> dict[int, str]:
             f"Label codes name unknown regions {bad}. Allowed region names: {sorted(allowed)}."
         )
     return table
+
+
+def labelled_box(labels: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of the non-zero voxels of a label array (slices; views, no copy).
+
+    Every non-zero label lies inside it, hence any count over it equals the count over the whole array;
+    empty slices when there is no label.  Two passes over a 3-D array: the slices holding a label, then
+    the rows and columns over those slices only.
+
+    Examples
+    --------
+    >>> labelled_box(np.array([[[0, 0, 0], [0, 2, 1]]], np.uint8))
+    (slice(0, 1, None), slice(1, 2, None), slice(1, 3, None))
+    """
+    if labels.ndim != 3 or not labels.size:
+        return (slice(None),) * labels.ndim
+    occupied = np.flatnonzero(labels.reshape(labels.shape[0], -1).max(axis=1))
+    if not occupied.size:
+        return (slice(0, 0),) * 3
+    slab = slice(int(occupied[0]), int(occupied[-1]) + 1)
+    plane = np.asarray(labels[slab].max(axis=0))
+    rows, cols = np.flatnonzero(plane.max(axis=1)), np.flatnonzero(plane.max(axis=0))
+    return slab, slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def translate_labels(

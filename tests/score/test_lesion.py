@@ -24,6 +24,7 @@ from lungdamage.score.lesion import (
     CLASS_TUBE,
     find_lesions,
     lesion_classes,
+    lesion_counts,
     lesion_params,
 )
 from lungdamage.score.result import LESION_COLUMNS, ScanResult
@@ -106,6 +107,41 @@ def test_classes_say_why(shapes):
     assert (lm.classes == CLASS_LESION).sum() == lm.lesion.sum()
     band = (hu >= -700) & (hu < 100) & lung
     assert ((lm.classes > 0) == band).all()  # every band voxel has a class, nothing else has one
+
+
+def test_each_lesion_voxel_knows_its_opacity_and_region(shapes):
+    """``component`` (C order of the lesion voxels) gives one id per drawn opacity, and ``lesion_counts``
+    splits the lesion voxels by region code and band exactly as masks drawn here do."""
+    hu, lung, _spacing, truth, lm = shapes
+    assert lm.component.shape == (int(lm.lesion.sum()),)
+    ids = np.zeros(hu.shape, np.int32)
+    ids[lm.lesion] = lm.component  # boolean assignment fills in C order
+    found = {}
+    for name in ("ggo_blob", "cons_blob", "sheet"):
+        values = np.unique(ids[truth[name] & lm.lesion])
+        assert values.size == 1 and values[0] > 0, (name, values)
+        found[name] = int(values[0])
+    assert sorted(found.values()) == [1, 2, 3]
+    codes = np.zeros(hu.shape, np.uint8)
+    codes[:, :, :60][lung[:, :, :60]] = 1
+    codes[:, :, 60:][lung[:, :, 60:]] = 2
+    voxels, present = lesion_counts(hu, codes, lm, 3)
+    for code in (1, 2):
+        here = lm.lesion & (codes == code)
+        assert voxels[code].tolist() == [int((here & (hu < -300)).sum()), int((here & (hu >= -300)).sum())]
+        assert sorted(np.flatnonzero(present[code]).tolist()) == sorted(set(np.unique(ids[here]).tolist()) - {0})
+    assert voxels[0].tolist() == [0, 0]
+
+
+def test_subsampled_statistics_find_the_same_opacities():
+    """``subsample=True`` (cell statistics from every other row and column; band voxels decided per voxel
+    at the end): lesion voxels are band voxels of the lung, and the drawn opacities are found whole."""
+    hu, lung, spacing, truth = _shapes(spacing=(1.0, 0.625, 0.625), shape=(60, 128, 128))  # cells of 4 x 4 pixels
+    lm = find_lesions(hu, lung, spacing, {"subsample": True})
+    band = (hu >= -700) & (hu < 100) & lung
+    assert not (lm.lesion & ~band).any()
+    for name in ("ggo_blob", "cons_blob"):
+        assert lm.lesion[truth[name]].mean() >= 0.9, name
 
 
 def test_tube_filter_removes_a_wide_vessel_but_not_a_wide_opacity():

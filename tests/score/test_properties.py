@@ -59,7 +59,11 @@ def test_results_are_invariant_to_flipping_any_axis(scan, axes):
     a, b = numeric(score_many(ct, regions, ["covid", "lcta"]).to_frame()), numeric(
         score_many(flipped_ct, flipped, ["covid", "lcta"]).to_frame()
     )
-    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    # the lesion measure works on a grid of about 2.5-mm cells anchored at one corner of the lungs' box,
+    # so a flip moves the cell boundaries (e.g. a 6-row slice in cells of 5 rows: a single dense pixel is
+    # part of a lesion one way and not the other): not flip-invariant by design, like its scale
+    lesion_cols = [c for c in a.columns if c.startswith("lesion_")]
+    pd.testing.assert_frame_equal(a.drop(columns=lesion_cols), b.drop(columns=lesion_cols), check_exact=True)
 
 
 @settings(max_examples=20, deadline=None)

@@ -189,3 +189,49 @@ def test_lobes_follow_the_direction_matrix_not_the_array_order(adult5):
     b = segment_lungs(flipped, regions="lobes").labels[::-1, ::-1, :]
     assert (a == b).mean() > 0.999  # a few voxels may differ where the lung mask does
     assert_adult(lobe_pct(b))
+
+
+@pytest.mark.parametrize("slab", [1, 3, 24])
+def test_fissure_hessian_in_slabs_equals_the_whole_grid(slab):
+    """The fissure search's Hessian, computed slab by slab on crops around the band, equals (bit for bit,
+    in the same order) the straightforward filtering of the whole grid read at the band's voxels."""
+    from scipy.ndimage import gaussian_filter
+
+    from lungdamage.segment.lobes import _hessian_in_slabs
+
+    rng = np.random.default_rng(7)
+    grid = rng.normal(-800, 60, (40, 37, 33)).astype(np.float32)
+    z, y, _x = np.meshgrid(*(np.arange(n) for n in grid.shape), indexing="ij", sparse=True)
+    band = np.broadcast_to(np.abs(z - 0.6 * y - 8) <= 4, grid.shape).copy()  # an oblique band
+    band[:, :, :3] = False
+    spl = np.array([1.5, 1.4, 1.3])
+    sigma = np.maximum(1.0 / spl, 0.7)
+    got = _hessian_in_slabs(grid, sigma, band, spl, slab=slab)
+    for (i, j), values in got.items():
+        order = [0, 0, 0]
+        order[i] += 1
+        order[j] += 1
+        expected = gaussian_filter(grid, sigma, order=order)[band] / np.float32(spl[i] * spl[j])
+        assert np.array_equal(values, expected), (i, j)
+    assert len(got) == 6
+
+
+def test_closed_form_eigenvalues_equal_lapack():
+    """The fissure search's closed-form 3x3 eigenvalues (ascending) against LAPACK's, including
+    diagonal, repeated and zero matrices."""
+    from lungdamage.segment.lobes import _sym3_eigvals
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    comp = {k: rng.normal(0, 50, n).astype(np.float32) for k in [(0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (0, 2)]}
+    for k in [(0, 1), (1, 2), (0, 2)]:
+        comp[k][:30] = 0  # diagonal matrices
+    for k in [(0, 0), (1, 1), (2, 2)]:
+        comp[k][:10] = 7  # 7 I: one triple eigenvalue
+        comp[k][10:20] = 0  # the zero matrix
+    h = np.empty((n, 3, 3))
+    for (i, j), v in comp.items():
+        h[:, i, j] = h[:, j, i] = v
+    got = _sym3_eigvals(comp)
+    assert got.shape == (3, n)
+    np.testing.assert_allclose(got.T, np.linalg.eigvalsh(h), atol=1e-6 * 150)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InputError, SchemeError
-from ..regions import RegionMap
+from ..regions import RegionMap, labelled_box
 from ..volume import CTVolume
 from .kernels import HU_OFFSET, region_histograms
 from .metrics import slice_spacing_warnings
@@ -281,8 +281,8 @@ def _region_histograms(ct: CTVolume, regions: RegionMap, vessel_mask: np.ndarray
             raise ValueError(f"vessel suppression needs region codes <= 127, got {max_code}")
         labels = labels.copy()
         labels[vessel_mask] += np.uint8(max_code)
-    slab = _labelled_slab(labels)  # the kernel's passes skip the slices without any region voxel
-    code_hist = region_histograms(ct.hu[slab], labels[slab])
+    box = labelled_box(labels)  # the kernel's passes skip the voxels outside the regions' bounding box
+    code_hist = region_histograms(ct.hu[box], labels[box])
     n_codes = max(code_hist.shape[0], (2 if vessel_mask is not None else 1) * max_code + 1)
     if code_hist.shape[0] < n_codes:
         padding = np.zeros((n_codes - code_hist.shape[0], code_hist.shape[1]), code_hist.dtype)
@@ -293,19 +293,6 @@ def _region_histograms(ct: CTVolume, regions: RegionMap, vessel_mask: np.ndarray
     if vessel_mask is not None:
         vessel_voxels = np.array([int(code_hist[[c + max_code for c in codes]].sum()) for codes in groups])
     return _RegionCounts(per_region, vessel_voxels, None, None)
-
-
-def _labelled_slab(labels: np.ndarray) -> slice:
-    """The slices (first axis) holding any labelled voxel: a contiguous slab, so no copy is made.
-
-    Every non-zero label lies inside it, hence any count over it equals the count over the whole volume.
-    """
-    if labels.ndim != 3 or not labels.size:
-        return slice(None)
-    occupied = np.flatnonzero(labels.reshape(labels.shape[0], -1).max(axis=1))
-    if not occupied.size:
-        return slice(0, 0)
-    return slice(int(occupied[0]), int(occupied[-1]) + 1)
 
 
 def _with_lesion_counts(
@@ -407,4 +394,9 @@ def scan_lesions(
     if reuse is not None and reuse.params == lesion and reuse.lesion.shape == ct.shape:
         return reuse
     ap_axis = int(np.argmax(np.abs(np.asarray(ct.direction, dtype=float)[1, :])))  # array axis along P
-    return find_lesions(ct.hu, regions.lung_mask, ct.spacing_mm, lesion, ap_axis=ap_axis)
+    # the lung mask (every region together), made on the regions' bounding box only: the rest of the
+    # volume stays untouched zero pages
+    box = labelled_box(regions.labels)
+    lung = np.zeros(ct.shape, bool)
+    np.not_equal(regions.labels[box], 0, out=lung[box])
+    return find_lesions(ct.hu, lung, ct.spacing_mm, lesion, ap_axis=ap_axis)

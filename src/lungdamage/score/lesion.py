@@ -385,57 +385,90 @@ def _cell_stats(hs: np.ndarray, ms: np.ndarray, fs: tuple[int, int, int], p: Les
     """Per-cell lung count, band count, HU sum, soft (below the consolidation band) count and clipped HU sum.
 
     One pass over the box in slabs of whole cells along the slice axis (about ``chunk_vox`` voxels each),
-    with preallocated slab buffers: the full-resolution temporaries stay small (in cache, no page faults on
-    fresh 100-MB arrays) and every voxel is read once.  ``band_out`` (optional, box shape) receives the
-    per-voxel band mask.
+    each slab cropped to the whole cells around its lung voxels (cells without lung have every statistic
+    0: the box's margin and the corners beside the apex and the bases cost nothing), with preallocated
+    slab buffers: the full-resolution temporaries stay small (in cache, no page faults on fresh 100-MB
+    arrays) and every lung voxel is read once.  ``band_out`` (optional, box shape, all False on entry)
+    receives the per-voxel band mask.
 
     Returns
     -------
     n_l, n_b, n_s : float32 arrays; hsum, h_clip : float64 arrays (cell grid; sums over lung voxels only)
     """
-    lo_i = int(min(max(math.ceil(p.opacity_hu[0]), -32768), 32767))
-    hi_i = int(min(max(math.ceil(p.opacity_hu[1]), -32768), 32767))
-    c_lo = p.consolidation_hu[0]
-    c_lt = int(min(max(math.ceil(c_lo), -32768), 32767))  # HU < c_lo  <=>  HU < ceil(c_lo) (integer HU)
-    c_min = np.int16(c_lo)
     n_cells = tuple(n // k for n, k in zip(hs.shape, fs, strict=True))
-    n_l = np.empty(n_cells, np.float32)
-    n_b = np.empty(n_cells, np.float32)
-    n_s = np.empty(n_cells, np.float32)
-    hsum = np.empty(n_cells, np.float64)
-    h_clip = np.empty(n_cells, np.float64)
+    n_l = np.zeros(n_cells, np.float32)
+    n_b = np.zeros(n_cells, np.float32)
+    n_s = np.zeros(n_cells, np.float32)
+    hsum = np.zeros(n_cells, np.float64)
+    h_clip = np.zeros(n_cells, np.float64)
     plane = hs.shape[1] * hs.shape[2]
     step = max(1, chunk_vox // max(1, fs[0] * plane))  # cells per slab
-    rows = min(step, n_cells[0]) * fs[0]
-    hm = np.empty((rows,) + hs.shape[1:], np.int16)
-    hmin = np.empty_like(hm)
-    b1 = np.empty(hm.shape, bool)
-    b2 = np.empty(hm.shape, bool)
-    cell_vox = fs[0] * fs[1] * fs[2]
+    buffers = _SlabBuffers(p, outside, (min(step, n_cells[0]) * fs[0],) + hs.shape[1:])
     for c0 in range(0, n_cells[0], step):  # slabs of whole cells (a few dozen), vectorized inside
         c1 = min(c0 + step, n_cells[0])
         v0, v1 = c0 * fs[0], c1 * fs[0]
-        k = v1 - v0
-        h, m = hs[v0:v1], ms[v0:v1]
-        hm_k, hmin_k, b1_k, b2_k = hm[:k], hmin[:k], b1[:k], b2[:k]
-        # lung HU with everything else at a value below every band
-        np.copyto(hm_k, h)
-        np.logical_not(m, out=b1_k)
-        np.copyto(hm_k, np.int16(outside), where=b1_k)
-        nl = _block_sum(m, fs, np.float32)
-        n_l[c0:c1] = nl
-        np.greater_equal(hm_k, lo_i, out=b1_k)
-        np.less(hm_k, hi_i, out=b2_k)
-        b1_k &= b2_k
-        n_b[c0:c1] = _block_sum(b1_k, fs, np.float32)
-        if band_out is not None:
-            band_out[v0:v1] = b1_k
-        hsum[c0:c1] = _block_sum(hm_k, fs, np.float64) - float(outside) * (cell_vox - nl.astype(np.float64))
-        np.less(hm_k, c_lt, out=b2_k)
-        n_s[c0:c1] = _block_sum(b2_k, fs, np.float32) - (cell_vox - nl)  # outside voxels are below too
-        np.minimum(hm_k, c_min, out=hmin_k)
-        h_clip[c0:c1] = _block_sum(hmin_k, fs, np.float64) - float(outside) * (cell_vox - nl.astype(np.float64))
+        found = _lung_cells_2d(ms[v0:v1], fs)
+        if found is None:
+            continue  # no lung in the slab: every statistic stays 0
+        rows, cols = found
+        vr, vc = slice(rows.start * fs[1], rows.stop * fs[1]), slice(cols.start * fs[2], cols.stop * fs[2])
+        cells = (slice(c0, c1), rows, cols)
+        out = buffers.stats(hs[v0:v1, vr, vc], ms[v0:v1, vr, vc], fs,
+                            None if band_out is None else band_out[v0:v1, vr, vc])
+        n_l[cells], n_b[cells], hsum[cells], n_s[cells], h_clip[cells] = out
     return n_l, n_b, hsum, n_s, h_clip
+
+
+def _lung_cells_2d(m: np.ndarray, fs: tuple[int, int, int]) -> tuple[slice, slice] | None:
+    """The whole cells (rows, columns) of a slab ``m`` that hold its lung voxels; None without lung."""
+    plane = np.asarray(m.any(axis=0))
+    rows, cols = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+    if not rows.size:
+        return None
+    return (slice(int(rows[0]) // fs[1], int(rows[-1]) // fs[1] + 1),
+            slice(int(cols[0]) // fs[2], int(cols[-1]) // fs[2] + 1))
+
+
+class _SlabBuffers:
+    """Preallocated full-resolution work buffers of :func:`_cell_stats` (one slab) and its band limits."""
+
+    def __init__(self, p: LesionParams, outside: int, shape: tuple[int, ...]) -> None:
+        self.outside = outside
+        self.lo_i = int(min(max(math.ceil(p.opacity_hu[0]), -32768), 32767))
+        self.hi_i = int(min(max(math.ceil(p.opacity_hu[1]), -32768), 32767))
+        c_lo = p.consolidation_hu[0]
+        self.c_lt = int(min(max(math.ceil(c_lo), -32768), 32767))  # HU < c_lo <=> HU < ceil(c_lo) (integer HU)
+        self.c_min = np.int16(c_lo)
+        self.size = int(np.prod(shape))
+        self.hm = np.empty(self.size, np.int16)
+        self.hmin = np.empty_like(self.hm)
+        self.b1 = np.empty(self.size, bool)
+        self.b2 = np.empty(self.size, bool)
+
+    def stats(self, h: np.ndarray, m: np.ndarray, fs: tuple[int, int, int], band_out: np.ndarray | None):
+        """The five cell statistics of one slab crop ``h`` / ``m`` (whole cells); the band mask into ``band_out``."""
+        n = h.size
+        hm, hmin, b1, b2 = (a[:n].reshape(h.shape) for a in (self.hm, self.hmin, self.b1, self.b2))
+        outside = self.outside
+        cell_vox = fs[0] * fs[1] * fs[2]
+        # lung HU with everything else at a value below every band
+        np.copyto(hm, h)
+        np.logical_not(m, out=b1)
+        np.copyto(hm, np.int16(outside), where=b1)
+        nl = _block_sum(m, fs, np.float32)
+        np.greater_equal(hm, self.lo_i, out=b1)
+        np.less(hm, self.hi_i, out=b2)
+        b1 &= b2
+        nb = _block_sum(b1, fs, np.float32)
+        if band_out is not None:
+            band_out[...] = b1
+        n_out = cell_vox - nl.astype(np.float64)
+        hsum = _block_sum(hm, fs, np.float64) - float(outside) * n_out
+        np.less(hm, self.c_lt, out=b2)
+        ns = _block_sum(b2, fs, np.float32) - (cell_vox - nl)  # outside voxels are below too
+        np.minimum(hm, self.c_min, out=hmin)
+        h_clip = _block_sum(hmin, fs, np.float64) - float(outside) * n_out
+        return nl, nb, hsum, ns, h_clip
 
 
 def _around(mask: np.ndarray, sigma_cells) -> tuple[slice, ...]:
@@ -501,12 +534,6 @@ def _hessian_at(img: np.ndarray, pts: tuple[np.ndarray, ...], h: tuple[float, fl
             out[:, a_i, b_i] = v
             out[:, b_i, a_i] = v
     return out
-
-
-def lung_slices_any(lung: np.ndarray, axis: int) -> np.ndarray:
-    """Whether each index along ``axis`` holds lung (projection of the mask)."""
-    other = tuple(a for a in range(3) if a != axis)
-    return np.asarray(lung.any(axis=other))
 
 
 def _depth_reference(hsum, n_l, f, cell_mm, ap_axis: int, p: LesionParams) -> np.ndarray:
@@ -640,10 +667,24 @@ class _Grid:
         return st
 
 
+def _lung_extent(lung: np.ndarray) -> list[np.ndarray]:
+    """Indices along each array axis (slice, row, column) at which ``lung`` holds lung voxels.
+
+    Two passes: the slices holding lung over the whole volume, then the rows and columns over those slices
+    only.  Empty arrays when there is no lung."""
+    slices = np.flatnonzero(lung.any(axis=(1, 2)))
+    if not slices.size:
+        return [slices, slices, slices]
+    plane = np.asarray(lung[int(slices[0]): int(slices[-1]) + 1].any(axis=0))
+    return [slices, np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))]
+
+
 def _grid(hu: np.ndarray, lung: np.ndarray, spacing: tuple[float, float, float], p: LesionParams,
-          lung_slices: np.ndarray) -> _Grid:
-    """The lung's bounding box (widened by the context kernel's radius, to whole cells) and its cells."""
-    planar = lung_slices.size < 3
+          extent: list[np.ndarray]) -> _Grid:
+    """The lung's bounding box (widened by the context kernel's radius, to whole cells) and its cells.
+
+    ``extent``: the lung's indices along each axis (:func:`_lung_extent`)."""
+    planar = extent[0].size < 3
     f = _factors(spacing, p.grid_mm, planar)
     cell_mm = (spacing[0] * f[0], spacing[1] * f[1], spacing[2] * f[2])
     ctx_mm = p.context_sigma_planar_mm if planar else p.context_sigma_mm
@@ -651,7 +692,7 @@ def _grid(hu: np.ndarray, lung: np.ndarray, spacing: tuple[float, float, float],
     margin = [int(math.ceil(3 * s)) * k + k for s, k in zip(sig_ctx, f, strict=True)]
     box_l, pads = [], []
     for a in range(3):  # bounding box from projections (cheaper than labelling)
-        proj = np.flatnonzero(lung_slices_any(lung, a)) if a else lung_slices
+        proj = extent[a]
         lo_i, hi_i, n, k = int(proj[0]), int(proj[-1]) + 1, hu.shape[a], f[a]
         start, stop, pad = _cell_box(max(lo_i - margin[a], 0), min(hi_i + margin[a], n), n, k)
         box_l.append(slice(start, stop))
@@ -675,7 +716,7 @@ def _fill_stats(g: _Grid) -> tuple[np.ndarray, np.ndarray, int]:
     sub = 2 if (g.p.subsample and f[1] % 2 == 0 and f[2] % 2 == 0) else 1
     hs, ms = (g.hb[:, ::sub, ::sub], g.mb[:, ::sub, ::sub]) if sub > 1 else (g.hb, g.mb)
     fs = (f[0], f[1] // sub, f[2] // sub)
-    g.band_b = np.empty(g.hb.shape, bool) if sub == 1 else None
+    g.band_b = np.zeros(g.hb.shape, bool) if sub == 1 else None
     g.n_l, g.n_b, g.hsum, n_s, h_clip = _cell_stats(hs, ms, fs, g.p, -2048, g.band_b)
     return n_s, h_clip, sub
 
@@ -914,15 +955,16 @@ def _in_slab(g: _Grid, comp: np.ndarray, ids: np.ndarray, mediastinal: np.ndarra
     return np.asarray(n_in, np.float64) / np.maximum(np.asarray(n_all, np.float64), 1.0)
 
 
-def _whole_height_axis(lung: np.ndarray, ap_axis: int, lr_axis: int) -> int | None:
+def _whole_height_axis(extent: list[np.ndarray], shape: tuple[int, ...], ap_axis: int, lr_axis: int) -> int | None:
     """The craniocaudal array axis when the lungs' whole height is imaged (apex and base inside the
-    image: neither end of the lung extent on the image's edge), else None (the hilar slab is unknown)."""
+    image: neither end of the lung extent, ``extent`` of :func:`_lung_extent`, on the image's edge), else
+    None (the hilar slab is unknown)."""
     rest = [a for a in range(3) if a not in (ap_axis, lr_axis)]
     if len(rest) != 1:
         return None
     cc = rest[0]
-    levels = np.flatnonzero(lung_slices_any(lung, cc))
-    return cc if levels[0] > 0 and levels[-1] < lung.shape[cc] - 1 else None
+    levels = extent[cc]
+    return cc if levels[0] > 0 and levels[-1] < shape[cc] - 1 else None
 
 
 def _hilar(g: _Grid, comp: np.ndarray, kept: np.ndarray, lr_axis: int, cc_axis: int | None) -> np.ndarray:
@@ -964,7 +1006,8 @@ def _hilar(g: _Grid, comp: np.ndarray, kept: np.ndarray, lr_axis: int, cc_axis: 
 def _voxel_lesions(g: _Grid, shape: tuple[int, ...], comp: np.ndarray, new_id: np.ndarray,
                    kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Lesion voxels (band voxels of kept cells) and their opacity, in C order; per voxel only inside the
-    kept cells' bounding box."""
+    kept cells' bounding box, one layer of cells (along the slice axis) at a time: no box-sized
+    temporaries, the lesion voxels written straight into the output."""
     f, box = g.f, g.box
     lesion = np.zeros(shape, bool)
     kb = ndimage.find_objects(kept.view(np.uint8))
@@ -972,23 +1015,38 @@ def _voxel_lesions(g: _Grid, shape: tuple[int, ...], comp: np.ndarray, new_id: n
         return lesion, np.zeros(0, np.int32)
     cb = kb[0]
     vb = tuple(slice(c.start * k, c.stop * k) for c, k in zip(cb, f, strict=True))
-    hk = g.hb[vb]
-    lesion_k = _upsample(kept[cb], f, hk.shape)
-    if g.band_b is not None:
-        lesion_k &= g.band_b[vb]
-    else:
-        lo, hi = g.p.opacity_hu
-        lesion_k &= g.mb[vb]
-        lesion_k &= hk >= lo
-        lesion_k &= hk < hi
-    # component of every lesion voxel, in C order (of the sub-box, hence of the whole volume)
-    flat = np.flatnonzero(lesion_k)
-    n1, n2 = hk.shape[1], hk.shape[2]
-    cc = comp[cb]
-    component = new_id[cc[flat // (n1 * n2) // f[0], (flat // n2) % n1 // f[1], flat % n2 // f[2]]]
+    # the kept cells' voxels inside the image (the box may end inside its last cells: tiny images only)
     dst = tuple(slice(bx.start + v.start, min(bx.start + v.stop, bx.stop)) for bx, v in zip(box, vb, strict=True))
-    lesion[dst] = lesion_k[tuple(slice(0, d.stop - d.start) for d in dst)]
-    return lesion, component
+    n_vox = tuple(d.stop - d.start for d in dst)
+    out = lesion[dst]
+    ids = new_id[comp[cb]]  # opacity of every cell of the kept cells' box (0: not kept)
+    parts = []
+    for c in range(ids.shape[0]):
+        v0 = c * f[0]
+        v1 = min(v0 + f[0], n_vox[0])
+        if v0 >= v1:
+            break
+        layer = np.repeat(np.repeat(ids[c], f[1], axis=0)[: n_vox[1]], f[2], axis=1)[:, : n_vox[2]]
+        if not layer.any():
+            continue
+        sl = (slice(vb[0].start + v0, vb[0].start + v1),
+              slice(vb[1].start, vb[1].start + n_vox[1]), slice(vb[2].start, vb[2].start + n_vox[2]))
+        les = out[v0:v1]
+        np.not_equal(layer, 0, out=les[0])
+        les[1:] = les[0]
+        les &= _band_voxels(g, sl)
+        parts.append(np.broadcast_to(layer, les.shape)[les])
+    component = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    return lesion, component.astype(np.int32, copy=False)
+
+
+def _band_voxels(g: _Grid, sl: tuple[slice, slice, slice]) -> np.ndarray:
+    """Band voxels of the lung in the part ``sl`` of the box (bool)."""
+    if g.band_b is not None:
+        return g.band_b[sl]
+    lo, hi = g.p.opacity_hu
+    h = g.hb[sl]
+    return g.mb[sl] & (h >= lo) & (h < hi)
 
 
 # ------------------------------------------------------------------------------ main
@@ -1041,11 +1099,11 @@ def find_lesions(
     lung = np.asarray(lung, dtype=bool)
     if hu.shape != lung.shape or hu.ndim != 3:
         raise ValueError(f"find_lesions: hu {hu.shape} and lung {lung.shape} must be one 3-D shape")
-    lung_slices = np.flatnonzero(lung.any(axis=(1, 2)))
-    if lung_slices.size == 0:
+    extent = _lung_extent(lung)
+    if extent[0].size == 0:
         return _empty(hu.shape, True, classes, p)
     spacing = (float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]))
-    g = _grid(hu, lung, spacing, p, lung_slices)
+    g = _grid(hu, lung, spacing, p, extent)
     n_s, h_clip, sub = _fill_stats(g)
     if not g.n_b.any():
         return _empty(hu.shape, g.planar, classes, p)
@@ -1057,7 +1115,7 @@ def find_lesions(
     hilar = np.zeros_like(region)
     if p.hilar and ok.any():  # step 6
         lr = (0 if ap_axis == 2 else 2) if lr_axis is None else lr_axis
-        cc_axis = _whole_height_axis(lung, ap_axis, lr) if not g.planar else None
+        cc_axis = _whole_height_axis(extent, hu.shape, ap_axis, lr) if not g.planar else None
         hilar_ids = _hilar(g, comp, ok[comp], lr, cc_axis)
         ok[hilar_ids] = False
         hilar = np.isin(comp, hilar_ids) & region
@@ -1140,9 +1198,12 @@ def lesion_counts(
         ``present[c, k]``: opacity ``k`` has voxels in code ``c`` (column 0 unused).
     """
     p = params or LesionParams()
-    idx = np.flatnonzero(lesions.lesion)
-    c = np.asarray(codes).reshape(-1)[idx].astype(np.int64)
-    cons = np.asarray(hu).reshape(-1)[idx] >= p.consolidation_hu[0]
+    # every lesion voxel lies in the lung's box: select there (boolean selection keeps the C order of the
+    # whole volume, that of ``lesions.component``)
+    box = lesions.cells.box if isinstance(lesions.cells, _Cells) else (slice(None),) * 3
+    sel = lesions.lesion[box]
+    c = np.asarray(codes)[box][sel].astype(np.int64)
+    cons = np.asarray(hu)[box][sel] >= p.consolidation_hu[0]
     voxels = np.bincount(c * 2 + cons, minlength=2 * n_codes)[: 2 * n_codes].reshape(n_codes, 2)
     k = lesions.component.astype(np.int64)
     n_l = lesions.n_lesions + 1

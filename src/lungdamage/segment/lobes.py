@@ -38,6 +38,7 @@ Approximate lobes (``region_set='lobes-approx'``)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -172,8 +173,9 @@ def lobe_coverage(
 
 
 def _coverage(ct: CTVolume, labels: np.ndarray, box: tuple[slice, ...] | None,
-              max_edge_fraction: float) -> dict[str, list[str]]:
-    """:func:`lobe_coverage` on the lungs' bounding box ``box`` (None: no lung)."""
+              max_edge_fraction: float, sides: Mapping[int, np.ndarray] | None = None) -> dict[str, list[str]]:
+    """:func:`lobe_coverage` on the lungs' bounding box ``box`` (None: no lung); ``sides``: each lung's
+    mask on the box (code 1, 2), when already made."""
     zax, z = _axis_coords(ct, 2)
     other = tuple(k for k in range(3) if k != zax)
     top, bottom = int(np.argmax(z)), int(np.argmin(z))
@@ -181,7 +183,8 @@ def _coverage(ct: CTVolume, labels: np.ndarray, box: tuple[slice, ...] | None,
     for side, name in ((1, "right"), (2, "left")):
         area = np.zeros(ct.shape[zax], np.int64)
         if box is not None:
-            area[box[zax]] = (labels[box] == side).sum(axis=other)
+            m = sides[side] if sides else labels[box] == side
+            area[box[zax]] = m.sum(axis=other)
         peak = int(area.max()) if area.size else 0
         cut = []
         if peak:
@@ -314,16 +317,20 @@ def approx_lobes(
     lungs = lungs.to_lungs() if lungs.region_set != "lungs" else lungs
     lungs.check_grid(ct.shape)
     box = _lung_box(lungs.labels)
-    warnings_ = _coverage_warnings(ct, _coverage(ct, lungs.labels, box, MAX_EDGE_FRACTION), allow_partial)
+    # each lung's mask on the box, made once: the coverage test and the lobe model share it
+    sides = {} if box is None else {side: lungs.labels[box] == side for side in (1, 2)}
+    warnings_ = _coverage_warnings(ct, _coverage(ct, lungs.labels, box, MAX_EDGE_FRACTION, sides), allow_partial)
     out = np.zeros(ct.shape, np.uint8)
     refined: list[str] = []
     if box is not None:
         geo = _box_geometry(ct, box)
         model = _Model(oblique_posterior_height, oblique_anterior_depth, horizontal_height, lobe_shares,
                        refine and ct.shape[geo.zax] >= MIN_REFINE_SLICES, band_mm)
-        labels, view = lungs.labels[box], out[box]
-        for side in (1, 2):
-            refined += _lobes_of_side(geo, labels == side, side, model, view)
+        view = out[box]
+        for side, m in sides.items():
+            side_box = _side_box(m, geo.f)
+            if side_box is not None:  # each lung on its own box: about half the voxels of both lungs' box
+                refined += _lobes_of_side(_sub_geometry(geo, side_box), m[side_box], side, model, view[side_box])
     info = _lobe_info(dict(lungs.info), lobe_shares is None, refined, warnings_)
     return RegionMap(out, dict(LOBE_CODES), method=lungs.method, region_set="lobes-approx", info=info)
 
@@ -375,10 +382,36 @@ def _box_geometry(ct: CTVolume, box: tuple[slice, ...]) -> _Box:
     sp = np.asarray(ct.spacing_mm, float)
     f = (max(1, int(round(1.3 / sp[0]))), max(1, int(round(1.3 / sp[1]))), max(1, int(round(1.3 / sp[2]))))
     hu = ct.hu[box]
-    hu_blocks = _block_sum(hu[_whole_blocks(hu.shape, f)], f, np.float32)  # exact: integer sums << 2**24
+    hu = hu[_whole_blocks(hu.shape, f)]
+    # exact (integer sums << 2**24); slabs of a few block rows keep the float temporaries small
+    hu_blocks = np.empty(tuple(n // k for n, k in zip(hu.shape, f, strict=True)), np.float32)
+    step = max(1, (1 << 22) // max(1, f[0] * hu.shape[1] * hu.shape[2]))
+    for b0 in range(0, hu_blocks.shape[0], step):
+        hu_blocks[b0:b0 + step] = _block_sum(hu[b0 * f[0]:(b0 + step) * f[0]], f, np.float32)
     hu_blocks /= np.float32(f[0] * f[1] * f[2])
     return _Box(zax, yax, 3 - zax - yax, z[box[zax]], y[box[yax]], start, sp, np.asarray(ct.direction, float),
                 f, hu_blocks)
+
+
+def _side_box(m: np.ndarray, f: tuple[int, int, int]) -> tuple[slice, ...] | None:
+    """Bounding box of ``m`` (one lung, on the lungs' box) widened to whole blocks of ``f`` counted from the
+    box's start (or to the box's end): the block grid of the box is the block grid of the sub-box."""
+    ranges = _nonzero_ranges(m)
+    if ranges is None:
+        return None
+    return tuple(slice(int(i[0]) // k * k, min(-(-(int(i[-1]) + 1) // k) * k, n))
+                 for i, k, n in zip(ranges, f, m.shape, strict=True))
+
+
+def _sub_geometry(geo: _Box, sub: tuple[slice, ...]) -> _Box:
+    """``geo`` of the block-aligned sub-box ``sub`` (:func:`_side_box`) of its box."""
+    return dataclasses.replace(
+        geo,
+        z=geo.z[sub[geo.zax]],
+        y=geo.y[sub[geo.yax]],
+        start=(geo.start[0] + sub[0].start, geo.start[1] + sub[1].start, geo.start[2] + sub[2].start),
+        hu_blocks=geo.hu_blocks[tuple(slice(s.start // k, None) for s, k in zip(sub, geo.f, strict=True))],
+    )
 
 
 def _whole_blocks(shape: tuple[int, ...], f: tuple[int, int, int]) -> tuple[slice, ...]:
@@ -602,7 +635,7 @@ def _sheet_points(sub: np.ndarray, nb: np.ndarray, spl: np.ndarray, sigma_mm: fl
     eigenvalues in closed form for every band voxel, eigenvectors only where
     the sheet strength passes the threshold.
     """
-    comp = _hessian(sub, np.maximum(sigma_mm / spl, 0.7), nb, spl)
+    comp = _hessian_in_slabs(sub, np.maximum(sigma_mm / spl, 0.7), nb, spl)
     lam = _sym3_eigvals(comp)
     sheet = -lam[0] - np.abs(lam[1])
     del lam
@@ -620,6 +653,30 @@ def _sheet_points(sub: np.ndarray, nb: np.ndarray, spl: np.ndarray, sigma_mm: fl
         return None
     pos = tuple(c[ok] for c in np.nonzero(nb))
     return pos, sheet[ok].astype(np.float64)
+
+
+def _hessian_in_slabs(sub: np.ndarray, sigma: np.ndarray, nb: np.ndarray, spl: np.ndarray,
+                      slab: int = 24) -> dict[tuple[int, int], np.ndarray]:
+    """:func:`_hessian` computed slab by slab along the first axis, each slab cropped to its band voxels
+    (``nb``) plus the filters' radius: the same values (every filtered value depends only on the input
+    within the radius; the array's own edges stay edges), in the same (C) order, on the band's voxels
+    instead of its whole bounding box (an oblique band fills a fraction of it)."""
+    radius = [int(4.0 * float(s_) + 0.5) for s_ in sigma]  # gaussian_filter1d's (truncate 4)
+    parts: dict[tuple[int, int], list[np.ndarray]] = {}
+    for a0 in range(0, nb.shape[0], slab):
+        a1 = min(a0 + slab, nb.shape[0])
+        ranges = _nonzero_ranges(nb[a0:a1])
+        if ranges is None:
+            continue
+        lo = (a0, int(ranges[1][0]), int(ranges[2][0]))
+        hi = (a1, int(ranges[1][-1]) + 1, int(ranges[2][-1]) + 1)
+        crop = tuple(slice(max(lo[a] - radius[a], 0), min(hi[a] + radius[a], nb.shape[a])) for a in range(3))
+        target = np.zeros(tuple(c.stop - c.start for c in crop), bool)
+        target[tuple(slice(lo[a] - crop[a].start, hi[a] - crop[a].start) for a in range(3))] = (
+            nb[tuple(slice(lo[a], hi[a]) for a in range(3))])
+        for key, values in _hessian(sub[crop], sigma, target, spl).items():
+            parts.setdefault(key, []).append(values)
+    return {key: np.concatenate(v) for key, v in parts.items()}
 
 
 def _hessian(sub: np.ndarray, sigma: np.ndarray, nb: np.ndarray, spl: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
@@ -647,22 +704,58 @@ def _hessian(sub: np.ndarray, sigma: np.ndarray, nb: np.ndarray, spl: np.ndarray
 def _sym3_eigvals(comp: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
     """Eigenvalues (ascending, shape (3, n), float64) of symmetric 3x3 matrices given by their components.
 
-    Closed form (trigonometric solution of the characteristic cubic), vectorized.
+    Closed form (trigonometric solution of the characteristic cubic), vectorized; in place on float64
+    copies of the components (the same operations in the same order as the textbook formula, a third
+    of its temporaries).
     """
     a, b, c = (comp[(k, k)].astype(np.float64) for k in range(3))
     d, e, g = (comp[k].astype(np.float64) for k in ((0, 1), (1, 2), (0, 2)))
-    q = (a + b + c) / 3.0
-    off = d * d + e * e + g * g
-    p = np.sqrt(((a - q) ** 2 + (b - q) ** 2 + (c - q) ** 2 + 2.0 * off) / 6.0)
+    q = a + b
+    q += c
+    q /= 3.0  # q = (a + b + c) / 3
+    a -= q
+    b -= q
+    c -= q  # a, b, c: the diagonal minus q
+    p = a * a
+    p += b * b
+    p += c * c
+    off = d * d
+    off += e * e
+    off += g * g
+    off *= 2.0
+    p += off
+    p /= 6.0
+    np.sqrt(p, out=p)  # p = sqrt(((a-q)^2 + (b-q)^2 + (c-q)^2 + 2 (d^2 + e^2 + g^2)) / 6)
     safe = np.where(p > 0, p, 1.0)
-    ba, bb, bc = (a - q) / safe, (b - q) / safe, (c - q) / safe
-    bd, be, bg = d / safe, e / safe, g / safe
-    det = ba * (bb * bc - be * be) - bd * (bd * bc - be * bg) + bg * (bd * be - bb * bg)
-    phi = np.arccos(np.clip(det / 2.0, -1.0, 1.0)) / 3.0
-    hi = q + 2.0 * p * np.cos(phi)
-    lo = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
-    mid = 3.0 * q - hi - lo
-    return np.stack([lo, mid, hi])
+    for x in (a, b, c, d, e, g):
+        x /= safe  # the matrix (A - q I) / p
+    t = b * c
+    t -= e * e
+    t *= a
+    u = d * c
+    u -= e * g
+    u *= d
+    t -= u
+    np.multiply(d, e, out=u)
+    u -= b * g
+    u *= g
+    t += u  # det = a (b c - e^2) - d (d c - e g) + g (d e - b g)
+    t /= 2.0
+    np.clip(t, -1.0, 1.0, out=t)
+    np.arccos(t, out=t)
+    t /= 3.0  # phi
+    p *= 2.0
+    hi = np.cos(t)
+    hi *= p
+    hi += q
+    t += 2.0 * np.pi / 3.0
+    lo = np.cos(t, out=t)
+    lo *= p
+    lo += q
+    q *= 3.0
+    q -= hi
+    q -= lo  # mid = 3 q - hi - lo
+    return np.stack([lo, q, hi])
 
 
 def _fit_surface(e: np.ndarray, w: np.ndarray, u: np.ndarray, v: np.ndarray):
