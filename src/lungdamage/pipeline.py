@@ -21,6 +21,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import InitVar, dataclass
 from os import PathLike
 from pathlib import Path
@@ -34,6 +35,7 @@ from .volume import CTVolume
 
 if TYPE_CHECKING:
     from .privacy import Pseudonymizer
+    from .segment.plausibility import QCCheck
 
 __all__ = ["analyze", "analyze_many", "analyze_scan", "Analysis", "AnalysisOptions", "load_ct"]
 
@@ -271,22 +273,27 @@ def analyze_scan(
     params = _run_params(options, regions_from, label_codes)
     if options.pseudonymize is not None and regions_from:
         region_map = _pseudonymous_label_source(region_map, options.pseudonymize, regions_from)
-    lesion_map = scan_lesions(ct, region_map)  # kept for the review outputs (QC overlay)
-    results = score_many(
-        ct,
-        region_map,
-        options.schemes,
-        params=params,
-        suppress_vessels=options.suppress_vessels,
-        smooth_sigma_mm=options.smooth_sigma_mm,
-        lesion_map=lesion_map,
-    )
-    timings_s["score_s"] = time.perf_counter() - t0_s
-    log.info(
-        "%s: read %.2fs, segment %.2fs, score %.2fs",
-        ct.meta.key, timings_s["read_s"], timings_s["segment_s"], timings_s["score_s"],
-    )
-    results = _with_qc(results, ct, region_map, timings_s)
+    from .segment.plausibility import qc_checks
+
+    # the plausibility checks read the CT and the mask only: they run beside the scoring
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        checks = pool.submit(qc_checks, ct, region_map)
+        lesion_map = scan_lesions(ct, region_map)  # kept for the review outputs (QC overlay)
+        results = score_many(
+            ct,
+            region_map,
+            options.schemes,
+            params=params,
+            suppress_vessels=options.suppress_vessels,
+            smooth_sigma_mm=options.smooth_sigma_mm,
+            lesion_map=lesion_map,
+        )
+        timings_s["score_s"] = time.perf_counter() - t0_s
+        log.info(
+            "%s: read %.2fs, segment %.2fs, score %.2fs",
+            ct.meta.key, timings_s["read_s"], timings_s["segment_s"], timings_s["score_s"],
+        )
+        results = _with_qc(results, region_map, timings_s, checks.result())
     return Analysis(ct, region_map, results[0], pseudonymize=options.pseudonymize, lesions=lesion_map,
                     results=results)
 
@@ -352,11 +359,9 @@ def _pseudonymous_label_source(region_map: RegionMap, pz: Pseudonymizer, regions
     return dataclasses.replace(region_map, method=f"labels:{name}", info=info)
 
 
-def _with_qc(results: ResultSet, ct: CTVolume, region_map: RegionMap, timings_s: dict[str, float]) -> ResultSet:
+def _with_qc(results: ResultSet, region_map: RegionMap, timings_s: dict[str, float],
+             checks: Sequence[QCCheck]) -> ResultSet:
     """Every result with the timings, the plausibility flags and their one-sentence warnings."""
-    from .segment.plausibility import qc_checks
-
-    checks = qc_checks(ct, region_map)
     qc_flags = tuple(c.flag for c in checks)
     # the segmentation's own warnings (e.g. one lung only) and one sentence per failed check
     info_warnings = region_map.info.get("warnings", ())
