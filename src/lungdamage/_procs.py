@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 
-__all__ = ["exit_with_parent"]
+__all__ = ["exit_with_parent", "thread_budget"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -66,3 +66,16 @@ def exit_with_parent(owner_pid: int, interval_s: float = 1.0) -> None:
     if not _alive(owner_pid) or parent == 1:
         os._exit(1)
     threading.Thread(target=_watch, args=(owner_pid, parent, interval_s), daemon=True, name="exit-with-parent").start()
+
+
+def thread_budget() -> int:
+    """Threads one scan may use: SimpleITK's global thread count when SimpleITK is loaded
+    (batch workers set it to ``cores // jobs``, so workers share the cores), else the
+    usable cores."""
+    sitk = sys.modules.get("SimpleITK")
+    if sitk is not None:
+        return max(1, int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)

@@ -21,7 +21,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import InitVar, dataclass
 from os import PathLike
 from pathlib import Path
@@ -273,11 +273,14 @@ def analyze_scan(
     params = _run_params(options, regions_from, label_codes)
     if options.pseudonymize is not None and regions_from:
         region_map = _pseudonymous_label_source(region_map, options.pseudonymize, regions_from)
+    from ._procs import thread_budget
     from .segment.plausibility import qc_checks
 
     # the plausibility checks read the CT and the mask only: they run beside the scoring
+    # when the scan may use a second core (not in a batch worker that shares the cores)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        checks = pool.submit(qc_checks, ct, region_map)
+        checks = (pool.submit(qc_checks, ct, region_map) if thread_budget() > 1
+                  else _done(qc_checks(ct, region_map)))
         lesion_map = scan_lesions(ct, region_map)  # kept for the review outputs (QC overlay)
         results = score_many(
             ct,
@@ -296,6 +299,13 @@ def analyze_scan(
         results = _with_qc(results, region_map, timings_s, checks.result())
     return Analysis(ct, region_map, results[0], pseudonymize=options.pseudonymize, lesions=lesion_map,
                     results=results)
+
+
+def _done(value: Any) -> Future:
+    """A finished future holding ``value``."""
+    future: Future = Future()
+    future.set_result(value)
+    return future
 
 
 def _options(options: AnalysisOptions | None, option_values: Mapping[str, Any]) -> AnalysisOptions:

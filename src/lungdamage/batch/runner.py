@@ -90,13 +90,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Measured peak RSS (MiB) of ``analyze`` on a 512×512×400 series in a fresh process (threshold
-#: method, lungs; ``scripts/bench.py core``, 2026-11-29 after the segmentation and reader work:
-#: 1033 MiB, was 1.40-1.46 GiB; update after changes that move the peak).
-MEASURED_SCAN_PEAK_MIB = 1040
+#: method, lungs; ``scripts/bench.py core`` and ``farm-bench``, 2026-11-29 after the second
+#: segmentation round: 945 MiB, the process's own VmHWM; was 1.40-1.46 GiB; ``regions='lobes'``:
+#: 1022 MiB; update after changes that move the peak).
+MEASURED_SCAN_PEAK_MIB = 950
 #: Memory budget (MiB) per worker used by :func:`default_jobs`: the measurement plus 20 % margin.
 TYPICAL_SCAN_PEAK_MIB = int(round(1.2 * MEASURED_SCAN_PEAK_MIB))
-#: The same measurement per voxel of the series (bytes), interpreter and imports (about 150 MiB) excluded.
-PER_SCAN_PEAK_BYTES_PER_VOXEL = 9
+#: The same measurement per voxel of the series (bytes), interpreter and imports (about 240 MiB) excluded.
+PER_SCAN_PEAK_BYTES_PER_VOXEL = 7
 
 
 def available_memory_bytes() -> int | None:

@@ -848,23 +848,15 @@ def seek_trailing_pixel_data(fh: Any, size_bytes: int, nbytes: int, *, implicit:
 
 
 def _reader_threads() -> int:
-    """Threads for reading one series: ``LUNGDAMAGE_READ_THREADS`` when set, else the SimpleITK thread
-    budget when SimpleITK is loaded (batch workers share the cores that way), else the usable cores;
+    """Threads for reading one series: ``LUNGDAMAGE_READ_THREADS`` when set, else the scan's
+    thread budget (:func:`lungdamage._procs.thread_budget`: batch workers share the cores);
     at most 4."""
-    import sys
+    from .._procs import thread_budget
 
     value = os.environ.get("LUNGDAMAGE_READ_THREADS", "").strip()
     if value.isdigit() and int(value) > 0:
         return int(value)
-    sitk = sys.modules.get("SimpleITK")
-    if sitk is not None:
-        n = int(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
-    else:
-        try:
-            n = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            n = os.cpu_count() or 1
-    return max(1, min(4, n))
+    return max(1, min(4, thread_budget()))
 
 
 def _to_hu(

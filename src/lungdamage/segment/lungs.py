@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -749,7 +748,9 @@ def _fill_dense_lung(lowres_hu: np.ndarray, side: np.ndarray, air_lung: np.ndarr
 
     # the two lungs in two threads (scipy.ndimage and SimpleITK release the GIL);
     # the right lung's additions are written first, as in a sequential run
-    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+    from .._procs import thread_budget
+
+    with ThreadPoolExecutor(max_workers=min(2, thread_budget())) as pool:
         results = list(pool.map(one, (1, 2)))
     for code, result in zip((1, 2), results, strict=True):
         if result is not None:
