@@ -359,14 +359,13 @@ def segment_threshold(
     poor_max_hu : float
         Poorly aerated lung: local (about 6 mm) mean in [-700, ``poor_max_hu``)
         HU and local standard deviation >= ``poor_sd_hu`` HU, in blobs touching
-        the aerated lung (module docstring, step 5).  On the phantom 93 % of
-        consolidation with 45 % air pockets is found, 62 % at 25 %, 19 % at
-        15 %.  Needs in-plane pixels of 2.5 mm or finer; None switches it off.
+        the aerated lung (module docstring, step 5; phantom: 93 / 62 / 19 % of
+        consolidation with 45 / 25 / 15 % air pockets found).  Needs in-plane
+        pixels of 2.5 mm or finer; None switches it off.
     min_lung_area_mm2 : float
         A lung must have at least this area in its largest axial section.
     max_fill_depth_mm : float
-        The closing adds only voxels within this in-plane distance of the body
-        surface (not the hilum); deeper, only a 5 mm closing applies.
+        The closing adds only voxels this close (in-plane) to the body surface.
     edge_hu : float or None
         Threshold deciding the aerated border at full resolution; None: midway
         between the lung's median HU and soft tissue (+40 HU), in [-500, -250].
@@ -375,7 +374,9 @@ def segment_threshold(
     -------
     RegionMap
         ``labels`` uint8 on the CT grid, codes :data:`~lungdamage.regions.LUNG_CODES`
-        (1 right, 2 left), ``method='threshold'``, ``region_set='lungs'``.
+        (1 right, 2 left), ``method='threshold'``, ``region_set='lungs'``; ``info``
+        holds the working grid (``downsample``, ``slices_pooled``), ``edge_hu``,
+        the noise measured (``noise_hu``) and the in-plane mean used (``smoothing_px``).
 
     Raises
     ------
@@ -383,36 +384,18 @@ def segment_threshold(
         No air-filled region of lung size inside the body.
     """
     grid = _Grid.of(ct)
-    hu = ct.hu.transpose(grid.perm)
-    lowres_hu = _block_mean(hu, grid.factor, grid.zfactor)
-    # noisy (low-dose, sharp-kernel) images: every threshold below reads an
-    # in-plane mean that brings the noise down to about 35 HU
-    noise_hu = _noise_sd(lowres_hu)
-    smooth_px = _smoothing_px(lowres_hu, noise_hu, min(grid.pixel_mm))
-    pad = None
-    if smooth_px > 1:
-        unsmoothed = lowres_hu
-        lowres_hu = ndimage.uniform_filter(lowres_hu.astype(np.float32), size=(1, smooth_px, smooth_px))
-        pad = _outside_field(lowres_hu, unsmoothed)
-        del unsmoothed
-        hu = ndimage.uniform_filter(hu.astype(np.float32), size=(1, grid.factor * smooth_px, grid.factor * smooth_px))
-        log.info("%s: image noise %.0f HU (soft tissue): segmenting a %dx%d-pixel in-plane mean", ct.meta.key,
-                 noise_hu, smooth_px, smooth_px)
-        if poor_sd_hu is not None:  # texture, not noise: the measured SD adds both in quadrature
-            poor_sd_hu = math.hypot(poor_sd_hu, _noise_sd(lowres_hu))
+    work = _WorkingImage.of(ct, ct.hu.transpose(grid.perm), grid, poor_sd_hu)
+    lowres_hu = work.lowres_hu
     # -- 1.-4. aerated lungs, right / left, on the low-res grid, inside the work box
     found = _aerated_lungs(ct, lowres_hu, grid, air_threshold_hu=air_threshold_hu, gas_threshold_hu=gas_threshold_hu,
                            airway_hu=airway_hu, min_lung_area_mm2=min_lung_area_mm2, reach_mm=(40.0, grow_mm),
-                           smooth_px=smooth_px, pad=pad)
-    box, side, airway = found.box, found.side, found.airway
-    box_lowres = lowres_hu[box]
+                           smooth_px=work.smooth_px, pad=work.pad)
+    box, side, airway, box_lowres = found.box, found.side, found.airway, lowres_hu[found.box]
     air_lung = side > 0
-    # -- 5a. poorly aerated lung: heterogeneous tissue (consolidation with air
-    # bronchograms, patchy dense lung) grown from the aerated lung; the texture
-    # needs fine pixels (bowel looks alike on coarse ones)
-    if poor_sd_hu is not None and max(grid.spacing_mm[1:]) <= 2.5:
+    # -- 5a. poorly aerated lung grown from the aerated lung (its texture needs fine pixels)
+    if work.poor_sd_hu is not None and max(grid.spacing_mm[1:]) <= 2.5:
         side = _add_poorly_aerated(box_lowres, side, found.body, found.depth_mm, airway, grid.pixel_mm,
-                                   sd_min=poor_sd_hu, hu_max=poor_max_hu, air_hu=air_threshold_hu,
+                                   sd_min=work.poor_sd_hu, hu_max=poor_max_hu, air_hu=air_threshold_hu,
                                    gas_hu=gas_threshold_hu)
     # -- 5. dense lung back in: rolling-ball closing + hole filling, per lung
     fill = _FillParams(radius_mm=fill_radius_mm, dense_max_hu=dense_max_hu, max_depth_mm=max_fill_depth_mm,
@@ -421,13 +404,13 @@ def segment_threshold(
     out, near_airway = _fill_dense_lung(box_lowres, side, air_lung, found.body, found.depth_mm, airway,
                                         found.away_from_edge, grid, fill)
     # -- 6. back to full resolution, aerated border refined at full resolution
-    if edge_hu is None:
-        edge_hu = _edge_threshold(box_lowres, air_lung)
-    labels = _to_full(_embed(out, box, lowres_hu.shape), _embed(air_lung, box, lowres_hu.shape), hu,
+    edge_hu = _edge_threshold(box_lowres, air_lung) if edge_hu is None else edge_hu
+    labels = _to_full(_embed(out, box, lowres_hu.shape), _embed(air_lung, box, lowres_hu.shape), work.hu,
                       (grid.zfactor, grid.factor), edge_hu, _embed(near_airway, box, lowres_hu.shape))
     return _region_map(ct, labels.transpose(np.argsort(grid.perm)), found,
                        {"downsample": grid.factor, "slices_pooled": grid.zfactor, "edge_hu": edge_hu,
-                        "fill_radius_mm": fill_radius_mm, "noise_hu": round(noise_hu, 1), "smoothing_px": smooth_px})
+                        "fill_radius_mm": fill_radius_mm, "noise_hu": round(work.noise_hu, 1),
+                        "smoothing_px": work.smooth_px})
 
 
 def _noise_sd(lowres_hu: np.ndarray, max_slices: int = 24) -> float:
@@ -475,6 +458,40 @@ def _region_map(ct: CTVolume, labels: np.ndarray, found: _Aerated, info: dict) -
         log.warning("%s: %s", ct.meta.key, one)
         info["warnings"] = (one,)
     return RegionMap(labels, dict(LUNG_CODES), method="threshold", region_set="lungs", info=info)
+
+
+@dataclass(frozen=True)
+class _WorkingImage:
+    """The images the steps read: the low-res grid and the full-resolution HU
+    (both an in-plane mean on noisy images), the noise measured, the mean's
+    width in low-res pixels (1: none), the padding when found before
+    smoothing, and the texture threshold of step 5 with the noise added."""
+
+    lowres_hu: np.ndarray
+    hu: np.ndarray
+    noise_hu: float
+    smooth_px: int
+    pad: np.ndarray | None
+    poor_sd_hu: float | None
+
+    @classmethod
+    def of(cls, ct: CTVolume, hu: np.ndarray, grid: _Grid, poor_sd_hu: float | None) -> _WorkingImage:
+        lowres_hu = _block_mean(hu, grid.factor, grid.zfactor)
+        # noisy (low-dose, sharp-kernel) images: every threshold reads an
+        # in-plane mean that brings the noise down to about 35 HU
+        noise_hu = _noise_sd(lowres_hu)
+        smooth_px = _smoothing_px(lowres_hu, noise_hu, min(grid.pixel_mm))
+        if smooth_px == 1:
+            return cls(lowres_hu, hu, noise_hu, 1, None, poor_sd_hu)
+        smoothed = ndimage.uniform_filter(lowres_hu.astype(np.float32), size=(1, smooth_px, smooth_px))
+        pad = _outside_field(smoothed, lowres_hu)
+        width = grid.factor * smooth_px
+        hu = ndimage.uniform_filter(hu.astype(np.float32), size=(1, width, width))
+        log.info("%s: image noise %.0f HU (soft tissue): segmenting a %dx%d-pixel in-plane mean", ct.meta.key,
+                 noise_hu, smooth_px, smooth_px)
+        if poor_sd_hu is not None:  # texture, not noise: the measured SD adds both in quadrature
+            poor_sd_hu = math.hypot(poor_sd_hu, _noise_sd(smoothed))
+        return cls(smoothed, hu, noise_hu, smooth_px, pad, poor_sd_hu)
 
 
 @dataclass(frozen=True)
