@@ -21,7 +21,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import InitVar, dataclass
 from os import PathLike
 from pathlib import Path
@@ -279,8 +279,7 @@ def analyze_scan(
     # the plausibility checks read the CT and the mask only: they run beside the scoring
     # when the scan may use a second core (not in a batch worker that shares the cores)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        checks = (pool.submit(qc_checks, ct, region_map) if thread_budget() > 1
-                  else _done(qc_checks(ct, region_map)))
+        pending = pool.submit(qc_checks, ct, region_map) if thread_budget() > 1 else None
         lesion_map = scan_lesions(ct, region_map)  # kept for the review outputs (QC overlay)
         results = score_many(
             ct,
@@ -291,21 +290,15 @@ def analyze_scan(
             smooth_sigma_mm=options.smooth_sigma_mm,
             lesion_map=lesion_map,
         )
-        timings_s["score_s"] = time.perf_counter() - t0_s
-        log.info(
-            "%s: read %.2fs, segment %.2fs, score %.2fs",
-            ct.meta.key, timings_s["read_s"], timings_s["segment_s"], timings_s["score_s"],
-        )
-        results = _with_qc(results, region_map, timings_s, checks.result())
+        timings_s["score_s"] = time.perf_counter() - t0_s  # the plausibility checks are not scoring
+        checks = pending.result() if pending is not None else qc_checks(ct, region_map)
+    log.info(
+        "%s: read %.2fs, segment %.2fs, score %.2fs",
+        ct.meta.key, timings_s["read_s"], timings_s["segment_s"], timings_s["score_s"],
+    )
+    results = _with_qc(results, region_map, timings_s, checks)
     return Analysis(ct, region_map, results[0], pseudonymize=options.pseudonymize, lesions=lesion_map,
                     results=results)
-
-
-def _done(value: Any) -> Future:
-    """A finished future holding ``value``."""
-    future: Future = Future()
-    future.set_result(value)
-    return future
 
 
 def _options(options: AnalysisOptions | None, option_values: Mapping[str, Any]) -> AnalysisOptions:
