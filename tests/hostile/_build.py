@@ -138,19 +138,22 @@ class Run:
 def cli(args: list[str], *, cwd: Path, timeout_s: float = 180.0, env: dict | None = None) -> Run:
     """Run ``python -m lungdamage ARGS`` with this checkout's sources; a hang is killed at ``timeout_s``.
 
-    The peak RSS comes from ``os.wait4`` of that very child (``--jobs 0`` keeps the
-    batch's work in it).
+    The peak RSS is the child's own ``VmHWM``, written by an ``atexit`` handler of the
+    child (``--jobs 0`` keeps the batch's work in it).  ``ru_maxrss`` from ``os.wait4``
+    is only the fallback (a killed child): Linux carries the parent's peak across
+    ``fork``/``exec`` into it, so it would count this test process's own memory.
     """
     full_env = dict(os.environ)
     # LUNGDAMAGE_HOSTILE_SRC: run the table against another source tree (e.g. the code before the fix)
     src = os.environ.get("LUNGDAMAGE_HOSTILE_SRC") or str(REPO / "src")
     full_env["PYTHONPATH"] = os.pathsep.join([src, full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     full_env.update(env or {})
-    out_path, err_path = cwd / f".out-{time.time_ns()}", cwd / f".err-{time.time_ns()}"
+    stamp = time.time_ns()
+    out_path, err_path, hwm_path = cwd / f".out-{stamp}", cwd / f".err-{stamp}", cwd / f".hwm-{stamp}"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lungdamage", *args], cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-            env=full_env,
+            [sys.executable, "-c", _RUN_WITH_HWM, str(hwm_path), *args], cwd=cwd, stdout=out, stderr=err,
+            stdin=subprocess.DEVNULL, env=full_env,
         )
         deadline = time.monotonic() + timeout_s
         timed_out = False
@@ -167,13 +170,37 @@ def cli(args: list[str], *, cwd: Path, timeout_s: float = 180.0, env: dict | Non
         proc.returncode = os.waitstatus_to_exitcode(status)
     rc = proc.returncode
     sig = -rc if rc is not None and rc < 0 else None
+    try:
+        maxrss_mib = int(hwm_path.read_text().split()[0]) / 1024.0
+        hwm_path.unlink()
+    except (OSError, ValueError, IndexError):  # killed before its exit handlers ran
+        maxrss_mib = usage.ru_maxrss / 1024.0
     run = Run(
         list(args), None if timed_out else rc, out_path.read_text(errors="replace"),
-        err_path.read_text(errors="replace"), usage.ru_maxrss / 1024.0, timed_out, sig,
+        err_path.read_text(errors="replace"), maxrss_mib, timed_out, sig,
     )
     out_path.unlink()
     err_path.unlink()
     return run
+
+
+#: ``python -c`` body: ``python -m lungdamage ARGS`` (via runpy), then the process's own peak
+#: RSS (``VmHWM``, kB) into the file named by the first argument, at exit.
+_RUN_WITH_HWM = """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def _hwm():
+    try:
+        with open('/proc/self/status') as f:
+            kb = next(line.split()[1] for line in f if line.startswith('VmHWM:'))
+        with open(out, 'w') as f:
+            f.write(kb)
+    except (OSError, StopIteration):
+        pass
+atexit.register(_hwm)
+sys.argv[0] = 'lungdamage'
+runpy.run_module('lungdamage', run_name='__main__', alter_sys=True)
+"""
 
 
 def make_socket(path: Path) -> socket.socket:

@@ -5,7 +5,7 @@ subprocesses with a timeout (a hang fails the case instead of stalling the
 suite), and checked against the outcome its row names.  No row may show a
 traceback, a hang, an abort (death by signal) or a silently wrong number.
 Declared-size cases must also stay under 1 GiB peak RSS while being refused
-(measured with ``os.wait4`` on the child; ``batch --jobs 0`` keeps the work in
+(the child's own ``VmHWM``, written at its exit; ``batch --jobs 0`` keeps the work in
 that child).
 """
 

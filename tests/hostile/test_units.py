@@ -170,3 +170,18 @@ def test_text_is_cut(tmp_path):
     long = shorten("x" * 2_000_000)
     assert len(long) < MAX_TEXT_CHARS + 40 and long.endswith("chars cut]")
 
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM needs Linux /proc")
+def test_table_memory_is_the_childs_own(tmp_path):
+    """The table's peak RSS is the child's own, whatever this test process holds (``ru_maxrss`` after
+    ``fork``/``exec`` would report this process's peak: 1.2 GiB here, over the table's 1 GiB limit)."""
+    import numpy as np
+    from _build import cli
+
+    ballast = np.ones(1200 * 2**20, np.uint8)  # touched: 1.2 GiB resident in this process
+    run = cli(["--version"], cwd=tmp_path)
+    assert run.rc == 0, run.stderr
+    # an independent bound: python with the CLI imported is about 100 MiB, far below the ballast
+    assert 10 < run.maxrss_mib < 400, run.maxrss_mib
+    del ballast
