@@ -40,3 +40,103 @@ def test_decoder_error_in_a_thread_is_one_clear_line(tmp_path, series_writer, ph
 
     with pytest.raises(DicomSeriesError, match="cannot decode pixel data of .*IM0033.dcm"):
         read_series(tmp_path)
+
+
+# ------------------------------------------------------------------------- decoder processes
+def _rle_series(folder, series_writer, hu, *, keep_raw=()):
+    """``hu`` as a series whose files are RLE-compressed, except the indices in ``keep_raw``."""
+    paths = series_writer(folder, hu, origin=(-100, -120, -50), spacing=(2.5, 0.7, 0.8), intercept=-1024.0)
+    for k, p in enumerate(paths):
+        if k not in keep_raw:
+            ds = pydicom.dcmread(p)
+            ds.compress(RLELossless)
+            ds.save_as(p)
+    return paths
+
+
+def _decoder_pids(caplog) -> list[int]:
+    import re
+
+    found = [r.getMessage() for r in caplog.records if "decoded by processes" in r.getMessage()]
+    assert found, "the frames were not decoded by worker processes"
+    return [int(x) for x in re.findall(r"\d+", found[-1].split("processes", 1)[1])]
+
+
+def test_decoder_processes_give_the_same_volume(tmp_path, series_writer, phantom, monkeypatch, caplog):
+    """A compressed series (one slice left uncompressed) decoded by two worker processes: every slice at
+    its position, identical to the phantom, and decoded outside this process."""
+    import logging
+    import os
+
+    import lungdamage.io.dicom as dicom
+
+    monkeypatch.setattr(dicom, "DECODE_PROCESS_MIN_FRAMES", 8)
+    monkeypatch.setenv("LUNGDAMAGE_READ_THREADS", "2")
+    hu = phantom(shape=(N_SLICES, 9, 7), seed=4)
+    _rle_series(tmp_path, series_writer, hu, keep_raw=(17,))
+    with caplog.at_level(logging.INFO, logger="lungdamage.io.dicom"):
+        ct = read_series(tmp_path)
+    np.testing.assert_array_equal(ct.hu, hu)
+    pids = _decoder_pids(caplog)
+    assert pids and os.getpid() not in pids
+
+
+def test_decoder_process_error_is_one_clear_line(tmp_path, series_writer, phantom, monkeypatch):
+    import lungdamage.io.dicom as dicom
+    from lungdamage.errors import DicomSeriesError
+
+    monkeypatch.setattr(dicom, "DECODE_PROCESS_MIN_FRAMES", 8)
+    monkeypatch.setenv("LUNGDAMAGE_READ_THREADS", "2")
+    paths = _rle_series(tmp_path, series_writer, phantom(shape=(40, 7, 5)))
+    ds = pydicom.dcmread(paths[33])
+    ds.PixelData = ds.PixelData[:40]  # a truncated RLE stream
+    ds.save_as(paths[33])
+    with pytest.raises(DicomSeriesError, match=f"cannot decode pixel data of .*{paths[33].name}"):
+        read_series(tmp_path)
+
+
+def test_a_dead_decoder_process_is_one_clear_line(tmp_path, series_writer, phantom, monkeypatch):
+    """A decoder process killed (as the OOM killer or a crashing codec would) mid-series: one
+    DicomSeriesError, not a hang or a BrokenProcessPool traceback."""
+    import os
+    import signal
+    import threading
+    import time
+    from multiprocessing import forkserver
+
+    import lungdamage.io.dicom as dicom
+    from lungdamage.errors import DicomSeriesError
+
+    monkeypatch.setattr(dicom, "DECODE_PROCESS_MIN_FRAMES", 8)
+    monkeypatch.setenv("LUNGDAMAGE_READ_THREADS", "2")
+    _rle_series(tmp_path, series_writer, phantom(shape=(600, 96, 96), seed=2))
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_a_decoder_at_work() -> None:
+        seen: dict[str, float] = {}
+        while not stop.is_set() and not killed:
+            server = getattr(forkserver._forkserver, "_forkserver_pid", None)
+            if server:
+                try:
+                    with open(f"/proc/{server}/task/{server}/children") as f:
+                        kids = f.read().split()
+                except OSError:
+                    kids = []
+                for kid in kids:
+                    seen.setdefault(kid, time.monotonic())
+                    if time.monotonic() - seen[kid] > 0.1:  # started, and decoding by now
+                        os.kill(int(kid), signal.SIGKILL)
+                        killed.append(int(kid))
+                        break
+            stop.wait(0.002)
+
+    watcher = threading.Thread(target=kill_a_decoder_at_work, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(DicomSeriesError, match="a decoder process died"):
+            read_series(tmp_path)
+    finally:
+        stop.set()
+        watcher.join()
+    assert killed

@@ -60,10 +60,9 @@ import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from .._procs import unguarded_main_call
 from .._version import __version__
 from ..errors import InputError, LungDamageError, MissingDependencyError
 from ..pipeline import AnalysisOptions
@@ -515,53 +514,6 @@ def make_engine(*, jobs: int | None = None, scheduler: str | None = None, dask_l
     if jobs == 0:
         return InlineEngine()
     return ProcessEngine(jobs or default_jobs())
-
-
-def _is_main_test(test: Any) -> bool:
-    """``__name__ == "__main__"`` (either order) as an AST node."""
-    import ast
-
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-        return False
-    sides = [test.left, test.comparators[0]]
-    names = [n.id for n in sides if isinstance(n, ast.Name)]
-    consts = [n.value for n in sides if isinstance(n, ast.Constant)]
-    return names == ["__name__"] and consts == ["__main__"]
-
-
-def unguarded_main_call() -> tuple[str, int] | None:
-    """``(script, line)`` when the caller runs in a script's top-level code outside ``if __name__ == "__main__":``.
-
-    Worker processes (``spawn`` / ``forkserver``, also Dask's local cluster)
-    import the main script again; top-level code that starts a batch would
-    start it once more in every worker.  Scripts run with ``python -m pkg``
-    (``pkg.__main__``), interactive sessions and notebooks are not re-imported
-    and give None.
-    """
-    import ast
-    import sys
-
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    spec_name = getattr(getattr(main, "__spec__", None), "name", None) or ""
-    if not path or spec_name == "__main__" or spec_name.endswith(".__main__"):
-        return None
-    line = None
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:  # the outermost top-level frame of the main script
-        if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
-            line = frame.f_lineno
-        frame = frame.f_back
-    if line is None:
-        return None
-    try:
-        tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and _is_main_test(node.test) and node.lineno <= line <= (node.end_lineno or line):
-            return None
-    return str(path), int(line)
 
 
 # ---------------------------------------------------------------------------------- planning

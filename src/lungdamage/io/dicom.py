@@ -32,7 +32,7 @@ import re
 import warnings
 import zipfile
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +217,9 @@ def read_series(
     Notes
     -----
     Pixels go straight into one preallocated array, read by up to 4 threads (``LUNGDAMAGE_READ_THREADS``).
+    A series of at least :data:`DECODE_PROCESS_MIN_FRAMES` compressed files (JPEG 2000, JPEG-LS,
+    JPEG, RLE) is decoded by as many worker processes (the decoders hold the GIL), except in a
+    daemonic process or from a script's unguarded top-level code.
     """
     if irregular not in _IRREGULAR_CHOICES or tilt not in _TILT_CHOICES:
         raise ValueError(f"irregular must be one of {_IRREGULAR_CHOICES} and tilt one of {_TILT_CHOICES}, "
@@ -295,6 +298,8 @@ class _SeriesReader:
         self.name = self.uid or where
         self.warn = _Warn([])
         self.first = headers[0]
+        #: process ids of the decoder processes that decoded frames (empty: decoded in this process)
+        self.decoded_by: set[int] = set()
 
     # -- consistency ------------------------------------------------------
     def _check_consistency(self, fi: np.ndarray) -> None:
@@ -513,14 +518,17 @@ class _SeriesReader:
         Multi-frame files are decoded once each and their frames scattered into
         place, the decoded array dropped before the next file.  Single-frame
         files are read in blocks of consecutive slices by a few threads (file
-        reads and the JPEG 2000 / JPEG-LS decoders release the GIL); each block's
-        range is taken while it is still in cache.
+        reads release the GIL); each block's range is taken while it is still in
+        cache.  A series of at least :data:`DECODE_PROCESS_MIN_FRAMES` compressed
+        single-frame files is decoded by as many worker processes instead: the
+        pylibjpeg decoders (JPEG 2000, JPEG-LS, JPEG) hold the GIL, so threads
+        would decode one frame at a time.
         """
         hs = self.headers
         multi = np.array([hs[i].n_frames > 1 for i in fi], dtype=bool)
         for i in np.unique(fi[multi]):
             ks = np.flatnonzero(fi == i)
-            arr = self._decode_pydicom(hs[i])
+            arr = _decode_pydicom(hs[i], self.name)
             raw[ks] = arr[fr[ks]] if arr.ndim == 3 else arr
             del arr  # released before the next file is decoded
         n = len(fi)
@@ -531,28 +539,77 @@ class _SeriesReader:
             stop = min(start + block, n)
             for k in range(start, stop):
                 if not multi[k]:
-                    self._read_frame(hs[fi[k]], raw[k])
+                    _read_frame(hs[fi[k]], raw[k], self.name)
             sub = raw[start:stop]
             return int(sub.min()), int(sub.max())
 
         threads = _reader_threads()
-        if threads > 1 and n > block and not any(split_zip_source(hs[i].source) for i in np.unique(fi)):
+        zipped = any(split_zip_source(hs[i].source) for i in np.unique(fi))
+        n_coded = sum(1 for k in range(n) if not multi[k] and hs[fi[k]].transfer_syntax not in UNCOMPRESSED_LE)
+        if threads > 1 and not zipped and n_coded >= DECODE_PROCESS_MIN_FRAMES:
+            from .._procs import may_start_processes
+
+            if may_start_processes():
+                ranges = self._fill_in_processes(raw, fi, multi, block, threads)
+                logger.info("%s: %d compressed frames decoded by processes %s", self.name, n_coded,
+                            sorted(self.decoded_by))
+                return _span(ranges)
+        if threads > 1 and n > block and not zipped:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(threads, thread_name_prefix="lungdamage-read") as pool:
                 ranges = list(pool.map(fill_block, starts))
         else:  # zip members share one archive handle: read them in order
             ranges = [fill_block(start) for start in starts]
-        if not ranges:
-            return 0, 0
-        return min(r[0] for r in ranges), max(r[1] for r in ranges)
+        return _span(ranges)
 
-    def _read_frame(self, h: DicomHeader, out: np.ndarray) -> None:
-        """One single-frame file's pixels into ``out`` (direct read when uncompressed, else pydicom)."""
-        if self._read_fast(h, out):
-            return
-        arr = self._decode_pydicom(h)
-        out[...] = arr[0] if arr.ndim == 3 else arr
+    def _fill_in_processes(
+        self, raw: np.ndarray, fi: np.ndarray, multi: np.ndarray, block: int, workers: int
+    ) -> list[tuple[int, int]]:
+        """The single-frame files, in blocks of ``block`` slices, decoded by ``workers`` processes
+        (at most two blocks per worker in flight, so finished blocks never pile up); each block's
+        (min, max) stored value.  A decoder process that dies becomes one :class:`DicomSeriesError`."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        from .._procs import exit_with_parent
+
+        hs, n = self.headers, len(fi)
+        blocks = [(start, min(start + block, n)) for start in range(0, n, block)]
+        singles = [[k for k in range(a, b) if not multi[k]] for a, b in blocks]
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),))
+        ranges: list[tuple[int, int]] = []
+        inflight: deque = deque()
+        todo = iter(range(len(blocks)))
+        try:
+            for j in todo:
+                inflight.append((j, pool.submit(_decode_block, [hs[fi[k]] for k in singles[j]], raw.shape[1:],
+                                                raw.dtype.str, self.name) if singles[j] else None))
+                while inflight and (len(inflight) >= 2 * workers or j == len(blocks) - 1):
+                    done, fut = inflight.popleft()
+                    if fut is not None:
+                        arr, pid, notes = fut.result()
+                        raw[singles[done]] = arr
+                        self.decoded_by.add(pid)
+                        for note in notes:  # what pydicom warned about in the decoder process
+                            warnings.warn(note, stacklevel=2)
+                    sub = raw[blocks[done][0]: blocks[done][1]]
+                    ranges.append((int(sub.min()), int(sub.max())))
+        except (BrokenProcessPool, OSError) as exc:  # OSError: the pool broke while starting a process
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.kill()  # a broken pool's queues may be dirty: never wait on a live worker
+            raise DicomSeriesError(
+                f"Series {self.name}: a decoder process died decoding its compressed pixel data "
+                f"({type(exc).__name__}: {exc}); it was killed (out of memory?) or a file crashed the decoder. "
+                "Potential fix: free memory and read the series again; if it fails again, remove the damaged "
+                "file(s) or export the series again."
+            ) from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return ranges
 
     def _check_size(self, fi: np.ndarray, rows: int, cols: int) -> None:
         """Refuse declared sizes beyond the voxel budget or the files' bytes, before allocating."""
@@ -576,74 +633,6 @@ class _SeriesReader:
                         f"({need} bytes) but holds only {h.size_bytes} bytes. Potential fix: the file is "
                         "truncated or its header is damaged; remove it or copy it again."
                     )
-
-    @staticmethod
-    def _read_fast(h: DicomHeader, out: np.ndarray) -> bool:
-        """Read uncompressed little-endian pixel bytes straight into ``out``; False when not possible.
-
-        The pixel data element is found by :func:`seek_trailing_pixel_data`.
-        """
-        if h.transfer_syntax not in UNCOMPRESSED_LE or h.bits_allocated != 16 or out.dtype.itemsize != 2:
-            return False
-        nbytes = out.nbytes
-        implicit = h.transfer_syntax == IMPLICIT_LE
-        z = split_zip_source(h.source)
-        if z is not None:
-            # streamed: seek to the pixel data (decompressing, not keeping, what comes before)
-            _, info = zip_member(h.source)
-            try:
-                with open_member(h.source) as fh:
-                    if seek_trailing_pixel_data(fh, info.file_size, nbytes, implicit=implicit) is None:
-                        return False
-                    got = fh.readinto(out.data.cast("B"))
-                    fh.read(1)  # reach the end of the member: its CRC is checked there
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as exc:
-                raise DicomSeriesError(
-                    f"Cannot read zip member {h.source}: {type(exc).__name__}: {exc}. Potential fix: the archive "
-                    "is damaged; copy it again or unpack what can be read."
-                ) from None
-            return got == nbytes
-        try:
-            with open(h.source, "rb", buffering=0) as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if seek_trailing_pixel_data(fh, size, nbytes, implicit=implicit) is None:
-                    return False
-                got = fh.readinto(out.data.cast("B"))
-        except OSError:
-            return False
-        return got == nbytes
-
-    def _decode_pydicom(self, h: DicomHeader) -> np.ndarray:
-        import io
-
-        import pydicom
-
-        try:
-            z = split_zip_source(h.source)
-            if z is None:
-                ds = pydicom.dcmread(h.source)
-            else:
-                # a compressed image is never larger than its pixels uncompressed: bound what is read
-                expected = h.rows * h.columns * h.samples_per_pixel * max(h.bits_allocated, 8) // 8 * h.n_frames
-                ds = pydicom.dcmread(io.BytesIO(read_source_bytes(h.source, max_bytes=2 * expected + (64 << 20))))
-            if h.transfer_syntax in _J2K_SYNTAXES:
-                _check_j2k_size(ds, h, self.name)
-            arr = ds.pixel_array
-        except DicomSeriesError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
-            raise DicomSeriesError(
-                f"Series {self.name}: cannot decode pixel data of {h.source!r} "
-                f"(transfer syntax {h.transfer_syntax}): {type(exc).__name__}: {exc}. "
-                "Potential fix: the file may be truncated or use a codec without an installed decoder; "
-                "install pylibjpeg plugins / python-gdcm, or remove the file."
-            ) from exc
-        if arr.shape[-2:] != (h.rows, h.columns):
-            raise DicomSeriesError(
-                f"Series {self.name}: pixel data of {h.source!r} has shape {arr.shape}, header says "
-                f"{h.n_frames} x {h.rows} x {h.columns}. Potential fix: the file is damaged; remove it."
-            )
-        return arr
 
     # -- geometry -------------------------------------------------------------
     def _geometry(self, hu, pos, d, normal, row_cos, col_cos, row_mm, col_mm, labels):
@@ -783,6 +772,108 @@ class _SeriesReader:
                 "patient_name": h.patient_name,
             },
         )
+
+
+#: Compressed single-frame files (at least this many) are decoded by worker processes, one per core of the
+#: scan's thread budget; below it, starting the processes (about 0.4 s) costs about what it saves.
+DECODE_PROCESS_MIN_FRAMES = 100
+
+
+def _span(ranges: list[tuple[int, int]]) -> tuple[int, int]:
+    """(min, max) over per-block (min, max) pairs; (0, 0) for none."""
+    if not ranges:
+        return 0, 0
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+def _decode_block(
+    headers: list[DicomHeader], shape: tuple[int, int], dtype: str, name: str
+) -> tuple[np.ndarray, int, tuple[str, ...]]:
+    """In a decoder process: the frames of ``headers`` (single-frame files), this process's id and the
+    texts of the warnings decoding raised (the caller reports them)."""
+    out = np.empty((len(headers), *shape), np.dtype(dtype))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for j, h in enumerate(headers):
+            _read_frame(h, out[j], name)
+    return out, os.getpid(), tuple(dict.fromkeys(str(w.message) for w in caught))
+
+
+def _read_frame(h: DicomHeader, out: np.ndarray, name: str) -> None:
+    """One single-frame file's pixels into ``out`` (direct read when uncompressed, else pydicom)."""
+    if _read_fast(h, out):
+        return
+    arr = _decode_pydicom(h, name)
+    out[...] = arr[0] if arr.ndim == 3 else arr
+
+
+def _read_fast(h: DicomHeader, out: np.ndarray) -> bool:
+    """Read uncompressed little-endian pixel bytes straight into ``out``; False when not possible.
+
+    The pixel data element is found by :func:`seek_trailing_pixel_data`.
+    """
+    if h.transfer_syntax not in UNCOMPRESSED_LE or h.bits_allocated != 16 or out.dtype.itemsize != 2:
+        return False
+    nbytes = out.nbytes
+    implicit = h.transfer_syntax == IMPLICIT_LE
+    z = split_zip_source(h.source)
+    if z is not None:
+        # streamed: seek to the pixel data (decompressing, not keeping, what comes before)
+        _, info = zip_member(h.source)
+        try:
+            with open_member(h.source) as fh:
+                if seek_trailing_pixel_data(fh, info.file_size, nbytes, implicit=implicit) is None:
+                    return False
+                got = fh.readinto(out.data.cast("B"))
+                fh.read(1)  # reach the end of the member: its CRC is checked there
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as exc:
+            raise DicomSeriesError(
+                f"Cannot read zip member {h.source}: {type(exc).__name__}: {exc}. Potential fix: the archive "
+                "is damaged; copy it again or unpack what can be read."
+            ) from None
+        return got == nbytes
+    try:
+        with open(h.source, "rb", buffering=0) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if seek_trailing_pixel_data(fh, size, nbytes, implicit=implicit) is None:
+                return False
+            got = fh.readinto(out.data.cast("B"))
+    except OSError:
+        return False
+    return got == nbytes
+
+def _decode_pydicom(h: DicomHeader, name: str) -> np.ndarray:
+    """One file's pixels decoded by pydicom (and its pixel plugins); ``name`` names the series in errors."""
+    import io
+
+    import pydicom
+
+    try:
+        z = split_zip_source(h.source)
+        if z is None:
+            ds = pydicom.dcmread(h.source)
+        else:
+            # a compressed image is never larger than its pixels uncompressed: bound what is read
+            expected = h.rows * h.columns * h.samples_per_pixel * max(h.bits_allocated, 8) // 8 * h.n_frames
+            ds = pydicom.dcmread(io.BytesIO(read_source_bytes(h.source, max_bytes=2 * expected + (64 << 20))))
+        if h.transfer_syntax in _J2K_SYNTAXES:
+            _check_j2k_size(ds, h, name)
+        arr = ds.pixel_array
+    except DicomSeriesError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
+        raise DicomSeriesError(
+            f"Series {name}: cannot decode pixel data of {h.source!r} "
+            f"(transfer syntax {h.transfer_syntax}): {type(exc).__name__}: {exc}. "
+            "Potential fix: the file may be truncated or use a codec without an installed decoder; "
+            "install pylibjpeg plugins / python-gdcm, or remove the file."
+        ) from exc
+    if arr.shape[-2:] != (h.rows, h.columns):
+        raise DicomSeriesError(
+            f"Series {name}: pixel data of {h.source!r} has shape {arr.shape}, header says "
+            f"{h.n_frames} x {h.rows} x {h.columns}. Potential fix: the file is damaged; remove it."
+        )
+    return arr
 
 
 def _check_j2k_size(ds: Any, h: DicomHeader, name: str) -> None:
