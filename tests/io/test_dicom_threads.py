@@ -1,4 +1,5 @@
-"""read_series with several reader threads: blocks of slices read in parallel into one array."""
+"""read_series with several reader threads (blocks of slices read in parallel into one array) and with
+decoder processes (compressed series)."""
 
 from __future__ import annotations
 
@@ -140,3 +141,32 @@ def test_a_dead_decoder_process_is_one_clear_line(tmp_path, series_writer, phant
         stop.set()
         watcher.join()
     assert killed
+
+
+def test_unguarded_script_decodes_in_its_own_process(tmp_path, series_writer, phantom):
+    """A script calling read_series from unguarded top-level code: worker processes would import the
+    script again (and read the series again, and start workers again...); it decodes in its own process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    hu = phantom(shape=(24, 9, 7), seed=5)
+    _rle_series(tmp_path / "series", series_writer, hu)
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import logging, numpy as np\n"
+        "import lungdamage.io.dicom as dicom\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "dicom.DECODE_PROCESS_MIN_FRAMES = 8\n"
+        f"ct = dicom.read_series({str(tmp_path / 'series')!r})\n"
+        "np.save('out.npy', ct.hu)\n"
+    )
+    import lungdamage.io.dicom as dicom
+
+    src = str(Path(dicom.__file__).parents[2])
+    env = {"PYTHONPATH": src, "LUNGDAMAGE_READ_THREADS": "2", "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "decoded by processes" not in run.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), hu)
