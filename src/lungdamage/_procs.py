@@ -96,6 +96,41 @@ def _is_main_test(test: Any) -> bool:
     return names == ["__name__"] and consts == ["__main__"]
 
 
+def _main_script() -> tuple[Any, str] | None:
+    """``(module, path)`` of the main script that worker processes would import again; None for
+    ``python -m pkg`` (``pkg.__main__``), ``python -c``, interactive sessions and notebooks."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if not path or spec_name == "__main__" or spec_name.endswith(".__main__"):
+        return None
+    return main, str(path)
+
+
+def _top_level_line(main: Any, frame: FrameType | None) -> int | None:
+    """Line of the outermost top-level frame of ``main`` on the stack ending at ``frame`` (None: not on it)."""
+    line = None
+    while frame is not None:
+        if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
+            line = frame.f_lineno
+        frame = frame.f_back
+    return line
+
+
+def _guarded(path: str, line: int) -> bool | None:
+    """Whether ``line`` of the script at ``path`` lies under ``if __name__ == "__main__":`` (None: unreadable)."""
+    import ast
+
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=path)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    return any(
+        isinstance(node, ast.If) and _is_main_test(node.test) and node.lineno <= line <= (node.end_lineno or line)
+        for node in ast.walk(tree)
+    )
+
+
 def unguarded_main_call() -> tuple[str, int] | None:
     """``(script, line)`` when the caller runs in a script's top-level code outside ``if __name__ == "__main__":``.
 
@@ -105,38 +140,25 @@ def unguarded_main_call() -> tuple[str, int] | None:
     (``pkg.__main__``), interactive sessions and notebooks are not re-imported
     and give None.
     """
-    import ast
-
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    spec_name = getattr(getattr(main, "__spec__", None), "name", None) or ""
-    if not path or spec_name == "__main__" or spec_name.endswith(".__main__"):
+    found = _main_script()
+    if found is None:
         return None
-    line = None
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:  # the outermost top-level frame of the main script
-        if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
-            line = frame.f_lineno
-        frame = frame.f_back
-    if line is None:
+    main, path = found
+    line = _top_level_line(main, sys._getframe(1))
+    if line is None or _guarded(path, line) is not False:
         return None
-    try:
-        tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and _is_main_test(node.test) and node.lineno <= line <= (node.end_lineno or line):
-            return None
-    return str(path), int(line)
+    return path, int(line)
 
 
 def may_start_processes() -> bool:
     """Whether this process may start a pool of worker processes for its own work.
 
     Not in a daemonic process (Dask's workers; they may have no children), not
-    without the ``forkserver`` start method, and not from a script's unguarded
-    top-level code (:func:`unguarded_main_call`: each worker would import the
-    script again).
+    without the ``forkserver`` start method, and, when a main script would be
+    imported again by each worker, only with positive evidence that the work
+    runs under its ``if __name__ == "__main__":`` guard: in this thread's stack,
+    or, called from another thread, in the main thread's stack.  A script whose
+    top-level code is unguarded, or has already finished, gets no processes.
     """
     import multiprocessing
 
@@ -144,4 +166,11 @@ def may_start_processes() -> bool:
         return False
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
-    return unguarded_main_call() is None
+    found = _main_script()
+    if found is None:
+        return True
+    main, path = found
+    line = _top_level_line(main, sys._getframe(1))
+    if line is None and threading.current_thread() is not threading.main_thread():
+        line = _top_level_line(main, sys._current_frames().get(threading.main_thread().ident or 0))
+    return line is not None and _guarded(path, line) is True

@@ -5,8 +5,8 @@ subprocesses with a timeout (a hang fails the case instead of stalling the
 suite), and checked against the outcome its row names.  No row may show a
 traceback, a hang, an abort (death by signal) or a silently wrong number.
 Declared-size cases must also stay under 1 GiB peak RSS while being refused
-(the child's own ``VmHWM``, written at its exit; ``batch --jobs 0`` keeps the work in
-that child).
+(the child's own ``VmHWM``, written at its exit; ``batch --jobs 0`` and, for those
+cases, ``LUNGDAMAGE_READ_THREADS=1`` (no decoder processes) keep the work in that child).
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def _build_case(case: Case, base: Path, good: Path) -> tuple[Path, Path]:
 def _run_case(case: Case, root: Path, score_input: Path) -> dict:
     work = root.parent
     env = dict(case.env)
+    if case.memory:  # the peak is the CLI process's own: keep decoding in it (no decoder processes)
+        env.setdefault("LUNGDAMAGE_READ_THREADS", "1")
     score = cli(["score", str(score_input), "-o", "score.csv", *case.score_args], cwd=work, timeout_s=TIMEOUT_S, env=env)
     batch = cli(
         ["batch", str(root), "--store", str(root / "store.sqlite") if case.name.startswith(("lock", "store")) else

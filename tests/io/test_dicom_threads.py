@@ -92,55 +92,49 @@ def test_decoder_process_error_is_one_clear_line(tmp_path, series_writer, phanto
     ds = pydicom.dcmread(paths[33])
     ds.PixelData = ds.PixelData[:40]  # a truncated RLE stream
     ds.save_as(paths[33])
-    with pytest.raises(DicomSeriesError, match=f"cannot decode pixel data of .*{paths[33].name}"):
+    with pytest.raises(DicomSeriesError, match=f"cannot decode pixel data of .*{paths[33].name}") as caught:
         read_series(tmp_path)
+    # raised in a decoder process (concurrent.futures chains the worker's traceback), not in this one
+    assert type(caught.value.__cause__).__name__ == "_RemoteTraceback"
+
+
+class _ExitsWhenUnpickled(str):
+    """A file name that ends the process unpickling it (a decoder process dying mid-series, as the OOM
+    killer or a crashing codec would make it): pickled as a call to ``os._exit``."""
+
+    def __reduce__(self):
+        import os
+
+        return os._exit, (70,)
 
 
 def test_a_dead_decoder_process_is_one_clear_line(tmp_path, series_writer, phantom, monkeypatch):
-    """A decoder process killed (as the OOM killer or a crashing codec would) mid-series: one
-    DicomSeriesError, not a hang or a BrokenProcessPool traceback."""
-    import os
-    import signal
-    import threading
-    import time
-    from multiprocessing import forkserver
+    """One decoder process dies while the series is decoded: one DicomSeriesError, not a hang or a
+    BrokenProcessPool traceback, and no decoder process left behind."""
+    import dataclasses
+    from multiprocessing import active_children
 
     import lungdamage.io.dicom as dicom
     from lungdamage.errors import DicomSeriesError
 
     monkeypatch.setattr(dicom, "DECODE_PROCESS_MIN_FRAMES", 8)
     monkeypatch.setenv("LUNGDAMAGE_READ_THREADS", "2")
-    _rle_series(tmp_path, series_writer, phantom(shape=(600, 96, 96), seed=2))
-    killed: list[int] = []
-    stop = threading.Event()
+    _rle_series(tmp_path, series_writer, phantom(shape=(80, 9, 7), seed=2))
+    read_headers = dicom.read_headers
 
-    def kill_a_decoder_at_work() -> None:
-        seen: dict[str, float] = {}
-        while not stop.is_set() and not killed:
-            server = getattr(forkserver._forkserver, "_forkserver_pid", None)
-            if server:
-                try:
-                    with open(f"/proc/{server}/task/{server}/children") as f:
-                        kids = f.read().split()
-                except OSError:
-                    kids = []
-                for kid in kids:
-                    seen.setdefault(kid, time.monotonic())
-                    if time.monotonic() - seen[kid] > 0.1:  # started, and decoding by now
-                        os.kill(int(kid), signal.SIGKILL)
-                        killed.append(int(kid))
-                        break
-            stop.wait(0.002)
+    def one_deadly_file(*args, **kwargs):
+        hs = read_headers(*args, **kwargs)
+        return [dataclasses.replace(h, source=_ExitsWhenUnpickled(h.source)) if k == 50 else h
+                for k, h in enumerate(hs)]
 
-    watcher = threading.Thread(target=kill_a_decoder_at_work, daemon=True)
-    watcher.start()
-    try:
-        with pytest.raises(DicomSeriesError, match="a decoder process died"):
-            read_series(tmp_path)
-    finally:
-        stop.set()
-        watcher.join()
-    assert killed
+    monkeypatch.setattr(dicom, "read_headers", one_deadly_file)
+    with pytest.raises(DicomSeriesError, match="a decoder process died"):
+        read_series(tmp_path)
+    server = getattr(__import__("multiprocessing.forkserver").forkserver._forkserver, "_forkserver_pid", None)
+    if server:
+        with open(f"/proc/{server}/task/{server}/children") as f:
+            assert f.read().split() == [], "decoder processes left behind"
+    assert active_children() == [] or all(p.name.startswith("ForkServer") for p in active_children())
 
 
 def test_unguarded_script_decodes_in_its_own_process(tmp_path, series_writer, phantom):
@@ -170,3 +164,103 @@ def test_unguarded_script_decodes_in_its_own_process(tmp_path, series_writer, ph
     assert run.returncode == 0, run.stderr
     assert "decoded by processes" not in run.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), hu)
+
+
+def test_unguarded_script_reading_from_threads_decodes_in_its_own_process(tmp_path, series_writer, phantom):
+    """The same script reading two series from a thread pool at its top level: the reading threads'
+    own stacks do not show the unguarded top-level code; the main thread's does."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import lungdamage.io.dicom as dicom
+
+    hu = phantom(shape=(24, 9, 7), seed=6)
+    for name in ("a", "b"):
+        _rle_series(tmp_path / name, series_writer, hu)
+    script = tmp_path / "unguarded_threads.py"
+    script.write_text(
+        "import logging, numpy as np\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "import lungdamage.io.dicom as dicom\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "dicom.DECODE_PROCESS_MIN_FRAMES = 8\n"
+        "with ThreadPoolExecutor(2) as ex:\n"
+        f"    cts = list(ex.map(dicom.read_series, [{str(tmp_path / 'a')!r}, {str(tmp_path / 'b')!r}]))\n"
+        "np.save('out.npy', np.stack([ct.hu for ct in cts]))\n"
+    )
+    env = {"PYTHONPATH": str(Path(dicom.__file__).parents[2]), "LUNGDAMAGE_READ_THREADS": "2", "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "decoded by processes" not in run.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), np.stack([hu, hu]))
+
+
+def test_guarded_script_reading_from_threads_uses_decoder_processes(tmp_path, series_writer, phantom):
+    """Under the guard, reading from threads still gets decoder processes (the main thread's stack shows
+    the guard)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import lungdamage.io.dicom as dicom
+
+    hu = phantom(shape=(24, 9, 7), seed=7)
+    _rle_series(tmp_path / "a", series_writer, hu)
+    script = tmp_path / "guarded_threads.py"
+    script.write_text(
+        "import logging, numpy as np\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "import lungdamage.io.dicom as dicom\n"
+        "if __name__ == '__main__':\n"
+        "    logging.basicConfig(level=logging.INFO)\n"
+        "    dicom.DECODE_PROCESS_MIN_FRAMES = 8\n"
+        "    with ThreadPoolExecutor(1) as ex:\n"
+        f"        ct = ex.submit(dicom.read_series, {str(tmp_path / 'a')!r}).result()\n"
+        "    np.save('out.npy', ct.hu)\n"
+    )
+    env = {"PYTHONPATH": str(Path(dicom.__file__).parents[2]), "LUNGDAMAGE_READ_THREADS": "2", "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "decoded by processes" in run.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), hu)
+
+
+def test_without_semaphores_the_series_is_decoded_in_this_process(tmp_path, series_writer, phantom, monkeypatch,
+                                                                  caplog):
+    """Where multiprocessing has no semaphores (AWS Lambda, containers without /dev/shm: creating one
+    raises ENOSYS), the reader decodes with threads instead of failing."""
+    import errno
+    import logging
+    from multiprocessing import synchronize
+
+    import lungdamage.io.dicom as dicom
+
+    monkeypatch.setattr(dicom, "DECODE_PROCESS_MIN_FRAMES", 8)
+    monkeypatch.setenv("LUNGDAMAGE_READ_THREADS", "2")
+
+    def no_semaphores(self, *args, **kwargs):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(synchronize.SemLock, "__init__", no_semaphores)
+    hu = phantom(shape=(24, 9, 7), seed=8)
+    _rle_series(tmp_path, series_writer, hu)
+    with caplog.at_level(logging.INFO, logger="lungdamage.io.dicom"):
+        ct = read_series(tmp_path)
+    np.testing.assert_array_equal(ct.hu, hu)
+    assert any("decoder processes unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_warning_categories_cross_the_process_boundary():
+    """A decoder process's warnings are raised again with their own category (filters keep working)."""
+    import pydicom.errors
+
+    from lungdamage.io.dicom import _warning_category
+
+    assert _warning_category("builtins", "DeprecationWarning") is DeprecationWarning
+    assert _warning_category("lungdamage.io.dicom", "DicomReadWarning").__name__ == "DicomReadWarning"
+    assert _warning_category("no.such.module", "X") is UserWarning
+    assert _warning_category("pydicom.errors", "InvalidDicomError") is UserWarning  # not a Warning
+    assert pydicom.errors.InvalidDicomError

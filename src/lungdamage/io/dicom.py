@@ -219,7 +219,8 @@ def read_series(
     Pixels go straight into one preallocated array, read by up to 4 threads (``LUNGDAMAGE_READ_THREADS``).
     A series of at least :data:`DECODE_PROCESS_MIN_FRAMES` compressed files (JPEG 2000, JPEG-LS,
     JPEG, RLE) is decoded by as many worker processes (the decoders hold the GIL), except in a
-    daemonic process or from a script's unguarded top-level code.
+    daemonic process, where processes cannot start, or in a script whose main thread is not under
+    ``if __name__ == "__main__":`` (see :func:`lungdamage._procs.may_start_processes`).
     """
     if irregular not in _IRREGULAR_CHOICES or tilt not in _TILT_CHOICES:
         raise ValueError(f"irregular must be one of {_IRREGULAR_CHOICES} and tilt one of {_TILT_CHOICES}, "
@@ -549,8 +550,9 @@ class _SeriesReader:
         if threads > 1 and not zipped and n_coded >= DECODE_PROCESS_MIN_FRAMES:
             from .._procs import may_start_processes
 
-            if may_start_processes():
-                ranges = self._fill_in_processes(raw, fi, multi, block, threads)
+            pool = _decoder_pool(threads) if may_start_processes() else None
+            if pool is not None:
+                ranges = self._fill_in_processes(pool, raw, fi, multi, block, threads)
                 logger.info("%s: %d compressed frames decoded by processes %s", self.name, n_coded,
                             sorted(self.decoded_by))
                 return _span(ranges)
@@ -564,23 +566,16 @@ class _SeriesReader:
         return _span(ranges)
 
     def _fill_in_processes(
-        self, raw: np.ndarray, fi: np.ndarray, multi: np.ndarray, block: int, workers: int
+        self, pool: Any, raw: np.ndarray, fi: np.ndarray, multi: np.ndarray, block: int, workers: int
     ) -> list[tuple[int, int]]:
-        """The single-frame files, in blocks of ``block`` slices, decoded by ``workers`` processes
-        (at most two blocks per worker in flight, so finished blocks never pile up); each block's
+        """The single-frame files, in blocks of ``block`` slices, decoded by the ``workers`` processes of
+        ``pool`` (at most two blocks per worker in flight, so finished blocks never pile up); each block's
         (min, max) stored value.  A decoder process that dies becomes one :class:`DicomSeriesError`."""
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
         from concurrent.futures.process import BrokenProcessPool
-
-        from .._procs import exit_with_parent
 
         hs, n = self.headers, len(fi)
         blocks = [(start, min(start + block, n)) for start in range(0, n, block)]
         singles = [[k for k in range(a, b) if not multi[k]] for a, b in blocks]
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),))
         ranges: list[tuple[int, int]] = []
         inflight: deque = deque()
         todo = iter(range(len(blocks)))
@@ -594,8 +589,8 @@ class _SeriesReader:
                         arr, pid, notes = fut.result()
                         raw[singles[done]] = arr
                         self.decoded_by.add(pid)
-                        for note in notes:  # what pydicom warned about in the decoder process
-                            warnings.warn(note, stacklevel=2)
+                        for module, qualname, text in notes:  # what the decoder process warned about
+                            warnings.warn(text, _warning_category(module, qualname), stacklevel=2)
                     sub = raw[blocks[done][0]: blocks[done][1]]
                     ranges.append((int(sub.min()), int(sub.max())))
         except (BrokenProcessPool, OSError) as exc:  # OSError: the pool broke while starting a process
@@ -786,17 +781,50 @@ def _span(ranges: list[tuple[int, int]]) -> tuple[int, int]:
     return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
+def _decoder_pool(workers: int) -> Any:
+    """A forkserver pool of ``workers`` decoder processes (the reader preloaded, each exiting with this
+    process); None where processes cannot be started (no semaphores, no forkserver): the caller reads
+    with threads instead."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .._procs import exit_with_parent
+
+    try:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(),))
+    except (OSError, ImportError, RuntimeError, ValueError) as exc:
+        logger.info("decoder processes unavailable (%s: %s); decoding in this process", type(exc).__name__, exc)
+        return None
+
+
+def _warning_category(module: str, qualname: str) -> type[Warning]:
+    """The warning class named by ``module`` and ``qualname`` (UserWarning when it cannot be found)."""
+    import importlib
+
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return UserWarning
+    return obj if isinstance(obj, type) and issubclass(obj, Warning) else UserWarning
+
+
 def _decode_block(
     headers: list[DicomHeader], shape: tuple[int, int], dtype: str, name: str
-) -> tuple[np.ndarray, int, tuple[str, ...]]:
+) -> tuple[np.ndarray, int, tuple[tuple[str, str, str], ...]]:
     """In a decoder process: the frames of ``headers`` (single-frame files), this process's id and the
-    texts of the warnings decoding raised (the caller reports them)."""
+    warnings decoding raised as (category module, category name, text), for the caller to raise again
+    under its own filters."""
     out = np.empty((len(headers), *shape), np.dtype(dtype))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for j, h in enumerate(headers):
             _read_frame(h, out[j], name)
-    return out, os.getpid(), tuple(dict.fromkeys(str(w.message) for w in caught))
+    notes = ((w.category.__module__, w.category.__qualname__, str(w.message)) for w in caught)
+    return out, os.getpid(), tuple(dict.fromkeys(notes))
 
 
 def _read_frame(h: DicomHeader, out: np.ndarray, name: str) -> None:
