@@ -136,7 +136,8 @@ def unguarded_main_call() -> tuple[str, int] | None:
 
     Worker processes (``spawn`` / ``forkserver``, also Dask's local cluster)
     import the main script again; top-level code that starts a batch would
-    start it once more in every worker.  Scripts run with ``python -m pkg``
+    start it once more in every worker.  Called from another thread, the main
+    thread's stack is the one looked at.  Scripts run with ``python -m pkg``
     (``pkg.__main__``), interactive sessions and notebooks are not re-imported
     and give None.
     """
@@ -145,6 +146,8 @@ def unguarded_main_call() -> tuple[str, int] | None:
         return None
     main, path = found
     line = _top_level_line(main, sys._getframe(1))
+    if line is None and threading.current_thread() is not threading.main_thread():
+        line = _top_level_line(main, sys._current_frames().get(threading.main_thread().ident or 0))
     if line is None or _guarded(path, line) is not False:
         return None
     return path, int(line)

@@ -22,10 +22,14 @@ def one_series(tmp_path_factory):
     return root
 
 
-def _script(tmp_path: Path, root: Path, *, guarded: bool) -> subprocess.CompletedProcess:
+def _script(tmp_path: Path, root: Path, *, guarded: bool, thread: bool = False) -> subprocess.CompletedProcess:
+    run = f"run_batch({str(root)!r}, {str(tmp_path / 'r.sqlite')!r}, engine=ProcessEngine(1))"
+    if thread:  # the batch started from a thread of the script's top-level code
+        run = f"ThreadPoolExecutor(1).submit(lambda: {run}).result()"
     call = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
         "from lungdamage.batch.runner import ProcessEngine, run_batch\n"
-        f"summary = run_batch({str(root)!r}, {str(tmp_path / 'r.sqlite')!r}, engine=ProcessEngine(1))\n"
+        f"summary = {run}\n"
         "print('STORED', summary.stored)\n"
     )
     body = ("if __name__ == '__main__':\n" + textwrap.indent(call, "    ")) if guarded else call
@@ -43,7 +47,18 @@ def test_unguarded_script_gets_one_clear_error(one_series, tmp_path):
     assert res.stderr.count("Traceback") == 1
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("lungdamage.errors.InputError: run_batch was called at the top level of")
-    assert "my_batch.py (line 2)" in last and 'if __name__ == "__main__":' in last
+    assert "my_batch.py (line 3)" in last and 'if __name__ == "__main__":' in last
+    assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_unguarded_script_starting_the_batch_from_a_thread_gets_the_same_error(one_series, tmp_path):
+    """The calling thread's stack has no top-level frame of the script; the main thread's has."""
+    res = _script(tmp_path, one_series, guarded=False, thread=True)
+    assert res.returncode != 0
+    assert "BrokenProcessPool" not in res.stderr and "bootstrapping phase" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("lungdamage.errors.InputError: run_batch was called at the top level of")
+    assert "my_batch.py (line 3)" in last
     assert not (tmp_path / "r.sqlite").exists()
 
 
