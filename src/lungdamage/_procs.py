@@ -117,6 +117,15 @@ def _top_level_line(main: Any, frame: FrameType | None) -> int | None:
     return line
 
 
+def _calling_line(main: Any) -> int | None:
+    """The main script's top-level line the current work runs under: on this thread's stack, or, from
+    another thread, on the main thread's (None: on neither)."""
+    line = _top_level_line(main, sys._getframe(1))
+    if line is None and threading.current_thread() is not threading.main_thread():
+        line = _top_level_line(main, sys._current_frames().get(threading.main_thread().ident or 0))
+    return line
+
+
 def _guarded(path: str, line: int) -> bool | None:
     """Whether ``line`` of the script at ``path`` lies under ``if __name__ == "__main__":`` (None: unreadable)."""
     import ast
@@ -145,9 +154,7 @@ def unguarded_main_call() -> tuple[str, int] | None:
     if found is None:
         return None
     main, path = found
-    line = _top_level_line(main, sys._getframe(1))
-    if line is None and threading.current_thread() is not threading.main_thread():
-        line = _top_level_line(main, sys._current_frames().get(threading.main_thread().ident or 0))
+    line = _calling_line(main)
     if line is None or _guarded(path, line) is not False:
         return None
     return path, int(line)
@@ -173,7 +180,5 @@ def may_start_processes() -> bool:
     if found is None:
         return True
     main, path = found
-    line = _top_level_line(main, sys._getframe(1))
-    if line is None and threading.current_thread() is not threading.main_thread():
-        line = _top_level_line(main, sys._current_frames().get(threading.main_thread().ident or 0))
+    line = _calling_line(main)
     return line is not None and _guarded(path, line) is True

@@ -137,30 +137,35 @@ def test_a_dead_decoder_process_is_one_clear_line(tmp_path, series_writer, phant
     assert active_children() == [] or all(p.name.startswith("ForkServer") for p in active_children())
 
 
-def test_unguarded_script_decodes_in_its_own_process(tmp_path, series_writer, phantom):
-    """A script calling read_series from unguarded top-level code: worker processes would import the
-    script again (and read the series again, and start workers again...); it decodes in its own process."""
+def _run_script(tmp_path, name: str, body: str):
+    """``body`` as the script ``name`` in ``tmp_path``, run with this checkout's sources and two reader threads."""
     import subprocess
     import sys
     from pathlib import Path
 
+    import lungdamage.io.dicom as dicom
+
+    script = tmp_path / name
+    script.write_text(body)
+    env = {"PYTHONPATH": str(Path(dicom.__file__).parents[2]), "LUNGDAMAGE_READ_THREADS": "2", "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_unguarded_script_decodes_in_its_own_process(tmp_path, series_writer, phantom):
+    """A script calling read_series from unguarded top-level code: worker processes would import the
+    script again (and read the series again, and start workers again...); it decodes in its own process."""
     hu = phantom(shape=(24, 9, 7), seed=5)
     _rle_series(tmp_path / "series", series_writer, hu)
-    script = tmp_path / "unguarded.py"
-    script.write_text(
+    run = _run_script(
+        tmp_path, "unguarded.py",
         "import logging, numpy as np\n"
         "import lungdamage.io.dicom as dicom\n"
         "logging.basicConfig(level=logging.INFO)\n"
         "dicom.DECODE_PROCESS_MIN_FRAMES = 8\n"
         f"ct = dicom.read_series({str(tmp_path / 'series')!r})\n"
-        "np.save('out.npy', ct.hu)\n"
+        "np.save('out.npy', ct.hu)\n",
     )
-    import lungdamage.io.dicom as dicom
-
-    src = str(Path(dicom.__file__).parents[2])
-    env = {"PYTHONPATH": src, "LUNGDAMAGE_READ_THREADS": "2", "PATH": "/usr/bin:/bin"}
-    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
     assert run.returncode == 0, run.stderr
     assert "decoded by processes" not in run.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), hu)
@@ -169,17 +174,11 @@ def test_unguarded_script_decodes_in_its_own_process(tmp_path, series_writer, ph
 def test_unguarded_script_reading_from_threads_decodes_in_its_own_process(tmp_path, series_writer, phantom):
     """The same script reading two series from a thread pool at its top level: the reading threads'
     own stacks do not show the unguarded top-level code; the main thread's does."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import lungdamage.io.dicom as dicom
-
     hu = phantom(shape=(24, 9, 7), seed=6)
     for name in ("a", "b"):
         _rle_series(tmp_path / name, series_writer, hu)
-    script = tmp_path / "unguarded_threads.py"
-    script.write_text(
+    run = _run_script(
+        tmp_path, "unguarded_threads.py",
         "import logging, numpy as np\n"
         "from concurrent.futures import ThreadPoolExecutor\n"
         "import lungdamage.io.dicom as dicom\n"
@@ -187,11 +186,8 @@ def test_unguarded_script_reading_from_threads_decodes_in_its_own_process(tmp_pa
         "dicom.DECODE_PROCESS_MIN_FRAMES = 8\n"
         "with ThreadPoolExecutor(2) as ex:\n"
         f"    cts = list(ex.map(dicom.read_series, [{str(tmp_path / 'a')!r}, {str(tmp_path / 'b')!r}]))\n"
-        "np.save('out.npy', np.stack([ct.hu for ct in cts]))\n"
+        "np.save('out.npy', np.stack([ct.hu for ct in cts]))\n",
     )
-    env = {"PYTHONPATH": str(Path(dicom.__file__).parents[2]), "LUNGDAMAGE_READ_THREADS": "2", "PATH": "/usr/bin:/bin"}
-    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
     assert run.returncode == 0, run.stderr
     assert "decoded by processes" not in run.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), np.stack([hu, hu]))
@@ -200,16 +196,10 @@ def test_unguarded_script_reading_from_threads_decodes_in_its_own_process(tmp_pa
 def test_guarded_script_reading_from_threads_uses_decoder_processes(tmp_path, series_writer, phantom):
     """Under the guard, reading from threads still gets decoder processes (the main thread's stack shows
     the guard)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import lungdamage.io.dicom as dicom
-
     hu = phantom(shape=(24, 9, 7), seed=7)
     _rle_series(tmp_path / "a", series_writer, hu)
-    script = tmp_path / "guarded_threads.py"
-    script.write_text(
+    run = _run_script(
+        tmp_path, "guarded_threads.py",
         "import logging, numpy as np\n"
         "from concurrent.futures import ThreadPoolExecutor\n"
         "import lungdamage.io.dicom as dicom\n"
@@ -218,11 +208,8 @@ def test_guarded_script_reading_from_threads_uses_decoder_processes(tmp_path, se
         "    dicom.DECODE_PROCESS_MIN_FRAMES = 8\n"
         "    with ThreadPoolExecutor(1) as ex:\n"
         f"        ct = ex.submit(dicom.read_series, {str(tmp_path / 'a')!r}).result()\n"
-        "    np.save('out.npy', ct.hu)\n"
+        "    np.save('out.npy', ct.hu)\n",
     )
-    env = {"PYTHONPATH": str(Path(dicom.__file__).parents[2]), "LUNGDAMAGE_READ_THREADS": "2", "PATH": "/usr/bin:/bin"}
-    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
     assert run.returncode == 0, run.stderr
     assert "decoded by processes" in run.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), hu)

@@ -299,8 +299,6 @@ class _SeriesReader:
         self.name = self.uid or where
         self.warn = _Warn([])
         self.first = headers[0]
-        #: process ids of the decoder processes that decoded frames (empty: decoded in this process)
-        self.decoded_by: set[int] = set()
 
     # -- consistency ------------------------------------------------------
     def _check_consistency(self, fi: np.ndarray) -> None:
@@ -552,10 +550,7 @@ class _SeriesReader:
 
             pool = _decoder_pool(threads) if may_start_processes() else None
             if pool is not None:
-                ranges = self._fill_in_processes(pool, raw, fi, multi, block, threads)
-                logger.info("%s: %d compressed frames decoded by processes %s", self.name, n_coded,
-                            sorted(self.decoded_by))
-                return _span(ranges)
+                return _span(self._fill_in_processes(pool, raw, fi, multi, block, threads))
         if threads > 1 and n > block and not zipped:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -577,10 +572,10 @@ class _SeriesReader:
         blocks = [(start, min(start + block, n)) for start in range(0, n, block)]
         singles = [[k for k in range(a, b) if not multi[k]] for a, b in blocks]
         ranges: list[tuple[int, int]] = []
+        pids: set[int] = set()
         inflight: deque = deque()
-        todo = iter(range(len(blocks)))
         try:
-            for j in todo:
+            for j in range(len(blocks)):
                 inflight.append((j, pool.submit(_decode_block, [hs[fi[k]] for k in singles[j]], raw.shape[1:],
                                                 raw.dtype.str, self.name) if singles[j] else None))
                 while inflight and (len(inflight) >= 2 * workers or j == len(blocks) - 1):
@@ -588,7 +583,7 @@ class _SeriesReader:
                     if fut is not None:
                         arr, pid, notes = fut.result()
                         raw[singles[done]] = arr
-                        self.decoded_by.add(pid)
+                        pids.add(pid)
                         for module, qualname, text in notes:  # what the decoder process warned about
                             warnings.warn(text, _warning_category(module, qualname), stacklevel=2)
                     sub = raw[blocks[done][0]: blocks[done][1]]
@@ -604,6 +599,8 @@ class _SeriesReader:
             ) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        logger.info("%s: %d single-frame files decoded by processes %s", self.name,
+                    sum(len(ks) for ks in singles), sorted(pids))
         return ranges
 
     def _check_size(self, fi: np.ndarray, rows: int, cols: int) -> None:
@@ -869,6 +866,7 @@ def _read_fast(h: DicomHeader, out: np.ndarray) -> bool:
     except OSError:
         return False
     return got == nbytes
+
 
 def _decode_pydicom(h: DicomHeader, name: str) -> np.ndarray:
     """One file's pixels decoded by pydicom (and its pixel plugins); ``name`` names the series in errors."""
