@@ -31,6 +31,7 @@ __all__ = [
     "side_of",
     "translate_labels",
     "labelled_box",
+    "nonzero_indices",
     "load_label_codes",
 ]
 
@@ -120,8 +121,12 @@ class RegionMap:
 
     @property
     def lung_mask(self) -> np.ndarray:
-        """Boolean mask of every labelled voxel."""
-        return self.labels > 0
+        """Boolean mask of every labelled voxel (computed on the labels' bounding box: the rest of the
+        volume stays untouched zero pages)."""
+        box = labelled_box(self.labels)
+        mask = np.zeros(self.labels.shape, bool)
+        np.not_equal(self.labels[box], 0, out=mask[box])
+        return mask
 
     def groups(self) -> dict[str, tuple[int, ...]]:
         """Every reported region and the label codes that make it up.
@@ -209,8 +214,7 @@ def labelled_box(labels: np.ndarray) -> tuple[slice, ...]:
     """Bounding box of the non-zero voxels of a label array (slices; views, no copy).
 
     Every non-zero label lies inside it, hence any count over it equals the count over the whole array;
-    empty slices when there is no label.  Two passes over a 3-D array: the slices holding a label, then
-    the rows and columns over those slices only.
+    empty slices when there is no label (see :func:`nonzero_indices`).
 
     Examples
     --------
@@ -219,13 +223,23 @@ def labelled_box(labels: np.ndarray) -> tuple[slice, ...]:
     """
     if labels.ndim != 3 or not labels.size:
         return (slice(None),) * labels.ndim
-    occupied = np.flatnonzero(labels.reshape(labels.shape[0], -1).max(axis=1))
-    if not occupied.size:
+    indices = nonzero_indices(labels)
+    if not indices[0].size:
         return (slice(0, 0),) * 3
-    slab = slice(int(occupied[0]), int(occupied[-1]) + 1)
-    plane = np.asarray(labels[slab].max(axis=0))
-    rows, cols = np.flatnonzero(plane.max(axis=1)), np.flatnonzero(plane.max(axis=0))
-    return slab, slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+    return tuple(slice(int(i[0]), int(i[-1]) + 1) for i in indices)
+
+
+def nonzero_indices(mask: np.ndarray) -> list[np.ndarray]:
+    """Indices along each axis (slice, row, column) at which a 3-D ``mask`` or label array is non-zero.
+
+    Two passes: the slices holding a non-zero voxel over the whole array, then the rows and columns over
+    those slices only.  Empty arrays when there is none.
+    """
+    slices = np.flatnonzero(mask.max(axis=(1, 2))) if mask.size else np.zeros(0, np.intp)
+    if not slices.size:
+        return [slices, slices, slices]
+    plane = np.asarray(mask[int(slices[0]): int(slices[-1]) + 1].max(axis=0))
+    return [slices, np.flatnonzero(plane.max(axis=1)), np.flatnonzero(plane.max(axis=0))]
 
 
 def translate_labels(

@@ -394,9 +394,4 @@ def scan_lesions(
     if reuse is not None and reuse.params == lesion and reuse.lesion.shape == ct.shape:
         return reuse
     ap_axis = int(np.argmax(np.abs(np.asarray(ct.direction, dtype=float)[1, :])))  # array axis along P
-    # the lung mask (every region together), made on the regions' bounding box only: the rest of the
-    # volume stays untouched zero pages
-    box = labelled_box(regions.labels)
-    lung = np.zeros(ct.shape, bool)
-    np.not_equal(regions.labels[box], 0, out=lung[box])
-    return find_lesions(ct.hu, lung, ct.spacing_mm, lesion, ap_axis=ap_axis)
+    return find_lesions(ct.hu, regions.lung_mask, ct.spacing_mm, lesion, ap_axis=ap_axis)

@@ -87,6 +87,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..regions import nonzero_indices
 
 logger = logging.getLogger(__name__)
 
@@ -667,23 +668,11 @@ class _Grid:
         return st
 
 
-def _lung_extent(lung: np.ndarray) -> list[np.ndarray]:
-    """Indices along each array axis (slice, row, column) at which ``lung`` holds lung voxels.
-
-    Two passes: the slices holding lung over the whole volume, then the rows and columns over those slices
-    only.  Empty arrays when there is no lung."""
-    slices = np.flatnonzero(lung.any(axis=(1, 2)))
-    if not slices.size:
-        return [slices, slices, slices]
-    plane = np.asarray(lung[int(slices[0]): int(slices[-1]) + 1].any(axis=0))
-    return [slices, np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))]
-
-
 def _grid(hu: np.ndarray, lung: np.ndarray, spacing: tuple[float, float, float], p: LesionParams,
           extent: list[np.ndarray]) -> _Grid:
     """The lung's bounding box (widened by the context kernel's radius, to whole cells) and its cells.
 
-    ``extent``: the lung's indices along each axis (:func:`_lung_extent`)."""
+    ``extent``: the lung's indices along each axis (:func:`lungdamage.regions.nonzero_indices`)."""
     planar = extent[0].size < 3
     f = _factors(spacing, p.grid_mm, planar)
     cell_mm = (spacing[0] * f[0], spacing[1] * f[1], spacing[2] * f[2])
@@ -957,8 +946,8 @@ def _in_slab(g: _Grid, comp: np.ndarray, ids: np.ndarray, mediastinal: np.ndarra
 
 def _whole_height_axis(extent: list[np.ndarray], shape: tuple[int, ...], ap_axis: int, lr_axis: int) -> int | None:
     """The craniocaudal array axis when the lungs' whole height is imaged (apex and base inside the
-    image: neither end of the lung extent, ``extent`` of :func:`_lung_extent`, on the image's edge), else
-    None (the hilar slab is unknown)."""
+    image: neither end of the lung extent, ``extent`` of :func:`~lungdamage.regions.nonzero_indices`, on
+    the image's edge), else None (the hilar slab is unknown)."""
     rest = [a for a in range(3) if a not in (ap_axis, lr_axis)]
     if len(rest) != 1:
         return None
@@ -1099,7 +1088,7 @@ def find_lesions(
     lung = np.asarray(lung, dtype=bool)
     if hu.shape != lung.shape or hu.ndim != 3:
         raise ValueError(f"find_lesions: hu {hu.shape} and lung {lung.shape} must be one 3-D shape")
-    extent = _lung_extent(lung)
+    extent = nonzero_indices(lung)
     if extent[0].size == 0:
         return _empty(hu.shape, True, classes, p)
     spacing = (float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]))

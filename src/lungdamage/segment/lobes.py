@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SegmentationError
-from ..regions import LOBE_CODES, ZONE_CODES, RegionMap
+from ..regions import LOBE_CODES, ZONE_CODES, RegionMap, labelled_box, nonzero_indices
 from ..volume import CTVolume
 
 log = logging.getLogger(__name__)
@@ -198,17 +198,8 @@ def _coverage(ct: CTVolume, labels: np.ndarray, box: tuple[slice, ...] | None,
 
 def _lung_box(labels: np.ndarray) -> tuple[slice, ...] | None:
     """Bounding box (one slice per array axis) of the non-zero voxels; None when there are none."""
-    ranges = _nonzero_ranges(labels)
-    return None if ranges is None else tuple(slice(int(i[0]), int(i[-1]) + 1) for i in ranges)
-
-
-def _nonzero_ranges(mask: np.ndarray) -> list[np.ndarray] | None:
-    """Indices along each axis where ``mask`` (3-D) is non-zero (two passes over the array)."""
-    plane = np.asarray(mask.any(axis=0))
-    if not plane.any():
-        return None
-    return [np.flatnonzero(mask.any(axis=(1, 2))), np.flatnonzero(plane.any(axis=1)),
-            np.flatnonzero(plane.any(axis=0))]
+    box = labelled_box(labels)
+    return None if box[0].start == box[0].stop else box
 
 
 def _weighted_threshold(values: np.ndarray, weights: np.ndarray, share: float) -> float:
@@ -396,8 +387,8 @@ def _box_geometry(ct: CTVolume, box: tuple[slice, ...]) -> _Box:
 def _side_box(m: np.ndarray, f: tuple[int, int, int]) -> tuple[slice, ...] | None:
     """Bounding box of ``m`` (one lung, on the lungs' box) widened to whole blocks of ``f`` counted from the
     box's start (or to the box's end): the block grid of the box is the block grid of the sub-box."""
-    ranges = _nonzero_ranges(m)
-    if ranges is None:
+    ranges = nonzero_indices(m)
+    if not ranges[0].size:
         return None
     return tuple(slice(int(i[0]) // k * k, min(-(-(int(i[-1]) + 1) // k) * k, n))
                  for i, k, n in zip(ranges, f, m.shape, strict=True))
@@ -566,8 +557,8 @@ def _band_grid(geo: _Box, mask: np.ndarray, dist_mm: np.ndarray, band_mm: float)
     f = geo.f
     n_block = f[0] * f[1] * f[2]
     nb_all = 2 * counts.astype(np.int32) >= n_block  # at least half of the block in the band
-    ranges = _nonzero_ranges(nb_all)  # on the block grid: a small array
-    if ranges is None:
+    ranges = nonzero_indices(nb_all)  # on the block grid: a small array
+    if not ranges[0].size:
         return None
     bbk = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in ranges)
     if any(s.stop - s.start < 5 for s in bbk):
@@ -665,8 +656,8 @@ def _hessian_in_slabs(sub: np.ndarray, sigma: np.ndarray, nb: np.ndarray, spl: n
     parts: dict[tuple[int, int], list[np.ndarray]] = {}
     for a0 in range(0, nb.shape[0], slab):
         a1 = min(a0 + slab, nb.shape[0])
-        ranges = _nonzero_ranges(nb[a0:a1])
-        if ranges is None:
+        ranges = nonzero_indices(nb[a0:a1])
+        if not ranges[0].size:
             continue
         lo = (a0, int(ranges[1][0]), int(ranges[2][0]))
         hi = (a1, int(ranges[1][-1]) + 1, int(ranges[2][-1]) + 1)
